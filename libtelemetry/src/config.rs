@@ -1,0 +1,699 @@
+//! `telemetrics.conf`: the INI dialect of the C client (libnica), file selection, built-in
+//! defaults and clamping.
+//!
+//! Differences from the C client, on purpose:
+//! * a bad file is a [`ConfigError`] naming the file and line, never `exit(1)`;
+//! * a non-numeric integer is an error (C's `strtoll` silently made it 0);
+//! * range problems that made the C telempostd exit on its first delivery (a window length
+//!   outside 0..59, a negative `record_expiry`) are reported by [`Config::check_delivery`],
+//!   which telempostd calls at start-up; probes, which only need `socket_path`, are not
+//!   affected by them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::paths::Paths;
+
+/// Largest config file read (the shipped one is ~3 KiB).
+pub const MAX_CONFIG_SIZE: u64 = 1024 * 1024;
+
+/// `spool_process_time` is clamped to this range (C: TM_SPOOL_RUN_MIN / TM_SPOOL_RUN_MAX).
+pub const SPOOL_PROCESS_TIME_MIN: i64 = 120;
+pub const SPOOL_PROCESS_TIME_MAX: i64 = 300;
+
+pub const DEFAULT_SERVER: &str = "https://clr.telemetry.intel.com/v3/collector";
+pub const DEFAULT_TIDHEADER: &str = "X-Telemetry-TID: 6907c830-eed9-4ce9-81ae-76daf8d88f0f";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read configuration: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: configuration file larger than {MAX_CONFIG_SIZE} bytes")]
+    TooLarge { path: PathBuf },
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}:{line}: invalid value {value:?} for {key}: {message}")]
+    Value {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        value: String,
+        message: String,
+    },
+    #[error("configuration path {0:?} must be absolute")]
+    NotAbsolute(PathBuf),
+    #[error("configuration path {0:?} is not a regular file")]
+    NotRegularFile(PathBuf),
+    #[error("{key}: {message}")]
+    Delivery { key: &'static str, message: String },
+}
+
+impl ConfigError {
+    /// The errno the C library would have returned for this condition.
+    pub fn errno(&self) -> i32 {
+        match self {
+            ConfigError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            ConfigError::TooLarge { .. } => libc::EFBIG,
+            _ => libc::EINVAL,
+        }
+    }
+}
+
+/// Where the configuration in effect came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// Given with `-f` / `tm_set_config_file` / a record's `CFG:` field.
+    Explicit(PathBuf),
+    /// `/etc/telemetrics/telemetrics.conf`.
+    Etc(PathBuf),
+    /// `/usr/share/defaults/telemetrics/telemetrics.conf`.
+    Distribution(PathBuf),
+    /// No file: built-in defaults only.
+    BuiltIn,
+}
+
+impl ConfigSource {
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ConfigSource::Explicit(p) | ConfigSource::Etc(p) | ConfigSource::Distribution(p) => {
+                Some(p)
+            }
+            ConfigSource::BuiltIn => None,
+        }
+    }
+}
+
+/// How telempostd talks to the backend (`delivery_mode` key; new in this suite).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryMode {
+    /// Choose from the server URL: `/v3/` → V3, `/v1/logs` → Otlp, anything else → V2.
+    Auto,
+    /// Headers + raw body (the public telemetrics-backend collector).
+    V2,
+    /// JSON body (`/v3/collector`).
+    V3,
+    /// OTLP/HTTP JSON logs.
+    Otlp,
+}
+
+impl DeliveryMode {
+    fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" | "" => Some(DeliveryMode::Auto),
+            "v2" => Some(DeliveryMode::V2),
+            "v3" => Some(DeliveryMode::V3),
+            "otlp" => Some(DeliveryMode::Otlp),
+            _ => None,
+        }
+    }
+
+    /// The concrete mode for `server` (resolves `Auto`).
+    pub fn resolve(self, server: &str) -> DeliveryMode {
+        if self != DeliveryMode::Auto {
+            return self;
+        }
+        let path = url_path(server);
+        if path.contains("/v3/") || path.ends_with("/v3") {
+            DeliveryMode::V3
+        } else if path.trim_end_matches('/').ends_with("/v1/logs") {
+            DeliveryMode::Otlp
+        } else {
+            DeliveryMode::V2
+        }
+    }
+}
+
+/// The path part of a URL (`scheme://host[:port]/path?query` → `/path`).
+fn url_path(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme.find('/').map_or("", |i| &after_scheme[i..]);
+    path.split(['?', '#']).next().unwrap_or("")
+}
+
+/// Rate-limit strategy when a record may not be sent now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitStrategy {
+    Spool,
+    Drop,
+}
+
+/// The settings in effect. Field values are already clamped as the C getters did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: String,
+    pub socket_path: PathBuf,
+    pub spool_dir: PathBuf,
+    pub cainfo: String,
+    /// A complete HTTP header line (`Name: value`), sent verbatim.
+    pub tidheader: String,
+    pub rate_limit_strategy: RateLimitStrategy,
+    /// Minutes. Negative means "invalid" (see [`Config::check_delivery`]).
+    pub record_expiry: i64,
+    /// KiB; -1 = unlimited.
+    pub spool_max_size: i64,
+    /// Seconds, clamped to 120..=300.
+    pub spool_process_time: i64,
+    /// Minutes, 0..=59, or -1 when the file had an out-of-range value.
+    pub record_window_length: i64,
+    pub byte_window_length: i64,
+    /// `> -1` = enabled.
+    pub record_burst_limit: i64,
+    pub byte_burst_limit: i64,
+    pub rate_limit_enabled: bool,
+    pub daemon_recycling_enabled: bool,
+    pub record_retention_enabled: bool,
+    pub record_server_delivery_enabled: bool,
+    /// New: `delivery_mode=auto|v2|v3|otlp`.
+    pub delivery_mode: DeliveryMode,
+    /// Every `[settings]` key as read (unescaped), for keys owned by one component only
+    /// (e.g. the OTLP exporter's). Last occurrence wins.
+    pub raw: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Built-in defaults, with the default paths resolved under `paths`.
+    pub fn defaults(paths: &Paths) -> Config {
+        Config {
+            server: DEFAULT_SERVER.to_string(),
+            socket_path: paths.default_socket_path(),
+            spool_dir: paths.default_spool_dir(),
+            cainfo: String::new(),
+            tidheader: DEFAULT_TIDHEADER.to_string(),
+            rate_limit_strategy: RateLimitStrategy::Spool,
+            record_expiry: 1200,
+            spool_max_size: 5120,
+            spool_process_time: 120,
+            record_window_length: 15,
+            byte_window_length: 20,
+            record_burst_limit: 1000,
+            byte_burst_limit: -1,
+            rate_limit_enabled: true,
+            daemon_recycling_enabled: true,
+            record_retention_enabled: false,
+            record_server_delivery_enabled: true,
+            delivery_mode: DeliveryMode::Auto,
+            raw: BTreeMap::new(),
+        }
+    }
+
+    /// Parse `text` (the contents of `path`, used in messages) over the built-in defaults.
+    /// Keys missing from the file keep their built-in default (no merging between files).
+    pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigError> {
+        let ini = parse_ini(text, path)?;
+        let mut cfg = Config::defaults(paths);
+        for entry in ini.settings() {
+            cfg.apply(entry, path)?;
+            cfg.raw.insert(entry.key.clone(), entry.value.clone());
+        }
+        Ok(cfg)
+    }
+
+    /// Read and parse one file.
+    pub fn from_file(path: &Path, paths: &Paths) -> Result<Config, ConfigError> {
+        let text = read_bounded(path)?;
+        Config::parse(&text, path, paths)
+    }
+
+    /// The C selection order: the explicit file if given; else the `/etc` file if readable;
+    /// else the distribution default if readable; else the built-ins.
+    pub fn load(
+        paths: &Paths,
+        explicit: Option<&Path>,
+    ) -> Result<(Config, ConfigSource), ConfigError> {
+        let source = select_config_file(paths, explicit);
+        let cfg = match source.path() {
+            Some(p) => Config::from_file(p, paths)?,
+            None => Config::defaults(paths),
+        };
+        Ok((cfg, source))
+    }
+
+    fn apply(&mut self, e: &IniEntry, path: &Path) -> Result<(), ConfigError> {
+        let int = |e: &IniEntry| parse_int(e, path);
+        let boolean = |e: &IniEntry| parse_bool(e, path);
+        match e.key.as_str() {
+            "server" => self.server = e.value.clone(),
+            "socket_path" => self.socket_path = PathBuf::from(&e.value),
+            "spool_dir" => self.spool_dir = PathBuf::from(&e.value),
+            "cainfo" => self.cainfo = e.value.clone(),
+            "tidheader" => self.tidheader = e.value.clone(),
+            "rate_limit_strategy" => {
+                self.rate_limit_strategy = if e.value.eq_ignore_ascii_case("drop") {
+                    RateLimitStrategy::Drop
+                } else {
+                    RateLimitStrategy::Spool
+                }
+            }
+            "record_expiry" => {
+                let v = int(e)?;
+                self.record_expiry = if v < 0 { -1 } else { v.min(i64::MAX / 60) };
+            }
+            "spool_max_size" => {
+                let v = int(e)?;
+                self.spool_max_size = if v < 0 { -1 } else { v.min(i64::MAX / 1024) };
+            }
+            "spool_process_time" => {
+                self.spool_process_time =
+                    int(e)?.clamp(SPOOL_PROCESS_TIME_MIN, SPOOL_PROCESS_TIME_MAX)
+            }
+            "record_window_length" => self.record_window_length = window(int(e)?),
+            "byte_window_length" => self.byte_window_length = window(int(e)?),
+            "record_burst_limit" => self.record_burst_limit = int(e)?,
+            "byte_burst_limit" => self.byte_burst_limit = int(e)?,
+            "rate_limit_enabled" => self.rate_limit_enabled = boolean(e)?,
+            "daemon_recycling_enabled" => self.daemon_recycling_enabled = boolean(e)?,
+            "record_retention_enabled" => self.record_retention_enabled = boolean(e)?,
+            "record_server_delivery_enabled" => self.record_server_delivery_enabled = boolean(e)?,
+            "delivery_mode" => {
+                self.delivery_mode =
+                    DeliveryMode::parse(&e.value).ok_or_else(|| ConfigError::Value {
+                        path: path.to_path_buf(),
+                        line: e.line,
+                        key: e.key.clone(),
+                        value: e.value.clone(),
+                        message: "expected auto, v2, v3 or otlp".into(),
+                    })?
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Settings telempostd needs in range before it delivers anything. The C daemon found
+    /// these on its first delivery and called `exit(1)`.
+    pub fn check_delivery(&self) -> Result<(), ConfigError> {
+        if self.record_window_length < 0 {
+            return Err(ConfigError::Delivery {
+                key: "record_window_length",
+                message: "must be within 0..59".into(),
+            });
+        }
+        if self.byte_window_length < 0 {
+            return Err(ConfigError::Delivery {
+                key: "byte_window_length",
+                message: "must be within 0..59".into(),
+            });
+        }
+        if self.record_expiry < 0 {
+            return Err(ConfigError::Delivery {
+                key: "record_expiry",
+                message: "must not be negative".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The delivery mode for this config's `server`.
+    pub fn effective_delivery_mode(&self) -> DeliveryMode {
+        self.delivery_mode.resolve(&self.server)
+    }
+
+    /// `cainfo` when it names an existing file (the C client ignored a missing one).
+    pub fn cainfo_path(&self) -> Option<&Path> {
+        let p = Path::new(&self.cainfo);
+        (!self.cainfo.is_empty() && p.exists()).then_some(p)
+    }
+}
+
+fn window(v: i64) -> i64 {
+    if (0..=59).contains(&v) {
+        v
+    } else {
+        -1
+    }
+}
+
+fn parse_int(e: &IniEntry, path: &Path) -> Result<i64, ConfigError> {
+    e.value.parse::<i64>().map_err(|err| ConfigError::Value {
+        path: path.to_path_buf(),
+        line: e.line,
+        key: e.key.clone(),
+        value: e.value.clone(),
+        message: err.to_string(),
+    })
+}
+
+fn parse_bool(e: &IniEntry, path: &Path) -> Result<bool, ConfigError> {
+    match e.value.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(ConfigError::Value {
+            path: path.to_path_buf(),
+            line: e.line,
+            key: e.key.clone(),
+            value: e.value.clone(),
+            message: "expected true, false, 1 or 0".into(),
+        }),
+    }
+}
+
+/// Which file the C client would read (§9 "Which file").
+pub fn select_config_file(paths: &Paths, explicit: Option<&Path>) -> ConfigSource {
+    if let Some(p) = explicit {
+        return ConfigSource::Explicit(p.to_path_buf());
+    }
+    let etc = paths.etc_config_file();
+    if readable(&etc) {
+        return ConfigSource::Etc(etc);
+    }
+    let dist = paths.default_config_file();
+    if readable(&dist) {
+        return ConfigSource::Distribution(dist);
+    }
+    ConfigSource::BuiltIn
+}
+
+fn readable(p: &Path) -> bool {
+    std::fs::File::open(p).is_ok()
+}
+
+/// `tm_set_config_file` / `-f` checks: absolute, exists, regular file.
+pub fn check_config_path(path: &Path) -> Result<(), ConfigError> {
+    if !path.is_absolute() {
+        return Err(ConfigError::NotAbsolute(path.to_path_buf()));
+    }
+    let md = std::fs::metadata(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !md.is_file() {
+        return Err(ConfigError::NotRegularFile(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let io = |source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut buf = Vec::new();
+    file.take(MAX_CONFIG_SIZE + 1)
+        .read_to_end(&mut buf)
+        .map_err(io)?;
+    if buf.len() as u64 > MAX_CONFIG_SIZE {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
+    // Bytes that are not UTF-8 only matter inside values; keep them visible but harmless.
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// One `key=value` line of an INI file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IniEntry {
+    pub section: String,
+    pub key: String,
+    pub value: String,
+    /// 1-based line number.
+    pub line: usize,
+}
+
+/// A parsed INI file: entries in file order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ini {
+    pub entries: Vec<IniEntry>,
+}
+
+impl Ini {
+    /// Entries of section `[settings]` in file order (repeated sections merge).
+    pub fn settings(&self) -> impl Iterator<Item = &IniEntry> {
+        self.entries.iter().filter(|e| e.section == "settings")
+    }
+
+    /// Last value of `key` in `section`.
+    pub fn get(&self, section: &str, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.section == section && e.key == key)
+            .map(|e| e.value.as_str())
+    }
+}
+
+/// The libnica INI dialect: trimmed lines, `#`/`;` comments (whole lines only), `[section]`,
+/// `key=value` split at the first `=` with both sides trimmed, `\s` → space and `\x` → `x`
+/// in values. A key before any section, an empty key, a line without `=`, or a section
+/// header without `]` is an error.
+pub fn parse_ini(text: &str, path: &Path) -> Result<Ini, ConfigError> {
+    let mut ini = Ini::default();
+    let mut section: Option<String> = None;
+    let err = |line: usize, message: &str| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        line,
+        message: message.to_string(),
+    };
+    for (idx, raw_line) in text.lines().enumerate() {
+        let line_no = idx + 1;
+        let line = raw_line.trim_matches(|c| c == ' ' || c == '\t' || c == '\r');
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            let name = rest
+                .strip_suffix(']')
+                .ok_or_else(|| err(line_no, "section header must end with ']'"))?;
+            section = Some(name.to_string());
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| err(line_no, "expected key=value"))?;
+        let key = key.trim_matches(|c| c == ' ' || c == '\t');
+        if key.is_empty() {
+            return Err(err(line_no, "empty key"));
+        }
+        let section = section
+            .clone()
+            .ok_or_else(|| err(line_no, "key=value before any [section]"))?;
+        ini.entries.push(IniEntry {
+            section,
+            key: key.to_string(),
+            value: unescape(value.trim_matches(|c| c == ' ' || c == '\t')),
+            line: line_no,
+        });
+    }
+    Ok(ini)
+}
+
+fn unescape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('s') => out.push(' '),
+                Some(other) => out.push(other),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths() -> Paths {
+        Paths::default()
+    }
+
+    const EXAMPLE: &str = "\
+[settings]
+server=http://127.0.0.1
+cainfo=/tmp/cacert.crt
+tidheader=X-Telemetry-TID:\\s6907c830-eed9-4ce9-81ae-76daf8d88f0f
+socket_path=/tmp/test_telem_socket
+record_expiry=1200
+spool_dir=/tmp/spool
+spool_max_size=1024
+spool_process_time=180
+record_burst_limit=100
+record_window_length = 15
+byte_burst_limit=1000
+byte_window_length=20
+rate_limit_enabled=true
+rate_limit_strategy=spool
+daemon_recycling_enabled=true
+";
+
+    #[test]
+    fn example_conf_values() {
+        let c = Config::parse(EXAMPLE, Path::new("example.conf"), &paths()).unwrap();
+        assert_eq!(c.server, "http://127.0.0.1");
+        assert_eq!(c.cainfo, "/tmp/cacert.crt");
+        assert_eq!(c.tidheader, DEFAULT_TIDHEADER);
+        assert_eq!(c.socket_path, Path::new("/tmp/test_telem_socket"));
+        assert_eq!(c.spool_dir, Path::new("/tmp/spool"));
+        assert_eq!(c.record_expiry, 1200);
+        assert_eq!(c.spool_max_size, 1024);
+        assert_eq!(c.spool_process_time, 180);
+        assert_eq!(c.record_burst_limit, 100);
+        assert_eq!(c.record_window_length, 15);
+        assert_eq!(c.byte_burst_limit, 1000);
+        assert_eq!(c.byte_window_length, 20);
+        assert!(c.rate_limit_enabled);
+        assert_eq!(c.rate_limit_strategy, RateLimitStrategy::Spool);
+        assert!(c.daemon_recycling_enabled);
+        assert!(!c.record_retention_enabled);
+        assert!(c.record_server_delivery_enabled);
+    }
+
+    #[test]
+    fn missing_keys_take_builtin_defaults() {
+        let text = "[settings]\nserver=http://example.com/v2/collector\ncainfo=/x\n";
+        let c = Config::parse(text, Path::new("example.2.conf"), &paths()).unwrap();
+        let mut expected = Config::defaults(&paths());
+        expected.server = "http://example.com/v2/collector".into();
+        expected.cainfo = "/x".into();
+        expected.raw = c.raw.clone();
+        assert_eq!(c, expected);
+    }
+
+    #[test]
+    fn builtin_defaults_match_the_c_table() {
+        let c = Config::defaults(&paths());
+        assert_eq!(c.server, DEFAULT_SERVER);
+        assert_eq!(c.socket_path, Path::new("/run/telem-0"));
+        assert_eq!(c.spool_dir, Path::new("/var/spool/telemetry"));
+        assert_eq!(c.cainfo, "");
+        assert_eq!(c.record_expiry, 1200);
+        assert_eq!(c.spool_max_size, 5120);
+        assert_eq!(c.spool_process_time, 120);
+        assert_eq!(c.record_window_length, 15);
+        assert_eq!(c.byte_window_length, 20);
+        assert_eq!(c.record_burst_limit, 1000);
+        assert_eq!(c.byte_burst_limit, -1);
+        assert!(c.rate_limit_enabled && c.daemon_recycling_enabled);
+        assert!(!c.record_retention_enabled && c.record_server_delivery_enabled);
+    }
+
+    #[test]
+    fn example1_retention_and_no_delivery() {
+        let text = format!(
+            "{}record_server_delivery_enabled=false\nrecord_retention_enabled=true\n",
+            EXAMPLE.replace("spool_process_time=180", "spool_process_time=900")
+        );
+        let c = Config::parse(&text, Path::new("example.1.conf"), &paths()).unwrap();
+        assert!(c.record_retention_enabled);
+        assert!(!c.record_server_delivery_enabled);
+        assert_eq!(c.spool_process_time, 300, "clamped to 120..300");
+    }
+
+    /// Data-driven: (file text, expected error line or None, check on the config).
+    fn check(text: &str, expected_err_line: Option<usize>) -> Option<Config> {
+        match Config::parse(text, Path::new("t.conf"), &paths()) {
+            Ok(c) => {
+                assert_eq!(expected_err_line, None, "expected an error for {text:?}");
+                Some(c)
+            }
+            Err(e) => {
+                let line = match &e {
+                    ConfigError::Syntax { line, .. } | ConfigError::Value { line, .. } => *line,
+                    other => panic!("unexpected error {other}"),
+                };
+                assert_eq!(Some(line), expected_err_line, "{e}");
+                assert!(e.to_string().starts_with("t.conf:"), "{e}");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn syntax_rules() {
+        check("[settings\nserver=x\n", Some(1));
+        check("server=x\n", Some(1));
+        check("[settings]\n\n# c\n; c\njunk\n", Some(5));
+        check("[settings]\n=value\n", Some(2));
+        check("[settings]\nrate_limit_enabled=maybe\n", Some(2));
+        check("[settings]\nrecord_expiry=12x\n", Some(2));
+        check("[settings]\nrecord_expiry=99999999999999999999\n", Some(2));
+        let c = check(
+            "  [settings]  \n\tserver = a\\sb\\c \n[other]\nserver=z\n[settings]\nsocket_path=/s\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.server, "a bc");
+        assert_eq!(c.socket_path, Path::new("/s"));
+        let c = check("[settings]\nserver=one\nserver=two\nrate_limit_strategy=DROP\nRATE_LIMIT_ENABLED=false\n", None).unwrap();
+        assert_eq!(c.server, "two", "last key wins");
+        assert_eq!(c.rate_limit_strategy, RateLimitStrategy::Drop);
+        assert!(c.rate_limit_enabled, "keys are case-sensitive");
+        let c = check("[settings]\nrate_limit_strategy=bogus\nspool_process_time=5\nrecord_window_length=60\nrecord_expiry=-5\nspool_max_size=-9\n", None).unwrap();
+        assert_eq!(c.rate_limit_strategy, RateLimitStrategy::Spool);
+        assert_eq!(c.spool_process_time, 120);
+        assert_eq!(c.record_window_length, -1);
+        assert_eq!(c.record_expiry, -1);
+        assert_eq!(c.spool_max_size, -1);
+        assert!(c.check_delivery().is_err());
+        let c = check(
+            "[settings]\nrate_limit_enabled=1\ndaemon_recycling_enabled=FALSE\n",
+            None,
+        )
+        .unwrap();
+        assert!(c.rate_limit_enabled && !c.daemon_recycling_enabled);
+    }
+
+    #[test]
+    fn delivery_mode_from_url() {
+        let auto = DeliveryMode::Auto;
+        assert_eq!(auto.resolve("https://h/v3/collector"), DeliveryMode::V3);
+        assert_eq!(auto.resolve("https://h/v2/collector"), DeliveryMode::V2);
+        assert_eq!(auto.resolve("http://127.0.0.1"), DeliveryMode::V2);
+        assert_eq!(
+            auto.resolve("http://127.0.0.1:4318/v1/logs"),
+            DeliveryMode::Otlp
+        );
+        assert_eq!(
+            DeliveryMode::V2.resolve("https://h/v3/collector"),
+            DeliveryMode::V2
+        );
+    }
+
+    #[test]
+    fn relative_or_missing_explicit_path_is_rejected() {
+        assert!(matches!(
+            check_config_path(Path::new("somefile")),
+            Err(ConfigError::NotAbsolute(_))
+        ));
+        let e = check_config_path(Path::new("/nonexistent/telemetrics.conf")).unwrap_err();
+        assert_eq!(e.errno(), libc::ENOENT);
+        assert!(matches!(
+            check_config_path(Path::new("/")),
+            Err(ConfigError::NotRegularFile(_))
+        ));
+    }
+
+    #[test]
+    fn selection_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Paths::new(dir.path(), "/");
+        assert_eq!(select_config_file(&p, None), ConfigSource::BuiltIn);
+        std::fs::create_dir_all(p.default_config_file().parent().unwrap()).unwrap();
+        std::fs::write(p.default_config_file(), "[settings]\nserver=dist\n").unwrap();
+        let (c, s) = Config::load(&p, None).unwrap();
+        assert_eq!(
+            (c.server.as_str(), s),
+            ("dist", ConfigSource::Distribution(p.default_config_file()))
+        );
+        std::fs::create_dir_all(p.etc_dir()).unwrap();
+        std::fs::write(p.etc_config_file(), "[settings]\ncainfo=etc\n").unwrap();
+        let (c, _) = Config::load(&p, None).unwrap();
+        assert_eq!(c.server, DEFAULT_SERVER, "no merging between files");
+        assert_eq!(c.cainfo, "etc");
+    }
+}

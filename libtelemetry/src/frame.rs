@@ -1,0 +1,298 @@
+//! The probe → telemprobd wire frame (§3.2), current format:
+//!
+//! ```text
+//! u32 record_size (host order, counts the whole frame)
+//! ["CFG:" <absolute config path> NUL]       optional
+//! u32 header_size
+//! <15 header lines>
+//! <payload>
+//! NUL
+//! ```
+//!
+//! Architecture Invariant: this module is the only encoder and decoder of frames; the
+//! library, telemprobd and the tests all go through it.
+
+use crate::record::{HeaderParseError, Headers, Record, MAX_PAYLOAD};
+
+/// Largest frame accepted (the C daemon's `MAX_RECORD_SIZE`).
+pub const MAX_FRAME_SIZE: usize = 13500;
+/// Smallest possible frame: size, header_size, terminator.
+pub const MIN_FRAME_SIZE: usize = 4 + 4 + 1;
+/// Longest `CFG:` path (PATH_MAX − 1).
+pub const MAX_CFG_PATH: usize = 4095;
+/// The 4 bytes that open the optional config field.
+pub const CFG_MAGIC: &[u8; 4] = b"CFG:";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("record_size {0} is outside {MIN_FRAME_SIZE}..={MAX_FRAME_SIZE}")]
+    BadRecordSize(u32),
+    #[error("frame has {actual} bytes but record_size says {declared}")]
+    LengthMismatch { declared: usize, actual: usize },
+    #[error("CFG: path is not NUL-terminated within {MAX_CFG_PATH} bytes")]
+    BadCfgPath,
+    #[error("CFG: path is not absolute UTF-8")]
+    CfgPathNotAbsolute,
+    #[error("header_size {0} does not fit in the frame")]
+    BadHeaderSize(u32),
+    #[error("frame is not terminated by NUL")]
+    MissingTerminator,
+    #[error("payload of {0} bytes exceeds {MAX_PAYLOAD}")]
+    PayloadTooLarge(usize),
+    #[error("incorrect headers in record: {0}")]
+    Headers(#[from] HeaderParseError),
+}
+
+/// A decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Config file named by the probe (`tm_set_config_file`).
+    pub cfg_path: Option<String>,
+    pub record: Record,
+}
+
+/// Encode `record` (and the optional config path) as one frame.
+pub fn encode_frame(record: &Record, cfg_path: Option<&str>) -> Vec<u8> {
+    let headers = record.headers.block();
+    let cfg_len = cfg_path.map_or(0, |p| CFG_MAGIC.len() + p.len() + 1);
+    let total = 4 + cfg_len + 4 + headers.len() + record.payload.len() + 1;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&(total as u32).to_ne_bytes());
+    if let Some(p) = cfg_path {
+        out.extend_from_slice(CFG_MAGIC);
+        out.extend_from_slice(p.as_bytes());
+        out.push(0);
+    }
+    out.extend_from_slice(&(headers.len() as u32).to_ne_bytes());
+    out.extend_from_slice(&headers);
+    out.extend_from_slice(&record.payload);
+    out.push(0);
+    out
+}
+
+/// Given the first bytes of a stream, the total length of the frame they start, once the
+/// 4-byte size is known. Errors when the size is out of bounds, so a reader never buffers
+/// more than [`MAX_FRAME_SIZE`].
+pub fn frame_len(prefix: &[u8]) -> Result<Option<usize>, FrameError> {
+    let Some(size) = prefix.get(..4) else {
+        return Ok(None);
+    };
+    let size = u32::from_ne_bytes([size[0], size[1], size[2], size[3]]);
+    if (size as usize) < MIN_FRAME_SIZE || size as usize > MAX_FRAME_SIZE {
+        return Err(FrameError::BadRecordSize(size));
+    }
+    Ok(Some(size as usize))
+}
+
+/// Decode one complete frame (`buf` = exactly the frame, size field included).
+pub fn decode_frame(buf: &[u8]) -> Result<Frame, FrameError> {
+    let declared = frame_len(buf)?.ok_or(FrameError::BadRecordSize(0))?;
+    if buf.len() != declared {
+        return Err(FrameError::LengthMismatch {
+            declared,
+            actual: buf.len(),
+        });
+    }
+    let mut rest = &buf[4..];
+    let mut cfg_path = None;
+    if rest.starts_with(CFG_MAGIC) {
+        let after = &rest[CFG_MAGIC.len()..];
+        let nul = after
+            .iter()
+            .take(MAX_CFG_PATH + 1)
+            .position(|&b| b == 0)
+            .ok_or(FrameError::BadCfgPath)?;
+        let path =
+            std::str::from_utf8(&after[..nul]).map_err(|_| FrameError::CfgPathNotAbsolute)?;
+        if !path.starts_with('/') {
+            return Err(FrameError::CfgPathNotAbsolute);
+        }
+        cfg_path = Some(path.to_string());
+        rest = &after[nul + 1..];
+    }
+    let hs = rest
+        .get(..4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(FrameError::BadHeaderSize(0))?;
+    rest = &rest[4..];
+    // header_size must leave room for at least the terminator.
+    if hs as usize >= rest.len() {
+        return Err(FrameError::BadHeaderSize(hs));
+    }
+    let (header_bytes, tail) = rest.split_at(hs as usize);
+    let (&last, body) = tail.split_last().ok_or(FrameError::MissingTerminator)?;
+    if last != 0 {
+        return Err(FrameError::MissingTerminator);
+    }
+    // As in C, the body ends at its first NUL.
+    let payload = body.split(|&b| b == 0).next().unwrap_or(&[]);
+    if payload.len() > MAX_PAYLOAD {
+        return Err(FrameError::PayloadTooLarge(payload.len()));
+    }
+    let headers = Headers::from_lines(
+        header_bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty()),
+    )?;
+    Ok(Frame {
+        cfg_path,
+        record: Record {
+            headers,
+            payload: payload.to_vec(),
+        },
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::record::Header;
+
+    /// A record with fixed values, so bytes are stable.
+    pub(crate) fn golden_record(payload: &[u8]) -> Record {
+        let mut h = Headers::default();
+        let values = [
+            "4",
+            "org.test/probe/one",
+            "3",
+            "FFFFFFFF",
+            "1795614028",
+            "x86_64",
+            "no_sv_file|no_pn_file|no_pvr_file",
+            "\"12\"",
+            "6.1.0",
+            "1",
+            "debian",
+            "no_bn_file|no_bv_file",
+            "Intel(R) Xeon(R)",
+            "no_bv_file",
+            "096e3e10a02b5091cfc31c84ed814c73",
+        ];
+        for (i, v) in values.iter().enumerate() {
+            h.0[i] = v.to_string();
+        }
+        Record {
+            headers: h,
+            payload: payload.to_vec(),
+        }
+    }
+
+    #[test]
+    fn golden_frame_without_cfg() {
+        let r = golden_record(b"hello world");
+        let f = encode_frame(&r, None);
+        let hs = r.headers.block().len();
+        assert_eq!(f.len(), 4 + 4 + hs + 11 + 1);
+        assert_eq!(&f[..4], &(f.len() as u32).to_ne_bytes());
+        assert_eq!(&f[4..8], &(hs as u32).to_ne_bytes());
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&(f.len() as u32).to_ne_bytes());
+        expected.extend_from_slice(&(hs as u32).to_ne_bytes());
+        expected.extend_from_slice(
+            b"record_format_version: 4\nclassification: org.test/probe/one\nseverity: 3\n\
+machine_id: FFFFFFFF\ncreation_timestamp: 1795614028\narch: x86_64\n\
+host_type: no_sv_file|no_pn_file|no_pvr_file\nbuild: \"12\"\nkernel_version: 6.1.0\n\
+payload_format_version: 1\nsystem_name: debian\nboard_name: no_bn_file|no_bv_file\n\
+cpu_model: Intel(R) Xeon(R)\nbios_version: no_bv_file\nevent_id: 096e3e10a02b5091cfc31c84ed814c73\n",
+        );
+        expected.extend_from_slice(b"hello world\0");
+        assert_eq!(f, expected);
+        assert_eq!(
+            decode_frame(&f).unwrap(),
+            Frame {
+                cfg_path: None,
+                record: r
+            }
+        );
+    }
+
+    #[test]
+    fn golden_frame_with_cfg() {
+        let r = golden_record(b"");
+        let f = encode_frame(&r, Some("/tmp/example/t.conf"));
+        assert_eq!(&f[4..28], b"CFG:/tmp/example/t.conf\0");
+        assert_eq!(&f[28..32], &(r.headers.block().len() as u32).to_ne_bytes());
+        assert_eq!(*f.last().unwrap(), 0);
+        let d = decode_frame(&f).unwrap();
+        assert_eq!(d.cfg_path.as_deref(), Some("/tmp/example/t.conf"));
+        assert_eq!(d.record, r);
+    }
+
+    #[test]
+    fn rejects_bad_frames() {
+        let r = golden_record(b"x");
+        let good = encode_frame(&r, None);
+        assert!(matches!(
+            frame_len(&[1, 0, 0, 0]),
+            Err(FrameError::BadRecordSize(1))
+        ));
+        assert_eq!(frame_len(&good[..3]), Ok(None));
+        assert!(matches!(
+            decode_frame(&good[..good.len() - 1]),
+            Err(FrameError::LengthMismatch { .. })
+        ));
+        let mut no_nul = good.clone();
+        *no_nul.last_mut().unwrap() = b'y';
+        assert_eq!(decode_frame(&no_nul), Err(FrameError::MissingTerminator));
+        let mut bad_hs = good.clone();
+        bad_hs[4..8].copy_from_slice(&5000u32.to_ne_bytes());
+        assert!(matches!(
+            decode_frame(&bad_hs),
+            Err(FrameError::BadHeaderSize(5000))
+        ));
+        let mut bad_name = r.clone();
+        bad_name.headers.set(Header::Classification, "a/b/c");
+        let mut f = encode_frame(&bad_name, None);
+        let pos = f.windows(14).position(|w| w == b"classification").unwrap();
+        f[pos] = b'k';
+        assert!(matches!(decode_frame(&f), Err(FrameError::Headers(_))));
+        let big = golden_record(&vec![b'a'; MAX_PAYLOAD + 1]);
+        assert!(matches!(
+            decode_frame(&encode_frame(&big, None)),
+            Err(FrameError::PayloadTooLarge(_))
+        ));
+        let max = golden_record(&vec![b'a'; MAX_PAYLOAD]);
+        assert!(
+            decode_frame(&encode_frame(&max, None)).is_ok(),
+            "8192-byte payload accepted"
+        );
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn value() -> impl Strategy<Value = String> {
+            "[ -~]{0,60}"
+        }
+
+        proptest! {
+            #[test]
+            fn decode_of_encode_is_identity(
+                values in proptest::collection::vec(value(), 15),
+                payload in proptest::collection::vec(1u8..=255, 0..2000),
+                cfg in proptest::option::of("/[a-z/]{0,40}"),
+            ) {
+                let mut h = Headers::default();
+                for (i, v) in values.into_iter().enumerate() { h.0[i] = v; }
+                let r = Record { headers: h, payload };
+                let f = encode_frame(&r, cfg.as_deref());
+                let d = decode_frame(&f).unwrap();
+                prop_assert_eq!(d.cfg_path, cfg);
+                prop_assert_eq!(d.record, r);
+            }
+
+            #[test]
+            fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+                let _ = frame_len(&bytes);
+                let _ = decode_frame(&bytes);
+                let mut sized = bytes.clone();
+                if sized.len() >= 4 {
+                    let n = sized.len() as u32;
+                    sized[..4].copy_from_slice(&n.to_ne_bytes());
+                    let _ = decode_frame(&sized);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Host facts written into record headers (§2.2–2.4): uname, os-release, DMI, cpuinfo.
+//!
+//! Fixed C bugs: an unreadable os-release gives `system_name: unknown` (C: empty value);
+//! a DMI value without a trailing newline keeps its last character; long cpu model names are
+//! not cut by one character. An unreadable `/proc/cpuinfo` gives `cpu_model: unknown`
+//! instead of failing the whole record.
+
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::paths::Paths;
+
+/// Bytes read from any one host file.
+const MAX_HOST_FILE: u64 = 256 * 1024;
+/// DMI values: C read a 79-byte first line.
+const DMI_VALUE_MAX: usize = 79;
+/// `system_name` is cut to this many chars, as in C.
+const SYSTEM_NAME_MAX: usize = 79;
+
+/// Header values that describe the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostInfo {
+    pub arch: String,
+    pub host_type: String,
+    pub build: String,
+    pub kernel_version: String,
+    pub system_name: String,
+    pub board_name: String,
+    pub cpu_model: String,
+    pub bios_version: String,
+}
+
+impl HostInfo {
+    /// Read every fact under `paths.host_root()`.
+    pub fn collect(paths: &Paths) -> HostInfo {
+        let (machine, release) = uname();
+        let dmi = paths.dmi_dir();
+        let os = read_os_release(paths);
+        HostInfo {
+            arch: machine,
+            host_type: format!(
+                "{}|{}|{}",
+                dmi_value(&dmi, "sys_vendor", "sv"),
+                dmi_value(&dmi, "product_name", "pn"),
+                dmi_value(&dmi, "product_version", "pvr")
+            ),
+            build: os.build,
+            kernel_version: release,
+            system_name: os.system_name,
+            board_name: format!(
+                "{}|{}",
+                dmi_value(&dmi, "board_name", "bn"),
+                dmi_value(&dmi, "board_vendor", "bv")
+            ),
+            cpu_model: cpu_model(&paths.cpuinfo_file()),
+            bios_version: dmi_value(&dmi, "bios_version", "bv"),
+        }
+    }
+
+    /// Constant values for unit tests.
+    pub fn fixed_for_tests() -> HostInfo {
+        HostInfo {
+            arch: "x86_64".into(),
+            host_type: "no_sv_file|no_pn_file|no_pvr_file".into(),
+            build: "0".into(),
+            kernel_version: "6.1.0".into(),
+            system_name: "unknown".into(),
+            board_name: "no_bn_file|no_bv_file".into(),
+            cpu_model: "blank".into(),
+            bios_version: "no_bv_file".into(),
+        }
+    }
+}
+
+/// Read at most [`MAX_HOST_FILE`] bytes of `path`, not following a final symlink when
+/// `nofollow` (the C client opened os-release with `O_NOFOLLOW`).
+pub fn read_host_file(path: &Path, nofollow: bool) -> std::io::Result<Vec<u8>> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    if nofollow {
+        opts.custom_flags(libc::O_NOFOLLOW);
+    }
+    let mut buf = Vec::new();
+    opts.open(path)?.take(MAX_HOST_FILE).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+fn uname() -> (String, String) {
+    // SAFETY: `uname` fills a zeroed, properly sized struct; the fields are NUL-terminated.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return ("unknown".into(), "unknown".into());
+    }
+    let field = |f: &[libc::c_char]| {
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    (field(&u.machine), field(&u.release))
+}
+
+struct OsRelease {
+    build: String,
+    system_name: String,
+}
+
+fn read_os_release(paths: &Paths) -> OsRelease {
+    let text = paths
+        .os_release_files()
+        .iter()
+        .find_map(|p| read_host_file(p, true).ok());
+    let Some(text) = text else {
+        return OsRelease {
+            build: "0".into(),
+            system_name: "unknown".into(),
+        };
+    };
+    parse_os_release(&String::from_utf8_lossy(&text))
+}
+
+fn parse_os_release(text: &str) -> OsRelease {
+    let first = |key: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(key)
+                .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+        })
+    };
+    let id = first("ID=").filter(|v| !v.is_empty());
+    let variant = first("VARIANT_ID=").filter(|v| !v.is_empty());
+    let build = first("VERSION_ID=").filter(|v| !v.is_empty());
+    let system_name = match (id, variant) {
+        (Some(id), Some(var)) => format!("{id}_{var}"),
+        (Some(id), None) => id,
+        (None, _) => "unknown".into(),
+    };
+    OsRelease {
+        build: build.unwrap_or_else(|| "0".into()),
+        system_name: truncate_chars(&system_name, SYSTEM_NAME_MAX),
+    }
+}
+
+fn truncate_chars(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// First line of a DMI file: `no_<short>_file` when missing, `blank` when empty or spaces.
+fn dmi_value(dmi_dir: &Path, file: &str, short: &str) -> String {
+    let Ok(bytes) = read_host_file(&dmi_dir.join(file), false) else {
+        return format!("no_{short}_file");
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let line = text.lines().next().unwrap_or("");
+    let line = truncate_chars(line, DMI_VALUE_MAX);
+    if line.trim_matches(' ').is_empty() {
+        "blank".into()
+    } else {
+        line
+    }
+}
+
+fn cpu_model(cpuinfo: &Path) -> String {
+    let Ok(bytes) = read_host_file(cpuinfo, false) else {
+        return "unknown".into();
+    };
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(": ").map(|(_, v)| v.to_string()))
+        .unwrap_or_else(|| "blank".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_tree(files: &[(&str, &str)]) -> (tempfile::TempDir, Paths) {
+        let dir = tempfile::tempdir().unwrap();
+        for (rel, content) in files {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        let paths = Paths::new("/nonexistent-root", dir.path());
+        (dir, paths)
+    }
+
+    #[test]
+    fn empty_host_gives_the_c_fallbacks_with_fixes() {
+        let (_d, paths) = host_tree(&[]);
+        let h = HostInfo::collect(&paths);
+        assert_eq!(h.host_type, "no_sv_file|no_pn_file|no_pvr_file");
+        assert_eq!(h.board_name, "no_bn_file|no_bv_file");
+        assert_eq!(h.bios_version, "no_bv_file");
+        assert_eq!(h.system_name, "unknown");
+        assert_eq!(h.build, "0");
+        assert_eq!(h.cpu_model, "unknown");
+    }
+
+    #[test]
+    fn full_host() {
+        let (_d, paths) = host_tree(&[
+            ("etc/os-release", "NAME=\"Debian\"\nVERSION_ID=\"12\"\nID=debian\nVARIANT_ID=server\nID=other\n"),
+            ("sys/class/dmi/id/sys_vendor", "LENOVO\n"),
+            ("sys/class/dmi/id/product_name", "20XW"),
+            ("sys/class/dmi/id/product_version", "ThinkPad X1 Carbon\n"),
+            ("sys/class/dmi/id/board_name", "   \n"),
+            ("sys/class/dmi/id/board_vendor", ""),
+            ("sys/class/dmi/id/bios_version", "N32ET75W (1.51 )\n"),
+            ("proc/cpuinfo", "processor\t: 0\nmodel name\t: Intel(R) Core(TM) i7-1185G7 @ 3.00GHz\nmodel name\t: second\n"),
+        ]);
+        let h = HostInfo::collect(&paths);
+        assert_eq!(h.build, "\"12\"", "quotes kept as in C");
+        assert_eq!(h.system_name, "debian_server");
+        assert_eq!(
+            h.host_type, "LENOVO|20XW|ThinkPad X1 Carbon",
+            "no newline: last char kept"
+        );
+        assert_eq!(h.board_name, "blank|blank");
+        assert_eq!(h.bios_version, "N32ET75W (1.51 )");
+        assert_eq!(h.cpu_model, "Intel(R) Core(TM) i7-1185G7 @ 3.00GHz");
+    }
+
+    #[test]
+    fn symlinked_etc_os_release_falls_back_to_usr_lib() {
+        let (d, paths) = host_tree(&[(
+            "usr/lib/os-release",
+            "ID=clear-linux-os\nVERSION_ID=40000\n",
+        )]);
+        std::os::unix::fs::symlink(
+            "../usr/lib/os-release",
+            d.path().join("etc-os-release-link"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink("../usr/lib/os-release", d.path().join("etc/os-release"))
+            .unwrap();
+        let h = HostInfo::collect(&paths);
+        assert_eq!(h.system_name, "clear-linux-os");
+        assert_eq!(h.build, "40000");
+    }
+
+    #[test]
+    fn cpuinfo_without_model_name_is_blank() {
+        let (_d, paths) = host_tree(&[("proc/cpuinfo", "processor: 0\n")]);
+        assert_eq!(HostInfo::collect(&paths).cpu_model, "blank");
+    }
+}

@@ -1,0 +1,29 @@
+//! libtelemetry — the core of the telemetrics suite.
+//!
+//! Every format of the suite is implemented once, here: the [`record`] model and its
+//! validation, the probe→daemon wire [`frame`], the [`staged`] file, the INI [`config`], the
+//! [`journal`] line, the daemons' [`status`] files, the [`paths`] of everything, and the
+//! [`client`] that sends one record to telemprobd.
+
+pub mod client;
+pub mod config;
+pub mod frame;
+pub mod fsutil;
+pub mod hostinfo;
+pub mod ids;
+pub mod journal;
+pub mod paths;
+pub mod record;
+pub mod staged;
+pub mod status;
+
+pub use client::{is_opted_in, send_record, Ack, Delivery, SendError};
+pub use config::{Config, ConfigError, ConfigSource};
+pub use frame::{decode_frame, encode_frame, Frame, FrameError};
+pub use hostinfo::HostInfo;
+pub use paths::Paths;
+pub use record::{Header, Headers, Record, RecordError};
+pub use staged::{encode_staged, parse_staged, StagedError, StagedRecord};
+
+/// The suite's version, printed by every `-V` (the C client's last release number).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

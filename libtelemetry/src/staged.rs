@@ -1,0 +1,190 @@
+//! Staged / spooled record files (§4.3, §5.5): the handoff from telemprobd to telempostd.
+//!
+//! ```text
+//! [CFG:<path>\n]       only when the frame had a CFG field
+//! <15 header lines>    machine_id already replaced
+//! <payload>\n          telemprobd adds ONE '\n'
+//! ```
+//!
+//! Architecture Invariant: the only encoder and parser of staged files.
+
+use std::path::PathBuf;
+
+use crate::record::{HeaderParseError, Headers, Record};
+
+/// Largest staged file parsed: a maximal frame plus slack for the `CFG:` line. Larger files
+/// are not this suite's and not the C client's.
+pub const MAX_STAGED_SIZE: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StagedError {
+    #[error("staged file is empty")]
+    Empty,
+    #[error("staged file is larger than {MAX_STAGED_SIZE} bytes")]
+    TooLarge,
+    #[error("CFG: line is not terminated or not an absolute path")]
+    BadCfgLine,
+    #[error("{0}")]
+    Headers(#[from] HeaderParseError),
+    #[error("staged file has no body after the headers")]
+    NoBody,
+}
+
+/// A parsed staged file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedRecord {
+    pub cfg_path: Option<PathBuf>,
+    pub headers: Headers,
+    /// Everything after the headers: the payload plus the `\n` telemprobd added. This is the
+    /// body the C telempostd sent to the server.
+    pub body: Vec<u8>,
+}
+
+impl StagedRecord {
+    /// The probe's payload (the body without the one `\n` staging added).
+    pub fn payload(&self) -> &[u8] {
+        self.body.strip_suffix(b"\n").unwrap_or(&self.body)
+    }
+
+    pub fn into_record(self) -> Record {
+        let payload = self.payload().to_vec();
+        Record {
+            headers: self.headers,
+            payload,
+        }
+    }
+}
+
+/// Bytes of the staged file for `record`.
+pub fn encode_staged(record: &Record, cfg_path: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512 + record.payload.len());
+    if let Some(p) = cfg_path {
+        out.extend_from_slice(b"CFG:");
+        out.extend_from_slice(p.as_bytes());
+        out.push(b'\n');
+    }
+    record.headers.write_block(&mut out);
+    out.extend_from_slice(&record.payload);
+    out.push(b'\n');
+    out
+}
+
+/// Parse a staged file's bytes.
+pub fn parse_staged(bytes: &[u8]) -> Result<StagedRecord, StagedError> {
+    if bytes.is_empty() {
+        return Err(StagedError::Empty);
+    }
+    if bytes.len() > MAX_STAGED_SIZE {
+        return Err(StagedError::TooLarge);
+    }
+    let mut rest = bytes;
+    let mut cfg_path = None;
+    if let Some(after) = rest.strip_prefix(b"CFG:") {
+        let nl = after
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(StagedError::BadCfgLine)?;
+        let path = std::str::from_utf8(&after[..nl]).map_err(|_| StagedError::BadCfgLine)?;
+        if !path.starts_with('/') || path.len() > crate::frame::MAX_CFG_PATH {
+            return Err(StagedError::BadCfgLine);
+        }
+        cfg_path = Some(PathBuf::from(path));
+        rest = &after[nl + 1..];
+    }
+    let mut lines = Vec::with_capacity(15);
+    for _ in 0..crate::record::NUM_HEADERS {
+        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+            // Let the header parser name which header is missing or wrong.
+            lines.push(rest);
+            rest = &[];
+            break;
+        };
+        lines.push(&rest[..nl]);
+        rest = &rest[nl + 1..];
+    }
+    let headers = Headers::from_lines(lines)?;
+    if rest.is_empty() {
+        return Err(StagedError::NoBody);
+    }
+    Ok(StagedRecord {
+        cfg_path,
+        headers,
+        body: rest.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::tests::golden_record;
+
+    const CORRECT_MESSAGE: &[u8] = b"record_format_version: 1\nclassification: crash/kernel/bug\n\
+severity: 0\nmachine_id: 1234\ncreation_timestamp: 1418672344\narch: x86_64\n\
+host_type: macbookpro\nbuild: 200\nkernel_version: 3.15\npayload_format_version: 1\n\
+system_name: clear-linux-os\nboard_name: Qemu|Intel\n\
+cpu_model: Intel(R) Core(TM) i7-5650U CPU @ 2.20GHz\nbios_version: Qemu\n\
+event_id: 3a2d799826edc6266d72824d2aac6763\ntest message\n";
+
+    const INCORRECT_HEADERS: &[u8] =
+        b"record_format_version: 1\nnclassificatioooon: crash/kernel/bug\n\
+severity: 0\nmachine_id: 1234\ncreation_timestamp: 1531420323\narch: x86_64\n\
+host_type: macbookpro\nbuild: 23550\nkernel_version: 4.17.4-589.native\ntest message\n";
+
+    #[test]
+    fn c_fixtures() {
+        assert_eq!(CORRECT_MESSAGE.len(), 389);
+        let s = parse_staged(CORRECT_MESSAGE).unwrap();
+        assert_eq!(s.body, b"test message\n");
+        assert_eq!(s.payload(), b"test message");
+        assert_eq!(s.headers.0[12], "Intel(R) Core(TM) i7-5650U CPU @ 2.20GHz");
+        assert_eq!(parse_staged(b""), Err(StagedError::Empty));
+        assert!(matches!(
+            parse_staged(b"test\n"),
+            Err(StagedError::Headers(_))
+        ));
+        assert_eq!(INCORRECT_HEADERS.len(), 217);
+        assert!(matches!(
+            parse_staged(INCORRECT_HEADERS),
+            Err(StagedError::Headers(_))
+        ));
+        let no_body = &CORRECT_MESSAGE[..CORRECT_MESSAGE.len() - 13];
+        assert_eq!(parse_staged(no_body), Err(StagedError::NoBody));
+    }
+
+    #[test]
+    fn golden_staged_bytes() {
+        let r = golden_record(b"line1\nline2");
+        let bytes = encode_staged(&r, Some("/tmp/example/t.conf"));
+        let mut expected = b"CFG:/tmp/example/t.conf\n".to_vec();
+        expected.extend_from_slice(&r.headers.block());
+        expected.extend_from_slice(b"line1\nline2\n");
+        assert_eq!(bytes, expected);
+        let s = parse_staged(&bytes).unwrap();
+        assert_eq!(
+            s.cfg_path.as_deref(),
+            Some(std::path::Path::new("/tmp/example/t.conf"))
+        );
+        assert_eq!(s.into_record(), r);
+        let plain = encode_staged(&r, None);
+        assert!(plain.starts_with(b"record_format_version: 4\n"));
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..800)) {
+                let _ = parse_staged(&bytes);
+            }
+
+            #[test]
+            fn roundtrip(payload in "[ -~\n]{0,300}") {
+                let r = golden_record(payload.as_bytes());
+                let s = parse_staged(&encode_staged(&r, None)).unwrap();
+                prop_assert_eq!(s.into_record(), r);
+            }
+        }
+    }
+}
