@@ -1,1 +1,8 @@
-//! telemprobd and telempostd.
+//! The two daemons of the suite, as libraries with thin `main`s in `src/bin/`:
+//! `telemprobd` ([`probd`]: Unix socket → staged records) and `telempostd` ([`postd`]:
+//! staged records → backend, spool, rate limits, journal, retention).
+
+pub mod logging;
+pub mod notify;
+pub mod postd;
+pub mod probd;

@@ -1,0 +1,1 @@
+//! telempostd: delivers staged records to the backend.

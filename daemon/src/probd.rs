@@ -1,0 +1,1 @@
+//! telemprobd: receives records on a Unix socket and stages them.
