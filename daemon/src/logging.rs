@@ -8,11 +8,14 @@ use tracing_subscriber::EnvFilter;
 
 /// Install the global subscriber once; later calls are no-ops.
 pub fn init(daemon: &'static str) {
-    let filter = EnvFilter::try_from_env("TELEMETRICS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("TELEMETRICS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journald) = tracing_journald::layer() {
-            let _ = registry.with(journald.with_syslog_identifier(daemon.to_string())).try_init();
+            let _ = registry
+                .with(journald.with_syslog_identifier(daemon.to_string()))
+                .try_init();
             return;
         }
     }

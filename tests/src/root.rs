@@ -34,13 +34,20 @@ impl TestRoot {
             t.paths.default_spool_dir(),
             t.paths.state_dir(),
             t.paths.records_dir(),
-            t.paths.default_socket_path().parent().unwrap().to_path_buf(),
+            t.paths
+                .default_socket_path()
+                .parent()
+                .unwrap()
+                .to_path_buf(),
             t.paths.pstore_cache_dir(),
         ] {
             std::fs::create_dir_all(&d).expect("create dir");
         }
         t.write_host_file("etc/os-release", "ID=testos\nVERSION_ID=42\n");
-        t.write_host_file("proc/cpuinfo", "processor\t: 0\nmodel name\t: Test CPU @ 1.00GHz\n");
+        t.write_host_file(
+            "proc/cpuinfo",
+            "processor\t: 0\nmodel name\t: Test CPU @ 1.00GHz\n",
+        );
         t.write_host_file(
             "proc/sys/kernel/random/boot_id",
             "23156fd8-5386-4bfa-ae58-eb2136e72a04\n",
@@ -69,7 +76,8 @@ impl TestRoot {
 
     /// Add `key=value` to `[settings]` and rewrite the config.
     pub fn set(&mut self, key: &str, value: &str) -> &mut Self {
-        self.extra_settings.retain(|l| !l.starts_with(&format!("{key}=")));
+        self.extra_settings
+            .retain(|l| !l.starts_with(&format!("{key}=")));
         self.extra_settings.push(format!("{key}={value}"));
         self.write_config();
         self
@@ -148,7 +156,11 @@ impl Default for TestRoot {
 impl Drop for TestRoot {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- test root {} ---\n{}", self.dir.path().display(), self.tree());
+            eprintln!(
+                "--- test root {} ---\n{}",
+                self.dir.path().display(),
+                self.tree()
+            );
             if std::env::var_os("TELEMETRICS_KEEP_TEST_ROOT").is_some() {
                 let p = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
                 eprintln!("kept {}", p.display());
@@ -161,7 +173,9 @@ fn walk(base: &Path, dir: &Path, out: &mut String, depth: usize) {
     if depth > 8 {
         return;
     }
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = rd.filter_map(|e| e.ok()).collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {

@@ -1,0 +1,1 @@
+//! telempostd integration tests.

@@ -1,0 +1,1 @@
+//! telemprobd integration tests.

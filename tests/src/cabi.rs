@@ -1,0 +1,1 @@
+//! Compiling and running C programs against the built libtelemetry.so.4.
