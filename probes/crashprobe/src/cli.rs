@@ -1,0 +1,387 @@
+//! Command line and the probe's top-level flow.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::PathBuf;
+
+use libtelemetry::{Config, HostInfo, Paths, Record};
+
+use crate::analysis::{report_for, AnalysisOptions, Report};
+use crate::harden;
+use crate::payload::{privacy_filter, process_label, Filtered, PAYLOAD_FORMAT_VERSION};
+use crate::reader::CoreImage;
+
+/// Environment variable with `:`-separated debug roots (overridden by `--debug-root`).
+pub const DEBUG_ROOT_ENV: &str = "CRASHPROBE_DEBUG_ROOT";
+
+/// Exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// The crash record (or a filtered record) was sent.
+    Ok = 0,
+    /// Bad options, hardening or configuration failure, unusable input.
+    Setup = 1,
+    /// The core could not be analysed; a `crash/error` record was sent.
+    CoreError = 2,
+    /// The record could not be sent (not opted in, daemon unreachable or rejecting).
+    Send = 3,
+}
+
+pub const USAGE: &str = "\
+Usage: crashprobe -p NAME [OPTIONS]
+
+Reads an ELF core (from stdin or -c), unwinds every thread and sends a crash record.
+Meant for kernel.core_pattern = |/usr/bin/crashprobe -p %e -E %E -s %s
+
+Options:
+  -f, --config-file FILE   Use FILE as the configuration file
+  -c, --core-file FILE     Read the core from FILE instead of stdin
+  -p, --process-name NAME  Name of the crashed process (required)
+  -E, --process-path PATH  Path of the crashed executable ('/' or '!' separated)
+  -s, --signal N           Signal number that caused the crash
+  -v, --verbose            Print the payload after sending it
+  -V, --version            Print the version and exit
+  -h, --help               Print this help and exit
+      --debug-root DIRS    ':'-separated roots of separate debug files
+                           (default /usr/lib/debug; also $CRASHPROBE_DEBUG_ROOT)
+      --user NAME          User to run as when started by root
+                           (default telemetry; also $CRASHPROBE_USER)
+";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    pub config_file: Option<PathBuf>,
+    pub core_file: Option<PathBuf>,
+    pub process_name: Option<String>,
+    pub process_path: Option<String>,
+    pub signal: Option<i64>,
+    pub verbose: bool,
+    pub debug_roots: Option<String>,
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run(Options),
+    Help,
+    Version,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    #[error("unrecognized option '{0}'")]
+    Unknown(String),
+    #[error("option '{0}' requires an argument")]
+    MissingValue(String),
+    #[error("invalid signal number '{0}'")]
+    BadSignal(String),
+    #[error("unexpected argument '{0}'")]
+    Extra(String),
+}
+
+/// getopt_long-style parsing: `-pNAME`, `-p NAME`, `--process-name=NAME`, `--process-name
+/// NAME`, bundled flags (`-vV`).
+pub fn parse_args(args: &[OsString]) -> Result<Command, UsageError> {
+    let mut o = Options::default();
+    let mut help = false;
+    let mut version = false;
+    let mut i = 0;
+    let text = |s: &OsString| s.to_string_lossy().into_owned();
+    while i < args.len() {
+        let arg = text(&args[i]);
+        i += 1;
+        let (key, inline): (String, Option<String>) = if let Some(long) = arg.strip_prefix("--") {
+            match long.split_once('=') {
+                Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                None => (long.to_string(), None),
+            }
+        } else if arg.len() >= 2 && arg.starts_with('-') {
+            let mut chars = arg[1..].chars();
+            let c = chars.next().unwrap_or('-');
+            let rest: String = chars.collect();
+            if matches!(c, 'v' | 'V' | 'h') {
+                for f in std::iter::once(c).chain(rest.chars()) {
+                    match f {
+                        'v' => o.verbose = true,
+                        'V' => version = true,
+                        'h' => help = true,
+                        _ => return Err(UsageError::Unknown(format!("-{f}"))),
+                    }
+                }
+                continue;
+            }
+            (c.to_string(), (!rest.is_empty()).then_some(rest))
+        } else {
+            return Err(UsageError::Extra(arg));
+        };
+        let name = match key.as_str() {
+            "f" | "config-file" => "config-file",
+            "c" | "core-file" => "core-file",
+            "p" | "process-name" => "process-name",
+            "E" | "process-path" => "process-path",
+            "s" | "signal" => "signal",
+            "debug-root" => "debug-root",
+            "user" => "user",
+            "verbose" | "version" | "help" => {
+                match key.as_str() {
+                    "verbose" => o.verbose = true,
+                    "version" => version = true,
+                    _ => help = true,
+                }
+                continue;
+            }
+            _ => return Err(UsageError::Unknown(arg)),
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => {
+                let v = args
+                    .get(i)
+                    .map(text)
+                    .ok_or_else(|| UsageError::MissingValue(arg.clone()))?;
+                i += 1;
+                v
+            }
+        };
+        match name {
+            "config-file" => o.config_file = Some(PathBuf::from(value)),
+            "core-file" => o.core_file = Some(PathBuf::from(value)),
+            "process-name" => o.process_name = Some(value),
+            "process-path" => o.process_path = Some(value),
+            "signal" => {
+                o.signal = Some(
+                    value
+                        .trim()
+                        .parse::<i64>()
+                        .map_err(|_| UsageError::BadSignal(value.clone()))?,
+                )
+            }
+            "debug-root" => o.debug_roots = Some(value),
+            _ => o.user = Some(value),
+        }
+    }
+    Ok(if help {
+        Command::Help
+    } else if version {
+        Command::Version
+    } else {
+        Command::Run(o)
+    })
+}
+
+fn say(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "crashprobe: {msg}");
+}
+
+/// Where the core comes from.
+enum Input {
+    File(File),
+    Pipe(File),
+}
+
+/// The whole probe after the first hardening steps; returns the exit code.
+pub fn run(opts: Options) -> Exit {
+    let paths = Paths::from_env();
+    let user = opts
+        .user
+        .clone()
+        .or_else(|| {
+            std::env::var(harden::USER_ENV)
+                .ok()
+                .filter(|u| !u.is_empty())
+        })
+        .unwrap_or_else(|| harden::DEFAULT_USER.to_string());
+    if let Err(e) = harden::drop_privileges(&user, &paths.state_dir()) {
+        say(&format!("cannot drop privileges: {e}"));
+        return Exit::Setup;
+    }
+    let Some(process_name) = opts.process_name.clone() else {
+        say("Missing required -p option. See --help output");
+        return Exit::Setup;
+    };
+    if let Err(e) = harden::apply_budget(&harden::Budget::default()) {
+        say(&format!("cannot set resource limits: {e}"));
+        return Exit::Setup;
+    }
+    let (config, _) = match Config::load(&paths, opts.config_file.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            say(&format!("{e}"));
+            return Exit::Setup;
+        }
+    };
+    let input = match open_input(&opts) {
+        Ok(i) => i,
+        Err(msg) => {
+            say(&msg);
+            return Exit::Setup;
+        }
+    };
+    let process = process_label(opts.process_path.as_deref(), &process_name);
+    let filters_off = std::fs::symlink_metadata(paths.no_privacy_filters_file()).is_ok();
+    let filtered = opts
+        .process_path
+        .as_deref()
+        .filter(|_| !filters_off)
+        .and_then(privacy_filter);
+
+    let mut analysis = AnalysisOptions::default();
+    let roots = opts
+        .debug_roots
+        .clone()
+        .or_else(|| std::env::var(DEBUG_ROOT_ENV).ok().filter(|r| !r.is_empty()));
+    if let Some(roots) = roots {
+        analysis.symbols.debug_roots = std::env::split_paths(&roots).collect();
+    }
+    let report = if !libtelemetry::is_opted_in(&paths) {
+        drain(input);
+        say("not opted in to telemetry; no record sent");
+        return Exit::Send;
+    } else if let Some(f) = filtered {
+        drain(input);
+        filtered_report(f)
+    } else {
+        let core = match input {
+            Input::File(f) => CoreImage::from_file(&f),
+            Input::Pipe(f) => {
+                harden::grow_pipe(f.as_raw_fd());
+                let fd = f.as_raw_fd();
+                CoreImage::from_stream(&f, Some(fd), &analysis.limits).0
+            }
+        };
+        report_for(core, &process, opts.signal, &analysis)
+    };
+    send(&paths, &config, &opts, &report)
+}
+
+fn filtered_report(f: Filtered) -> Report {
+    Report {
+        classification: f.classification(),
+        severity: crate::payload::SEVERITY_FILTERED,
+        payload: f.payload().to_string(),
+    }
+}
+
+fn open_input(opts: &Options) -> Result<Input, String> {
+    if let Some(path) = &opts.core_file {
+        let f = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| format!("cannot open core file {}: {e}", path.display()))?;
+        return Ok(Input::File(f));
+    }
+    // SAFETY: dup of fd 0 gives a new descriptor that the File then owns alone.
+    let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return Err("no core on stdin (fd 0 is closed); use -c FILE".into());
+    }
+    // SAFETY: `fd` is a fresh descriptor owned by nothing else.
+    let stdin = unsafe { File::from_raw_fd(fd) };
+    let md = stdin
+        .metadata()
+        .map_err(|e| format!("cannot inspect stdin: {e}"))?;
+    let ft = md.file_type();
+    if ft.is_file() {
+        Ok(Input::File(stdin))
+    } else if ft.is_fifo() || ft.is_socket() {
+        Ok(Input::Pipe(stdin))
+    } else {
+        Err("stdin is neither a pipe nor a regular file; use -c FILE".into())
+    }
+}
+
+/// Consume a pipe to EOF (the kernel waits for it); files are left alone.
+fn drain(input: Input) {
+    if let Input::Pipe(f) = input {
+        let fd = f.as_raw_fd();
+        crate::reader::drain(&f, Some(fd));
+    }
+}
+
+fn send(paths: &Paths, config: &Config, opts: &Options, report: &Report) -> Exit {
+    let host = HostInfo::collect(paths);
+    let record = Record::new(
+        report.severity,
+        report.classification,
+        PAYLOAD_FORMAT_VERSION,
+        &host,
+    )
+    .and_then(|mut r| r.set_payload(report.payload.as_bytes()).map(|_| r));
+    let record = match record {
+        Ok(r) => r,
+        Err(e) => {
+            say(&format!("cannot build record: {e}"));
+            return Exit::Send;
+        }
+    };
+    let cfg_path = opts
+        .config_file
+        .as_ref()
+        .and_then(|p| std::str::from_utf8(p.as_os_str().as_bytes()).ok());
+    match libtelemetry::send_record(paths, &config.socket_path, &record, cfg_path) {
+        Ok(_) => {
+            if opts.verbose {
+                let _ = std::io::stdout().write_all(report.payload.as_bytes());
+            }
+            if report.is_error() {
+                Exit::CoreError
+            } else {
+                Exit::Ok
+            }
+        }
+        Err(e) => {
+            say(&format!("cannot send record: {e}"));
+            Exit::Send
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn options() {
+        let check = |a: &[&str], want: Result<Command, UsageError>| {
+            assert_eq!(parse_args(&args(a)), want, "{a:?}")
+        };
+        let run = |f: fn(&mut Options)| {
+            let mut o = Options::default();
+            f(&mut o);
+            Ok(Command::Run(o))
+        };
+        check(
+            &["-p", "x", "-E", "!usr!bin!x", "-s", "11"],
+            run(|o| {
+                o.process_name = Some("x".into());
+                o.process_path = Some("!usr!bin!x".into());
+                o.signal = Some(11);
+            }),
+        );
+        check(
+            &["-px", "--signal=6", "-v", "--core-file", "c"],
+            run(|o| {
+                o.process_name = Some("x".into());
+                o.signal = Some(6);
+                o.verbose = true;
+                o.core_file = Some("c".into());
+            }),
+        );
+        check(&["-h"], Ok(Command::Help));
+        check(&["-vV"], Ok(Command::Version));
+        check(&["-x"], Err(UsageError::Unknown("-x".into())));
+        check(&["-p"], Err(UsageError::MissingValue("-p".into())));
+        check(&["-s", "x"], Err(UsageError::BadSignal("x".into())));
+        check(&["stray"], Err(UsageError::Extra("stray".into())));
+    }
+}

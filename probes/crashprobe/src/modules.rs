@@ -1,0 +1,704 @@
+//! The crashed process's modules: the files named in `NT_FILE` (opened from disk and checked
+//! against the build-id the core holds) and the vDSO (parsed from core memory), with their
+//! unwind tables and symbolizers, built lazily.
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use gimli::{EndianSlice, RunTimeEndian};
+use memmap2::Mmap;
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
+
+use crate::arena::Arena;
+use crate::elfcore::{u16_at, u32_at, u64_at, AT_ENTRY, AT_SYSINFO_EHDR};
+use crate::reader::CoreImage;
+
+pub type Reader<'a> = EndianSlice<'a, RunTimeEndian>;
+
+/// Distinct files considered as modules.
+pub const MAX_MODULES: usize = 1024;
+/// Largest module or debug file opened.
+const MAX_FILE_SIZE: u64 = 4 << 30;
+/// Largest decompressed debug section accepted.
+const MAX_SECTION_SIZE: u64 = 256 << 20;
+/// Inlined frames reported for one address.
+const MAX_INLINE_DEPTH: usize = 16;
+
+/// Where separate debug files are looked up.
+#[derive(Debug, Clone)]
+pub struct SymbolOptions {
+    /// Roots of `.build-id/xx/yyyy.debug` trees and debuglink trees, in search order.
+    pub debug_roots: Vec<PathBuf>,
+}
+
+impl Default for SymbolOptions {
+    fn default() -> Self {
+        SymbolOptions {
+            debug_roots: vec![PathBuf::from("/usr/lib/debug")],
+        }
+    }
+}
+
+/// Why a module's file is not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    /// The file could not be opened or parsed.
+    Missing,
+    /// The file on disk is not the one that was mapped (updated since the crash).
+    BuildIdMismatch,
+}
+
+/// An ELF image usable for unwinding and symbols.
+pub struct Image<'a> {
+    obj: object::File<'a>,
+    /// `(file offset, file size, vaddr, executable)` of the image's PT_LOAD segments.
+    loads: Vec<(u64, u64, u64, bool)>,
+    debug: Option<object::File<'a>>,
+}
+
+pub struct Module<'a> {
+    pub path: String,
+    /// Display name: the executable's full path, else the soname (or file name).
+    pub name: String,
+    pub core_build_id: Option<Vec<u8>>,
+    pub image: Result<Image<'a>, Unusable>,
+    unwind: OnceCell<Option<UnwindTables<'a>>>,
+    symbols: OnceCell<Symbolizer<'a>>,
+}
+
+/// A mapped range of a module.
+#[derive(Debug, Clone, Copy)]
+struct Mapping {
+    start: u64,
+    end: u64,
+    file_offset: u64,
+    module: usize,
+}
+
+pub struct ModuleMap<'a> {
+    pub modules: Vec<Module<'a>>,
+    mappings: Vec<Mapping>,
+    exec: Vec<(u64, u64)>,
+    arena: &'a Arena,
+}
+
+/// Symbol information for one address: innermost (inlined) first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymFrame {
+    pub function: Option<String>,
+    pub location: Option<(String, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameSymbol {
+    /// The module is known and usable.
+    Resolved {
+        module: String,
+        frames: Vec<SymFrame>,
+    },
+    /// The module's file is missing or differs from the crashed one: module+offset.
+    Unverified {
+        module: String,
+        offset: u64,
+        build_id: Option<Vec<u8>>,
+    },
+    /// The address is in no known module.
+    NoModule,
+}
+
+impl<'a> ModuleMap<'a> {
+    pub fn new(core: &'a CoreImage, arena: &'a Arena, opts: &SymbolOptions) -> ModuleMap<'a> {
+        let notes = &core.notes;
+        let entry = notes.auxv_value(AT_ENTRY);
+        let exe_path = entry.and_then(|e| {
+            notes
+                .files
+                .iter()
+                .find(|f| f.start <= e && e < f.end)
+                .map(|f| f.path.clone())
+        });
+        let mut modules: Vec<Module<'a>> = Vec::new();
+        let mut mappings = Vec::new();
+        let mut index: std::collections::HashMap<&str, usize> = Default::default();
+        for f in &notes.files {
+            let idx = match index.get(f.path.as_str()) {
+                Some(&i) => i,
+                None => {
+                    if modules.len() >= MAX_MODULES {
+                        continue;
+                    }
+                    let head = notes
+                        .files
+                        .iter()
+                        .find(|g| g.path == f.path && g.file_offset == 0)
+                        .map(|g| g.start);
+                    let core_build_id = head.and_then(|h| build_id_in_memory(core, h));
+                    let is_exe = exe_path.as_deref() == Some(f.path.as_str());
+                    modules.push(open_module(&f.path, core_build_id, is_exe, arena, opts));
+                    index.insert(&f.path, modules.len() - 1);
+                    modules.len() - 1
+                }
+            };
+            mappings.push(Mapping {
+                start: f.start,
+                end: f.end,
+                file_offset: f.file_offset,
+                module: idx,
+            });
+        }
+        if let Some(base) = notes.auxv_value(AT_SYSINFO_EHDR) {
+            if let Some(bytes) = core.slice_to_segment_end(base, 64 << 10) {
+                let module = vdso_module(bytes);
+                if let Ok(img) = &module.image {
+                    let size = img
+                        .loads
+                        .iter()
+                        .map(|(o, s, _, _)| o.saturating_add(*s))
+                        .max()
+                        .unwrap_or(bytes.len() as u64);
+                    mappings.push(Mapping {
+                        start: base,
+                        end: base.saturating_add(size.max(1)),
+                        file_offset: 0,
+                        module: modules.len(),
+                    });
+                }
+                modules.push(module);
+            }
+        }
+        mappings.sort_by_key(|m| m.start);
+        ModuleMap {
+            modules,
+            mappings,
+            exec: core.executable_ranges(),
+            arena,
+        }
+    }
+
+    /// Is `addr` inside an executable mapping of the process? The core's program headers
+    /// say so for kernel cores; gdb omits unmodified file-backed text, so a module's own
+    /// executable segments count too.
+    pub fn is_executable(&self, addr: u64) -> bool {
+        let i = self.exec.partition_point(|(s, _)| *s <= addr);
+        if i > 0 && addr < self.exec[i - 1].1 {
+            return true;
+        }
+        match self.locate(addr) {
+            Some((module, off)) => match &module.image {
+                Ok(img) => img
+                    .loads
+                    .iter()
+                    .any(|(o, s, _, x)| *x && *o <= off && off - o < *s),
+                Err(_) => true,
+            },
+            None => false,
+        }
+    }
+
+    fn mapping(&self, avma: u64) -> Option<&Mapping> {
+        let i = self
+            .mappings
+            .partition_point(|m| m.start <= avma)
+            .checked_sub(1)?;
+        let m = &self.mappings[i];
+        (avma < m.end).then_some(m)
+    }
+
+    /// The module containing `avma` and the address's file offset in it.
+    pub fn locate(&self, avma: u64) -> Option<(&Module<'a>, u64)> {
+        let m = self.mapping(avma)?;
+        let off = (avma - m.start).checked_add(m.file_offset)?;
+        Some((&self.modules[m.module], off))
+    }
+
+    /// Module, its usable image and the stated virtual address for `avma`.
+    pub fn resolve(&self, avma: u64) -> Option<(&Module<'a>, &Image<'a>, u64)> {
+        let (module, off) = self.locate(avma)?;
+        let img = module.image.as_ref().ok()?;
+        let svma = img.file_offset_to_svma(off)?;
+        Some((module, img, svma))
+    }
+
+    /// Symbolize `avma`; `lookup` is the address to look up (`pc - 1` for return addresses).
+    pub fn symbolize(&self, lookup: u64) -> FrameSymbol {
+        let Some((module, off)) = self.locate(lookup) else {
+            return FrameSymbol::NoModule;
+        };
+        let img = match &module.image {
+            Ok(img) => img,
+            Err(_) => {
+                return FrameSymbol::Unverified {
+                    module: module.name.clone(),
+                    offset: off,
+                    build_id: module.core_build_id.clone(),
+                }
+            }
+        };
+        let Some(svma) = img.file_offset_to_svma(off) else {
+            return FrameSymbol::Resolved {
+                module: module.name.clone(),
+                frames: vec![SymFrame {
+                    function: None,
+                    location: None,
+                }],
+            };
+        };
+        let sym = module
+            .symbols
+            .get_or_init(|| Symbolizer::new(img, self.arena));
+        FrameSymbol::Resolved {
+            module: module.name.clone(),
+            frames: sym.lookup(svma),
+        }
+    }
+}
+
+impl<'a> Module<'a> {
+    /// The module's unwind tables (built on first use).
+    pub fn unwind_tables(&self) -> Option<&UnwindTables<'a>> {
+        self.unwind
+            .get_or_init(|| self.image.as_ref().ok().and_then(UnwindTables::new))
+            .as_ref()
+    }
+}
+
+impl<'a> Image<'a> {
+    fn parse(data: &'a [u8], debug: Option<&'a [u8]>) -> Option<Image<'a>> {
+        let obj = object::File::parse(data).ok()?;
+        let loads = obj
+            .segments()
+            .map(|s| {
+                let (off, size) = s.file_range();
+                let exec =
+                    matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & 1 != 0);
+                (off, size, s.address(), exec)
+            })
+            .collect();
+        let debug = debug.and_then(|d| object::File::parse(d).ok());
+        Some(Image { obj, loads, debug })
+    }
+
+    fn file_offset_to_svma(&self, off: u64) -> Option<u64> {
+        self.loads
+            .iter()
+            .find(|(o, s, _, _)| *o <= off && off - o < *s)
+            .map(|(o, _, v, _)| off - o + v)
+    }
+
+    fn build_id(&self) -> Option<&'a [u8]> {
+        self.obj.build_id().ok().flatten()
+    }
+}
+
+fn open_module<'a>(
+    path: &str,
+    core_build_id: Option<Vec<u8>>,
+    is_exe: bool,
+    arena: &'a Arena,
+    opts: &SymbolOptions,
+) -> Module<'a> {
+    let disk_path = path.strip_suffix(" (deleted)").unwrap_or(path);
+    let image = map_file(Path::new(disk_path), arena)
+        .and_then(|d| Image::parse(d, None))
+        .ok_or(Unusable::Missing)
+        .and_then(|img| match (&core_build_id, img.build_id()) {
+            (Some(core), disk) if disk != Some(core.as_slice()) => Err(Unusable::BuildIdMismatch),
+            _ => Ok(img),
+        })
+        .map(|mut img| {
+            img.debug = find_debug_file(&img, Path::new(disk_path), arena, opts)
+                .and_then(|d| object::File::parse(d).ok());
+            img
+        });
+    let name = if is_exe {
+        path.to_string()
+    } else {
+        image
+            .as_ref()
+            .ok()
+            .and_then(|i| soname(&i.obj))
+            .unwrap_or_else(|| basename(disk_path).to_string())
+    };
+    Module {
+        path: path.to_string(),
+        name,
+        core_build_id,
+        image,
+        unwind: OnceCell::new(),
+        symbols: OnceCell::new(),
+    }
+}
+
+fn vdso_module(bytes: &[u8]) -> Module<'_> {
+    let image = Image::parse(bytes, None).ok_or(Unusable::Missing);
+    let name = image
+        .as_ref()
+        .ok()
+        .and_then(|i| soname(&i.obj))
+        .unwrap_or_else(|| "linux-vdso.so.1".to_string());
+    Module {
+        path: "[vdso]".into(),
+        name,
+        core_build_id: image
+            .as_ref()
+            .ok()
+            .and_then(|i| i.build_id().map(<[u8]>::to_vec)),
+        image,
+        unwind: OnceCell::new(),
+        symbols: OnceCell::new(),
+    }
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn map_file<'a>(path: &Path, arena: &'a Arena) -> Option<&'a [u8]> {
+    let file = File::open(path).ok()?;
+    let md = file.metadata().ok()?;
+    if !md.is_file() || md.len() == 0 || md.len() > MAX_FILE_SIZE {
+        return None;
+    }
+    // SAFETY: read-only mapping of a system file; a concurrent truncation would raise SIGBUS,
+    // which the probe accepts (documented) rather than copying every module.
+    let map = unsafe { Mmap::map(&file) }.ok()?;
+    Some(arena.keep_map(map))
+}
+
+/// The GNU build-id of the ELF image whose first page is at `base` in core memory.
+pub fn build_id_in_memory(core: &CoreImage, base: u64) -> Option<Vec<u8>> {
+    let ehdr = core.slice(base, 64)?;
+    if &ehdr[..4] != b"\x7fELF" || ehdr[4] != 2 {
+        return None;
+    }
+    let phoff = u64_at(ehdr, 32)?;
+    let phnum = u64::from(u16_at(ehdr, 56)?).min(64);
+    let table = core.slice(base.checked_add(phoff)?, (phnum * 56) as usize)?;
+    for ph in table.chunks_exact(56) {
+        if u32_at(ph, 0)? != crate::elfcore::PT_NOTE {
+            continue;
+        }
+        // The first mapping maps file offset 0 at `base`, so p_offset locates the note.
+        let off = u64_at(ph, 8)?;
+        let size = u64_at(ph, 32)?.min(4096);
+        let Some(notes) = base
+            .checked_add(off)
+            .and_then(|a| core.slice(a, size as usize))
+        else {
+            continue;
+        };
+        if let Some(id) = gnu_build_id(notes) {
+            return Some(id.to_vec());
+        }
+    }
+    None
+}
+
+/// Find the `NT_GNU_BUILD_ID` note in a note segment.
+fn gnu_build_id(mut notes: &[u8]) -> Option<&[u8]> {
+    while notes.len() >= 12 {
+        let namesz = u32_at(notes, 0)? as usize;
+        let descsz = u32_at(notes, 4)? as usize;
+        let ntype = u32_at(notes, 8)?;
+        let name_end = 12usize.checked_add(namesz)?;
+        let desc_start = 12usize.checked_add(namesz.checked_add(3)? & !3)?;
+        let desc_end = desc_start.checked_add(descsz)?;
+        if desc_end > notes.len() {
+            return None;
+        }
+        if ntype == 3 && notes.get(12..name_end)? == b"GNU\0" {
+            return Some(&notes[desc_start..desc_end]);
+        }
+        let next = desc_start.checked_add(descsz.checked_add(3)? & !3)?;
+        notes = notes.get(next..)?;
+    }
+    None
+}
+
+/// `DT_SONAME` of an ELF file, read through its section headers.
+fn soname(obj: &object::File<'_>) -> Option<String> {
+    let dynamic = obj.section_by_name(".dynamic")?.data().ok()?;
+    let dynstr = obj.section_by_name(".dynstr")?.data().ok()?;
+    for entry in dynamic.chunks_exact(16) {
+        let tag = u64_at(entry, 0)?;
+        if tag == 0 {
+            break;
+        }
+        if tag == 14 {
+            let off = usize::try_from(u64_at(entry, 8)?).ok()?;
+            let rest = dynstr.get(off..)?;
+            let end = rest.iter().position(|&c| c == 0)?;
+            return Some(String::from_utf8_lossy(&rest[..end]).into_owned());
+        }
+    }
+    None
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Separate debug file: by build-id under each debug root, then by `.gnu_debuglink` next to
+/// the file, in its `.debug/` subdirectory and under each debug root.
+fn find_debug_file<'a>(
+    img: &Image<'a>,
+    path: &Path,
+    arena: &'a Arena,
+    opts: &SymbolOptions,
+) -> Option<&'a [u8]> {
+    let build_id = img.build_id();
+    let accept = |data: &'a [u8]| -> bool {
+        let Ok(obj) = object::File::parse(data) else {
+            return false;
+        };
+        match (build_id, obj.build_id().ok().flatten()) {
+            (Some(want), Some(have)) => want == have,
+            _ => true,
+        }
+    };
+    if let Some(id) = build_id.filter(|id| id.len() >= 2) {
+        let h = hex(id);
+        for root in &opts.debug_roots {
+            let p = root
+                .join(".build-id")
+                .join(&h[..2])
+                .join(format!("{}.debug", &h[2..]));
+            if let Some(d) = map_file(&p, arena).filter(|d| accept(d)) {
+                return Some(d);
+            }
+        }
+    }
+    let (name, _crc) = img.obj.gnu_debuglink().ok().flatten()?;
+    let name = std::str::from_utf8(name).ok()?;
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    let dir = path.parent()?;
+    let mut candidates = vec![dir.join(name), dir.join(".debug").join(name)];
+    for root in &opts.debug_roots {
+        candidates.push(root.join(dir.strip_prefix("/").unwrap_or(dir)).join(name));
+    }
+    candidates
+        .into_iter()
+        .filter(|c| c != path)
+        .find_map(|c| map_file(&c, arena).filter(|d| accept(d)))
+}
+
+/// CFI sections of one image, in stated-address space.
+pub struct UnwindTables<'a> {
+    pub bases: gimli::BaseAddresses,
+    pub eh_frame: Option<gimli::EhFrame<Reader<'a>>>,
+    pub eh_frame_hdr: Option<gimli::ParsedEhFrameHdr<Reader<'a>>>,
+    pub debug_frame: Option<gimli::DebugFrame<Reader<'a>>>,
+}
+
+impl<'a> UnwindTables<'a> {
+    fn new(img: &Image<'a>) -> Option<UnwindTables<'a>> {
+        let endian = RunTimeEndian::Little;
+        let section = |obj: &object::File<'a>, name: &str| {
+            obj.section_by_name(name)
+                .and_then(|s| Some((s.address(), s.data().ok()?)))
+                .filter(|(_, d)| !d.is_empty())
+        };
+        let mut bases = gimli::BaseAddresses::default();
+        if let Some((addr, _)) = section(&img.obj, ".text") {
+            bases = bases.set_text(addr);
+        }
+        if let Some((addr, _)) = section(&img.obj, ".got") {
+            bases = bases.set_got(addr);
+        }
+        let eh_frame = section(&img.obj, ".eh_frame").map(|(addr, data)| {
+            bases = bases.clone().set_eh_frame(addr);
+            gimli::EhFrame::new(data, endian)
+        });
+        let eh_frame_hdr = section(&img.obj, ".eh_frame_hdr").and_then(|(addr, data)| {
+            bases = bases.clone().set_eh_frame_hdr(addr);
+            gimli::EhFrameHdr::new(data, endian).parse(&bases, 8).ok()
+        });
+        let debug_frame = section(&img.obj, ".debug_frame")
+            .or_else(|| img.debug.as_ref().and_then(|d| section(d, ".debug_frame")))
+            .map(|(_, data)| {
+                let mut f = gimli::DebugFrame::new(data, endian);
+                f.set_address_size(8);
+                f
+            });
+        if eh_frame.is_none() && debug_frame.is_none() {
+            return None;
+        }
+        Some(UnwindTables {
+            bases,
+            eh_frame,
+            eh_frame_hdr,
+            debug_frame,
+        })
+    }
+}
+
+struct Symbol<'a> {
+    addr: u64,
+    size: u64,
+    name: &'a str,
+}
+
+struct Symbolizer<'a> {
+    dwarf: Option<addr2line::Context<Reader<'a>>>,
+    symbols: Vec<Symbol<'a>>,
+}
+
+impl<'a> Symbolizer<'a> {
+    fn new(img: &Image<'a>, arena: &'a Arena) -> Symbolizer<'a> {
+        let has_dwarf = |o: &object::File<'a>| o.section_by_name(".debug_info").is_some();
+        let dwarf_obj = img
+            .debug
+            .as_ref()
+            .filter(|d| has_dwarf(d))
+            .or(Some(&img.obj).filter(|o| has_dwarf(o)));
+        let dwarf = dwarf_obj.and_then(|o| load_dwarf(o, arena));
+        let mut symbols = Vec::new();
+        for obj in img.debug.iter().chain(std::iter::once(&img.obj)) {
+            for s in obj.symbols().chain(obj.dynamic_symbols()) {
+                if s.kind() != SymbolKind::Text || !s.is_definition() || s.address() == 0 {
+                    continue;
+                }
+                if let Ok(name) = s.name() {
+                    if !name.is_empty() {
+                        symbols.push(Symbol {
+                            addr: s.address(),
+                            size: s.size(),
+                            name,
+                        });
+                    }
+                }
+            }
+        }
+        // Sized symbols first at equal addresses, so lookups prefer them.
+        symbols.sort_by(|a, b| a.addr.cmp(&b.addr).then(b.size.cmp(&a.size)));
+        symbols.dedup_by_key(|s| s.addr);
+        Symbolizer { dwarf, symbols }
+    }
+
+    fn symbol(&self, svma: u64) -> Option<&'a str> {
+        let i = self
+            .symbols
+            .partition_point(|s| s.addr <= svma)
+            .checked_sub(1)?;
+        let s = &self.symbols[i];
+        (s.size == 0 || svma - s.addr < s.size).then_some(s.name)
+    }
+
+    fn lookup(&self, svma: u64) -> Vec<SymFrame> {
+        let mut frames = Vec::new();
+        if let Some(ctx) = &self.dwarf {
+            if let Ok(mut iter) = ctx.find_frames(svma).skip_all_loads() {
+                while let Ok(Some(f)) = iter.next() {
+                    if frames.len() >= MAX_INLINE_DEPTH {
+                        break;
+                    }
+                    let function = f
+                        .function
+                        .as_ref()
+                        .and_then(|n| n.demangle().ok())
+                        .map(|n| n.into_owned());
+                    let location = f
+                        .location
+                        .as_ref()
+                        .and_then(|l| Some((l.file?.to_string(), l.line.filter(|n| *n > 0)?)));
+                    frames.push(SymFrame { function, location });
+                }
+            }
+        }
+        if frames.is_empty() {
+            frames.push(SymFrame {
+                function: None,
+                location: None,
+            });
+        }
+        if let Some(outer) = frames.last_mut() {
+            if outer.function.is_none() {
+                outer.function = self.symbol(svma).map(demangle);
+            }
+        }
+        frames
+    }
+}
+
+fn load_dwarf<'a>(
+    obj: &object::File<'a>,
+    arena: &'a Arena,
+) -> Option<addr2line::Context<Reader<'a>>> {
+    let load = |id: gimli::SectionId| -> Result<Reader<'a>, gimli::Error> {
+        let empty = EndianSlice::new(&[][..], RunTimeEndian::Little);
+        // Location lists are not needed for line and inline information.
+        if matches!(
+            id,
+            gimli::SectionId::DebugLoc | gimli::SectionId::DebugLocLists
+        ) {
+            return Ok(empty);
+        }
+        let Some(section) = obj.section_by_name(id.name()) else {
+            return Ok(empty);
+        };
+        if let Ok(range) = section.compressed_file_range() {
+            if range.uncompressed_size > MAX_SECTION_SIZE {
+                return Ok(empty);
+            }
+        }
+        let data: &'a [u8] = match section.uncompressed_data() {
+            Ok(Cow::Borrowed(b)) => b,
+            Ok(Cow::Owned(v)) => arena.keep_vec(v),
+            Err(_) => &[],
+        };
+        Ok(EndianSlice::new(data, RunTimeEndian::Little))
+    };
+    let dwarf = gimli::Dwarf::load(load).ok()?;
+    addr2line::Context::from_dwarf(dwarf).ok()
+}
+
+/// Demangle a Rust or C++ symbol name; other names are returned as they are.
+pub fn demangle(name: &str) -> String {
+    if let Ok(d) = rustc_demangle::try_demangle(name) {
+        return format!("{d:#}");
+    }
+    if name.starts_with("_Z") {
+        if let Ok(sym) = cpp_demangle::Symbol::new(name) {
+            if let Ok(s) = sym.demangle(&cpp_demangle::DemangleOptions::default()) {
+                return s;
+            }
+        }
+    }
+    name.to_string()
+}
+
+/// Lower-case hex of a build-id.
+pub fn build_id_hex(id: &[u8]) -> String {
+    hex(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demangling() {
+        assert_eq!(
+            demangle("_ZN6rcrash4boom17h0123456789abcdefE"),
+            "rcrash::boom"
+        );
+        assert_eq!(demangle("_Z3fooi"), "foo(int)");
+        assert_eq!(demangle("level3"), "level3");
+        assert_eq!(demangle("_Z"), "_Z");
+    }
+
+    #[test]
+    fn build_id_note() {
+        let mut n = Vec::new();
+        n.extend_from_slice(&4u32.to_le_bytes());
+        n.extend_from_slice(&3u32.to_le_bytes());
+        n.extend_from_slice(&3u32.to_le_bytes());
+        n.extend_from_slice(b"GNU\0\xaa\xbb\xcc\0");
+        assert_eq!(gnu_build_id(&n), Some(&[0xaa, 0xbb, 0xcc][..]));
+        assert_eq!(gnu_build_id(&n[..15]), None);
+    }
+}

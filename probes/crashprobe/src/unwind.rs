@@ -1,0 +1,289 @@
+//! Unwinding one thread of a core: CFI first (`.eh_frame_hdr`, `.eh_frame`, `.debug_frame`
+//! of the module containing the pc), then the frame-pointer chain, with sanity checks that
+//! stop at loops and garbage. Signal trampolines (CIE augmentation "S") are stepped through
+//! with their DWARF expressions, and the interrupted pc is then looked up exactly.
+
+use std::time::Instant;
+
+use gimli::{
+    CfaRule, EvaluationResult, Location, RegisterRule, UnwindSection, UnwindTableRow, Value,
+};
+
+use crate::elfcore::{CoreError, ThreadState};
+use crate::modules::{ModuleMap, Reader};
+use crate::reader::CoreImage;
+
+/// Frames unwound per thread (the C probe's FRAMES_MAX).
+pub const MAX_FRAMES: usize = 64;
+/// Largest frame the frame-pointer fallback accepts.
+const MAX_FP_FRAME: u64 = 16 << 20;
+const RSP: u16 = 7;
+const RBP: u16 = 6;
+const RA: u16 = 16;
+/// Registers a callee must preserve in the SysV x86_64 ABI.
+const CALLEE_SAVED: [u16; 6] = [3, 6, 12, 13, 14, 15];
+
+/// How a frame was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// The thread's registers.
+    Context,
+    /// Call frame information.
+    Cfi,
+    /// The frame-pointer chain.
+    FramePointer,
+    /// The return address on top of the stack (after a call to a bad address).
+    StackTop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawFrame {
+    pub pc: u64,
+    /// The pc is exact (first frame, or interrupted by a signal) rather than a return
+    /// address, so it is looked up as is instead of `pc - 1`.
+    pub activation: bool,
+    pub trust: Trust,
+}
+
+impl RawFrame {
+    /// The address to symbolize.
+    pub fn lookup_pc(&self) -> u64 {
+        if self.activation {
+            self.pc
+        } else {
+            self.pc.wrapping_sub(1)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadTrace {
+    pub tid: u32,
+    pub frames: Vec<RawFrame>,
+    /// [`MAX_FRAMES`] was reached.
+    pub truncated: bool,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Regs([Option<u64>; 17]);
+
+impl Regs {
+    fn get(&self, r: u16) -> Option<u64> {
+        self.0.get(r as usize).copied().flatten()
+    }
+}
+
+/// Unwind `thread`. Errors only when the time budget runs out.
+pub fn unwind_thread(
+    thread: &ThreadState,
+    map: &ModuleMap<'_>,
+    core: &CoreImage,
+    deadline: Instant,
+) -> Result<ThreadTrace, CoreError> {
+    let mut regs = Regs(thread.regs.map(Some));
+    let mut frames = Vec::new();
+    let mut activation = true;
+    let mut trust = Trust::Context;
+    let mut ctx = gimli::UnwindContext::<usize>::new();
+    let mut truncated = false;
+    loop {
+        if Instant::now() > deadline {
+            return Err(CoreError::Timeout);
+        }
+        let (Some(pc), Some(sp)) = (regs.get(RA), regs.get(RSP)) else {
+            break;
+        };
+        if frames.len() >= MAX_FRAMES {
+            truncated = true;
+            break;
+        }
+        frames.push(RawFrame {
+            pc,
+            activation,
+            trust,
+        });
+        let lookup = if activation { pc } else { pc.wrapping_sub(1) };
+        let first = frames.len() == 1;
+        let step = if first && !map.is_executable(pc) {
+            // A call through a bad pointer: the return address is on top of the stack.
+            stack_top_step(&regs, map, core).map(|r| (r, false, Trust::StackTop))
+        } else {
+            cfi_step(&regs, lookup, map, core, &mut ctx)
+                .map(|(r, signal)| (r, signal, Trust::Cfi))
+                .or_else(|| fp_step(&regs, map, core).map(|r| (r, false, Trust::FramePointer)))
+        };
+        let Some((next, signal, how)) = step else {
+            break;
+        };
+        let (Some(npc), Some(nsp)) = (next.get(RA), next.get(RSP)) else {
+            break;
+        };
+        if npc == 0 || !map.is_executable(npc) {
+            break;
+        }
+        // The stack grows down, so callers sit higher; a signal frame may switch stacks
+        // (sigaltstack) but must change something.
+        let progressed = if signal {
+            (nsp, npc) != (sp, pc)
+        } else {
+            nsp > sp
+        };
+        if !progressed {
+            break;
+        }
+        regs = next;
+        activation = signal;
+        trust = how;
+    }
+    Ok(ThreadTrace {
+        tid: thread.tid,
+        frames,
+        truncated,
+    })
+}
+
+fn cfi_step(
+    regs: &Regs,
+    lookup: u64,
+    map: &ModuleMap<'_>,
+    core: &CoreImage,
+    ctx: &mut gimli::UnwindContext<usize>,
+) -> Option<(Regs, bool)> {
+    let (module, _, svma) = map.resolve(lookup)?;
+    let t = module.unwind_tables()?;
+    if let Some(eh) = &t.eh_frame {
+        let fde = match t.eh_frame_hdr.as_ref().and_then(|h| h.table()) {
+            Some(table) => table
+                .fde_for_address(eh, &t.bases, svma, gimli::EhFrame::cie_from_offset)
+                .ok(),
+            None => eh
+                .fde_for_address(&t.bases, svma, gimli::EhFrame::cie_from_offset)
+                .ok(),
+        };
+        if let Some(fde) = fde {
+            if let Ok(row) = fde.unwind_info_for_address(eh, &t.bases, ctx, svma) {
+                let signal = fde.is_signal_trampoline();
+                return apply_row(row, eh, regs, core).map(|r| (r, signal));
+            }
+        }
+    }
+    let df = t.debug_frame.as_ref()?;
+    let fde = df
+        .fde_for_address(&t.bases, svma, gimli::DebugFrame::cie_from_offset)
+        .ok()?;
+    let signal = fde.is_signal_trampoline();
+    let row = fde.unwind_info_for_address(df, &t.bases, ctx, svma).ok()?;
+    apply_row(row, df, regs, core).map(|r| (r, signal))
+}
+
+fn apply_row<'a, S: UnwindSection<Reader<'a>>>(
+    row: &UnwindTableRow<usize>,
+    section: &S,
+    regs: &Regs,
+    core: &CoreImage,
+) -> Option<Regs> {
+    let cfa = match row.cfa() {
+        CfaRule::RegisterAndOffset { register, offset } => {
+            regs.get(register.0)?.wrapping_add(*offset as u64)
+        }
+        CfaRule::Expression(e) => evaluate(e.get(section).ok()?, regs, core, None)?,
+    };
+    let mut out = Regs::default();
+    for r in 0..=RA {
+        let value = match row.register(gimli::Register(r)) {
+            // Unmentioned callee-saved registers keep their value (eh_frame convention);
+            // an undefined return address ends the stack (_start, clone).
+            RegisterRule::Undefined if r == RSP => Some(cfa),
+            RegisterRule::Undefined if CALLEE_SAVED.contains(&r) => regs.get(r),
+            RegisterRule::Undefined => None,
+            RegisterRule::SameValue => regs.get(r),
+            RegisterRule::Offset(n) => core.read_u64(cfa.wrapping_add(n as u64)),
+            RegisterRule::ValOffset(n) => Some(cfa.wrapping_add(n as u64)),
+            RegisterRule::Register(x) => regs.get(x.0),
+            RegisterRule::Expression(e) => evaluate(e.get(section).ok()?, regs, core, Some(cfa))
+                .and_then(|addr| core.read_u64(addr)),
+            RegisterRule::ValExpression(e) => evaluate(e.get(section).ok()?, regs, core, Some(cfa)),
+            RegisterRule::Constant(c) => Some(c),
+            _ => None,
+        };
+        out.0[r as usize] = value;
+    }
+    Some(out)
+}
+
+/// Evaluate a CFI DWARF expression against the registers and core memory.
+fn evaluate(
+    expr: gimli::Expression<Reader<'_>>,
+    regs: &Regs,
+    core: &CoreImage,
+    initial: Option<u64>,
+) -> Option<u64> {
+    let encoding = gimli::Encoding {
+        address_size: 8,
+        format: gimli::Format::Dwarf32,
+        version: 4,
+    };
+    let mut eval = expr.evaluation(encoding);
+    eval.set_max_iterations(1000);
+    if let Some(v) = initial {
+        eval.set_initial_value(v);
+    }
+    let mut state = eval.evaluate().ok()?;
+    for _ in 0..64 {
+        state = match state {
+            EvaluationResult::Complete => break,
+            EvaluationResult::RequiresMemory { address, size, .. } => {
+                let size = usize::from(size).min(8);
+                let bytes = core.slice(address, size)?;
+                let mut buf = [0u8; 8];
+                buf[..size].copy_from_slice(bytes);
+                eval.resume_with_memory(Value::Generic(u64::from_le_bytes(buf)))
+                    .ok()?
+            }
+            EvaluationResult::RequiresRegister { register, .. } => eval
+                .resume_with_register(Value::Generic(regs.get(register.0)?))
+                .ok()?,
+            _ => return None,
+        };
+    }
+    if !matches!(state, EvaluationResult::Complete) {
+        return None;
+    }
+    match eval.as_result().first()?.location {
+        Location::Address { address } => Some(address),
+        Location::Value { value } => value.to_u64(u64::MAX).ok(),
+        _ => None,
+    }
+}
+
+/// `ra = [rbp+8]`, `rbp' = [rbp]`, `rsp' = rbp+16`, accepted only when the frame is above the
+/// stack pointer, not absurdly large, and the return address is executable.
+fn fp_step(regs: &Regs, map: &ModuleMap<'_>, core: &CoreImage) -> Option<Regs> {
+    let bp = regs.get(RBP)?;
+    let sp = regs.get(RSP)?;
+    if bp < sp || bp % 8 != 0 || bp - sp > MAX_FP_FRAME {
+        return None;
+    }
+    let ra = core.read_u64(bp.checked_add(8)?)?;
+    let caller_bp = core.read_u64(bp)?;
+    if !map.is_executable(ra) {
+        return None;
+    }
+    let mut out = Regs::default();
+    out.0[RBP as usize] = Some(caller_bp);
+    out.0[RSP as usize] = Some(bp.checked_add(16)?);
+    out.0[RA as usize] = Some(ra);
+    Some(out)
+}
+
+fn stack_top_step(regs: &Regs, map: &ModuleMap<'_>, core: &CoreImage) -> Option<Regs> {
+    let sp = regs.get(RSP)?;
+    let ra = core.read_u64(sp)?;
+    if !map.is_executable(ra) {
+        return None;
+    }
+    let mut out = *regs;
+    out.0[RSP as usize] = Some(sp.checked_add(8)?);
+    out.0[RA as usize] = Some(ra);
+    Some(out)
+}
