@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod frame;
 pub mod fsutil;
+pub mod getopt;
 pub mod hostinfo;
 pub mod ids;
 pub mod journal;

@@ -1,1 +1,217 @@
-//! Compiling and running C programs against the built libtelemetry.so.4.
+//! C programs against the built `libtelemetry.so.4`, and a stand-in telemprobd socket.
+//!
+//! `cargo test` leaves the cdylib in `target/<profile>/deps/libtelemetry.so` (only
+//! `cargo build` copies it up to `target/<profile>/`); test executables run from that same
+//! `deps/` dir. It is built when the `libtelemetry-ffi` package is part of the test run
+//! (`cargo test --workspace`, or `-p libtelemetry-ffi`).
+//!
+//! [`compile_c`] builds a C file with `-std=c99 -Wall -Wextra -Werror -pedantic` against
+//! `libtelemetry-ffi/include/telemetry.h` and that library (through a directory holding
+//! `libtelemetry.so.4` and `libtelemetry.so` links, recorded as the program's rpath), so the
+//! program runs without `LD_LIBRARY_PATH`. [`RecordListener`] accepts connections on a
+//! socket path, collects each frame and answers with an `Ack` byte.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use libtelemetry::{decode_frame, Frame};
+
+/// Flags every C test program is compiled with.
+pub const STRICT_C_FLAGS: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"];
+/// Flags for compiling the same sources as C++.
+pub const STRICT_CXX_FLAGS: &[&str] = &[
+    "-x",
+    "c++",
+    "-std=c++11",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-pedantic",
+];
+
+fn profile_dir_and_deps() -> (PathBuf, PathBuf) {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        (dir.parent().expect("profile dir").to_path_buf(), dir)
+    } else {
+        (dir.clone(), dir.join("deps"))
+    }
+}
+
+/// The built `libtelemetry.so`: in `deps/` next to the running test executable, or in the
+/// profile dir above it.
+pub fn find_libtelemetry_so() -> PathBuf {
+    let (profile, deps) = profile_dir_and_deps();
+    for dir in [&deps, &profile] {
+        let p = dir.join("libtelemetry.so");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "libtelemetry.so not found in {} or {}; run the tests with `cargo test --workspace` \
+         (or build it with `cargo build -p libtelemetry-ffi`)",
+        deps.display(),
+        profile.display()
+    );
+}
+
+/// `libtelemetry-ffi/include`, the directory of `telemetry.h`.
+pub fn include_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace dir")
+        .join("libtelemetry-ffi/include")
+}
+
+/// A directory holding `libtelemetry.so.4` and `libtelemetry.so`, both links to
+/// [`find_libtelemetry_so`] (`target/<profile>/cabi-lib`). Safe to call from parallel tests.
+pub fn lib_dir() -> PathBuf {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let so = find_libtelemetry_so();
+    let (profile, _) = profile_dir_and_deps();
+    let dir = profile.join("cabi-lib");
+    std::fs::create_dir_all(&dir).expect("create cabi-lib dir");
+    for name in ["libtelemetry.so.4", "libtelemetry.so"] {
+        let link = dir.join(name);
+        if std::fs::read_link(&link).ok().as_deref() == Some(so.as_path()) {
+            continue;
+        }
+        // Link under a unique name, then rename over: atomic for concurrent callers.
+        let tmp = dir.join(format!(
+            ".{name}.{}.{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&so, &tmp).expect("symlink libtelemetry");
+        std::fs::rename(&tmp, &link).expect("rename libtelemetry link");
+    }
+    dir
+}
+
+fn compile(compiler: &str, flags: &[&str], src: &Path, out: &Path, extra_args: &[&str]) {
+    let lib = lib_dir();
+    let mut cmd = Command::new(compiler);
+    cmd.args(flags)
+        .arg("-I")
+        .arg(include_dir())
+        .arg(src)
+        .arg("-o")
+        .arg(out)
+        .arg(format!("-L{}", lib.display()))
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(extra_args)
+        .arg("-ltelemetry");
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {compiler}: {e} (install gcc/g++)"));
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Compile and link the C file `src` into `out` with [`STRICT_C_FLAGS`], `telemetry.h` and
+/// `-ltelemetry`; `extra_args` go before `-ltelemetry` (e.g. `-DNAME`, `-ldl`). Panics with
+/// the compiler's output on failure.
+pub fn compile_c(src: &Path, out: &Path, extra_args: &[&str]) {
+    compile("cc", STRICT_C_FLAGS, src, out, extra_args);
+}
+
+/// [`compile_c`] as C++ (`c++ -x c++ -std=c++11`), to check the header's C++ guards.
+pub fn compile_cxx(src: &Path, out: &Path, extra_args: &[&str]) {
+    compile("c++", STRICT_CXX_FLAGS, src, out, extra_args);
+}
+
+/// A Unix socket standing in for telemprobd: every connection is read to its end (the
+/// client shuts down its write side after the frame), answered with `reply` (if any) and
+/// its bytes passed on. Stops when dropped.
+pub struct RecordListener {
+    frames: Receiver<Vec<u8>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl RecordListener {
+    /// Listen on `path` and answer every record with `reply` (e.g. `Ack::Accepted.byte()`;
+    /// `None` closes without replying, as the C telemprobd does).
+    pub fn bind(path: &Path, reply: Option<u8>) -> RecordListener {
+        let _ = std::fs::remove_file(path);
+        let listener =
+            UnixListener::bind(path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+        listener.set_nonblocking(true).expect("nonblocking");
+        let (tx, frames) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let mut conn = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                };
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = Vec::new();
+                let _ = conn.read_to_end(&mut buf);
+                if let Some(b) = reply {
+                    let _ = conn.write_all(&[b]);
+                }
+                if tx.send(buf).is_err() {
+                    break;
+                }
+            }
+        });
+        RecordListener {
+            frames,
+            stop,
+            thread: Some(thread),
+            path: path.to_path_buf(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The bytes of the next connection, waiting up to `timeout`.
+    pub fn recv_bytes(&self, timeout: Duration) -> Option<Vec<u8>> {
+        self.frames.recv_timeout(timeout).ok()
+    }
+
+    /// The next frame, decoded; panics if none arrives within 5 s or it does not decode.
+    pub fn recv_frame(&self) -> Frame {
+        let bytes = self
+            .recv_bytes(Duration::from_secs(5))
+            .expect("no record arrived on the test socket");
+        decode_frame(&bytes).unwrap_or_else(|e| panic!("bad frame ({e}): {bytes:?}"))
+    }
+
+    /// Every frame received so far (not waiting).
+    pub fn drain(&self) -> Vec<Vec<u8>> {
+        self.frames.try_iter().collect()
+    }
+}
+
+impl Drop for RecordListener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

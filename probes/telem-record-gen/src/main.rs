@@ -1,1 +1,11 @@
-fn main() {}
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let code = telem_record_gen::run(
+        std::env::args_os().collect(),
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    );
+    ExitCode::from(code)
+}
