@@ -1,1 +1,0 @@
-//! telempostd: delivers staged records to the backend.

@@ -1,0 +1,511 @@
+//! HTTP delivery of one staged record: request building for the v2 (headers) and v3 (JSON)
+//! protocols, the keep-alive agents, and the bounded pool of worker threads.
+//!
+//! * v2 (`/v2/collector` or a bare path; what the public telemetrics-backend speaks): POST,
+//!   the 15 header lines as HTTP headers verbatim, the `tidheader` line,
+//!   `Content-Type: application/text`, body = the staged body (payload + `\n`), sent with a
+//!   `Content-Length` (never chunked).
+//! * v3 (`/v3/`): POST a compact JSON object, keys = the 15 header names then `payload`, every
+//!   value the **full** header value as a string (the C client cut values at the first space
+//!   and crashed on empty ones), `Content-Type: application/json`, plus the `tidheader` line.
+//! * Connect timeout 5 s, whole request 10 s, no redirects; success iff HTTP 200 or 201.
+//! * TLS: rustls with the system roots, or only the certificates of `cainfo` when that file
+//!   exists (as curl's `CURLOPT_CAINFO`).
+//! * One `ureq::Agent` per CA setting, shared by the workers, keeps up to one idle
+//!   connection per worker, so consecutive records reuse connections.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use libtelemetry::config::DeliveryMode;
+use libtelemetry::record::HEADER_NAMES;
+use libtelemetry::{Config, StagedRecord};
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest response body read (to return the connection to the pool).
+const MAX_RESPONSE_BODY: u64 = 64 * 1024;
+
+/// Where and how one record is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub server: String,
+    pub mode: DeliveryMode,
+    /// The `tidheader` line split at its first `:`.
+    pub tid_name: String,
+    pub tid_value: String,
+    /// CA bundle replacing the system roots.
+    pub cainfo: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("tidheader {0:?} is not a `Name: value` header line")]
+    TidHeader(String),
+    #[error("server URL {0:?} is not an http:// or https:// URL")]
+    Server(String),
+}
+
+impl Target {
+    /// The target a config describes (server, delivery mode, tidheader, cainfo).
+    pub fn from_config(c: &Config) -> Result<Target, TargetError> {
+        let (name, value) = split_header_line(&c.tidheader)
+            .ok_or_else(|| TargetError::TidHeader(c.tidheader.clone()))?;
+        let lower = c.server.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            return Err(TargetError::Server(c.server.clone()));
+        }
+        Ok(Target {
+            server: c.server.clone(),
+            mode: c.effective_delivery_mode(),
+            tid_name: name.to_string(),
+            tid_value: value.to_string(),
+            cainfo: c.cainfo_path().map(Path::to_path_buf),
+        })
+    }
+}
+
+/// `Name: value` → (`Name`, `value`), the name a valid HTTP token.
+pub fn split_header_line(line: &str) -> Option<(&str, &str)> {
+    let (name, value) = line.split_once(':')?;
+    let name = name.trim();
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    (ok && valid_header_value(value.trim())).then(|| (name, value.trim()))
+}
+
+/// Bytes HTTP allows in a header value (what ureq accepts).
+pub fn valid_header_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (0x20..=0x7e).contains(&b))
+}
+
+/// A request ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Why a request could not be built (a record-level failure).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    #[error("header {0} has a value that cannot be sent in an HTTP header")]
+    HeaderValue(&'static str),
+    #[error("delivery mode {0:?} is not available")]
+    Mode(DeliveryMode),
+}
+
+/// The v2 request: 15 headers verbatim, tidheader, `Content-Type: application/text`, body.
+pub fn v2_request(target: &Target, staged: &StagedRecord) -> Result<HttpRequest, BuildError> {
+    let mut headers = Vec::with_capacity(17);
+    for (name, value) in HEADER_NAMES.iter().zip(staged.headers.0.iter()) {
+        if !valid_header_value(value) {
+            return Err(BuildError::HeaderValue(name));
+        }
+        headers.push((name.to_string(), value.clone()));
+    }
+    headers.push((target.tid_name.clone(), target.tid_value.clone()));
+    headers.push(("Content-Type".into(), "application/text".into()));
+    Ok(HttpRequest {
+        headers,
+        body: staged.body.clone(),
+    })
+}
+
+/// The v3 JSON body: keys in record order then `payload`, every value a string.
+pub fn v3_body(staged: &StagedRecord) -> Vec<u8> {
+    let json = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    let mut out = String::with_capacity(512 + staged.body.len() * 2);
+    out.push('{');
+    for (i, (name, value)) in HEADER_NAMES.iter().zip(staged.headers.0.iter()).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&json(name));
+        out.push(':');
+        out.push_str(&json(value));
+    }
+    out.push_str(",\"payload\":");
+    out.push_str(&json(&String::from_utf8_lossy(&staged.body)));
+    out.push('}');
+    out.into_bytes()
+}
+
+/// The v3 request.
+pub fn v3_request(target: &Target, staged: &StagedRecord) -> HttpRequest {
+    HttpRequest {
+        headers: vec![
+            (target.tid_name.clone(), target.tid_value.clone()),
+            ("Content-Type".into(), "application/json".into()),
+        ],
+        body: v3_body(staged),
+    }
+}
+
+/// The request for `target`'s mode.
+pub fn build_request(target: &Target, staged: &StagedRecord) -> Result<HttpRequest, BuildError> {
+    match target.mode {
+        DeliveryMode::V3 => Ok(v3_request(target, staged)),
+        DeliveryMode::V2 | DeliveryMode::Auto => v2_request(target, staged),
+        DeliveryMode::Otlp => Err(BuildError::Mode(DeliveryMode::Otlp)),
+    }
+}
+
+/// Result of one POST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// HTTP 200 or 201.
+    Accepted(u16),
+    /// Any other HTTP status.
+    Status(u16),
+    /// No HTTP answer: connection, TLS, timeout.
+    Transport(String),
+    /// The record (or its override) cannot be sent as it is.
+    Invalid(String),
+}
+
+impl Outcome {
+    pub fn is_accepted(&self) -> bool {
+        matches!(self, Outcome::Accepted(_))
+    }
+
+    /// True when the backend as a whole is to blame (back off everything), false when only
+    /// this record is.
+    pub fn is_global_failure(&self) -> bool {
+        match self {
+            Outcome::Accepted(_) | Outcome::Invalid(_) => false,
+            Outcome::Transport(_) => true,
+            Outcome::Status(s) => *s >= 500 || *s == 429 || *s == 408,
+        }
+    }
+
+    /// For logs and the status file, e.g. `HTTP 201`.
+    pub fn detail(&self) -> String {
+        match self {
+            Outcome::Accepted(s) | Outcome::Status(s) => format!("HTTP {s}"),
+            Outcome::Transport(e) => e.clone(),
+            Outcome::Invalid(e) => format!("invalid record: {e}"),
+        }
+    }
+}
+
+/// Sends requests; keeps one agent (connection pool) per CA setting.
+pub struct HttpSender {
+    agents: Mutex<HashMap<Option<PathBuf>, ureq::Agent>>,
+    keep_alive: bool,
+    pool_size: usize,
+}
+
+impl HttpSender {
+    /// `pool_size`: idle connections kept per host (the number of workers);
+    /// `keep_alive` false opens a new connection for every request.
+    pub fn new(pool_size: usize, keep_alive: bool) -> HttpSender {
+        HttpSender {
+            agents: Mutex::new(HashMap::new()),
+            keep_alive,
+            pool_size: pool_size.max(1),
+        }
+    }
+
+    fn agent(&self, cainfo: Option<&Path>) -> Result<ureq::Agent, String> {
+        let key = cainfo.map(Path::to_path_buf);
+        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = agents.get(&key) {
+            return Ok(a.clone());
+        }
+        let idle = if self.keep_alive { self.pool_size } else { 0 };
+        let mut b = ureq::AgentBuilder::new()
+            .timeout_connect(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .redirects(0)
+            .max_idle_connections(idle * 4)
+            .max_idle_connections_per_host(idle)
+            .try_proxy_from_env(true)
+            .user_agent(concat!("telempostd/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = cainfo {
+            b = b.tls_config(tls_config_from_cainfo(path)?);
+        }
+        let agent = b.build();
+        agents.insert(key, agent.clone());
+        Ok(agent)
+    }
+
+    /// Drop the agents (and their idle connections), e.g. after a config reload.
+    pub fn reset(&self) {
+        self.agents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// POST `staged` to `target`.
+    pub fn post(&self, target: &Target, staged: &StagedRecord) -> Outcome {
+        let req = match build_request(target, staged) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Invalid(e.to_string()),
+        };
+        self.send(target, &req)
+    }
+
+    /// POST a prepared request.
+    pub fn send(&self, target: &Target, req: &HttpRequest) -> Outcome {
+        let agent = match self.agent(target.cainfo.as_deref()) {
+            Ok(a) => a,
+            Err(e) => return Outcome::Invalid(e),
+        };
+        let mut r = agent.post(&target.server);
+        for (name, value) in &req.headers {
+            r = r.set(name, value);
+        }
+        match r.send_bytes(&req.body) {
+            Ok(resp) => {
+                let status = resp.status();
+                drain(resp);
+                if status == 200 || status == 201 {
+                    Outcome::Accepted(status)
+                } else {
+                    Outcome::Status(status)
+                }
+            }
+            Err(ureq::Error::Status(status, resp)) => {
+                drain(resp);
+                Outcome::Status(status)
+            }
+            Err(ureq::Error::Transport(t)) => {
+                if t.kind() == ureq::ErrorKind::BadHeader {
+                    Outcome::Invalid(t.to_string())
+                } else {
+                    Outcome::Transport(t.to_string())
+                }
+            }
+        }
+    }
+}
+
+/// Read (a bounded amount of) the response body so the connection can be reused.
+fn drain(resp: ureq::Response) {
+    use std::io::Read;
+    let mut sink = Vec::new();
+    let _ = resp
+        .into_reader()
+        .take(MAX_RESPONSE_BODY)
+        .read_to_end(&mut sink);
+}
+
+/// A rustls config trusting only the certificates in the PEM file `path`.
+pub fn tls_config_from_cainfo(path: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cainfo {}: {e}", path.display()))?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut reader) {
+        let cert = cert.map_err(|e| format!("cainfo {}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("cainfo {}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "cainfo {}: no PEM certificates found",
+            path.display()
+        ));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// One record handed to a worker.
+pub struct Job {
+    pub name: String,
+    pub target: Arc<Target>,
+    pub staged: StagedRecord,
+    pub size: u64,
+}
+
+/// A worker's report.
+pub struct Completion {
+    pub name: String,
+    pub staged: StagedRecord,
+    pub size: u64,
+    pub outcome: Outcome,
+    pub elapsed: Duration,
+}
+
+/// A fixed pool of worker threads posting jobs; completions go back through a channel.
+pub struct Workers {
+    jobs: mpsc::Sender<Job>,
+    count: usize,
+}
+
+impl Workers {
+    pub fn start<E: Send + 'static>(
+        count: usize,
+        sender: Arc<HttpSender>,
+        done: mpsc::Sender<E>,
+        wrap: fn(Completion) -> E,
+    ) -> std::io::Result<Workers> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let rx: Arc<Mutex<mpsc::Receiver<Job>>> = Arc::new(Mutex::new(rx));
+        let count = count.max(1);
+        for i in 0..count {
+            let rx = Arc::clone(&rx);
+            let sender = Arc::clone(&sender);
+            let done = done.clone();
+            std::thread::Builder::new()
+                .name(format!("deliver-{i}"))
+                .stack_size(256 * 1024)
+                .spawn(move || loop {
+                    let job = {
+                        let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
+                        match guard.recv() {
+                            Ok(j) => j,
+                            Err(_) => return,
+                        }
+                    };
+                    let start = std::time::Instant::now();
+                    let outcome = sender.post(&job.target, &job.staged);
+                    let c = Completion {
+                        name: job.name,
+                        staged: job.staged,
+                        size: job.size,
+                        outcome,
+                        elapsed: start.elapsed(),
+                    };
+                    if done.send(wrap(c)).is_err() {
+                        return;
+                    }
+                })?;
+        }
+        Ok(Workers { jobs, count })
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Queue a job; false when the workers are gone.
+    pub fn submit(&self, job: Job) -> bool {
+        self.jobs.send(job).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libtelemetry::record::Headers;
+
+    pub(crate) fn staged(body: &[u8]) -> StagedRecord {
+        let values = [
+            "4",
+            "org.test/probe/one",
+            "3",
+            "5768134ac73df19cbf582da092628002",
+            "1795614028",
+            "x86_64",
+            "no_sv_file|no_pn_file|no_pvr_file",
+            "\"12\"",
+            "6.18.44-fc-v669",
+            "1",
+            "debian",
+            "no_bn_file|no_bv_file",
+            "Intel(R) Xeon(R) Processor",
+            "",
+            "096e3e10a02b5091cfc31c84ed814c73",
+        ];
+        let mut h = Headers::default();
+        for (i, v) in values.iter().enumerate() {
+            h.0[i] = v.to_string();
+        }
+        StagedRecord {
+            cfg_path: None,
+            headers: h,
+            body: body.to_vec(),
+        }
+    }
+
+    fn target(mode: DeliveryMode) -> Target {
+        let mut c = Config::defaults(&libtelemetry::Paths::default());
+        c.server = "http://127.0.0.1:1/v2/collector".into();
+        c.delivery_mode = mode;
+        Target::from_config(&c).unwrap()
+    }
+
+    #[test]
+    fn v3_golden_body_has_full_values() {
+        let body = v3_body(&staged(b"line1\nline2\n"));
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            concat!(
+                r#"{"record_format_version":"4","classification":"org.test/probe/one","severity":"3","#,
+                r#""machine_id":"5768134ac73df19cbf582da092628002","creation_timestamp":"1795614028","#,
+                r#""arch":"x86_64","host_type":"no_sv_file|no_pn_file|no_pvr_file","build":"\"12\"","#,
+                r#""kernel_version":"6.18.44-fc-v669","payload_format_version":"1","system_name":"debian","#,
+                r#""board_name":"no_bn_file|no_bv_file","cpu_model":"Intel(R) Xeon(R) Processor","#,
+                r#""bios_version":"","event_id":"096e3e10a02b5091cfc31c84ed814c73","payload":"line1\nline2\n"}"#
+            )
+        );
+        let r = v3_request(&target(DeliveryMode::V3), &staged(b"x\n"));
+        assert_eq!(
+            r.headers,
+            vec![
+                (
+                    "X-Telemetry-TID".to_string(),
+                    "6907c830-eed9-4ce9-81ae-76daf8d88f0f".to_string()
+                ),
+                ("Content-Type".into(), "application/json".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn v2_golden_headers() {
+        let r = v2_request(&target(DeliveryMode::V2), &staged(b"hello\n")).unwrap();
+        let names: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
+        let mut expected: Vec<&str> = HEADER_NAMES.to_vec();
+        expected.extend(["X-Telemetry-TID", "Content-Type"]);
+        assert_eq!(names, expected);
+        assert_eq!(r.headers[12].1, "Intel(R) Xeon(R) Processor");
+        assert_eq!(r.headers[16].1, "application/text");
+        assert_eq!(r.body, b"hello\n");
+        let mut bad = staged(b"x\n");
+        bad.headers.0[6] = "caf\u{e9}".into();
+        assert_eq!(
+            v2_request(&target(DeliveryMode::V2), &bad),
+            Err(BuildError::HeaderValue("host_type"))
+        );
+    }
+
+    #[test]
+    fn targets_and_outcomes() {
+        let mut c = Config::defaults(&libtelemetry::Paths::default());
+        assert_eq!(Target::from_config(&c).unwrap().mode, DeliveryMode::V3);
+        c.tidheader = "no colon".into();
+        assert!(matches!(
+            Target::from_config(&c),
+            Err(TargetError::TidHeader(_))
+        ));
+        c.tidheader = "X-A:  b ".into();
+        c.server = "ftp://x".into();
+        assert!(matches!(
+            Target::from_config(&c),
+            Err(TargetError::Server(_))
+        ));
+        assert_eq!(split_header_line("X-A:  b "), Some(("X-A", "b")));
+        assert_eq!(split_header_line("X A: b"), None);
+        assert!(Outcome::Transport("refused".into()).is_global_failure());
+        assert!(Outcome::Status(503).is_global_failure());
+        assert!(!Outcome::Status(400).is_global_failure());
+        assert!(!Outcome::Invalid("x".into()).is_global_failure());
+        assert!(tls_config_from_cainfo(Path::new("/nonexistent")).is_err());
+    }
+}

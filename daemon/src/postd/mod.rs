@@ -1,0 +1,996 @@
+//! telempostd: delivers staged records to the backend.
+//!
+//! One thread owns all state and runs an event loop over a single channel fed by the inotify
+//! watcher ([`pickup`]), a signalfd reader, and a fixed pool of delivery workers
+//! ([`delivery`]; ureq is blocking, so parallelism comes from threads sharing keep-alive
+//! agents). Each turn of the loop: pick up new files, expire, dispatch the oldest ready
+//! records within the rate limits ([`ratelimit`]) and the backend gate ([`spool`]), enforce
+//! the quota, and flush the journal ([`journal`]) and status file ([`counters`]) when due.
+//!
+//! Architecture Invariant: a spooled file is deleted only after the backend answered 200/201
+//! for it, or by an explicit, counted and logged policy: expiry (`expired`), quota
+//! (`evicted`), the `drop` rate-limit strategy (`dropped`), delivery disabled (`local`), or
+//! quarantine (`quarantined`, moved rather than deleted).
+
+pub mod counters;
+pub mod delivery;
+pub mod journal;
+pub mod pickup;
+pub mod ratelimit;
+pub mod spool;
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use libtelemetry::config::{check_config_path, ConfigSource, DeliveryMode, RateLimitStrategy};
+use libtelemetry::status::{
+    now_secs, COUNTER_DELIVERED, COUNTER_DROPPED, COUNTER_EVICTED, COUNTER_EXPIRED,
+    COUNTER_FAILED_ATTEMPTS, COUNTER_QUARANTINED, COUNTER_SPOOLED,
+};
+use libtelemetry::{parse_staged, Config, ConfigError, Paths, StagedRecord};
+
+use counters::{Counters, COUNTER_LOCAL};
+use delivery::{Completion, HttpSender, Job, Outcome, Target, TargetError, Workers};
+use journal::RecordJournal;
+use pickup::{PickupError, WatchEvent};
+use ratelimit::RateLimiter;
+use spool::{backoff_delay, BackendGate, GateState, Spool};
+
+/// Idle time after which the daemon exits when `daemon_recycling_enabled` is set and the
+/// spool is empty (the `.path` unit starts it again when a record is staged).
+pub const IDLE_EXIT: Duration = Duration::from_secs(300);
+/// Test-only override of [`IDLE_EXIT`], in (fractional) seconds. Not a configuration
+/// interface: the integration tests use it to see recycling without waiting five minutes.
+pub const IDLE_EXIT_ENV: &str = "TELEMETRICS_POSTD_IDLE_SECS";
+/// Records in flight at once unless `delivery_max_in_flight` says otherwise.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+/// Upper bound of `delivery_max_in_flight`.
+pub const MAX_IN_FLIGHT_LIMIT: usize = 32;
+/// A file found by a scan (not by a close/rename event) is left alone until its mtime is
+/// this old, so a record the C telemprobd is still writing in place is not read half-done.
+const SETTLE: Duration = Duration::from_secs(2);
+/// Longest wait for the in-flight POSTs after SIGTERM (each is bounded by 10 s).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// Unlinks are made durable (spool dir fsync) at most this late.
+const DIR_SYNC_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Errors that stop telempostd at start-up; all exit with status 1.
+#[derive(Debug, thiserror::Error)]
+pub enum PostdError {
+    #[error("Configuration file path not valid: {0}")]
+    ConfigPath(ConfigError),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Target(#[from] TargetError),
+    #[error("invalid {key} value {value:?}: {message}")]
+    Setting {
+        key: &'static str,
+        value: String,
+        message: String,
+    },
+    #[error("spool directory {path}: {source}")]
+    Spool {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up {what}: {source}")]
+    Setup {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl PostdError {
+    pub fn exit_code(&self) -> u8 {
+        1
+    }
+}
+
+/// Command-line options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    pub config_file: Option<PathBuf>,
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cli {
+    Run(Options),
+    Help,
+    Version,
+    /// A usage error, with its message.
+    Usage(String),
+}
+
+/// `getopt_long("f:hV")` with `--config_file`, `--help`, `--version`.
+pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Cli {
+    let mut opts = Options::default();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let bytes = arg.as_encoded_bytes();
+        let value_of = |inline: &[u8], it: &mut dyn Iterator<Item = OsString>| {
+            if inline.is_empty() {
+                it.next().map(PathBuf::from)
+            } else {
+                // SAFETY: `inline` is a suffix of an OsStr split after ASCII bytes.
+                Some(PathBuf::from(unsafe {
+                    OsStr::from_encoded_bytes_unchecked(inline)
+                }))
+            }
+        };
+        match bytes {
+            b"-h" | b"--help" => return Cli::Help,
+            b"-V" | b"--version" => return Cli::Version,
+            _ if bytes.starts_with(b"--config_file") => {
+                let rest = &bytes[b"--config_file".len()..];
+                let inline = match rest {
+                    [] => &[][..],
+                    [b'=', v @ ..] => v,
+                    _ => {
+                        return Cli::Usage(format!(
+                            "unrecognized option '{}'",
+                            arg.to_string_lossy()
+                        ))
+                    }
+                };
+                let explicit_empty = rest == b"=";
+                match value_of(inline, &mut it) {
+                    Some(p) if !explicit_empty => opts.config_file = Some(p),
+                    _ => return Cli::Usage("option '--config_file' requires an argument".into()),
+                }
+            }
+            _ if bytes.starts_with(b"-f") => match value_of(&bytes[2..], &mut it) {
+                Some(p) => opts.config_file = Some(p),
+                None => return Cli::Usage("option requires an argument -- 'f'".into()),
+            },
+            _ => return Cli::Usage(format!("invalid option '{}'", arg.to_string_lossy())),
+        }
+    }
+    Cli::Run(opts)
+}
+
+/// The usage text (the same as telemprobd's).
+pub fn usage(argv0: &str) -> String {
+    format!(
+        "{argv0}: Usage\n  -f,  --config_file    Configuration file. This overrides the other paths\n  -h,  --help           Display this help message\n  -V,  --version        Print the program version\n"
+    )
+}
+
+/// The whole program: parse `args` (with argv0), run, map errors to exit codes.
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let mut args = args.into_iter();
+    let argv0 = args
+        .next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "telempostd".into());
+    match parse_args(args) {
+        Cli::Help => {
+            print!("{}", usage(&argv0));
+            ExitCode::SUCCESS
+        }
+        Cli::Version => {
+            println!("{}", libtelemetry::VERSION);
+            ExitCode::SUCCESS
+        }
+        Cli::Usage(msg) => {
+            eprintln!("{argv0}: {msg}");
+            eprint!("{}", usage(&argv0));
+            ExitCode::from(1)
+        }
+        Cli::Run(opts) => {
+            crate::logging::init("telempostd");
+            match run(opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+    }
+}
+
+/// Settings derived from a config, checked.
+#[derive(Debug, Clone)]
+struct Settings {
+    cfg: Config,
+    target: Arc<Target>,
+    max_in_flight: usize,
+    keep_alive: bool,
+    /// `record_expiry` (checked non-negative at start-up).
+    expiry: Duration,
+    /// Bytes; `None` = unlimited.
+    quota: Option<u64>,
+    /// Backoff cap and rescan interval (`spool_process_time`).
+    cap: Duration,
+}
+
+impl Settings {
+    fn from_config(cfg: Config) -> Result<Settings, PostdError> {
+        cfg.check_delivery()?;
+        let target = Target::from_config(&cfg)?;
+        if target.mode == DeliveryMode::Otlp {
+            return Err(PostdError::Setting {
+                key: "delivery_mode",
+                value: "otlp".into(),
+                message: "OTLP export is not available in this version".into(),
+            });
+        }
+        let max_in_flight = match cfg.raw.get("delivery_max_in_flight") {
+            None => DEFAULT_MAX_IN_FLIGHT,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_IN_FLIGHT_LIMIT).contains(n))
+                .ok_or_else(|| PostdError::Setting {
+                    key: "delivery_max_in_flight",
+                    value: v.clone(),
+                    message: format!("expected 1..{MAX_IN_FLIGHT_LIMIT}"),
+                })?,
+        };
+        let keep_alive = match cfg
+            .raw
+            .get("delivery_keep_alive")
+            .map(|v| v.to_ascii_lowercase())
+        {
+            None => true,
+            Some(v) if v == "true" || v == "1" => true,
+            Some(v) if v == "false" || v == "0" => false,
+            Some(v) => {
+                return Err(PostdError::Setting {
+                    key: "delivery_keep_alive",
+                    value: v,
+                    message: "expected true, false, 1 or 0".into(),
+                })
+            }
+        };
+        Ok(Settings {
+            target: Arc::new(target),
+            max_in_flight,
+            keep_alive,
+            expiry: Duration::from_secs(
+                u64::try_from(cfg.record_expiry)
+                    .unwrap_or(0)
+                    .saturating_mul(60),
+            ),
+            quota: u64::try_from(cfg.spool_max_size)
+                .ok()
+                .map(|k| k.saturating_mul(1024)),
+            cap: Duration::from_secs(u64::try_from(cfg.spool_process_time).unwrap_or(120)),
+            cfg,
+        })
+    }
+}
+
+/// Everything the event loop waits for.
+enum Event {
+    Watch(WatchEvent),
+    Signal(i32),
+    Done(Completion),
+}
+
+/// Start-up (§5.1, fixed): config (invalid windows/expiry are fatal here, not on the first
+/// delivery), spool dir, signals, the watch, the workers; then the loop.
+pub fn run(opts: Options) -> Result<(), PostdError> {
+    let paths = Paths::from_env();
+    if let Some(p) = &opts.config_file {
+        check_config_path(p).map_err(PostdError::ConfigPath)?;
+    }
+    let (cfg, source) = Config::load(&paths, opts.config_file.as_deref())?;
+    let settings = Settings::from_config(cfg)?;
+    let spool_dir = settings.cfg.spool_dir.clone();
+    if !spool_dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .create(&spool_dir)
+            .map_err(|source| PostdError::Spool {
+                path: spool_dir.clone(),
+                source,
+            })?;
+    }
+    let (tx, rx) = mpsc::channel::<Event>();
+    // Signals are blocked before any thread starts, so every thread inherits the mask and
+    // they arrive only through the signalfd.
+    spawn_signal_thread(tx.clone()).map_err(|source| PostdError::Setup {
+        what: "signal handling",
+        source,
+    })?;
+    pickup::spawn_watcher(&spool_dir, tx.clone(), Event::Watch).map_err(|source| {
+        PostdError::Setup {
+            what: "the inotify watch on the spool directory",
+            source,
+        }
+    })?;
+    let sender = Arc::new(HttpSender::new(settings.max_in_flight, settings.keep_alive));
+    let workers = Workers::start(
+        settings.max_in_flight,
+        Arc::clone(&sender),
+        tx.clone(),
+        Event::Done,
+    )
+    .map_err(|source| PostdError::Setup {
+        what: "delivery workers",
+        source,
+    })?;
+    let source_text = match &source {
+        ConfigSource::BuiltIn => "built-in defaults".to_string(),
+        other => other
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    };
+    tracing::info!(
+        "telempostd {} starting: config {source_text}, server {} ({:?}), spool {}",
+        libtelemetry::VERSION,
+        settings.target.server,
+        settings.target.mode,
+        spool_dir.display()
+    );
+    let idle_exit = std::env::var(IDLE_EXIT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(IDLE_EXIT, Duration::from_secs_f64);
+    let now = Instant::now();
+    let postd = Postd {
+        journal: RecordJournal::new(&paths, settings.cfg.record_retention_enabled),
+        counters: Counters::new(&paths),
+        rate: RateLimiter::from_config(&settings.cfg),
+        paths,
+        config_file: opts.config_file,
+        spool_dir,
+        settings,
+        spool: Spool::new(),
+        gate: BackendGate::default(),
+        rate_gate: None,
+        sender,
+        workers,
+        started: now,
+        last_activity: now,
+        idle_exit,
+        next_rescan: now,
+        shutting_down: None,
+        rng: seed(),
+        ignored: HashSet::new(),
+        dir_sync: None,
+        _tx: tx,
+    };
+    postd.run(rx);
+    Ok(())
+}
+
+fn spawn_signal_thread(tx: mpsc::Sender<Event>) -> std::io::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::SignalFd;
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block().map_err(std::io::Error::from)?;
+    let sfd = SignalFd::new(&mask).map_err(std::io::Error::from)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .stack_size(64 * 1024)
+        .spawn(move || loop {
+            match sfd.read_signal() {
+                Ok(Some(info)) => {
+                    if tx.send(Event::Signal(info.ssi_signo as i32)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        })?;
+    Ok(())
+}
+
+fn seed() -> u64 {
+    let id = libtelemetry::ids::random_id();
+    u64::from_str_radix(&id[..16], 16).unwrap_or(0x9e37_79b9_7f4a_7c15) | 1
+}
+
+struct Postd {
+    paths: Paths,
+    config_file: Option<PathBuf>,
+    spool_dir: PathBuf,
+    settings: Settings,
+    spool: Spool,
+    gate: BackendGate,
+    /// Rate-limited (spool strategy): dispatch nothing before this instant.
+    rate_gate: Option<Instant>,
+    rate: RateLimiter,
+    sender: Arc<HttpSender>,
+    workers: Workers,
+    journal: RecordJournal,
+    counters: Counters,
+    started: Instant,
+    last_activity: Instant,
+    idle_exit: Duration,
+    next_rescan: Instant,
+    /// Set by SIGTERM/SIGINT: the deadline for the in-flight POSTs.
+    shutting_down: Option<Instant>,
+    rng: u64,
+    /// Files that could be neither read nor quarantined; left alone until restart.
+    ignored: HashSet<String>,
+    /// Unlinks not yet made durable, and when they must be.
+    dir_sync: Option<Instant>,
+    /// Keeps the channel open even if every producer thread ends.
+    _tx: mpsc::Sender<Event>,
+}
+
+impl Postd {
+    fn run(mut self, rx: mpsc::Receiver<Event>) {
+        self.rescan(Instant::now());
+        crate::notify::notify("READY=1");
+        loop {
+            let now = Instant::now();
+            self.maintain(now);
+            if self.should_exit(now) {
+                break;
+            }
+            let wait = self
+                .next_deadline(now)
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
+            match rx.recv_timeout(wait) {
+                Ok(ev) => {
+                    self.handle(ev);
+                    while let Ok(ev) = rx.try_recv() {
+                        self.handle(ev);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        crate::notify::notify("STOPPING=1");
+        self.journal.flush();
+        self.sync_dir();
+        self.counters.flush();
+        tracing::info!(
+            "telempostd exiting: {} delivered, {} in the spool",
+            self.counters.get(COUNTER_DELIVERED),
+            self.spool.len()
+        );
+    }
+
+    fn jitter(&mut self) -> f64 {
+        // xorshift64: spreading retries needs no more than this.
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Minutes since start: the rate limiter's clock (monotonic).
+    fn minute(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.started).as_secs() / 60
+    }
+
+    fn next_minute(&self, now: Instant) -> Instant {
+        self.started + Duration::from_secs((self.minute(now) + 1) * 60)
+    }
+
+    fn maintain(&mut self, now: Instant) {
+        if now >= self.next_rescan {
+            self.rescan(now);
+        }
+        self.spool.promote(now);
+        self.expire();
+        self.dispatch(now);
+        self.enforce_quota();
+        if self.dir_sync.is_some_and(|t| t <= now) {
+            self.sync_dir();
+        }
+        self.journal.flush_if_due(now);
+        self.counters.flush_if_due(now);
+    }
+
+    fn should_exit(&mut self, now: Instant) -> bool {
+        if let Some(deadline) = self.shutting_down {
+            if self.spool.in_flight() == 0 {
+                return true;
+            }
+            if now >= deadline {
+                tracing::warn!(
+                    "exiting with {} deliveries unfinished; their records stay in the spool",
+                    self.spool.in_flight()
+                );
+                return true;
+            }
+            return false;
+        }
+        if self.settings.cfg.daemon_recycling_enabled
+            && self.spool.is_empty()
+            && now.saturating_duration_since(self.last_activity) >= self.idle_exit
+        {
+            tracing::info!("Daemon exiting for recycling");
+            return true;
+        }
+        false
+    }
+
+    fn next_deadline(&self, now: Instant) -> Instant {
+        let mut d = now + Duration::from_secs(60);
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                d = d.min(t);
+            }
+        };
+        consider(Some(self.next_rescan));
+        consider(self.spool.next_wakeup());
+        if let GateState::Closed(t) = self.gate.state(now) {
+            consider(Some(t));
+        }
+        consider(self.rate_gate);
+        consider(self.journal.deadline());
+        consider(self.counters.deadline());
+        consider(self.dir_sync);
+        consider(self.shutting_down);
+        if self.settings.cfg.daemon_recycling_enabled && self.spool.is_empty() {
+            consider(Some(self.last_activity + self.idle_exit));
+        }
+        d
+    }
+
+    fn handle(&mut self, ev: Event) {
+        let now = Instant::now();
+        match ev {
+            Event::Watch(WatchEvent::File(name)) => {
+                self.last_activity = now;
+                self.pick(&name, true);
+            }
+            Event::Watch(WatchEvent::OddName(name)) => {
+                self.last_activity = now;
+                self.quarantine(&name, "file name is not UTF-8");
+            }
+            Event::Watch(WatchEvent::Overflow) => {
+                tracing::warn!("inotify queue overflow; rescanning the spool");
+                self.rescan(now);
+            }
+            Event::Watch(WatchEvent::Lost(why)) => {
+                tracing::error!("lost the watch on the spool directory ({why}); exiting");
+                self.shutting_down.get_or_insert(now + SHUTDOWN_GRACE);
+            }
+            Event::Signal(sig) if sig == libc::SIGHUP => self.reload(),
+            Event::Signal(sig) => {
+                if self.shutting_down.is_some() {
+                    tracing::warn!("second termination signal; exiting now");
+                    self.shutting_down = Some(now);
+                } else {
+                    tracing::info!(
+                        "signal {sig}: finishing {} deliveries in flight, then exiting",
+                        self.spool.in_flight()
+                    );
+                    self.shutting_down = Some(now + SHUTDOWN_GRACE);
+                }
+            }
+            Event::Done(c) => self.complete(c, now),
+        }
+    }
+
+    // --- pickup ----------------------------------------------------------------------
+
+    /// Learn of `name`. `closed` = seen by a close/rename event, so complete.
+    fn pick(&mut self, name: &str, closed: bool) {
+        if self.ignored.contains(name) {
+            return;
+        }
+        match pickup::inspect(&self.spool_dir, name) {
+            Ok(info) => {
+                let ready_at = if closed {
+                    None
+                } else {
+                    let age = SystemTime::now()
+                        .duration_since(info.mtime)
+                        .unwrap_or(Duration::ZERO);
+                    (age < SETTLE).then(|| Instant::now() + (SETTLE - age))
+                };
+                if self.spool.upsert(name, info.created, info.size, ready_at) {
+                    tracing::debug!("picked up {name} ({} bytes)", info.len);
+                }
+            }
+            Err(PickupError::Vanished) => self.forget(name),
+            Err(e) if e.is_permanent() => self.quarantine(OsStr::new(name), &e.to_string()),
+            Err(e) => tracing::warn!("cannot inspect {name}: {e}"),
+        }
+    }
+
+    fn forget(&mut self, name: &str) {
+        if self
+            .spool
+            .get(name)
+            .is_some_and(|e| e.state != spool::EntryState::InFlight)
+        {
+            self.spool.remove(name);
+        }
+    }
+
+    /// Reconcile the index with the directory (start-up, overflow, every
+    /// `spool_process_time`).
+    fn rescan(&mut self, now: Instant) {
+        self.next_rescan = now + self.settings.cap;
+        let (names, odd) = match pickup::scan(&self.spool_dir) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("cannot scan {}: {e}", self.spool_dir.display());
+                return;
+            }
+        };
+        for o in odd {
+            self.quarantine(&o, "file name is not UTF-8");
+        }
+        let present: HashSet<&str> = names.iter().map(String::as_str).collect();
+        let gone: Vec<String> = self
+            .spool
+            .names()
+            .filter(|n| !present.contains(n))
+            .map(str::to_string)
+            .collect();
+        for n in gone {
+            self.forget(&n);
+        }
+        for n in &names {
+            if self.spool.get(n).is_none() {
+                self.pick(n, false);
+            }
+        }
+    }
+
+    fn quarantine(&mut self, name: &OsStr, reason: &str) {
+        let shown = name.to_string_lossy().into_owned();
+        match pickup::quarantine(&self.spool_dir, name) {
+            Ok(to) => {
+                tracing::warn!("quarantined {shown} ({reason}) as {}", to.display());
+                self.counters.add(COUNTER_QUARANTINED, 1);
+            }
+            Err(e) => {
+                tracing::error!("cannot quarantine {shown} ({reason}): {e}; ignoring it");
+                self.ignored.insert(shown.clone());
+            }
+        }
+        self.spool.remove(&shown);
+    }
+
+    /// Read and parse a record for sending; on failure the record has been dealt with
+    /// (quarantined, forgotten or backed off).
+    fn load(&mut self, name: &str, now: Instant) -> Option<(StagedRecord, u64)> {
+        match pickup::read(&self.spool_dir, name) {
+            Ok((bytes, _)) => match parse_staged(&bytes) {
+                Ok(s) => Some((s, bytes.len() as u64)),
+                Err(e) => {
+                    self.quarantine(OsStr::new(name), &format!("cannot parse: {e}"));
+                    None
+                }
+            },
+            Err(PickupError::Vanished) => {
+                self.spool.remove(name);
+                None
+            }
+            Err(e) if e.is_permanent() => {
+                self.quarantine(OsStr::new(name), &e.to_string());
+                None
+            }
+            Err(e) => {
+                tracing::warn!("cannot read {name}: {e}");
+                let delay = backoff_delay(1, self.settings.cap, self.jitter());
+                self.spool.requeue(name, Some(now + delay));
+                None
+            }
+        }
+    }
+
+    // --- delivery --------------------------------------------------------------------
+
+    fn dispatch(&mut self, now: Instant) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        if !self.settings.cfg.record_server_delivery_enabled {
+            self.keep_local(now);
+            return;
+        }
+        let max = self.settings.max_in_flight.min(self.workers.count());
+        loop {
+            if self.spool.in_flight() >= max {
+                break;
+            }
+            match self.gate.state(now) {
+                GateState::Closed(_) => break,
+                GateState::HalfOpen if self.spool.in_flight() > 0 => break,
+                _ => {}
+            }
+            if let Some(t) = self.rate_gate {
+                if now < t {
+                    break;
+                }
+                self.rate_gate = None;
+            }
+            let Some(name) = self.spool.oldest_ready().map(str::to_string) else {
+                break;
+            };
+            let Some((staged, size)) = self.load(&name, now) else {
+                continue;
+            };
+            let target = match self.target_for(&staged) {
+                Ok(t) => t,
+                Err(msg) => {
+                    self.record_failure(&name, &Outcome::Invalid(msg), now);
+                    continue;
+                }
+            };
+            let minute = self.minute(now);
+            if !self.rate.allows(minute, size) {
+                match self.settings.cfg.rate_limit_strategy {
+                    RateLimitStrategy::Drop => {
+                        tracing::info!("rate limit reached: dropping {name}");
+                        self.remove_file(&name);
+                        self.counters.add(COUNTER_DROPPED, 1);
+                        self.journal.add(&staged, now_secs());
+                        continue;
+                    }
+                    RateLimitStrategy::Spool => {
+                        if !self.spool.mark_spooled(&name) {
+                            self.counters.add(COUNTER_SPOOLED, 1);
+                        }
+                        tracing::info!("rate limit reached: {name} stays in the spool");
+                        self.rate_gate = Some(self.next_minute(now));
+                        break;
+                    }
+                }
+            }
+            self.rate.reserve(size);
+            self.spool.start(&name);
+            let job = Job {
+                name: name.clone(),
+                target,
+                staged,
+                size,
+            };
+            if !self.workers.submit(job) {
+                tracing::error!("delivery workers are gone");
+                self.spool.requeue(&name, None);
+                self.shutting_down = Some(now);
+                break;
+            }
+        }
+    }
+
+    /// `record_server_delivery_enabled=false`: journal, retain, delete.
+    fn keep_local(&mut self, now: Instant) {
+        while let Some(name) = self.spool.oldest_ready().map(str::to_string) {
+            let Some((staged, _)) = self.load(&name, now) else {
+                continue;
+            };
+            self.remove_file(&name);
+            self.counters.add(COUNTER_LOCAL, 1);
+            self.journal.add(&staged, now_secs());
+        }
+    }
+
+    /// The target of a record: the daemon's, or the one of its `CFG:` file (server, cainfo,
+    /// tidheader and delivery mode all come from that file).
+    fn target_for(&self, staged: &StagedRecord) -> Result<Arc<Target>, String> {
+        let Some(path) = &staged.cfg_path else {
+            return Ok(Arc::clone(&self.settings.target));
+        };
+        let load = || -> Result<Target, String> {
+            check_config_path(path).map_err(|e| e.to_string())?;
+            let cfg = Config::from_file(path, &self.paths).map_err(|e| e.to_string())?;
+            let t = Target::from_config(&cfg).map_err(|e| e.to_string())?;
+            if t.mode == DeliveryMode::Otlp {
+                return Err("delivery_mode otlp is not available".into());
+            }
+            Ok(t)
+        };
+        load()
+            .map(Arc::new)
+            .map_err(|e| format!("configuration override {}: {e}", path.display()))
+    }
+
+    fn complete(&mut self, c: Completion, now: Instant) {
+        self.last_activity = now;
+        let accepted = c.outcome.is_accepted();
+        let minute = self.minute(now);
+        self.rate.finish(minute, c.size, accepted);
+        if !accepted {
+            self.record_failure(&c.name, &c.outcome, now);
+            return;
+        }
+        tracing::debug!(
+            "delivered {} ({}, {:?})",
+            c.name,
+            c.outcome.detail(),
+            c.elapsed
+        );
+        self.remove_file(&c.name);
+        self.counters.add(COUNTER_DELIVERED, 1);
+        self.counters.last_delivery(true, c.outcome.detail());
+        self.journal.add(&c.staged, now_secs());
+        if self.gate.on_success() {
+            tracing::info!("backend reachable again; sending the spool");
+            self.spool.wake_gated();
+        }
+    }
+
+    fn record_failure(&mut self, name: &str, outcome: &Outcome, now: Instant) {
+        self.counters.add(COUNTER_FAILED_ATTEMPTS, 1);
+        self.counters.last_delivery(false, outcome.detail());
+        let global = outcome.is_global_failure();
+        if global {
+            let j = self.jitter();
+            self.gate.on_failure(now, self.settings.cap, j);
+        }
+        let attempts = self.spool.get(name).map_or(0, |e| e.attempts) + 1;
+        let j = self.jitter();
+        let backoff = backoff_delay(attempts, self.settings.cap, j);
+        if !self.spool.fail(name, global, now, backoff) {
+            self.counters.add(COUNTER_SPOOLED, 1);
+        }
+        tracing::warn!(
+            "delivery of {name} failed ({}); attempt {attempts}, kept in the spool",
+            outcome.detail()
+        );
+    }
+
+    // --- policies --------------------------------------------------------------------
+
+    fn expire(&mut self) {
+        for name in self.spool.expired(SystemTime::now(), self.settings.expiry) {
+            tracing::warn!(
+                "{name} expired after {} minutes in the spool; deleting it",
+                self.settings.cfg.record_expiry
+            );
+            self.remove_file(&name);
+            self.counters.add(COUNTER_EXPIRED, 1);
+        }
+    }
+
+    fn enforce_quota(&mut self) {
+        let Some(limit) = self.settings.quota else {
+            return;
+        };
+        for name in self.spool.over_quota(limit) {
+            tracing::warn!(
+                "spool over spool_max_size ({} KiB); evicting the oldest record, {name}",
+                self.settings.cfg.spool_max_size
+            );
+            self.remove_file(&name);
+            self.counters.add(COUNTER_EVICTED, 1);
+        }
+    }
+
+    /// Delete a record's file and forget it.
+    fn remove_file(&mut self, name: &str) {
+        self.spool.remove(name);
+        match std::fs::remove_file(self.spool_dir.join(name)) {
+            Ok(()) => {
+                self.dir_sync
+                    .get_or_insert_with(|| Instant::now() + DIR_SYNC_INTERVAL);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                // Never send it twice: leave it alone until restart.
+                tracing::error!("cannot delete {name}: {e}; ignoring it from now on");
+                self.ignored.insert(name.to_string());
+            }
+        }
+    }
+
+    fn sync_dir(&mut self) {
+        if self.dir_sync.take().is_some() {
+            if let Err(e) = libtelemetry::fsutil::fsync_dir(&self.spool_dir) {
+                tracing::warn!("cannot sync {}: {e}", self.spool_dir.display());
+            }
+        }
+    }
+
+    // --- SIGHUP ----------------------------------------------------------------------
+
+    fn reload(&mut self) {
+        let result = Config::load(&self.paths, self.config_file.as_deref())
+            .map_err(PostdError::from)
+            .and_then(|(cfg, _)| Settings::from_config(cfg));
+        let mut new = match result {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("configuration reload failed, keeping the previous one: {e}");
+                return;
+            }
+        };
+        if new.cfg.spool_dir != self.settings.cfg.spool_dir {
+            tracing::warn!("a new spool_dir takes effect at the next start");
+            new.cfg.spool_dir = self.settings.cfg.spool_dir.clone();
+        }
+        if new.max_in_flight > self.workers.count() || new.keep_alive != self.settings.keep_alive {
+            tracing::warn!(
+                "delivery_max_in_flight above {} and delivery_keep_alive take effect at the next start",
+                self.workers.count()
+            );
+        }
+        let mut rate = RateLimiter::from_config(&new.cfg);
+        rate.inherit(&self.rate);
+        self.rate = rate;
+        self.journal.set_retention(new.cfg.record_retention_enabled);
+        self.sender.reset();
+        self.next_rescan = Instant::now();
+        self.settings = new;
+        tracing::info!("configuration reloaded");
+    }
+}
+
+/// Path helper for tests and telemctl: the quarantine of a spool dir.
+pub fn quarantine_dir(spool_dir: &Path) -> PathBuf {
+    spool_dir.join(pickup::QUARANTINE_DIR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(args: &[&str], expected: Cli) {
+        let parsed = parse_args(args.iter().map(OsString::from));
+        assert_eq!(parsed, expected, "{args:?}");
+    }
+
+    fn run_with(p: &str) -> Cli {
+        Cli::Run(Options {
+            config_file: Some(PathBuf::from(p)),
+        })
+    }
+
+    #[test]
+    fn command_line() {
+        check(&[], Cli::Run(Options::default()));
+        check(&["-f", "/a"], run_with("/a"));
+        check(&["-f/a"], run_with("/a"));
+        check(&["--config_file", "/a"], run_with("/a"));
+        check(&["--config_file=/a"], run_with("/a"));
+        check(&["-h"], Cli::Help);
+        check(&["--version"], Cli::Version);
+        check(&["-f", "/a", "-V"], Cli::Version);
+        assert!(matches!(parse_args([OsString::from("-x")]), Cli::Usage(_)));
+        assert!(matches!(parse_args([OsString::from("-f")]), Cli::Usage(_)));
+        assert!(matches!(
+            parse_args([OsString::from("--config_file=")]),
+            Cli::Usage(_)
+        ));
+        assert!(usage("telempostd").starts_with("telempostd: Usage\n  -f,  --config_file"));
+    }
+
+    #[test]
+    fn settings_checks() {
+        let paths = Paths::default();
+        let mut c = Config::defaults(&paths);
+        let s = Settings::from_config(c.clone()).unwrap();
+        assert_eq!(s.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(s.quota, Some(5120 * 1024));
+        assert_eq!(s.expiry, Duration::from_secs(1200 * 60));
+        c.raw.insert("delivery_max_in_flight".into(), "0".into());
+        assert!(Settings::from_config(c.clone()).is_err());
+        c.raw.insert("delivery_max_in_flight".into(), "8".into());
+        c.raw.insert("delivery_keep_alive".into(), "FALSE".into());
+        let s = Settings::from_config(c.clone()).unwrap();
+        assert_eq!((s.max_in_flight, s.keep_alive), (8, false));
+        c.record_window_length = -1;
+        assert!(matches!(
+            Settings::from_config(c.clone()),
+            Err(PostdError::Config(_))
+        ));
+        c.record_window_length = 15;
+        c.spool_max_size = -1;
+        assert_eq!(Settings::from_config(c).unwrap().quota, None);
+    }
+}

@@ -1,0 +1,352 @@
+//! Finding staged records: the inotify watch on the spool dir, scans, safe opening, and the
+//! quarantine.
+//!
+//! * This suite's telemprobd writes a dotfile (`fsutil::TEMP_PREFIX`) and renames it into
+//!   place (`IN_MOVED_TO`); the C telemprobd writes the final name in place
+//!   (`IN_CLOSE_WRITE`). Both are watched; hidden names are never records.
+//! * Files are opened `O_NOFOLLOW | O_NONBLOCK` and checked with `fstat` on the open fd: only
+//!   regular files owned by the daemon's uid are read (a symlink, FIFO or foreign file is
+//!   quarantined, never followed or blocked on).
+//! * Quarantine: `<spool_dir>/.quarantine/`. Hidden, so scanners (and systemd's
+//!   `DirectoryNotEmpty=`, which ignores hidden entries) do not see it; bounded to
+//!   [`QUARANTINE_MAX_FILES`], oldest deleted first with a log line.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::time::SystemTime;
+
+use inotify::{EventMask, Inotify, WatchMask};
+use libtelemetry::staged::MAX_STAGED_SIZE;
+
+/// Name of the quarantine subdirectory of the spool dir.
+pub const QUARANTINE_DIR: &str = ".quarantine";
+/// Files kept in quarantine.
+pub const QUARANTINE_MAX_FILES: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PickupError {
+    #[error("file vanished")]
+    Vanished,
+    #[error("not a regular file")]
+    NotRegular,
+    #[error("owned by uid {0}, not by the daemon")]
+    ForeignOwner(u32),
+    #[error("larger than {MAX_STAGED_SIZE} bytes")]
+    TooLarge,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl PickupError {
+    /// Errors that mean "this is not a record we may read": quarantine it.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            PickupError::NotRegular | PickupError::ForeignOwner(_) | PickupError::TooLarge
+        )
+    }
+}
+
+/// What telempostd needs to know of a staged file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Creation time: the birth time where the filesystem records it, else the mtime; an
+    /// older mtime wins (the file was aged on purpose, e.g. with `touch -d`).
+    pub created: SystemTime,
+    pub mtime: SystemTime,
+    /// Bytes it occupies: the larger of its length and its allocated blocks.
+    pub size: u64,
+    pub len: u64,
+}
+
+fn open_nofollow(path: &Path) -> Result<File, PickupError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => PickupError::Vanished,
+            // O_NOFOLLOW on a symlink.
+            Some(libc::ELOOP) => PickupError::NotRegular,
+            _ => PickupError::Io(e),
+        })
+}
+
+fn check(file: &File) -> Result<FileInfo, PickupError> {
+    let md = file.metadata()?;
+    if !md.file_type().is_file() {
+        return Err(PickupError::NotRegular);
+    }
+    // SAFETY: geteuid(2) cannot fail and has no side effects.
+    let euid = unsafe { libc::geteuid() };
+    if md.uid() != euid {
+        return Err(PickupError::ForeignOwner(md.uid()));
+    }
+    let mtime = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let created = md.created().map_or(mtime, |b| b.min(mtime));
+    Ok(FileInfo {
+        created,
+        mtime,
+        size: md.len().max(md.blocks().saturating_mul(512)),
+        len: md.len(),
+    })
+}
+
+/// Open and `fstat` `dir/name` without reading it.
+pub fn inspect(dir: &Path, name: &str) -> Result<FileInfo, PickupError> {
+    let f = open_nofollow(&dir.join(name))?;
+    check(&f)
+}
+
+/// Open, check and read `dir/name` (bounded).
+pub fn read(dir: &Path, name: &str) -> Result<(Vec<u8>, FileInfo), PickupError> {
+    let f = open_nofollow(&dir.join(name))?;
+    let info = check(&f)?;
+    if info.len > MAX_STAGED_SIZE as u64 {
+        return Err(PickupError::TooLarge);
+    }
+    let mut buf = Vec::with_capacity(info.len as usize);
+    f.take(MAX_STAGED_SIZE as u64 + 1).read_to_end(&mut buf)?;
+    if buf.len() > MAX_STAGED_SIZE {
+        return Err(PickupError::TooLarge);
+    }
+    Ok((buf, info))
+}
+
+/// Names in `dir` that may be records: not hidden, not directories. Non-UTF-8 names are
+/// returned separately (they cannot be this suite's; they are quarantined).
+pub fn scan(dir: &Path) -> std::io::Result<(Vec<String>, Vec<OsString>)> {
+    let mut names = Vec::new();
+    let mut odd = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.as_bytes().first() == Some(&b'.') {
+            continue;
+        }
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        match name.into_string() {
+            Ok(s) => names.push(s),
+            Err(os) => odd.push(os),
+        }
+    }
+    Ok((names, odd))
+}
+
+/// Move `dir/name` into the quarantine. Returns the new path.
+pub fn quarantine(dir: &Path, name: &OsStr) -> std::io::Result<PathBuf> {
+    let qdir = dir.join(QUARANTINE_DIR);
+    match std::fs::symlink_metadata(&qdir) {
+        Ok(md) if md.is_dir() => {}
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} is not a directory", qdir.display()),
+            ))
+        }
+        Err(_) => {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&qdir)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })?;
+        }
+    }
+    let mut target = qdir.join(name);
+    let mut n = 1;
+    while std::fs::symlink_metadata(&target).is_ok() {
+        let mut alt = name.to_os_string();
+        alt.push(format!(".{n}"));
+        target = qdir.join(alt);
+        n += 1;
+    }
+    std::fs::rename(dir.join(name), &target)?;
+    let _ = libtelemetry::fsutil::fsync_dir(dir);
+    trim_quarantine(&qdir);
+    Ok(target)
+}
+
+/// Number of files in the quarantine of `spool_dir`.
+pub fn quarantine_count(spool_dir: &Path) -> usize {
+    std::fs::read_dir(spool_dir.join(QUARANTINE_DIR)).map_or(0, |rd| rd.count())
+}
+
+fn trim_quarantine(qdir: &Path) {
+    let Ok(rd) = std::fs::read_dir(qdir) else {
+        return;
+    };
+    let mut files: Vec<(SystemTime, PathBuf)> = rd
+        .flatten()
+        .map(|e| {
+            let t = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            (t, e.path())
+        })
+        .collect();
+    if files.len() <= QUARANTINE_MAX_FILES {
+        return;
+    }
+    files.sort();
+    let excess = files.len() - QUARANTINE_MAX_FILES;
+    for (_, p) in files.into_iter().take(excess) {
+        tracing::warn!(
+            "quarantine holds more than {QUARANTINE_MAX_FILES} files; deleting the oldest, {}",
+            p.display()
+        );
+        let _ = std::fs::remove_file(&p);
+    }
+}
+
+/// What the watcher reports.
+#[derive(Debug)]
+pub enum WatchEvent {
+    /// A file appeared or was closed after writing.
+    File(String),
+    /// A name that is not UTF-8.
+    OddName(OsString),
+    /// Events were lost: rescan.
+    Overflow,
+    /// The watch is gone (spool dir removed) or reading failed.
+    Lost(String),
+}
+
+/// Watch `dir` for `IN_CLOSE_WRITE | IN_MOVED_TO` in a thread that sends every event through
+/// `tx` (wrapped by `wrap`). Returns once the watch is in place.
+pub fn spawn_watcher<E: Send + 'static>(
+    dir: &Path,
+    tx: Sender<E>,
+    wrap: fn(WatchEvent) -> E,
+) -> std::io::Result<()> {
+    let mut inotify = Inotify::init()?;
+    inotify
+        .watches()
+        .add(dir, WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO)?;
+    std::thread::Builder::new()
+        .name("inotify".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                let events = match inotify.read_events_blocking(&mut buf) {
+                    Ok(ev) => ev,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let _ = tx.send(wrap(WatchEvent::Lost(e.to_string())));
+                        return;
+                    }
+                };
+                for ev in events {
+                    let msg = if ev.mask.contains(EventMask::Q_OVERFLOW) {
+                        WatchEvent::Overflow
+                    } else if ev.mask.contains(EventMask::IGNORED) {
+                        WatchEvent::Lost("the spool directory was removed".into())
+                    } else if ev.mask.contains(EventMask::ISDIR) {
+                        continue;
+                    } else if let Some(name) = ev.name {
+                        if name.as_bytes().first() == Some(&b'.') {
+                            continue;
+                        }
+                        match name.to_str() {
+                            Some(s) => WatchEvent::File(s.to_string()),
+                            None => WatchEvent::OddName(name.to_os_string()),
+                        }
+                    } else {
+                        continue;
+                    };
+                    let lost = matches!(msg, WatchEvent::Lost(_));
+                    if tx.send(wrap(msg)).is_err() || lost {
+                        return;
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("rec"), b"x").unwrap();
+        std::os::unix::fs::symlink(d.path().join("rec"), d.path().join("link")).unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::fs::write(d.path().join(".tmp-1"), b"x").unwrap();
+        nix::unistd::mkfifo(
+            &d.path().join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let (bytes, info) = read(d.path(), "rec").unwrap();
+        assert_eq!((bytes.as_slice(), info.len), (&b"x"[..], 1));
+        assert!(info.size >= 1);
+        assert!(matches!(
+            read(d.path(), "link"),
+            Err(PickupError::NotRegular)
+        ));
+        assert!(matches!(
+            read(d.path(), "fifo"),
+            Err(PickupError::NotRegular)
+        ));
+        assert!(matches!(read(d.path(), "gone"), Err(PickupError::Vanished)));
+        std::fs::write(d.path().join("big"), vec![b'a'; MAX_STAGED_SIZE + 1]).unwrap();
+        assert!(matches!(read(d.path(), "big"), Err(PickupError::TooLarge)));
+        let (mut names, odd) = scan(d.path()).unwrap();
+        names.sort();
+        assert_eq!(names, ["big", "fifo", "link", "rec"]);
+        assert!(odd.is_empty());
+    }
+
+    #[test]
+    fn an_aged_mtime_is_the_creation_time() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("rec");
+        std::fs::write(&p, b"x").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(inspect(d.path(), "rec").unwrap().created, old);
+    }
+
+    #[test]
+    fn quarantine_keeps_name_collisions_and_is_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            std::fs::write(d.path().join("bad"), b"x").unwrap();
+            quarantine(d.path(), OsStr::new("bad")).unwrap();
+        }
+        let q = d.path().join(QUARANTINE_DIR);
+        assert!(q.join("bad").exists() && q.join("bad.1").exists());
+        for i in 0..QUARANTINE_MAX_FILES {
+            let n = format!("f{i}");
+            std::fs::write(d.path().join(&n), b"x").unwrap();
+            quarantine(d.path(), OsStr::new(&n)).unwrap();
+        }
+        assert_eq!(quarantine_count(d.path()), QUARANTINE_MAX_FILES);
+        assert!(
+            scan(d.path()).unwrap().0.is_empty(),
+            "the quarantine is hidden"
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! Rate limiting with the C daemon's 60-slot windows (§5.7).
+//!
+//! Two arrays of 60 slots (records, bytes), one slot per minute. A check sums the `W` slots
+//! ending at the current minute; an update after a successful POST adds to the current slot
+//! and zeroes the `60 − W` slots after it. [`check`] and [`update`] are the C helpers, exact.
+//!
+//! Differences from the C daemon, on purpose:
+//! * the byte limiter counts the record's real size (C added 4 per record);
+//! * minutes come from a monotonic clock (minutes since start), so wall-clock jumps do not
+//!   shift the windows, and a slot last written an hour or more ago counts as empty (the C
+//!   arrays kept stale counts when nothing was sent for a long time);
+//! * records in flight are reserved, so parallel deliveries cannot overshoot a limit.
+
+/// Slots per array: one per minute of an hour.
+pub const SLOTS: usize = 60;
+
+/// The C `rate_limit_check`: does adding `inc` at `minute` stay within `limit` over a window
+/// of `window` minutes? `window` is 0..=59 (checked at start-up).
+pub fn check(slots: &[u64; SLOTS], minute: usize, limit: u64, window: usize, inc: u64) -> bool {
+    let minute = minute % SLOTS;
+    let window = window.min(SLOTS - 1);
+    let start = (SLOTS + minute - window + 1) % SLOTS;
+    let mut sum: u64 = 0;
+    for i in 0..window {
+        let slot = slots[(start + i) % SLOTS];
+        // C: any slot + inc >= SIZE_MAX fails the check.
+        match slot.checked_add(inc) {
+            Some(v) if v < u64::MAX => {}
+            _ => return false,
+        }
+        sum = sum.saturating_add(slot);
+    }
+    sum.checked_add(inc).is_some_and(|total| total <= limit)
+}
+
+/// The C `rate_limit_update`: add `inc` to `minute`'s slot, then zero the `60 − window`
+/// slots after it (with `window` 0 that is all 60, the current one included).
+pub fn update(slots: &mut [u64; SLOTS], minute: usize, window: usize, inc: u64) {
+    let minute = minute % SLOTS;
+    let window = window.min(SLOTS - 1);
+    slots[minute] = slots[minute].saturating_add(inc);
+    for i in 1..=(SLOTS - window) {
+        slots[(minute + i) % SLOTS] = 0;
+    }
+}
+
+/// One limiter (records or bytes) over live time.
+#[derive(Debug, Clone)]
+struct Limiter {
+    /// `None` = disabled (a negative burst limit).
+    limit: Option<u64>,
+    window: usize,
+    slots: [u64; SLOTS],
+    /// Absolute minute each slot was last written.
+    stamps: [u64; SLOTS],
+    /// Increments of deliveries in flight.
+    reserved: u64,
+}
+
+impl Limiter {
+    fn new(limit: i64, window: i64) -> Limiter {
+        Limiter {
+            limit: u64::try_from(limit).ok(),
+            window: usize::try_from(window).unwrap_or(0).min(SLOTS - 1),
+            slots: [0; SLOTS],
+            stamps: [0; SLOTS],
+            reserved: 0,
+        }
+    }
+
+    /// Forget slots written an hour or more before `abs_minute`.
+    fn age(&mut self, abs_minute: u64) {
+        for i in 0..SLOTS {
+            if self.slots[i] != 0 && abs_minute.saturating_sub(self.stamps[i]) >= SLOTS as u64 {
+                self.slots[i] = 0;
+            }
+        }
+    }
+
+    fn allows(&mut self, abs_minute: u64, inc: u64) -> bool {
+        let Some(limit) = self.limit else {
+            return true;
+        };
+        self.age(abs_minute);
+        check(
+            &self.slots,
+            (abs_minute % SLOTS as u64) as usize,
+            limit,
+            self.window,
+            inc.saturating_add(self.reserved),
+        )
+    }
+
+    fn record(&mut self, abs_minute: u64, inc: u64) {
+        if self.limit.is_none() {
+            return;
+        }
+        self.age(abs_minute);
+        let m = (abs_minute % SLOTS as u64) as usize;
+        update(&mut self.slots, m, self.window, inc);
+        // Every slot the C update zeroed or wrote now belongs to this hour.
+        self.stamps[m] = abs_minute;
+        for i in 1..=(SLOTS - self.window) {
+            let slot = (m + i) % SLOTS;
+            self.stamps[slot] = abs_minute;
+        }
+    }
+}
+
+/// The record and byte limiters together, with the C "both disabled → off" rule.
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    enabled: bool,
+    records: Limiter,
+    bytes: Limiter,
+}
+
+impl RateLimiter {
+    pub fn new(
+        enabled: bool,
+        record_burst_limit: i64,
+        record_window_length: i64,
+        byte_burst_limit: i64,
+        byte_window_length: i64,
+    ) -> RateLimiter {
+        let records = Limiter::new(record_burst_limit, record_window_length);
+        let bytes = Limiter::new(byte_burst_limit, byte_window_length);
+        // C: rate limiting with both burst limits disabled is switched off.
+        let enabled = enabled && (records.limit.is_some() || bytes.limit.is_some());
+        RateLimiter {
+            enabled,
+            records,
+            bytes,
+        }
+    }
+
+    pub fn from_config(c: &libtelemetry::Config) -> RateLimiter {
+        RateLimiter::new(
+            c.rate_limit_enabled,
+            c.record_burst_limit,
+            c.record_window_length,
+            c.byte_burst_limit,
+            c.byte_window_length,
+        )
+    }
+
+    /// Keep the counts of `old` (a config reload must not reset the windows).
+    pub fn inherit(&mut self, old: &RateLimiter) {
+        self.records.slots = old.records.slots;
+        self.records.stamps = old.records.stamps;
+        self.records.reserved = old.records.reserved;
+        self.bytes.slots = old.bytes.slots;
+        self.bytes.stamps = old.bytes.stamps;
+        self.bytes.reserved = old.bytes.reserved;
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// May a record of `size` bytes be sent at `abs_minute` (counting those in flight)?
+    pub fn allows(&mut self, abs_minute: u64, size: u64) -> bool {
+        !self.enabled || (self.records.allows(abs_minute, 1) && self.bytes.allows(abs_minute, size))
+    }
+
+    /// A delivery of `size` bytes starts.
+    pub fn reserve(&mut self, size: u64) {
+        if self.enabled {
+            self.records.reserved += 1;
+            self.bytes.reserved = self.bytes.reserved.saturating_add(size);
+        }
+    }
+
+    /// A delivery of `size` bytes ended; `sent` = the backend accepted it.
+    pub fn finish(&mut self, abs_minute: u64, size: u64, sent: bool) {
+        if !self.enabled {
+            return;
+        }
+        self.records.reserved = self.records.reserved.saturating_sub(1);
+        self.bytes.reserved = self.bytes.reserved.saturating_sub(size);
+        if sent {
+            self.records.record(abs_minute, 1);
+            self.bytes.record(abs_minute, size);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(set: &[(usize, u64)]) -> [u64; SLOTS] {
+        let mut s = [0; SLOTS];
+        for &(i, v) in set {
+            s[i] = v;
+        }
+        s
+    }
+
+    /// check_postd cases 7–10: (minute, limit, window, slots, inc) → pass?
+    #[test]
+    fn check_cases_of_the_c_suite() {
+        let cases: [(usize, u64, usize, &[(usize, u64)], u64, bool); 4] = [
+            (3, 30, 15, &[(1, 10), (7, 10), (10, 20), (55, 10)], 1, true),
+            (24, 30, 30, &[(3, 10), (4, 10), (6, 10), (27, 10)], 1, false),
+            (
+                3,
+                64000,
+                15,
+                &[(1, 32000), (7, 10000), (10, 45000), (55, 11000)],
+                20000,
+                true,
+            ),
+            (
+                15,
+                100000,
+                15,
+                &[(1, 32000), (7, 10000), (10, 32300), (55, 31000)],
+                80000,
+                false,
+            ),
+        ];
+        for (minute, limit, window, set, inc, expected) in cases {
+            assert_eq!(
+                check(&slots(set), minute, limit, window, inc),
+                expected,
+                "minute {minute} limit {limit} window {window}"
+            );
+        }
+    }
+
+    /// check_postd cases 11–12: updates at minutes 7, 7, 45, 47, 47 with W = 15.
+    #[test]
+    fn update_cases_of_the_c_suite() {
+        for inc in [1, 32000] {
+            let mut s = [0; SLOTS];
+            for minute in [7, 7, 45, 47, 47] {
+                update(&mut s, minute, 15, inc);
+            }
+            assert_eq!(s, slots(&[(45, inc), (47, 2 * inc)]), "inc {inc}");
+        }
+    }
+
+    #[test]
+    fn window_zero_and_overflow() {
+        assert!(
+            check(&slots(&[(3, 99)]), 3, 1, 0, 1),
+            "W=0: only inc counts"
+        );
+        assert!(!check(&slots(&[]), 3, 1, 0, 2));
+        let mut s = slots(&[(1, 5), (2, 5)]);
+        update(&mut s, 2, 0, 1);
+        assert_eq!(
+            s, [0; SLOTS],
+            "W=0 zeroes all 60, the current slot included"
+        );
+        assert!(!check(&slots(&[(3, u64::MAX - 1)]), 3, u64::MAX, 15, 1));
+    }
+
+    /// check_postd cases 1, 6 and 13–15: enabled limits, the both-disabled rule.
+    #[test]
+    fn enabling_rules() {
+        assert!(RateLimiter::new(true, 100, 15, 1000, 20).is_enabled());
+        assert!(RateLimiter::new(true, 4, 15, 2999, 20).is_enabled());
+        assert!(RateLimiter::new(true, 0, 15, -1, 20).is_enabled());
+        assert!(!RateLimiter::new(true, -1, 15, -5, 20).is_enabled());
+        assert!(!RateLimiter::new(false, 100, 15, 1000, 20).is_enabled());
+    }
+
+    #[test]
+    fn live_limiter_counts_reservations_real_bytes_and_forgets_old_slots() {
+        let mut r = RateLimiter::new(true, 2, 15, 1000, 15);
+        assert!(r.allows(0, 400));
+        r.reserve(400);
+        assert!(r.allows(0, 400));
+        r.reserve(400);
+        assert!(!r.allows(0, 100), "two in flight fill the record limit");
+        r.finish(0, 400, true);
+        r.finish(0, 400, false);
+        assert!(r.allows(0, 500));
+        assert!(!r.allows(0, 700), "400 real bytes already sent");
+        r.reserve(1);
+        r.finish(1, 1, true);
+        assert!(!r.allows(14, 1), "two records within 15 minutes");
+        assert!(r.allows(16, 1), "minute 0 left the window");
+        assert!(r.allows(60, 1), "an hour later the slots are stale");
+        let mut bytes_only = RateLimiter::new(true, -1, 15, 10, 15);
+        assert!(bytes_only.allows(0, 10));
+        assert!(!bytes_only.allows(0, 11));
+        let mut off = RateLimiter::new(false, 0, 15, 0, 15);
+        assert!(off.allows(0, 1 << 20));
+    }
+}
