@@ -274,7 +274,7 @@ impl Settings {
 enum Event {
     Watch(WatchEvent),
     Signal(i32),
-    Done(Completion),
+    Done(Box<Completion>),
 }
 
 /// Start-up (§5.1, fixed): config (invalid windows/expiry are fatal here, not on the first
@@ -314,7 +314,7 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         settings.max_in_flight,
         Arc::clone(&sender),
         tx.clone(),
-        Event::Done,
+        |c| Event::Done(Box::new(c)),
     )
     .map_err(|source| PostdError::Setup {
         what: "delivery workers",
@@ -577,7 +577,7 @@ impl Postd {
                     self.shutting_down = Some(now + SHUTDOWN_GRACE);
                 }
             }
-            Event::Done(c) => self.complete(c, now),
+            Event::Done(c) => self.complete(*c, now),
         }
     }
 

@@ -197,10 +197,13 @@ mod tests {
         s
     }
 
-    /// check_postd cases 7–10: (minute, limit, window, slots, inc) → pass?
+    /// (minute, limit, window, slots set, inc, expected pass)
+    type CheckCase = (usize, u64, usize, &'static [(usize, u64)], u64, bool);
+
+    /// check_postd cases 7–10.
     #[test]
     fn check_cases_of_the_c_suite() {
-        let cases: [(usize, u64, usize, &[(usize, u64)], u64, bool); 4] = [
+        let cases: [CheckCase; 4] = [
             (3, 30, 15, &[(1, 10), (7, 10), (10, 20), (55, 10)], 1, true),
             (24, 30, 30, &[(3, 10), (4, 10), (6, 10), (27, 10)], 1, false),
             (
