@@ -98,8 +98,14 @@ pub fn lib_dir() -> PathBuf {
     dir
 }
 
-fn compile(compiler: &str, flags: &[&str], src: &Path, out: &Path, extra_args: &[&str]) {
-    let lib = lib_dir();
+fn compile(
+    compiler: &str,
+    flags: &[&str],
+    src: &Path,
+    out: &Path,
+    extra_args: &[&str],
+    link: bool,
+) {
     let mut cmd = Command::new(compiler);
     cmd.args(flags)
         .arg("-I")
@@ -107,10 +113,13 @@ fn compile(compiler: &str, flags: &[&str], src: &Path, out: &Path, extra_args: &
         .arg(src)
         .arg("-o")
         .arg(out)
-        .arg(format!("-L{}", lib.display()))
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .args(extra_args)
-        .arg("-ltelemetry");
+        .args(extra_args);
+    if link {
+        let lib = lib_dir();
+        cmd.arg(format!("-L{}", lib.display()))
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .arg("-ltelemetry");
+    }
     let output = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {compiler}: {e} (install gcc/g++)"));
@@ -126,12 +135,17 @@ fn compile(compiler: &str, flags: &[&str], src: &Path, out: &Path, extra_args: &
 /// `-ltelemetry`; `extra_args` go before `-ltelemetry` (e.g. `-DNAME`, `-ldl`). Panics with
 /// the compiler's output on failure.
 pub fn compile_c(src: &Path, out: &Path, extra_args: &[&str]) {
-    compile("cc", STRICT_C_FLAGS, src, out, extra_args);
+    compile("cc", STRICT_C_FLAGS, src, out, extra_args, true);
+}
+
+/// [`compile_c`] without linking libtelemetry (programs that `dlopen` it).
+pub fn compile_c_unlinked(src: &Path, out: &Path, extra_args: &[&str]) {
+    compile("cc", STRICT_C_FLAGS, src, out, extra_args, false);
 }
 
 /// [`compile_c`] as C++ (`c++ -x c++ -std=c++11`), to check the header's C++ guards.
 pub fn compile_cxx(src: &Path, out: &Path, extra_args: &[&str]) {
-    compile("c++", STRICT_CXX_FLAGS, src, out, extra_args);
+    compile("c++", STRICT_CXX_FLAGS, src, out, extra_args, true);
 }
 
 /// A Unix socket standing in for telemprobd: every connection is read to its end (the
