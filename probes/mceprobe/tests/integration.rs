@@ -1,0 +1,15 @@
+//! mceprobe integration tests: payloads and classes (golden), the tracefs format and page
+//! parsers, the device reader, and the binary against a test listener and telemprobd.
+
+#[path = "integration/acceptance.rs"]
+mod acceptance;
+#[path = "integration/device.rs"]
+mod device;
+#[path = "integration/fixtures.rs"]
+mod fixtures;
+#[path = "integration/listener.rs"]
+mod listener;
+#[path = "integration/payload.rs"]
+mod payload;
+#[path = "integration/trace.rs"]
+mod trace;

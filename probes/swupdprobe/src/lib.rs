@@ -1,0 +1,1 @@
+//! swupdprobe (in progress).

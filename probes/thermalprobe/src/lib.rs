@@ -1,0 +1,1 @@
+//! thermalprobe (in progress).
