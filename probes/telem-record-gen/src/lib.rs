@@ -351,8 +351,17 @@ pub fn send(o: &Options, record: &Record, paths: &Paths) -> Result<(), String> {
         ),
         Err(e) => Err(format!(
             "Error: Failed to send record to daemon: {}",
-            std::io::Error::from_raw_os_error(e.errno())
+            strerror(e.errno())
         )),
+    }
+}
+
+/// strerror(3)'s text for `errno` (without Rust's " (os error N)" suffix).
+fn strerror(errno: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    match text.rfind(" (os error") {
+        Some(i) => text[..i].to_string(),
+        None => text,
     }
 }
 
