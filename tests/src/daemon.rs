@@ -15,8 +15,8 @@ pub struct TestDaemon {
 }
 
 impl TestDaemon {
-    /// Start `bin` (a suite binary name) with `args`, the root's env and `-f <config>`
-    /// when `with_config` is set. Output goes to `<root dir>/<bin>.<n>.log`.
+    /// Start `bin` (a suite binary name) with `args` and the root's env. Output goes to
+    /// `<root dir>/<bin>.<n>.log`.
     pub fn spawn(root: &TestRoot, bin: &str, args: &[&str]) -> TestDaemon {
         let mut cmd = root.command(bin);
         cmd.args(args);
@@ -35,6 +35,8 @@ impl TestDaemon {
         };
         let out = std::fs::File::create(&log).expect("create log");
         let err = out.try_clone().expect("clone log fd");
+        // Logs go to the captured stderr, whatever the environment of the test run.
+        cmd.env_remove("JOURNAL_STREAM");
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         TestDaemon {
@@ -87,6 +89,45 @@ impl TestDaemon {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Wait until `socket` accepts connections; panics (with the log) if the process exits
+    /// first or `timeout` passes.
+    pub fn wait_for_socket(&mut self, socket: &Path, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+                return;
+            }
+            if !self.is_running() {
+                panic!(
+                    "{} exited before listening on {}:\n{}",
+                    self.name,
+                    socket.display(),
+                    self.log()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{} not listening on {} after {timeout:?}:\n{}",
+                    self.name,
+                    socket.display(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Wait up to `timeout` for `needle` to appear in the log.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.log().contains(needle))
+    }
+
+    /// Send SIGTERM and wait up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.signal(libc::SIGTERM);
+        self.wait_timeout(timeout)
     }
 
     /// True while the process runs.

@@ -1,1 +1,0 @@
-//! telemprobd: receives records on a Unix socket and stages them.

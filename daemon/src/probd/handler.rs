@@ -1,0 +1,283 @@
+//! One task per connection: reassemble frames, validate, stage, reply one [`Ack`] byte.
+//!
+//! * Frames may arrive in any number of pieces (the C daemon dropped split frames). Each
+//!   frame, and the wait for it, must complete within the frame deadline; a connection that
+//!   is silent or too slow is closed when it expires.
+//! * Memory per connection is bounded: the buffer grows only to the declared frame size,
+//!   which [`frame_len`] bounds by [`MAX_FRAME_SIZE`], and is released between frames.
+//! * A frame whose size field is out of bounds, that ends early or that does not decode is
+//!   answered [`Ack::Invalid`] with a log line. A well-delimited frame with bad content
+//!   leaves the stream in sync, so later frames on the connection are still served.
+//! * Several frames on one connection are handled in order, one reply each.
+//! * The reply is sent with `MSG_DONTWAIT | MSG_NOSIGNAL`: a client that went away never
+//!   blocks or disturbs the daemon.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use libtelemetry::client::Ack;
+use libtelemetry::frame::{decode_frame, frame_len, FrameError, MAX_FRAME_SIZE};
+use nix::sys::socket::MsgFlags;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::time::Instant;
+
+use super::stager::{Counters, StagerHandle};
+
+/// Bytes read at once while the frame size is still unknown.
+const FIRST_READ: usize = 2048;
+
+/// Why a connection ended without a complete frame.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("connection closed after {received} of {expected} bytes of a frame")]
+    Truncated { received: usize, expected: usize },
+    #[error("connection closed after {0} bytes, before the frame size was complete")]
+    TruncatedSize(usize),
+    #[error("frame not complete within {deadline:?} ({received} bytes received)")]
+    Deadline { deadline: Duration, received: usize },
+    #[error("read error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A client connection, registered with the reactor only once it has to wait: most probes
+/// have sent their whole frame before the daemon accepts, so the common path costs no
+/// epoll registration.
+pub struct Conn {
+    plain: Option<UnixStream>,
+    registered: Option<AsyncFd<UnixStream>>,
+}
+
+impl Conn {
+    /// `stream` must be non-blocking.
+    pub fn new(stream: UnixStream) -> Conn {
+        Conn {
+            plain: Some(stream),
+            registered: None,
+        }
+    }
+
+    fn stream(&self) -> &UnixStream {
+        match (&self.plain, &self.registered) {
+            (Some(s), _) => s,
+            (None, Some(a)) => a.get_ref(),
+            (None, None) => unreachable!("a Conn always holds its stream"),
+        }
+    }
+
+    /// Read without waiting.
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match nix::sys::socket::recv(self.stream().as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => return Ok(n),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Wait until data (or end of stream) can be read, without consuming it (cancel-safe).
+    async fn readable(&mut self) -> io::Result<()> {
+        if let Some(stream) = self.plain.take() {
+            // SAFETY: the UnixStream owns its fd, always reports that same fd, and is
+            // dropped only together with the AsyncFd.
+            let afd = unsafe { AsyncFd::register_with_interest(stream, Interest::READABLE) };
+            self.registered = Some(afd.map_err(io::Error::from)?);
+        }
+        let afd = self.registered.as_ref().expect("registered above");
+        loop {
+            let mut guard = afd.readable().await?;
+            let mut probe = [0u8; 1];
+            match guard.try_io(|inner| {
+                nix::sys::socket::recv(
+                    inner.get_ref().as_raw_fd(),
+                    &mut probe,
+                    MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+                )
+                .map_err(io::Error::from)
+            }) {
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Data, end of stream, or an error the next read reports.
+                Ok(_) => return Ok(()),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Send the one-byte reply; never blocks, never raises SIGPIPE.
+    pub fn reply(&self, ack: Ack) -> io::Result<()> {
+        nix::sys::socket::send(
+            self.stream().as_raw_fd(),
+            &[ack.byte()],
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        )
+        .map(|_| ())
+        .map_err(io::Error::from)
+    }
+}
+
+/// State of one connection.
+pub struct Handler {
+    pub conn: Conn,
+    buf: Vec<u8>,
+    pub stager: StagerHandle,
+    pub counters: std::sync::Arc<Counters>,
+    pub shutdown: watch::Receiver<bool>,
+    pub deadline: Duration,
+    /// Returned to the listener's semaphore when the handler ends.
+    pub _permit: OwnedSemaphorePermit,
+}
+
+impl Handler {
+    pub fn new(
+        conn: Conn,
+        stager: StagerHandle,
+        counters: std::sync::Arc<Counters>,
+        shutdown: watch::Receiver<bool>,
+        deadline: Duration,
+        permit: OwnedSemaphorePermit,
+    ) -> Handler {
+        Handler {
+            conn,
+            buf: Vec::new(),
+            stager,
+            counters,
+            shutdown,
+            deadline,
+            _permit: permit,
+        }
+    }
+
+    /// Serve frames until the client closes, an error, the deadline or shutdown.
+    pub async fn run(mut self) {
+        loop {
+            let frame = match self.read_frame().await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                Err(ReadError::Deadline { received: 0, .. }) => {
+                    tracing::debug!("closing a connection that sent nothing in time");
+                    return;
+                }
+                Err(ReadError::Io(e)) => {
+                    tracing::debug!("connection error: {e}");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!("rejected frame: {e}");
+                    self.answer(Ack::Invalid);
+                    return;
+                }
+            };
+            let ack = self.process(&frame).await;
+            if !self.answer(ack) {
+                return;
+            }
+        }
+    }
+
+    /// Decode, validate and stage one complete frame.
+    async fn process(&self, frame: &[u8]) -> Ack {
+        let decoded = match decode_frame(frame) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("rejected frame: {e}");
+                return Ack::Invalid;
+            }
+        };
+        if let Err(e) = decoded.record.headers.validate() {
+            tracing::warn!("rejected record: {e}");
+            return Ack::Invalid;
+        }
+        self.stager.stage(decoded.record, decoded.cfg_path).await
+    }
+
+    /// Count and send the reply; false when the connection is gone.
+    fn answer(&self, ack: Ack) -> bool {
+        self.counters.count(ack);
+        match self.conn.reply(ack) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!("client left before the reply ({ack:?}): {e}");
+                false
+            }
+        }
+    }
+
+    /// The next complete frame, or `None` when the client closed (or shutdown began)
+    /// between frames.
+    async fn read_frame(&mut self) -> Result<Option<Vec<u8>>, ReadError> {
+        let deadline = Instant::now() + self.deadline;
+        // Once shutdown begins, a connection with nothing pending is closed; a frame that
+        // has started still gets its deadline to complete.
+        let mut draining = *self.shutdown.borrow();
+        loop {
+            let want = match frame_len(&self.buf)? {
+                Some(len) if self.buf.len() >= len => {
+                    let rest = self.buf.split_off(len);
+                    return Ok(Some(std::mem::replace(&mut self.buf, rest)));
+                }
+                Some(len) => len - self.buf.len(),
+                None => FIRST_READ - self.buf.len(),
+            };
+            let have = self.buf.len();
+            debug_assert!(have + want <= MAX_FRAME_SIZE.max(FIRST_READ));
+            self.buf.resize(have + want, 0);
+            match self.conn.try_read(&mut self.buf[have..]) {
+                Ok(0) => {
+                    self.buf.truncate(have);
+                    return match std::mem::take(&mut self.buf) {
+                        b if b.is_empty() => Ok(None),
+                        b => Err(match frame_len(&b) {
+                            Ok(Some(expected)) => ReadError::Truncated {
+                                received: b.len(),
+                                expected,
+                            },
+                            _ => ReadError::TruncatedSize(b.len()),
+                        }),
+                    };
+                }
+                Ok(n) => self.buf.truncate(have + n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.buf.truncate(have);
+                    if have == 0 {
+                        if draining {
+                            return Ok(None);
+                        }
+                        // Hold no buffer while waiting for a frame to start.
+                        self.buf = Vec::new();
+                    }
+                    let wait = tokio::time::timeout_at(deadline, self.conn.readable());
+                    let outcome = if have == 0 {
+                        tokio::select! {
+                            r = wait => Some(r),
+                            _ = self.shutdown.changed() => None,
+                        }
+                    } else {
+                        Some(wait.await)
+                    };
+                    match outcome {
+                        None => draining = true,
+                        Some(Ok(Ok(()))) => {}
+                        Some(Ok(Err(e))) => return Err(e.into()),
+                        Some(Err(_elapsed)) => {
+                            self.buf = Vec::new();
+                            return Err(ReadError::Deadline {
+                                deadline: self.deadline,
+                                received: have,
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.buf = Vec::new();
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+}

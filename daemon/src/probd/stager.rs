@@ -1,0 +1,653 @@
+//! Staging: one task owns the spool directory and group-commits records.
+//!
+//! Handlers send decoded, validated records here and wait for the [`Ack`]. The stager takes
+//! every request that is queued when it wakes up (at most [`MAX_BATCH`]) and commits them
+//! together:
+//!
+//! 1. write each record to a temporary dotfile `.tmp-probd.<pid>.<n>` (mode 0600,
+//!    `O_EXCL`) in `spool_dir`;
+//! 2. fsync each file;
+//! 3. rename each to a fresh final name of 6 random `[A-Za-z0-9]` characters (as `mkstemp`),
+//!    never replacing an existing file (`renameat2(RENAME_NOREPLACE)`, or `link` + `unlink`
+//!    where the filesystem lacks it);
+//! 4. fsync the directory once for the whole batch;
+//! 5. only then answer [`Ack::Accepted`] to every handler of the batch.
+//!
+//! Architecture Invariant: a final name only ever holds a complete, fsynced record, and a
+//! record is acknowledged only after its rename is durable. A crash leaves at most
+//! temporary dotfiles, which readers skip and the next start removes.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use libtelemetry::client::{is_opted_in, Ack};
+use libtelemetry::record::Header;
+use libtelemetry::{encode_staged, Paths, Record};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, RenameFlags};
+use nix::sys::stat::Mode;
+use nix::unistd::UnlinkatFlags;
+use tokio::sync::{mpsc, oneshot};
+
+use super::machine_id::MachineId;
+
+/// Most records committed together.
+pub const MAX_BATCH: usize = 256;
+/// Prefix of this daemon's temporary files (a dotfile: readers of the spool skip it).
+pub fn temp_prefix() -> String {
+    format!("{}probd.", libtelemetry::fsutil::TEMP_PREFIX)
+}
+/// Attempts to find an unused final name before giving up on a record.
+const NAME_ATTEMPTS: usize = 32;
+const NAME_CHARS: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// The daemon's record counters (reported in the status file).
+#[derive(Debug, Default)]
+pub struct Counters {
+    staged: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl Counters {
+    /// Count one answered record.
+    pub fn count(&self, ack: Ack) {
+        let c = if ack == Ack::Accepted {
+            &self.staged
+        } else {
+            &self.rejected
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (staged, rejected)
+    pub fn snapshot(&self) -> (u64, u64) {
+        (
+            self.staged.load(Ordering::Relaxed),
+            self.rejected.load(Ordering::Relaxed),
+        )
+    }
+}
+
+enum Msg {
+    Stage(Box<Request>),
+    SetSpoolDir(PathBuf),
+    ReloadStaticMachineId,
+}
+
+struct Request {
+    record: Record,
+    cfg_path: Option<String>,
+    reply: oneshot::Sender<Ack>,
+}
+
+/// Cheap handle to the stager task; the task ends when every handle is dropped, after
+/// committing what was queued.
+#[derive(Clone)]
+pub struct StagerHandle {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl StagerHandle {
+    /// Stage `record` and wait for the outcome.
+    pub async fn stage(&self, record: Record, cfg_path: Option<String>) -> Ack {
+        let (reply, rx) = oneshot::channel();
+        let req = Request {
+            record,
+            cfg_path,
+            reply,
+        };
+        if self.tx.send(Msg::Stage(Box::new(req))).is_err() {
+            return Ack::StagingFailed;
+        }
+        rx.await.unwrap_or(Ack::StagingFailed)
+    }
+
+    /// Stage into another directory from now on (SIGHUP).
+    pub fn set_spool_dir(&self, dir: PathBuf) {
+        let _ = self.tx.send(Msg::SetSpoolDir(dir));
+    }
+
+    /// Re-read the static machine id override (SIGHUP).
+    pub fn reload_static_machine_id(&self) {
+        let _ = self.tx.send(Msg::ReloadStaticMachineId);
+    }
+}
+
+/// The stager task's state.
+pub struct Stager {
+    rx: mpsc::UnboundedReceiver<Msg>,
+    paths: Paths,
+    spool: Spool,
+    machine_id: MachineId,
+    batch: Vec<Request>,
+}
+
+impl Stager {
+    /// A stager for `spool_dir`, plus its handle. Stale temporary files of dead telemprobd
+    /// processes are removed first. Run it with [`Stager::run`].
+    pub fn new(paths: Paths, spool_dir: PathBuf) -> (Stager, StagerHandle) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let spool = Spool::new(spool_dir);
+        spool.remove_stale_temps();
+        let stager = Stager {
+            rx,
+            machine_id: MachineId::new(paths.clone()),
+            paths,
+            spool,
+            batch: Vec::new(),
+        };
+        (stager, StagerHandle { tx })
+    }
+
+    /// Commit batches until every handle is gone and the queue is empty.
+    pub async fn run(mut self) {
+        // Rotate or create the machine id at startup, as the C daemon does.
+        self.machine_id
+            .current(tokio::time::Instant::now().into_std(), SystemTime::now());
+        while let Some(msg) = self.rx.recv().await {
+            self.take(msg);
+            while self.batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(msg) => self.take(msg),
+                    Err(_) => break,
+                }
+            }
+            if !self.batch.is_empty() {
+                self.commit();
+            }
+        }
+    }
+
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Stage(req) => self.batch.push(*req),
+            Msg::SetSpoolDir(dir) => {
+                // Records queued so far were accepted for the old directory.
+                if !self.batch.is_empty() {
+                    self.commit();
+                }
+                if dir != self.spool.dir_path {
+                    tracing::info!("staging records in {}", dir.display());
+                    self.spool = Spool::new(dir);
+                    self.spool.remove_stale_temps();
+                }
+            }
+            Msg::ReloadStaticMachineId => self.machine_id.reload_static(),
+        }
+    }
+
+    /// Commit the current batch and answer every request in it.
+    fn commit(&mut self) {
+        let mut batch = std::mem::take(&mut self.batch);
+        let acks = if is_opted_in(&self.paths) {
+            let machine_id = self
+                .machine_id
+                .current(tokio::time::Instant::now().into_std(), SystemTime::now())
+                .to_string();
+            for req in &mut batch {
+                req.record
+                    .headers
+                    .set(Header::MachineId, machine_id.as_str());
+            }
+            let items: Vec<Vec<u8>> = batch
+                .iter()
+                .map(|r| encode_staged(&r.record, r.cfg_path.as_deref()))
+                .collect();
+            self.spool.commit(&items)
+        } else {
+            tracing::warn!(
+                "not opted in ({} missing): {} record(s) refused",
+                self.paths.opt_in_file().display(),
+                batch.len()
+            );
+            vec![Ack::NotOptedIn; batch.len()]
+        };
+        for (req, ack) in batch.into_iter().zip(acks) {
+            // A handler whose client went away no longer listens; the record stays staged.
+            let _ = req.reply.send(ack);
+        }
+        self.batch.shrink_to(MAX_BATCH.min(16));
+    }
+}
+
+/// The spool directory and the file protocol. Every operation is relative to one open
+/// directory fd, so the files written, renamed and fsynced are all in the same directory
+/// even if the path is replaced meanwhile.
+struct Spool {
+    dir_path: PathBuf,
+    dir: Option<File>,
+    temp_prefix: String,
+    temp_seq: u64,
+    rng: NameRng,
+    /// Cleared when the filesystem refuses `RENAME_NOREPLACE`; `link` + `unlink` then.
+    noreplace: bool,
+}
+
+/// One record's progress through a commit.
+enum Step {
+    Written { tmp: String, file: File },
+    Synced { tmp: String },
+    Published { name: String },
+    Failed,
+}
+
+impl Spool {
+    fn new(dir_path: PathBuf) -> Spool {
+        Spool {
+            dir_path,
+            dir: None,
+            temp_prefix: format!("{}{}.", temp_prefix(), std::process::id()),
+            temp_seq: 0,
+            rng: NameRng::new(),
+            noreplace: true,
+        }
+    }
+
+    /// Write, fsync, publish and make durable each of `items`; one Ack per item.
+    fn commit(&mut self, items: &[Vec<u8>]) -> Vec<Ack> {
+        // The directory stays open between batches; any error drops it, so a replaced
+        // directory is picked up by the next batch.
+        let cached = self.dir.take().map(Ok);
+        let dir = match cached.unwrap_or_else(|| open_dir(&self.dir_path)) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(
+                    "cannot stage {} record(s) in {}: {e}",
+                    items.len(),
+                    self.dir_path.display()
+                );
+                return vec![Ack::StagingFailed; items.len()];
+            }
+        };
+        let dirfd = dir.as_raw_fd();
+        let mut first_error: Option<io::Error> = None;
+        let mut note = |e: io::Error| {
+            first_error.get_or_insert(e);
+            Step::Failed
+        };
+        let mut steps: Vec<Step> = items
+            .iter()
+            .map(|bytes| match self.write_temp(dirfd, bytes) {
+                Ok((tmp, file)) => Step::Written { tmp, file },
+                Err(e) => note(e),
+            })
+            .collect();
+        for step in &mut steps {
+            if let Step::Written { tmp, file } = std::mem::replace(step, Step::Failed) {
+                *step = match file.sync_all() {
+                    Ok(()) => Step::Synced { tmp },
+                    Err(e) => {
+                        remove(dirfd, &tmp);
+                        note(e)
+                    }
+                };
+            }
+        }
+        for step in &mut steps {
+            if let Step::Synced { tmp } = std::mem::replace(step, Step::Failed) {
+                *step = match self.publish(dirfd, &tmp) {
+                    Ok(name) => Step::Published { name },
+                    Err(e) => {
+                        remove(dirfd, &tmp);
+                        note(e)
+                    }
+                };
+            }
+        }
+        let published = steps.iter().any(|s| matches!(s, Step::Published { .. }));
+        if published {
+            if let Err(e) = dir.sync_all() {
+                // Durability of the renames is unknown: take the records back so that a
+                // failure reply never leaves a duplicate behind.
+                for step in &mut steps {
+                    if let Step::Published { name } = step {
+                        remove(dirfd, name);
+                        *step = Step::Failed;
+                    }
+                }
+                note(e);
+            }
+        }
+        if let Some(e) = first_error {
+            tracing::error!(
+                "staging in {} failed for some records: {e}",
+                self.dir_path.display()
+            );
+        } else {
+            self.dir = Some(dir);
+        }
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Published { .. } => Ack::Accepted,
+                _ => Ack::StagingFailed,
+            })
+            .collect()
+    }
+
+    /// A new temporary file in the directory holding `bytes` (not yet fsynced).
+    fn write_temp(&mut self, dirfd: RawFd, bytes: &[u8]) -> io::Result<(String, File)> {
+        loop {
+            self.temp_seq += 1;
+            let tmp = format!("{}{}", self.temp_prefix, self.temp_seq);
+            let flags = OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_EXCL
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC;
+            let fd = match nix::fcntl::openat(
+                Some(dirfd),
+                tmp.as_str(),
+                flags,
+                Mode::S_IRUSR | Mode::S_IWUSR,
+            ) {
+                Ok(fd) => fd,
+                // Left by an earlier process with the same pid (another boot).
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            // SAFETY: `fd` was just returned by openat and is owned by nothing else.
+            let mut file = unsafe { File::from_raw_fd(fd) };
+            if let Err(e) = file.write_all(bytes) {
+                remove(dirfd, &tmp);
+                return Err(e);
+            }
+            return Ok((tmp, file));
+        }
+    }
+
+    /// Move `tmp` to a fresh random final name without ever replacing a file.
+    fn publish(&mut self, dirfd: RawFd, tmp: &str) -> io::Result<String> {
+        for _ in 0..NAME_ATTEMPTS {
+            let name = self.rng.name();
+            let result = if self.noreplace {
+                match nix::fcntl::renameat2(
+                    Some(dirfd),
+                    tmp,
+                    Some(dirfd),
+                    name.as_str(),
+                    RenameFlags::RENAME_NOREPLACE,
+                ) {
+                    Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
+                        tracing::info!("RENAME_NOREPLACE unsupported; using link + unlink");
+                        self.noreplace = false;
+                        link_then_unlink(dirfd, tmp, &name)
+                    }
+                    r => r,
+                }
+            } else {
+                link_then_unlink(dirfd, tmp, &name)
+            };
+            match result {
+                Ok(()) => return Ok(name),
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "no free file name in spool_dir",
+        ))
+    }
+
+    /// Remove temporary files left by telemprobd processes that no longer run.
+    fn remove_stale_temps(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir_path) else {
+            return;
+        };
+        let prefix = temp_prefix();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+                continue;
+            };
+            let pid = rest.split('.').next().and_then(|p| p.parse::<i32>().ok());
+            let stale = match pid {
+                Some(pid) if pid as u32 == std::process::id() => true,
+                Some(pid) if pid > 0 => {
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                        == Err(Errno::ESRCH)
+                }
+                _ => false,
+            };
+            if stale {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => tracing::info!("removed stale temporary file {:?}", name),
+                    Err(e) => tracing::warn!("cannot remove {:?}: {e}", name),
+                }
+            }
+        }
+    }
+}
+
+fn open_dir(path: &Path) -> io::Result<File> {
+    let d = File::open(path)?;
+    if !d.metadata()?.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            "spool_dir is not a directory",
+        ));
+    }
+    Ok(d)
+}
+
+/// Best-effort removal of `name` in the directory.
+fn remove(dirfd: RawFd, name: &str) {
+    let _ = nix::unistd::unlinkat(Some(dirfd), name, UnlinkatFlags::NoRemoveDir);
+}
+
+/// Exclusive publication without `RENAME_NOREPLACE`: `link` fails if `name` exists.
+fn link_then_unlink(dirfd: RawFd, tmp: &str, name: &str) -> nix::Result<()> {
+    nix::unistd::linkat(Some(dirfd), tmp, Some(dirfd), name, AtFlags::empty())?;
+    nix::unistd::unlinkat(Some(dirfd), tmp, UnlinkatFlags::NoRemoveDir)
+}
+
+/// Names like `mkstemp`'s: 6 characters of `[A-Za-z0-9]` from a xorshift generator seeded
+/// by the kernel's randomness (exclusivity comes from the no-replace rename, not from the
+/// generator).
+struct NameRng(u64);
+
+impl NameRng {
+    fn new() -> NameRng {
+        let id = libtelemetry::ids::random_id();
+        let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(0x9e37_79b9_7f4a_7c15);
+        NameRng(seed | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn name(&mut self) -> String {
+        let mut bits = self.next();
+        let mut s = String::with_capacity(6);
+        for _ in 0..6 {
+            s.push(char::from(NAME_CHARS[(bits % 62) as usize]));
+            bits /= 62;
+        }
+        s
+    }
+}
+
+/// Is `name` one of the final names this daemon creates?
+pub fn is_final_name(name: &str) -> bool {
+    name.len() == 6 && name.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libtelemetry::parse_staged;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn record(payload: &str) -> Record {
+        let mut r = Record::new(
+            2,
+            "org.test/probd/unit",
+            1,
+            &libtelemetry::HostInfo::fixed_for_tests(),
+        )
+        .unwrap();
+        r.set_payload(payload.as_bytes()).unwrap();
+        r
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn batch_commit_publishes_complete_files_only() {
+        let d = tempfile::tempdir().unwrap();
+        let mut spool = Spool::new(d.path().to_path_buf());
+        let items: Vec<Vec<u8>> = (0..5)
+            .map(|i| encode_staged(&record(&format!("p{i}")), None))
+            .collect();
+        let acks = spool.commit(&items);
+        assert_eq!(acks, vec![Ack::Accepted; 5]);
+        let names = listing(d.path());
+        assert_eq!(names.len(), 5);
+        let mut contents = Vec::new();
+        for n in &names {
+            assert!(is_final_name(n), "{n}");
+            let p = d.path().join(n);
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            let bytes = std::fs::read(&p).unwrap();
+            contents.push(bytes.clone());
+            parse_staged(&bytes).unwrap();
+        }
+        contents.sort();
+        let mut expected = items.clone();
+        expected.sort();
+        assert_eq!(contents, expected);
+    }
+
+    #[test]
+    fn missing_dir_fails_and_recovers() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("spool");
+        let mut spool = Spool::new(dir.clone());
+        let item = vec![encode_staged(&record("x"), None)];
+        assert_eq!(spool.commit(&item), vec![Ack::StagingFailed]);
+        std::fs::create_dir(&dir).unwrap();
+        assert_eq!(spool.commit(&item), vec![Ack::Accepted]);
+        // The directory replaced under the daemon: the next batch reopens it.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        assert_eq!(spool.commit(&item), vec![Ack::StagingFailed]);
+        assert_eq!(spool.commit(&item), vec![Ack::Accepted]);
+        assert_eq!(listing(&dir).len(), 1);
+    }
+
+    #[test]
+    fn link_fallback_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let mut spool = Spool::new(d.path().to_path_buf());
+        spool.noreplace = false;
+        let item = vec![encode_staged(&record("y"), None)];
+        assert_eq!(spool.commit(&item), vec![Ack::Accepted]);
+        let existing = listing(d.path());
+        std::fs::write(d.path().join(".t"), b"new").unwrap();
+        let dir = File::open(d.path()).unwrap();
+        let err = link_then_unlink(dir.as_raw_fd(), ".t", &existing[0]).unwrap_err();
+        assert_eq!(err, Errno::EEXIST);
+        assert_eq!(
+            std::fs::read(d.path().join(&existing[0])).unwrap(),
+            item[0],
+            "existing record untouched"
+        );
+    }
+
+    #[test]
+    fn stale_temps_of_dead_processes_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let p = temp_prefix();
+        let dead = d.path().join(format!("{p}999999999.1"));
+        let alive = d.path().join(format!("{p}1.1")); // pid 1 always runs
+        let own = d.path().join(format!("{p}{}.3", std::process::id()));
+        let other = d.path().join(".tmp-postd-something");
+        for f in [&dead, &alive, &own, &other] {
+            std::fs::write(f, b"partial").unwrap();
+        }
+        Spool::new(d.path().to_path_buf()).remove_stale_temps();
+        assert!(!dead.exists() && !own.exists());
+        assert!(alive.exists() && other.exists());
+    }
+
+    #[test]
+    fn names_look_like_mkstemp() {
+        let mut rng = NameRng::new();
+        let names: std::collections::HashSet<String> = (0..1000).map(|_| rng.name()).collect();
+        assert!(names.len() > 990);
+        assert!(names.iter().all(|n| is_final_name(n)));
+    }
+
+    #[tokio::test]
+    async fn stager_task_answers_after_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::new(d.path().join("root"), "/");
+        std::fs::create_dir_all(paths.default_spool_dir()).unwrap();
+        std::fs::create_dir_all(paths.state_dir()).unwrap();
+        std::fs::create_dir_all(paths.etc_dir()).unwrap();
+        std::fs::write(paths.static_machine_id_file(), "0123456789abcdef").unwrap();
+        let (stager, handle) = Stager::new(paths.clone(), paths.default_spool_dir());
+        let task = tokio::spawn(stager.run());
+        assert_eq!(handle.stage(record("a"), None).await, Ack::NotOptedIn);
+        std::fs::write(paths.opt_in_file(), "").unwrap();
+        let acks = futures_join(&handle, 20).await;
+        assert!(acks.iter().all(|a| *a == Ack::Accepted));
+        assert_eq!(
+            handle
+                .stage(record("c"), Some("/etc/t.conf".to_string()))
+                .await,
+            Ack::Accepted
+        );
+        drop(handle);
+        task.await.unwrap();
+        let files = listing(&paths.default_spool_dir());
+        assert_eq!(files.len(), 21);
+        let with_cfg = files
+            .iter()
+            .map(|f| std::fs::read(paths.default_spool_dir().join(f)).unwrap())
+            .filter(|b| b.starts_with(b"CFG:/etc/t.conf\n"))
+            .count();
+        assert_eq!(with_cfg, 1);
+        for f in files {
+            let s =
+                parse_staged(&std::fs::read(paths.default_spool_dir().join(f)).unwrap()).unwrap();
+            assert_eq!(s.headers.get(Header::MachineId), "0123456789abcdef");
+        }
+    }
+
+    async fn futures_join(handle: &StagerHandle, n: usize) -> Vec<Ack> {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let h = handle.clone();
+                tokio::spawn(async move { h.stage(record(&format!("b{i}")), None).await })
+            })
+            .collect();
+        let mut acks = Vec::new();
+        for t in tasks {
+            acks.push(t.await.unwrap());
+        }
+        acks
+    }
+}

@@ -1,0 +1,211 @@
+//! In-process tests of the daemon loop, on tokio's paused clock: deadlines, idle exit and
+//! shutdown happen in virtual time.
+
+use std::path::PathBuf;
+
+use libtelemetry::{encode_frame, HostInfo, Record};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::*;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    paths: Paths,
+    socket: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path().join("root"), dir.path().join("host"));
+        for d in [
+            paths.default_spool_dir(),
+            paths.state_dir(),
+            paths.etc_dir(),
+        ] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(paths.opt_in_file(), "").unwrap();
+        let socket = dir.path().join("sock");
+        Fixture {
+            _dir: dir,
+            paths,
+            socket,
+        }
+    }
+
+    fn settings(&self, recycling: bool) -> Settings {
+        let mut config = Config::defaults(&self.paths);
+        config.socket_path = self.socket.clone();
+        config.daemon_recycling_enabled = recycling;
+        Settings::new(self.paths.clone(), None, config)
+    }
+
+    fn listener(&self) -> UnixListener {
+        let l = UnixListener::bind(&self.socket).unwrap();
+        l.set_nonblocking(true).unwrap();
+        l
+    }
+
+    /// The daemon as a task, with the sender that shuts it down.
+    fn spawn(
+        &self,
+        recycling: bool,
+    ) -> (
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<ExitReason>>,
+    ) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (_reload_tx, reload_rx) = mpsc::channel(1);
+        let task = tokio::spawn(serve(
+            self.listener(),
+            self.settings(recycling),
+            reload_rx,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        (stop, task)
+    }
+
+    fn frame(&self) -> Vec<u8> {
+        let host = HostInfo::fixed_for_tests();
+        let mut r = Record::new(1, "org.test/probd/unit", 1, &host).unwrap();
+        r.set_payload(b"unit").unwrap();
+        encode_frame(&r, None)
+    }
+
+    fn staged_count(&self) -> usize {
+        std::fs::read_dir(self.paths.default_spool_dir())
+            .unwrap()
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
+    }
+}
+
+async fn reply_of(c: &mut UnixStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf).await.unwrap();
+    buf
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_exit_after_300_seconds_without_clients() {
+    let f = Fixture::new();
+    let (_stop, task) = f.spawn(true);
+    let t0 = Instant::now();
+    // A client at 200 s postpones the exit.
+    tokio::time::sleep(Duration::from_secs(200)).await;
+    let mut c = UnixStream::connect(&f.socket).await.unwrap();
+    c.write_all(&f.frame()).await.unwrap();
+    c.shutdown().await.unwrap();
+    assert_eq!(reply_of(&mut c).await, b"A");
+    let reason = task.await.unwrap().unwrap();
+    assert_eq!(reason, ExitReason::Idle);
+    let elapsed = t0.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(500) && elapsed < Duration::from_secs(510),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_idle_exit_without_recycling() {
+    let f = Fixture::new();
+    let (stop, task) = f.spawn(false);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(!task.is_finished());
+    stop.send(()).unwrap();
+    assert_eq!(task.await.unwrap().unwrap(), ExitReason::Shutdown);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadlines_close_silent_and_slow_clients() {
+    let f = Fixture::new();
+    let (stop, task) = f.spawn(false);
+    let t0 = Instant::now();
+    let mut silent = UnixStream::connect(&f.socket).await.unwrap();
+    let mut slow = UnixStream::connect(&f.socket).await.unwrap();
+    let frame = f.frame();
+    slow.write_all(&frame[..10]).await.unwrap();
+    assert_eq!(
+        reply_of(&mut slow).await,
+        b"I",
+        "partial frame at the deadline"
+    );
+    assert_eq!(reply_of(&mut silent).await, b"", "silent client: closed");
+    let elapsed = t0.elapsed();
+    assert!(
+        elapsed >= FRAME_DEADLINE && elapsed < FRAME_DEADLINE + Duration::from_secs(1),
+        "{elapsed:?}"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(f.staged_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_finishes_started_frames_and_drops_idle_connections() {
+    let f = Fixture::new();
+    let (stop, task) = f.spawn(false);
+    let frame = f.frame();
+    let mut idle = UnixStream::connect(&f.socket).await.unwrap();
+    let mut started = UnixStream::connect(&f.socket).await.unwrap();
+    started.write_all(&frame[..20]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The idle connection is closed at once; the started frame may still complete.
+    assert_eq!(reply_of(&mut idle).await, b"");
+    started.write_all(&frame[20..]).await.unwrap();
+    started.shutdown().await.unwrap();
+    assert_eq!(reply_of(&mut started).await, b"A");
+    assert_eq!(task.await.unwrap().unwrap(), ExitReason::Shutdown);
+    assert!(t0.elapsed() < FRAME_DEADLINE);
+    assert_eq!(f.staged_count(), 1);
+    let status =
+        libtelemetry::status::read_status(&libtelemetry::status::status_file(&f.paths, DAEMON))
+            .unwrap()
+            .unwrap();
+    assert_eq!(status.counter(libtelemetry::status::COUNTER_STAGED), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_past_the_cap_wait_for_a_permit() {
+    let f = Fixture::new();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (_reload_tx, reload_rx) = mpsc::channel(1);
+    let mut settings = f.settings(false);
+    settings.max_connections = 2;
+    let task = tokio::spawn(serve(f.listener(), settings, reload_rx, async move {
+        let _ = stopped.await;
+    }));
+    let _a = UnixStream::connect(&f.socket).await.unwrap();
+    let _b = UnixStream::connect(&f.socket).await.unwrap();
+    let t0 = Instant::now();
+    let mut c = UnixStream::connect(&f.socket).await.unwrap();
+    c.write_all(&f.frame()).await.unwrap();
+    c.shutdown().await.unwrap();
+    // Served once a silent connection's deadline frees a permit.
+    assert_eq!(reply_of(&mut c).await, b"A");
+    assert!(t0.elapsed() >= FRAME_DEADLINE - Duration::from_millis(100));
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[test]
+fn connection_limit_follows_the_fd_limit() {
+    assert_eq!(connection_limit(1024), 960);
+    assert_eq!(connection_limit(1 << 20), MAX_CONNECTIONS);
+    assert_eq!(connection_limit(10), 16);
+}
