@@ -11,7 +11,9 @@
 //! * the payload is cut at a line boundary to at most [`MAX_PAYLOAD`] bytes, which the
 //!   daemon accepts (C cut to 8191 bytes, which the C daemon still dropped);
 //! * stack-boundary markers on a line of their own (`<IRQ>`, `</IRQ>`, `<TASK>`,
-//!   `</TASK>`, …) are not reported as frames;
+//!   `</TASK>`, …) neither end a stack dump (C ended it there, as the line is shorter than
+//!   8 characters, so 4.10+ traces lost their frames) nor count as frames, and the
+//!   user-space register lines 5.x kernels print inside a trace are not frames;
 //! * a syslog-style line loses its `<N>` level and `[ seconds]` timestamp (and a
 //!   `[  T123]` caller id), but a bracketed text that is not a timestamp (such as
 //!   `[Hardware Error]:`) is kept;
@@ -227,6 +229,8 @@ impl Collecting {
             end = !line.contains("[Hardware Error]:");
         } else if !self.in_stack_dump {
             self.in_stack_dump = line.starts_with("Call Trace:");
+        } else if is_marker_line(line) {
+            // ` <IRQ>`, ` <TASK>` are part of the dump, however short.
         } else if !line.starts_with(' ')
             || line.len() < 8
             || line.contains("Code:")
@@ -469,12 +473,21 @@ fn frame_function(line: &str) -> Option<&str> {
     if is_stack_marker(&s[..token_end]) {
         s = s[token_end..].trim_start_matches(is_c_space);
     }
+    if is_register_line(s) {
+        return None;
+    }
     if let Some(rest) = s.strip_prefix('[') {
         let after = rest.find(is_c_space)?;
         s = rest[after..].trim_start_matches(is_c_space);
     }
     let function = &s[..s.find('+').unwrap_or(s.len())];
     (!function.is_empty()).then_some(function)
+}
+
+/// A stack-boundary marker alone on its line, after leading spaces.
+fn is_marker_line(line: &str) -> bool {
+    let trimmed = line.trim_matches(is_c_space);
+    line.starts_with(' ') && is_stack_marker(trimmed)
 }
 
 /// `<IRQ>`, `</IRQ>`, `<NMI>`, `<EOI>`, `<<EOE>>`, `<TASK>`, `</TASK>`, `<#DF>`, …
@@ -487,6 +500,14 @@ fn is_stack_marker(token: &str) -> bool {
         && inner
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '#')
+}
+
+/// ` RIP: 0033:0x7f…`, ` RSP: 002b:…`: the user-space registers 5.x kernels print inside
+/// the call trace.
+fn is_register_line(s: &str) -> bool {
+    let name_end = s.find(':').unwrap_or(0);
+    let name = &s[..name_end];
+    name_end > 0 && (REGISTERS.contains(&name) || name == "ORIG_RAX")
 }
 
 /// `CPU: 2 PID: 0 Comm: swapper/2 Not tainted  3.10.4-100.fc18.x86_64 #1` →
@@ -502,7 +523,7 @@ fn parse_cpu_line(line: &str) -> (Option<&str>, Option<&str>) {
         let flags = &line[i + "Tainted: ".len()..];
         tainted = Some(prefix_chars(flags, TAINT_FLAGS_LEN));
         // C steps over the first flag before looking for the version.
-        rest = flags.get(1..).unwrap_or("");
+        rest = flags.char_indices().nth(1).map_or("", |(i, _)| &flags[i..]);
     }
     let version = rest.find('#').and_then(|hash| {
         let before = &rest[..hash];

@@ -1,1 +1,439 @@
+use super::*;
 
+/// Parse `input` (syslog-style text) and compare every oops found with `expected`
+/// (classification, payload).
+fn check(input: &str, expected: &[(&str, &str)]) {
+    let got: Vec<(&str, String)> = parse_text(input.as_bytes())
+        .iter()
+        .map(|o| (o.classification(), o.payload(PayloadOptions::default())))
+        .collect();
+    let want: Vec<(&str, String)> = expected.iter().map(|(c, p)| (*c, p.to_string())).collect();
+    assert_eq!(got, want, "input:\n{input}");
+}
+
+/// `lines` as the kernel log prints them: each with a level and a timestamp.
+fn klog(lines: &str) -> String {
+    lines
+        .lines()
+        .map(|l| format!("<4>[    1.000000] {l}\n"))
+        .collect()
+}
+
+/// The reasons of the oopses found in `input`.
+fn reasons(input: &str) -> Vec<String> {
+    parse_text(input.as_bytes())
+        .into_iter()
+        .map(|o| o.reason().to_string())
+        .collect()
+}
+
+#[test]
+fn start_patterns_in_order() {
+    let check_start = |line: &str, expected: Option<usize>| {
+        let got = match_start(line).map(|p| PATTERNS.iter().position(|q| q == p).unwrap());
+        assert_eq!(got, expected, "{line:?}");
+    };
+    check_start(
+        "NETDEV WATCHDOG: eth0 (e1000e): transmit queue 0 timed out",
+        Some(0),
+    );
+    check_start("sysctl table check failed: /kernel/x", Some(1));
+    check_start("IRQ handler type mismatch for IRQ 7", Some(2));
+    check_start("ALSA sound/core/pcm_lib.c:154: BUG: stream = 1", Some(3));
+    check_start("alsa x: bug y", Some(3));
+    check_start("ALSA: BUG", None);
+    check_start("ALSA : BUG", Some(3));
+    check_start(
+        "irq 16: nobody cared (try booting with the \"irqpoll\" option)",
+        Some(4),
+    );
+    check_start("handlers: IRQ 9: nobody cared", Some(4));
+    check_start("irq : nobody cared", None);
+    check_start("WARNING: CPU: 0 PID: 1 at kernel/x.c:1 f+0x1/0x2", Some(5));
+    check_start("WARNING:no space", None);
+    check_start("general protection fault: 0000 [#1] SMP", Some(6));
+    check_start(
+        "BUG: unable to handle kernel NULL pointer dereference at 0",
+        Some(7),
+    );
+    check_start("BUG: soft lockup - CPU#8 stuck for 22s!", Some(8));
+    check_start("kernel BUG at mm/mmap.c:2156!", Some(9));
+    check_start("general protection fault:0000", Some(10));
+    check_start("do_IRQ: stack overflow: 512", Some(11));
+    check_start("RTNL: assertion failed at net/core/dev.c (4523)", Some(12));
+    check_start("Eeek! page_mapcount(page) went negative! (-1)", Some(13));
+    check_start("near stack overflow (cur:f2c14000,sp:f2c14180)", Some(14));
+    check_start("double fault: 0000 [#3] SMP", Some(15));
+    check_start("Badness at drivers/char/tty_ldisc.c:738", Some(16));
+    check_start("list_del corruption. next->prev should be x", Some(17));
+    check_start("list_add corruption. prev->next should be y", Some(18));
+    check_start("ACPI Error: No handler for Region [EC__]", Some(19));
+    check_start("Kernel panic - not syncing: Fatal exception", Some(20));
+    check_start("BERT: Error records from previous boot:", Some(21));
+    // Prefix patterns match at the start only, and case-sensitively.
+    check_start(" WARNING: indented", None);
+    check_start("warning: lower case", None);
+    check_start("ACPI Warning: SystemIO range conflicts", None);
+    check_start("", None);
+}
+
+#[test]
+fn syslog_prefixes() {
+    let check_strip = |line: &str, expected: &str| {
+        assert_eq!(strip_syslog_prefix(line), expected, "{line:?}");
+    };
+    check_strip("<4>[  123.456789] WARNING: x", "WARNING: x");
+    check_strip("<4>[\t68764.975944]WARNING: x", "WARNING: x");
+    check_strip("<30>[    1.0]  [<ffff>] f+0x1/0x2", " [<ffff>] f+0x1/0x2");
+    check_strip("[    1.0] no level", "no level");
+    check_strip("<3>no time", "no time");
+    check_strip("plain", "plain");
+    check_strip("<6>[    2.0][    T1] with caller id", "with caller id");
+    check_strip("<6>[    2.0][  C12] cpu caller id", "cpu caller id");
+    // A bracketed word is message text, not a timestamp.
+    check_strip(
+        "<3>[Hardware Error]: event severity: fatal",
+        "[Hardware Error]: event severity: fatal",
+    );
+    check_strip("<3>[    1.0] [Hardware Error]: x", "[Hardware Error]: x");
+    check_strip("<4", "");
+    check_strip("<4>[ 1.0", "[ 1.0");
+}
+
+#[test]
+fn lines_are_made_payload_safe() {
+    assert_eq!(clean_line(b"a\tb\x1b[0m\xff\r"), "a\tb?[0m?");
+    assert_eq!(
+        clean_line(&vec![b'x'; MAX_LINE_LEN + 10]).len(),
+        MAX_LINE_LEN
+    );
+    assert_eq!(clean_line("caf\u{e9}".as_bytes()), "caf\u{e9}");
+}
+
+#[test]
+fn frame_functions() {
+    let check_frame = |line: &str, expected: Option<&str>| {
+        assert_eq!(frame_function(line), expected, "{line:?}");
+    };
+    check_frame(
+        " [<ffffffff8148a996>] ? dump_stack+0x41/0x51",
+        Some("? dump_stack"),
+    );
+    check_frame(
+        " [<ffffffffa06c6273>] bond_set_rx_mode+0xb3/0xc0 [bonding]",
+        Some("bond_set_rx_mode"),
+    );
+    check_frame(
+        " <IRQ>  [<ffffffff816606a8>] dump_stack+0x19/0x1b",
+        Some("dump_stack"),
+    );
+    check_frame(
+        " <EOI>  [<ffffffff8108653e>] ? __hrtimer_start_range_ns+0x1be/0x400",
+        Some("? __hrtimer_start_range_ns"),
+    );
+    check_frame(" <<EOE>>  [<ffffffff81000000>] f+0x1/0x2", Some("f"));
+    check_frame(
+        " [warn_on_slowpath+71/115] warn_on_slowpath+0x47/0x73",
+        Some("warn_on_slowpath"),
+    );
+    check_frame(" ? _nv007312rm+0x7f8/0x938 [nvidia]", Some("? _nv007312rm"));
+    check_frame(" nv_kern_open+0x4b4/0x800 [nvidia]", Some("nv_kern_open"));
+    check_frame(" =======================", Some("======================="));
+    check_frame(" 0xffffffffc0a1b2c3", Some("0xffffffffc0a1b2c3"));
+    // Stack boundary markers alone on a line are not frames.
+    for marker in [
+        " <IRQ>", " </IRQ>", " <TASK>", " </TASK>", " <NMI>", " <#DF>", " <EOI>",
+    ] {
+        check_frame(marker, None);
+    }
+    check_frame(" [<ffffffff81000000>]", None);
+    check_frame(" RIP: 0033:0x7f8b1c3f1a3b", None);
+    check_frame(
+        " RSP: 002b:00007ffd4b5f1c28 EFLAGS: 00000246 ORIG_RAX: 0000000000000010",
+        None,
+    );
+    check_frame(" RIPPER: x+0x1/0x2", Some("RIPPER: x"));
+    check_frame("  ", None);
+}
+
+#[test]
+fn cpu_lines() {
+    let check_cpu = |line: &str, version: Option<&str>, tainted: Option<&str>| {
+        assert_eq!(parse_cpu_line(line), (version, tainted), "{line:?}");
+    };
+    check_cpu(
+        "CPU: 2 PID: 0 Comm: swapper/2 Not tainted  3.10.4-100.fc18.x86_64 #1",
+        Some("3.10.4-100.fc18.x86_64 #1"),
+        Some("Not tainted"),
+    );
+    check_cpu(
+        "CPU: 1 PID: 796 Comm: EMT Tainted: G        W  OE   4.2.0-rc2-satori #1",
+        Some("4.2.0-rc2-satori #1"),
+        Some("G        W  OE  "),
+    );
+    check_cpu(
+        "Pid: 1059, comm: Xorg Tainted: PF          O 3.7.9-201.fc18.x86_64 #1 Apple Inc. MacBookPro6,2/Mac-F22586C8",
+        Some("3.7.9-201.fc18.x86_64 #1 Apple Inc. MacBookPro6,2/Mac-F22586C8"),
+        Some("PF          O 3."),
+    );
+    check_cpu(
+        "CPU: 0 PID: 1 Comm: init Tainted: G W 6.1.0 #1",
+        Some("6.1.0 #1"),
+        Some("G W 6.1.0 #1"),
+    );
+    check_cpu(
+        "CPU: 0 PID: 1 Comm: x Not tainted 6.1.0-rc1",
+        None,
+        Some("Not tainted"),
+    );
+    check_cpu("CPU: 0 PID: 1 Comm: x 5.0#1", None, None);
+    check_cpu("CPU: 0 PID: 1 Comm: x Tainted: ", None, Some(""));
+    check_cpu(
+        "CPU: 3 PID: 2 Comm: é Tainted: ééééééééééééééééé 5 #1",
+        Some("5 #1"),
+        Some("éééééééééééééééé"),
+    );
+}
+
+#[test]
+fn registers_follow_the_c_parser() {
+    let regs = |line: &str| {
+        let mut found = Vec::new();
+        parse_registers(line, &mut found);
+        found
+    };
+    assert_eq!(
+        regs("RAX: 0000000000000000 RBX: ffff880c3d27ce40 RCX: 000000000002f61d"),
+        vec![
+            ("RAX", 0),
+            ("RBX", 0xffff880c3d27ce40_u64.min(i64::MAX as u64)),
+            ("RCX", 0x2f61d)
+        ]
+    );
+    assert_eq!(
+        regs("RSP: 0018:ffff880c18757e60  EFLAGS: 00010286"),
+        vec![("RSP", 0x7fffffffffffffff), ("EFLAGS", 0x10286)]
+    );
+    // The C parser stops at the first "(…)" group, and cannot read "0010:[<…>]".
+    assert_eq!(
+        regs("FS:  00007f58b7d7b740(0000) GS:ffff880c4fce0000(0000) knlGS:0"),
+        vec![("FS", 0x7f58b7d7b740)]
+    );
+    assert_eq!(regs("RIP: 0010:[<ffffffff811ab4b0>]  [<ffffffff811ab4b0>] kmem_cache_alloc_trace+0x80/0x1f0"), vec![]);
+    assert_eq!(regs("RIP: 0010:kmem_cache_alloc+0x7e/0x1c0"), vec![]);
+    assert_eq!(
+        regs(" RSP <ffff88022d0639b8>"),
+        vec![("RSP", 0x7fffffffffffffff)]
+    );
+    assert_eq!(regs(" RSP <ffff8802"), vec![]);
+    assert_eq!(regs("rdx: 12 rsi: 0"), vec![("RDX", 0x12), ("RSI", 0)]);
+    assert_eq!(regs("Hardware name: Dell"), vec![]);
+    assert_eq!(regs("CR2: 0000000000000118"), vec![("CR2", 0x118)]);
+    assert_eq!(regs("RAX:"), vec![]);
+    assert_eq!(regs("RAX: -1"), vec![("RAX", u64::MAX)]);
+}
+
+#[test]
+fn strtoll_semantics() {
+    assert_eq!(strtoll_hex(b"  1f zz", 0), (0x1f, 4));
+    assert_eq!(strtoll_hex(b"0x10", 0), (0x10, 4));
+    assert_eq!(strtoll_hex(b"0xg", 0), (0, 1));
+    assert_eq!(strtoll_hex(b"zz", 0), (0, 0));
+    assert_eq!(strtoll_hex(b" +7", 0), (7, 3));
+    assert_eq!(
+        strtoll_hex(b"-ffffffffffffffffff", 0),
+        (i64::MIN as u64, 19)
+    );
+    assert_eq!(
+        strtoll_hex(b"ffffffffffffffffffffffffffff", 0).0,
+        i64::MAX as u64
+    );
+}
+
+#[test]
+fn stack_dump_ends_and_payload() {
+    check(
+        "<4>[ 1.0] BUG: unable to handle kernel NULL pointer dereference at 0000000000000010\n\
+         <4>[ 1.0] Modules linked in: e1000e nvme\n\
+         <4>[ 1.0] CPU: 3 PID: 42 Comm: kworker/3:1 Not tainted 4.4.0-1 #1 ACME Box\n\
+         <4>[ 1.0] RSP: 0018:ffff880000000000  EFLAGS: 00010246\n\
+         <4>[ 1.0] RAX: 0000000000000000 RBX: 0000000000000001\n\
+         <4>[ 1.0] Call Trace:\n\
+         <4>[ 1.0]  [<ffffffff81000001>] alpha+0x1/0x10\n\
+         <4>[ 1.0]  [<ffffffff81000002>] ? beta+0x2/0x10 [mod]\n\
+         <4>[ 1.0] Code: 48 8b 07\n\
+         <4>[ 1.0]  [<ffffffff81000003>] ignored+0x3/0x10\n",
+        &[(
+            "org.clearlinux/kernel/bug",
+            "Crash Report:\n\
+             Reason: BUG: unable to handle kernel NULL pointer dereference at 0000000000000010\n\
+             Kernel Version : 4.4.0-1 #1 ACME Box\n\
+             Tainted : Not tainted\n\
+             Modules : e1000e nvme\n\
+             Backtrace :\n\
+             Register EFLAGS: Non-zero\n\
+             Register RSP: Non-zero\n\
+             Register RBX: Non-zero\n\
+             Register RAX: Zero\n\
+             #1 alpha - [kernel]\n\
+             #2 ? beta - [kernel]\n",
+        )],
+    );
+}
+
+#[test]
+fn register_values_without_privacy_filters() {
+    let found = parse_text(b"WARNING: x\nRAX: 00000000000000ab RBX: 0\n");
+    let payload = found[0].payload(PayloadOptions {
+        register_values: true,
+    });
+    assert_eq!(
+        payload,
+        "Crash Report:\nReason: WARNING: x\nRegister RBX: 0\nRegister RAX: ab\n"
+    );
+}
+
+#[test]
+fn back_to_back_oopses_are_all_reported() {
+    // A WARNING: line ends the current oops and opens the next one.
+    assert_eq!(
+        reasons(
+            "WARNING: one\n ------------[ cut here ]------------\nWARNING: two\nWARNING: three\n"
+        ),
+        ["WARNING: one", "WARNING: two", "WARNING: three"]
+    );
+    // The line ending a stack dump opens the next oops.
+    assert_eq!(
+        reasons(&klog("BUG: first\nCall Trace:\n [<1>] f+0x1/0x2\nkernel BUG at mm/x.c:1!\nCall Trace:\n g+0x1/0x2\n")),
+        ["BUG: first", "kernel BUG at mm/x.c:1!"]
+    );
+    let found =
+        parse_text(klog("BUG: first\nCall Trace:\n [<1>] f+0x1/0x2\nWARNING: x").as_bytes());
+    assert_eq!(
+        found[0].lines,
+        ["BUG: first", "Call Trace:", " [<1>] f+0x1/0x2"]
+    );
+    assert_eq!(found[1].lines, ["WARNING: x"]);
+    // "Unable to handle" ends an oops too.
+    assert_eq!(
+        reasons("RTNL: assertion failed\nx\nUnable to handle kernel paging request\n"),
+        ["RTNL: assertion failed"]
+    );
+}
+
+#[test]
+fn modern_traces_keep_their_frames() {
+    let found = parse_text(
+        klog(
+            "WARNING: CPU: 0 PID: 1 at x.c:1 f+0x1/0x2\n\
+             Call Trace:\n \
+             <TASK>\n \
+             ? __warn+0x7d/0xc0\n \
+             g+0x1/0x2\n \
+             entry_SYSCALL_64_after_hwframe+0x63/0xcd\n \
+             RIP: 0033:0x7f8b1c3f1a3b\n \
+             Code: Unable to access opcode bytes at 0x7f8b1c3f1a11.\n \
+             RSP: 002b:00007ffd4b5f1c28 EFLAGS: 00000246\n",
+        )
+        .as_bytes(),
+    );
+    let payload = found[0].payload(PayloadOptions::default());
+    assert!(payload.ends_with(
+        "Backtrace :\n#1 ? __warn - [kernel]\n#2 g - [kernel]\n#3 entry_SYSCALL_64_after_hwframe - [kernel]\n"
+    ), "{payload}");
+}
+
+#[test]
+fn end_trace_and_pending_oops() {
+    assert_eq!(
+        reasons("WARNING: a\nx\n---[ end trace 1234 ]---\ny\n"),
+        ["WARNING: a"]
+    );
+    let found = parse_text(b"WARNING: a\nx\n---[ end trace 1234 ]---\n");
+    assert_eq!(found[0].lines, ["WARNING: a", "x"]);
+    // Input that ends inside an oops still reports it; so does a missing final newline.
+    assert_eq!(reasons("noise\nBadness at x\nmore"), ["Badness at x"]);
+    assert_eq!(
+        parse_text(b"Badness at x\nmore")[0].lines,
+        ["Badness at x", "more"]
+    );
+    assert!(parse_text(b"").is_empty());
+    assert!(parse_text(b"nothing to see\n").is_empty());
+}
+
+#[test]
+fn alsa_collects_through_warnings() {
+    let found = parse_text(
+        b"ALSA pcm.c:1: BUG: x\nWARNING: at y\nUnable to handle z\n---[ end trace ]---\n",
+    );
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].classification(), "crash/kernel/bug");
+    assert_eq!(found[0].lines.len(), 3);
+}
+
+#[test]
+fn at_most_max_lines_per_oops() {
+    let mut text = String::from("Badness at a\n");
+    for i in 0..(MAX_LINES + 20) {
+        text.push_str(&format!("line {i}\n"));
+    }
+    text.push_str("Badness at b\n");
+    let found = parse_text(text.as_bytes());
+    assert_eq!(found.len(), 2);
+    assert_eq!(found[0].lines.len(), MAX_LINES);
+    assert_eq!(found[1].reason(), "Badness at b");
+}
+
+#[test]
+fn bert_reports_hardware_error_lines() {
+    check(
+        "<6>[ 1.0] BERT: Error records from previous boot:\n\
+         <3>[ 1.0] [Hardware Error]: event severity: fatal\n\
+         <3>[ 1.0] [Hardware Error]:  Error 0, type: fatal\n\
+         <4>[ 1.0] mce: [Hardware Error]: CPU 18: Machine Check: 0 Bank 5: aea0000000000108\n\
+         <6>[ 1.1] pci 0000:00:00.0: [8086:1234] type 00\n\
+         <3>[ 1.2] [Hardware Error]: not part of it\n",
+        &[(
+            "org.clearlinux/bert/debug",
+            "Crash Report:\n\
+             Reason: BERT: Error records from previous boot:\n\
+             [Hardware Error]: event severity: fatal\n\
+             [Hardware Error]:  Error 0, type: fatal\n\
+             mce: [Hardware Error]: CPU 18: Machine Check: 0 Bank 5: aea0000000000108\n",
+        )],
+    );
+}
+
+#[test]
+fn payload_is_bounded_at_a_line() {
+    let mut text = String::from("WARNING: big\nCall Trace:\n");
+    for i in 0..98 {
+        text.push_str(&format!(
+            " [<ffffffff81000000>] {}{i}+0x1/0x2\n",
+            "f".repeat(200)
+        ));
+    }
+    let found = parse_text(klog(&text).as_bytes());
+    let payload = found[0].payload(PayloadOptions::default());
+    assert!(payload.len() <= MAX_PAYLOAD, "{}", payload.len());
+    assert!(payload.len() > MAX_PAYLOAD - 300);
+    assert!(payload.ends_with(" - [kernel]\n"));
+    assert!(libtelemetry::record::validate_payload(payload.as_bytes()).is_ok());
+    // A single line longer than the bound is cut on a character boundary.
+    let long = bound_payload(format!("Reason: {}", "é".repeat(MAX_PAYLOAD)));
+    assert!(long.len() <= MAX_PAYLOAD && long.len() >= MAX_PAYLOAD - 1);
+}
+
+#[test]
+fn kmsg_messages_are_not_prefix_stripped() {
+    let mut p = OopsParser::new();
+    assert!(p
+        .push_message(b"BERT: Error records from previous boot:")
+        .is_none());
+    assert!(p
+        .push_message(b"[Hardware Error]: event severity: fatal")
+        .is_none());
+    let done = p.push_message(b"next").unwrap();
+    assert_eq!(done.lines[1], "[Hardware Error]: event severity: fatal");
+    assert!(!p.is_collecting());
+}
