@@ -1,0 +1,93 @@
+# Build and install the telemetrics suite.
+#
+#   make                       cargo build --release
+#   make install               build if needed, then install under PREFIX (default /usr)
+#   make install PREFIX=/usr DESTDIR=/tmp/stage
+#   make install TARGET_DIR=/path/to/target/release    install prebuilt files, build nothing
+#
+# Installed: the suite's binaries found in TARGET_DIR, libtelemetry.so.4.0.1 with its
+# libtelemetry.so.4 and libtelemetry.so links, telemetry.h, libtelemetry.pc, the systemd
+# units, the sysctl.d / system.conf.d / tmpfiles.d / sysusers.d files, the man pages and the
+# distribution's default telemetrics.conf. Unit files and the core pattern name programs
+# under $(BINDIR).
+
+PREFIX ?= /usr
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+DATADIR ?= $(PREFIX)/share
+MANDIR ?= $(DATADIR)/man
+DEFAULTSDIR ?= $(DATADIR)/defaults/telemetrics
+SYSTEMDDIR ?= $(PREFIX)/lib/systemd
+UNITDIR ?= $(SYSTEMDDIR)/system
+SYSTEMCONFDIR ?= $(SYSTEMDDIR)/system.conf.d
+SYSCTLDIR ?= $(PREFIX)/lib/sysctl.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+DESTDIR ?=
+
+CARGO ?= cargo
+INSTALL ?= install
+
+# Every binary of the suite; those missing from TARGET_DIR are skipped.
+BINARIES = telemprobd telempostd telemctl hprobe telem-record-gen crashprobe \
+	klogscanner pstoreclean pstoreprobe journalprobe mceprobe thermalprobe swupdprobe
+
+# Without TARGET_DIR, build the release profile first (honouring CARGO_TARGET_DIR).
+ifeq ($(origin TARGET_DIR),undefined)
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/release
+BUILD_FIRST := build
+endif
+
+UNITS = $(wildcard systemd/*.service systemd/*.socket systemd/*.path systemd/*.timer systemd/*.target)
+MANPAGES = $(wildcard man/*.[1-9])
+
+.PHONY: all build install uninstall
+
+all: build
+
+build:
+	$(CARGO) build --release --workspace
+
+install: $(BUILD_FIRST)
+	@test -d "$(TARGET_DIR)" || { echo "TARGET_DIR $(TARGET_DIR) does not exist" >&2; exit 1; }
+	$(INSTALL) -d "$(DESTDIR)$(BINDIR)"
+	@for b in $(BINARIES); do \
+		if [ -f "$(TARGET_DIR)/$$b" ]; then \
+			echo "$(INSTALL) -m 0755 $(TARGET_DIR)/$$b $(DESTDIR)$(BINDIR)/$$b"; \
+			$(INSTALL) -m 0755 "$(TARGET_DIR)/$$b" "$(DESTDIR)$(BINDIR)/$$b" || exit 1; \
+		fi; \
+	done
+	@if [ -f "$(TARGET_DIR)/libtelemetry.so" ]; then \
+		sh libtelemetry-ffi/install.sh --prefix "$(PREFIX)" --libdir "$(LIBDIR)" \
+			--destdir "$(DESTDIR)" --lib "$(TARGET_DIR)/libtelemetry.so" || exit 1; \
+	else \
+		echo "note: $(TARGET_DIR)/libtelemetry.so not found; libtelemetry not installed"; \
+	fi
+	$(INSTALL) -d "$(DESTDIR)$(UNITDIR)" "$(DESTDIR)$(SYSTEMCONFDIR)" "$(DESTDIR)$(SYSCTLDIR)" \
+		"$(DESTDIR)$(TMPFILESDIR)" "$(DESTDIR)$(SYSUSERSDIR)" "$(DESTDIR)$(DEFAULTSDIR)"
+	@for u in $(UNITS); do \
+		sed 's|/usr/bin/|$(BINDIR)/|g' "$$u" > "$(DESTDIR)$(UNITDIR)/$${u##*/}" && \
+		chmod 0644 "$(DESTDIR)$(UNITDIR)/$${u##*/}" || exit 1; \
+	done
+	sed 's|/usr/bin/|$(BINDIR)/|g' systemd/sysctl.d/40-crash-probe.conf \
+		> "$(DESTDIR)$(SYSCTLDIR)/40-crash-probe.conf"
+	$(INSTALL) -m 0644 systemd/system.conf.d/40-core-ulimit.conf "$(DESTDIR)$(SYSTEMCONFDIR)/"
+	$(INSTALL) -m 0644 systemd/tmpfiles.d/telemetrics-dirs.conf "$(DESTDIR)$(TMPFILESDIR)/"
+	$(INSTALL) -m 0644 systemd/sysusers.d/telemetrics.conf "$(DESTDIR)$(SYSUSERSDIR)/"
+	$(INSTALL) -m 0644 etc/telemetrics.conf "$(DESTDIR)$(DEFAULTSDIR)/telemetrics.conf"
+	@for m in $(MANPAGES); do \
+		s=$${m##*.}; \
+		$(INSTALL) -d "$(DESTDIR)$(MANDIR)/man$$s" && \
+		$(INSTALL) -m 0644 "$$m" "$(DESTDIR)$(MANDIR)/man$$s/" || exit 1; \
+	done
+
+uninstall:
+	rm -f $(addprefix "$(DESTDIR)$(BINDIR)/,$(addsuffix ",$(BINARIES)))
+	rm -f "$(DESTDIR)$(LIBDIR)/libtelemetry.so" "$(DESTDIR)$(LIBDIR)/libtelemetry.so.4" \
+		"$(DESTDIR)$(LIBDIR)/libtelemetry.so.4.0.1" "$(DESTDIR)$(LIBDIR)/pkgconfig/libtelemetry.pc" \
+		"$(DESTDIR)$(PREFIX)/include/telemetry.h"
+	rm -f $(foreach u,$(UNITS),"$(DESTDIR)$(UNITDIR)/$(notdir $(u))")
+	rm -f "$(DESTDIR)$(SYSCTLDIR)/40-crash-probe.conf" "$(DESTDIR)$(SYSTEMCONFDIR)/40-core-ulimit.conf" \
+		"$(DESTDIR)$(TMPFILESDIR)/telemetrics-dirs.conf" "$(DESTDIR)$(SYSUSERSDIR)/telemetrics.conf" \
+		"$(DESTDIR)$(DEFAULTSDIR)/telemetrics.conf"
+	rm -f $(foreach m,$(MANPAGES),"$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m))")

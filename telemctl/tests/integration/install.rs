@@ -1,0 +1,311 @@
+//! `make install` into a temp DESTDIR, and the distribution's default `telemetrics.conf`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use libtelemetry::{Config, Paths};
+
+use crate::common::{files_with_suffix, have, installed_binaries, repo};
+use crate::man::{pages, section};
+
+const UNIT_SUFFIXES: &[&str] = &[".service", ".socket", ".path", ".timer", ".target"];
+
+fn make_install(dest: &Path, target_dir: &Path, extra: &[&str]) {
+    assert!(have("make"), "make not installed");
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(repo())
+        .arg("install")
+        .arg(format!("DESTDIR={}", dest.display()))
+        .arg(format!("TARGET_DIR={}", target_dir.display()))
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make install failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every file and symlink under `dir`, relative, sorted.
+fn tree(dir: &Path) -> BTreeSet<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.insert(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Files the layout always has (independent of which binaries were built).
+fn data_files(prefix: &str) -> BTreeSet<String> {
+    let p = prefix.trim_start_matches('/');
+    let mut want: BTreeSet<String> = [
+        format!("{p}/lib/sysctl.d/40-crash-probe.conf"),
+        format!("{p}/lib/systemd/system.conf.d/40-core-ulimit.conf"),
+        format!("{p}/lib/tmpfiles.d/telemetrics-dirs.conf"),
+        format!("{p}/lib/sysusers.d/telemetrics.conf"),
+        format!("{p}/share/defaults/telemetrics/telemetrics.conf"),
+    ]
+    .into_iter()
+    .collect();
+    for unit in files_with_suffix(&repo().join("systemd"), UNIT_SUFFIXES) {
+        want.insert(format!(
+            "{p}/lib/systemd/system/{}",
+            unit.file_name().unwrap().to_string_lossy()
+        ));
+    }
+    for page in pages() {
+        want.insert(format!(
+            "{p}/share/man/man{}/{}",
+            section(&page).unwrap(),
+            page.file_name().unwrap().to_string_lossy()
+        ));
+    }
+    want
+}
+
+fn lib_files() -> BTreeSet<String> {
+    [
+        "usr/lib/libtelemetry.so.4.0.1",
+        "usr/lib/libtelemetry.so.4",
+        "usr/lib/libtelemetry.so",
+        "usr/lib/pkgconfig/libtelemetry.pc",
+        "usr/include/telemetry.h",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
+#[test]
+fn install_lays_out_a_prebuilt_target_dir() {
+    let t = tempfile::tempdir().unwrap();
+    let target = t.path().join("target");
+    std::fs::create_dir_all(target.join("deps")).unwrap();
+    let built = [
+        "telemprobd",
+        "telempostd",
+        "telemctl",
+        "hprobe",
+        "telem-record-gen",
+    ];
+    for b in built {
+        std::fs::write(target.join(b), format!("#!/bin/sh\necho {b}\n")).unwrap();
+    }
+    std::fs::write(target.join("libtelemetry.so"), "not really ELF").unwrap();
+    // Build by-products that must not be installed.
+    for junk in [
+        "telemctl.d",
+        "libtelemetry.d",
+        "libtelemetry.rlib",
+        "deps/telemctl-123",
+    ] {
+        std::fs::write(target.join(junk), "junk").unwrap();
+    }
+    let dest = t.path().join("dest");
+    make_install(&dest, &target, &["PREFIX=/usr"]);
+
+    let mut want = data_files("/usr");
+    want.extend(lib_files());
+    want.extend(built.iter().map(|b| format!("usr/bin/{b}")));
+    assert_eq!(tree(&dest), want);
+
+    let d = |rel: &str| dest.join(rel);
+    for b in built {
+        use std::os::unix::fs::PermissionsExt;
+        let md = std::fs::metadata(d(&format!("usr/bin/{b}"))).unwrap();
+        assert_eq!(md.permissions().mode() & 0o777, 0o755, "{b}");
+    }
+    assert_eq!(read(&d("usr/lib/libtelemetry.so.4.0.1")), "not really ELF");
+    assert_eq!(
+        std::fs::read_link(d("usr/lib/libtelemetry.so.4")).unwrap(),
+        PathBuf::from("libtelemetry.so.4.0.1")
+    );
+    assert_eq!(
+        std::fs::read_link(d("usr/lib/libtelemetry.so")).unwrap(),
+        PathBuf::from("libtelemetry.so.4")
+    );
+    assert_eq!(
+        read(&d("usr/include/telemetry.h")),
+        read(&repo().join("libtelemetry-ffi/include/telemetry.h"))
+    );
+    let pc = read(&d("usr/lib/pkgconfig/libtelemetry.pc"));
+    for line in [
+        "prefix=/usr",
+        "libdir=/usr/lib",
+        "Name: libtelemetry",
+        &format!("Version: {}", libtelemetry::VERSION),
+        "Libs: -L${libdir} -ltelemetry",
+        "Cflags: -I${includedir}",
+    ] {
+        assert!(
+            pc.lines().any(|l| l == line),
+            "libtelemetry.pc lacks {line:?}:\n{pc}"
+        );
+    }
+    // With PREFIX=/usr, data files are copied unchanged.
+    for unit in files_with_suffix(&repo().join("systemd"), UNIT_SUFFIXES) {
+        let name = unit.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(
+            read(&d(&format!("usr/lib/systemd/system/{name}"))),
+            read(&unit)
+        );
+    }
+    assert_eq!(
+        read(&d("usr/share/defaults/telemetrics/telemetrics.conf")),
+        read(&repo().join("etc/telemetrics.conf"))
+    );
+    assert_eq!(
+        read(&d("usr/share/man/man1/telemctl.1")),
+        read(&repo().join("man/telemctl.1"))
+    );
+
+    // uninstall removes every file again.
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(repo())
+        .arg("uninstall")
+        .arg(format!("DESTDIR={}", dest.display()))
+        .arg(format!("TARGET_DIR={}", target.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(tree(&dest), BTreeSet::new());
+}
+
+#[test]
+fn another_prefix_rewrites_program_paths() {
+    let t = tempfile::tempdir().unwrap();
+    let target = t.path().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("telemprobd"), "x").unwrap();
+    let dest = t.path().join("dest");
+    make_install(&dest, &target, &["PREFIX=/opt/tm"]);
+    let mut want = data_files("/opt/tm");
+    want.insert("opt/tm/bin/telemprobd".into());
+    assert_eq!(tree(&dest), want, "no library without libtelemetry.so");
+    let unit = read(&dest.join("opt/tm/lib/systemd/system/telemprobd.service"));
+    assert!(
+        unit.lines()
+            .any(|l| l == "ExecStart=/opt/tm/bin/telemprobd"),
+        "{unit}"
+    );
+    assert!(!unit.contains("/usr/bin/"));
+    let sysctl = read(&dest.join("opt/tm/lib/sysctl.d/40-crash-probe.conf"));
+    assert!(sysctl.contains("|/opt/tm/bin/crashprobe -p %e -E %E -s %s"));
+}
+
+#[test]
+fn makefile_knows_every_binary_of_the_suite() {
+    let makefile = read(&repo().join("Makefile"));
+    let listed: BTreeSet<&str> = makefile
+        .split("BINARIES =")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .flat_map(|l| l.split_whitespace())
+        .filter(|w| *w != "\\")
+        .collect();
+    for bin in installed_binaries() {
+        assert!(
+            listed.contains(bin.as_str()),
+            "Makefile BINARIES lacks {bin}"
+        );
+    }
+}
+
+/// When this test run's own build holds the real telemctl and libtelemetry.so, install
+/// those and run the installed telemctl.
+#[test]
+fn install_of_the_real_build_output() {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    if !profile.join("telemctl").is_file() || !profile.join("libtelemetry.so").is_file() {
+        eprintln!(
+            "no telemctl + libtelemetry.so in {}; skipped",
+            profile.display()
+        );
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("dest");
+    make_install(&dest, &profile, &[]);
+    let lib = std::fs::read(dest.join("usr/lib/libtelemetry.so.4.0.1")).unwrap();
+    assert_eq!(&lib[..4], b"\x7fELF");
+    let out = Command::new(dest.join("usr/bin/telemctl"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(libtelemetry::VERSION));
+}
+
+/// Every key is there, commented out at its built-in default, as in the C package: the
+/// file read as is gives the defaults, and so does the file with every key uncommented.
+#[test]
+fn default_config_has_every_key_commented_at_its_default() {
+    let path = repo().join("etc/telemetrics.conf");
+    let text = read(&path);
+    let paths = Paths::default();
+    let defaults = Config::defaults(&paths);
+    assert_eq!(Config::parse(&text, &path, &paths).unwrap(), defaults);
+    assert!(
+        text.lines()
+            .all(|l| l.is_empty() || l.starts_with('#') || l == "[settings]"),
+        "only [settings] is uncommented"
+    );
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(kv) if kv.contains('=') && !kv.starts_with(' ') => format!("{kv}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let cfg = Config::parse(&uncommented, &path, &paths).unwrap();
+    let keys: BTreeSet<&str> = cfg.raw.keys().map(String::as_str).collect();
+    for key in [
+        "server",
+        "delivery_mode",
+        "socket_path",
+        "spool_dir",
+        "cainfo",
+        "tidheader",
+        "rate_limit_enabled",
+        "rate_limit_strategy",
+        "record_burst_limit",
+        "record_window_length",
+        "byte_burst_limit",
+        "byte_window_length",
+        "record_expiry",
+        "spool_max_size",
+        "spool_process_time",
+        "daemon_recycling_enabled",
+        "record_retention_enabled",
+        "record_server_delivery_enabled",
+    ] {
+        assert!(keys.contains(key), "default telemetrics.conf lacks {key}");
+    }
+    let mut cfg = cfg;
+    cfg.raw.clear();
+    assert_eq!(
+        cfg, defaults,
+        "every commented value is the built-in default"
+    );
+}
