@@ -321,4 +321,46 @@ mod tests {
         assert_eq!(all[0].reason(), "WARNING: a");
         assert_eq!(all[0].lines, vec!["WARNING: a", "x"]);
     }
+
+    #[test]
+    fn quiet_log_flushes_an_open_oops() {
+        use std::io::Write;
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        use std::os::fd::AsRawFd;
+        nix::fcntl::fcntl(
+            read_end.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .unwrap();
+        let mut reader = File::from(read_end);
+        let mut writer = File::from(write_end);
+        let feeder = std::thread::spawn(move || {
+            writer
+                .write_all(b"4,1,0,-;WARNING: quiet\n4,2,0,-;Call Trace:\n")
+                .unwrap();
+            // Longer than the idle bound: the oops must be reported before EOF.
+            std::thread::sleep(Duration::from_millis(400));
+            writer.write_all(b"6,3,0,-;later\n").unwrap();
+        });
+        let mut reported = Vec::new();
+        let started = std::time::Instant::now();
+        let summary = scan(
+            &mut reader,
+            Path::new("pipe"),
+            Duration::from_millis(50),
+            |o| {
+                reported.push((o.reason().to_string(), started.elapsed()));
+                true
+            },
+        )
+        .unwrap();
+        feeder.join().unwrap();
+        assert_eq!(summary.oopses, 1);
+        assert_eq!(reported[0].0, "WARNING: quiet");
+        assert!(
+            reported[0].1 < Duration::from_millis(390),
+            "{:?}",
+            reported[0].1
+        );
+    }
 }

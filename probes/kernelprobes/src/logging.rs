@@ -1,6 +1,8 @@
 //! Log setup for the probes: stderr, which systemd puts in the journal under the unit's
 //! name. `TELEMETRICS_LOG` (an `EnvFilter` directive, default `info`) sets the level.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Install the global subscriber once; later calls are no-ops.
@@ -11,6 +13,7 @@ pub fn init() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .try_init();
 }
