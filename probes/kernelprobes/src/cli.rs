@@ -23,7 +23,12 @@ const MAX_PARSE_FILE: u64 = 64 * 1024 * 1024;
 )]
 pub struct KlogscannerArgs {
     /// Configuration file to use instead of the default ones.
-    #[arg(short = 'f', long = "config-file", alias = "config_file", value_name = "FILE")]
+    #[arg(
+        short = 'f',
+        long = "config-file",
+        alias = "config_file",
+        value_name = "FILE"
+    )]
     pub config_file: Option<PathBuf>,
     /// Account to switch to, when started as root, once the kernel log is open.
     #[arg(short = 'u', long = "user", value_name = "NAME", default_value = privs::DEFAULT_USER)]
@@ -45,7 +50,12 @@ pub struct KlogscannerArgs {
 )]
 pub struct PstoreprobeArgs {
     /// Configuration file to use instead of the default ones.
-    #[arg(short = 'f', long = "config-file", alias = "config_file", value_name = "FILE")]
+    #[arg(
+        short = 'f',
+        long = "config-file",
+        alias = "config_file",
+        value_name = "FILE"
+    )]
     pub config_file: Option<PathBuf>,
     /// Directory holding the dumps copied by pstoreclean.
     #[arg(long = "cache-dir", value_name = "DIR")]
@@ -78,7 +88,12 @@ pub struct PstorecleanArgs {
 )]
 pub struct JournalprobeArgs {
     /// Configuration file to use instead of the default ones.
-    #[arg(short = 'f', long = "config-file", alias = "config_file", value_name = "FILE")]
+    #[arg(
+        short = 'f',
+        long = "config-file",
+        alias = "config_file",
+        value_name = "FILE"
+    )]
     pub config_file: Option<PathBuf>,
     /// Report only entries logged from now on.
     #[arg(short = 't', long = "tail")]

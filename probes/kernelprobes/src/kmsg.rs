@@ -201,10 +201,10 @@ pub struct ScanSummary {
     pub overruns: usize,
 }
 
-/// Read `file` until it ends (a regular file; `/dev/kmsg` never ends) and hand every oops
-/// to `report`. An oops open for [`IDLE_FLUSH`] without a new line is reported as it is.
-pub fn scan(
-    file: &mut File,
+/// Read `file` (non-blocking) until it ends (a regular file; `/dev/kmsg` never ends) and
+/// hand every oops to `report`. An oops open for [`IDLE_FLUSH`] without a new line is reported as it is.
+pub fn scan<R: Read + AsFd>(
+    file: &mut R,
     path: &Path,
     idle_flush: Duration,
     mut report: impl FnMut(&Oops) -> bool,
@@ -362,5 +362,73 @@ mod tests {
             "{:?}",
             reported[0].1
         );
+    }
+
+    /// A kernel log that loses records between two reads.
+    struct Overrun {
+        chunks: Vec<io::Result<Vec<u8>>>,
+        fd: File,
+    }
+
+    impl Read for Overrun {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.chunks.is_empty() {
+                return Ok(0);
+            }
+            let chunk = self.chunks.remove(0)?;
+            buf[..chunk.len()].copy_from_slice(&chunk);
+            Ok(chunk.len())
+        }
+    }
+
+    impl AsFd for Overrun {
+        fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+            self.fd.as_fd()
+        }
+    }
+
+    #[test]
+    fn overrun_reports_the_cut_oops_and_goes_on() {
+        let mut log = Overrun {
+            chunks: vec![
+                Ok(b"4,1,0,-;BUG: before the gap\n".to_vec()),
+                Ok(b"4,2,0,-;Call Trace:\n".to_vec()),
+                Err(io::Error::from_raw_os_error(libc::EPIPE)),
+                Ok(b"4,9,0,-;WARNING: after the gap\n".to_vec()),
+                Err(io::Error::from_raw_os_error(libc::EINTR)),
+                Ok(b"4,10,0,-;---[ end trace 0 ]---\n".to_vec()),
+            ],
+            fd: File::open("/dev/null").unwrap(),
+        };
+        let mut reasons = Vec::new();
+        let summary = scan(&mut log, Path::new("kmsg"), IDLE_FLUSH, |o| {
+            reasons.push(o.lines.clone());
+            false
+        })
+        .unwrap();
+        assert_eq!(
+            reasons,
+            vec![
+                vec!["BUG: before the gap".to_string(), "Call Trace:".to_string()],
+                vec!["WARNING: after the gap".to_string()],
+            ]
+        );
+        assert_eq!(
+            summary,
+            ScanSummary {
+                oopses: 2,
+                delivered: 0,
+                overruns: 1
+            }
+        );
+    }
+
+    #[test]
+    fn read_errors_end_the_scan() {
+        let mut log = Overrun {
+            chunks: vec![Err(io::Error::from_raw_os_error(libc::EINVAL))],
+            fd: File::open("/dev/null").unwrap(),
+        };
+        assert!(scan(&mut log, Path::new("kmsg"), IDLE_FLUSH, |_| true).is_err());
     }
 }
