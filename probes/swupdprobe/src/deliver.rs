@@ -1,0 +1,100 @@
+//! Building records and handing them to telemprobd through libtelemetry.
+
+use std::path::{Path, PathBuf};
+
+use libtelemetry::client::{send_record, Delivery, SendError};
+use libtelemetry::config::{Config, ConfigError};
+use libtelemetry::record::{Record, RecordError};
+use libtelemetry::{HostInfo, Paths};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum DeliverError {
+    #[error("invalid record: {0}")]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Send(#[from] SendError),
+    #[error("telemprobd did not confirm the record in time")]
+    NotConfirmed,
+}
+
+impl DeliverError {
+    /// Worth trying again later (the daemon is down, busy or slow), as opposed to a record
+    /// that will never be accepted.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DeliverError::Record(_) => false,
+            DeliverError::NotConfirmed => true,
+            DeliverError::Send(SendError::Rejected(ack)) => {
+                *ack != libtelemetry::client::Ack::Invalid
+            }
+            DeliverError::Send(SendError::PathTooLong(_)) => false,
+            DeliverError::Send(_) => true,
+        }
+    }
+}
+
+/// How a delivery ended when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// telemprobd acknowledged the record (or, being the C daemon, closed after reading it).
+    Accepted,
+    /// The host is not opted in: the record was dropped on purpose.
+    NotOptedIn,
+}
+
+/// Everything needed to build and send records: config, socket, host facts.
+pub struct Sender {
+    paths: Paths,
+    socket_path: PathBuf,
+    /// The `-f` path, passed on in each frame's `CFG:` field as `tm_set_config_file` did.
+    cfg_arg: Option<String>,
+    host: HostInfo,
+}
+
+impl Sender {
+    /// Load the configuration (`explicit` from `-f`, else the standard selection).
+    pub fn new(paths: &Paths, explicit: Option<&Path>) -> Result<Sender, ConfigError> {
+        let explicit_abs =
+            explicit.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
+        let (config, _source) = Config::load(paths, explicit_abs.as_deref())?;
+        Ok(Sender {
+            paths: paths.clone(),
+            socket_path: config.socket_path,
+            cfg_arg: explicit_abs.map(|p| p.to_string_lossy().into_owned()),
+            host: HostInfo::collect(paths),
+        })
+    }
+
+    pub fn socket_path(&self) -> &Path {
+        &self.socket_path
+    }
+
+    /// A record with this host's headers.
+    pub fn build(
+        &self,
+        severity: u32,
+        classification: &str,
+        payload_format_version: u32,
+        payload: &[u8],
+    ) -> Result<Record, RecordError> {
+        let mut r = Record::new(severity, classification, payload_format_version, &self.host)?;
+        r.set_payload(payload)?;
+        Ok(r)
+    }
+
+    /// Send one record and wait for telemprobd's verdict.
+    pub fn send(&self, record: &Record) -> Result<Outcome, DeliverError> {
+        match send_record(
+            &self.paths,
+            &self.socket_path,
+            record,
+            self.cfg_arg.as_deref(),
+        ) {
+            Ok(Delivery::Acknowledged) | Ok(Delivery::ClosedWithoutReply) => Ok(Outcome::Accepted),
+            Ok(Delivery::ReplyTimedOut) => Err(DeliverError::NotConfirmed),
+            Err(SendError::NotOptedIn) => Ok(Outcome::NotOptedIn),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
