@@ -64,13 +64,20 @@ pub fn analyze(
     opts: &AnalysisOptions,
 ) -> Report {
     let deadline = Instant::now() + opts.budget;
+    let mut error: Option<CoreError> = core
+        .truncation()
+        .map(|(have, want)| CoreError::Short { have, want });
     let arena = Arena::new();
     let map = ModuleMap::new(core, &arena, &opts.symbols);
     let mut traces: Vec<ThreadTrace> = Vec::new();
-    let mut error: Option<CoreError> = None;
     for t in core.notes.threads.iter().take(opts.limits.max_threads) {
         match unwind_thread(t, &map, core, deadline) {
-            Ok(trace) => traces.push(trace),
+            Ok(trace) => {
+                if let Some(e) = &trace.error {
+                    error.get_or_insert_with(|| CoreError::Malformed(e.clone()));
+                }
+                traces.push(trace)
+            }
             Err(e) => {
                 error = Some(e);
                 break;
@@ -94,7 +101,7 @@ pub fn analyze(
                 lines.push(l);
             }
         }
-        size += 32;
+        size += format!("\nBacktrace (TID {}):\n", trace.tid).len();
         blocks.push((trace.tid, lines));
         if size > MAX_PAYLOAD {
             break;
@@ -108,10 +115,13 @@ pub fn analyze(
     let err_text = error.as_ref().map(ToString::to_string);
     let mut b = PayloadBuilder::new(header(process, pid, signal, too_many, err_text.as_deref()));
     'out: for (tid, lines) in &blocks {
-        if !b.thread(*tid) {
+        // A thread header goes in only with its first frame line.
+        let mut head = format!("\nBacktrace (TID {tid}):\n");
+        head.push_str(lines.first().map_or("", String::as_str));
+        if !b.push(&head) {
             break;
         }
-        for l in lines {
+        for l in lines.iter().skip(1) {
             if !b.push(l) {
                 break 'out;
             }

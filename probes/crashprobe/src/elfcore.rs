@@ -63,6 +63,8 @@ const UREG_TO_DWARF: [(usize, u16); 17] = [
 pub enum CoreError {
     #[error("core is truncated: {0}")]
     Truncated(&'static str),
+    #[error("core is truncated: it ends at byte {have} of {want}")]
+    Short { have: u64, want: u64 },
     #[error("not an ELF file")]
     NotElf,
     #[error("unsupported core: {0}")]
@@ -307,14 +309,12 @@ impl CoreNotes {
                     .take_while(|(k, _)| *k != 0)
                     .collect();
             }
-            NT_SIGINFO => {
-                if desc.len() >= 24 {
-                    self.siginfo = Some(SigInfo {
-                        signo: u32_at(desc, 0).unwrap_or(0) as i32,
-                        code: u32_at(desc, 8).unwrap_or(0) as i32,
-                        addr: u64_at(desc, 16).unwrap_or(0),
-                    });
-                }
+            NT_SIGINFO if desc.len() >= 24 => {
+                self.siginfo = Some(SigInfo {
+                    signo: u32_at(desc, 0).unwrap_or(0) as i32,
+                    code: u32_at(desc, 8).unwrap_or(0) as i32,
+                    addr: u64_at(desc, 16).unwrap_or(0),
+                });
             }
             NT_FILE => self.parse_nt_file(desc)?,
             _ => {}
@@ -420,11 +420,11 @@ mod tests {
         v.extend_from_slice(&ntype.to_le_bytes());
         v.extend_from_slice(name);
         v.push(0);
-        while v.len() % 4 != 0 {
+        while !v.len().is_multiple_of(4) {
             v.push(0);
         }
         v.extend_from_slice(desc);
-        while v.len() % 4 != 0 {
+        while !v.len().is_multiple_of(4) {
             v.push(0);
         }
         v

@@ -187,10 +187,6 @@ impl PayloadBuilder {
         true
     }
 
-    pub fn thread(&mut self, tid: u32) -> bool {
-        self.push(&format!("\nBacktrace (TID {tid}):\n"))
-    }
-
     fn finish_full(&mut self) {
         self.full = true;
         self.text.push_str(SIZE_MARKER);
@@ -290,7 +286,7 @@ mod tests {
     #[test]
     fn payload_is_cut_at_a_line() {
         let mut b = PayloadBuilder::new(header("x", Some(1), None, false, None));
-        b.thread(1);
+        b.push("\nBacktrace (TID 1):\n");
         let line = "#0 f() - [m]\n";
         while b.push(line) {}
         let p = b.finish();

@@ -240,6 +240,18 @@ impl CoreImage {
         v
     }
 
+    /// `(bytes read, bytes the program headers promise)` when the core is shorter than its
+    /// program headers say.
+    pub fn truncation(&self) -> Option<(u64, u64)> {
+        let want = self
+            .segments
+            .iter()
+            .filter_map(|s| s.file_end())
+            .max()
+            .unwrap_or(0);
+        (self.stats.total < want).then_some((self.stats.total, want))
+    }
+
     /// `len` bytes of process memory at `addr`, if the core holds all of them.
     pub fn slice(&self, addr: u64, len: usize) -> Option<&[u8]> {
         let i = self

@@ -42,13 +42,16 @@ pub struct RawFrame {
     /// The pc is exact (first frame, or interrupted by a signal) rather than a return
     /// address, so it is looked up as is instead of `pc - 1`.
     pub activation: bool,
+    /// The frame is a signal trampoline (`__restore_rt`): its "return address" is the
+    /// trampoline's first instruction, pushed by the kernel, so it is looked up as is.
+    pub trampoline: bool,
     pub trust: Trust,
 }
 
 impl RawFrame {
     /// The address to symbolize.
     pub fn lookup_pc(&self) -> u64 {
-        if self.activation {
+        if self.activation || self.trampoline {
             self.pc
         } else {
             self.pc.wrapping_sub(1)
@@ -62,6 +65,8 @@ pub struct ThreadTrace {
     pub frames: Vec<RawFrame>,
     /// [`MAX_FRAMES`] was reached.
     pub truncated: bool,
+    /// Why unwinding stopped early on a corrupt stack, if it did.
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -86,6 +91,7 @@ pub fn unwind_thread(
     let mut trust = Trust::Context;
     let mut ctx = gimli::UnwindContext::<usize>::new();
     let mut truncated = false;
+    let mut error = None;
     loop {
         if Instant::now() > deadline {
             return Err(CoreError::Timeout);
@@ -100,10 +106,13 @@ pub fn unwind_thread(
         frames.push(RawFrame {
             pc,
             activation,
+            trampoline: false,
             trust,
         });
         let lookup = if activation { pc } else { pc.wrapping_sub(1) };
         let first = frames.len() == 1;
+        // A handler returns to the trampoline's first byte; its FDE starts one byte early so
+        // that `pc - 1` finds it, and the symbol is looked up at the pc itself.
         let step = if first && !map.is_executable(pc) {
             // A call through a bad pointer: the return address is on top of the stack.
             stack_top_step(&regs, map, core).map(|r| (r, false, Trust::StackTop))
@@ -128,8 +137,21 @@ pub fn unwind_thread(
         } else {
             nsp > sp
         };
-        if !progressed {
+        // A frame-pointer chain must go up the stack until it ends with 0.
+        let chain_ok =
+            how != Trust::FramePointer || !next.get(RBP).is_some_and(|bp| bp != 0 && bp < nsp);
+        if !progressed || !chain_ok {
+            error = Some(format!(
+                "stack loop after frame #{} of TID {}",
+                frames.len() - 1,
+                thread.tid
+            ));
             break;
+        }
+        if signal {
+            if let Some(f) = frames.last_mut() {
+                f.trampoline = !f.activation;
+            }
         }
         regs = next;
         activation = signal;
@@ -139,6 +161,7 @@ pub fn unwind_thread(
         tid: thread.tid,
         frames,
         truncated,
+        error,
     })
 }
 

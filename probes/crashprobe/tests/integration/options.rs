@@ -1,0 +1,162 @@
+//! Options, privacy filters, opt-in and exit codes.
+
+use telemetrics_tests::TestRoot;
+
+use crate::backtraces::LEVELS_C;
+use crate::support::*;
+
+fn small_core() -> (Lab, Vec<u8>) {
+    let lab = Lab::new();
+    let exe = lab.cc("small", LEVELS_C, &["-O0", "-g"]);
+    let core = std::fs::read(lab.gdb_core(&exe, &[])).unwrap();
+    (lab, to_notes_first(&core))
+}
+
+#[test]
+fn missing_process_name_is_an_error() {
+    let root = TestRoot::new();
+    let run = probe(&root, &["-s", "11"], Input::Pipe(b""), None);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("Missing required -p option. See --help output"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn help_version_and_bad_options() {
+    let root = TestRoot::new();
+    let run = probe(&root, &["-h"], Input::Pipe(b""), None);
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("--process-name"), "{}", run.stdout);
+    let run = probe(&root, &["-V"], Input::Pipe(b""), None);
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        run.stdout,
+        format!("crashprobe {}\n", libtelemetry::VERSION)
+    );
+    let run = probe(&root, &["--bogus"], Input::Pipe(b""), None);
+    assert_eq!(run.code, 1);
+}
+
+#[test]
+fn privacy_filters_send_short_records_and_drain_stdin() {
+    let (_lab, core) = small_core();
+    let root = TestRoot::new();
+    let listener = Listener::start(&root);
+    let check = |path: &str, class_want: &str, payload_want: &str| {
+        let run = probe(
+            &root,
+            &["-p", "x", "-E", path, "-s", "11"],
+            Input::Pipe(&core),
+            None,
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let f = listener.next();
+        assert_eq!(class(&f), class_want);
+        assert_eq!(severity(&f), "2");
+        assert_eq!(payload(&f), payload_want);
+    };
+    check(
+        "!tmp!x",
+        "org.clearlinux/crash/unknown",
+        "Crash from third party\n",
+    );
+    check(
+        "/usr/local/bin/x",
+        "org.clearlinux/crash/unknown",
+        "Crash from third party\n",
+    );
+    check(
+        "!builddir!build!BUILD!pkg!x",
+        "org.clearlinux/crash/clr-build",
+        "Crash from Clear package build\n",
+    );
+    // A /usr path is unwound; its backtrace is whatever the core holds.
+    let run = probe(
+        &root,
+        &["-p", "x", "-E", "!usr!bin!x"],
+        Input::Pipe(&core),
+        None,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let f = listener.next();
+    assert_eq!(class(&f), "org.clearlinux/crash/clr");
+    assert!(payload(&f).starts_with("Process: /usr/bin/x\nPID: "));
+    assert!(!payload(&f).contains("Signal:"), "no -s, no Signal line");
+}
+
+#[test]
+fn verbose_prints_the_sent_payload() {
+    let (_lab, core) = small_core();
+    let root = unfiltered_root();
+    let listener = Listener::start(&root);
+    let run = probe(
+        &root,
+        &["-p", "small", "-v", "-s", "11"],
+        Input::Pipe(&core),
+        None,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let f = listener.next();
+    assert_eq!(run.stdout, payload(&f));
+    assert!(run.stdout.contains("#0 level3() - ["), "{}", run.stdout);
+}
+
+#[test]
+fn not_opted_in_sends_nothing_but_drains() {
+    let (_lab, core) = small_core();
+    let root = unfiltered_root();
+    root.opt_out();
+    let listener = Listener::start(&root);
+    let run = probe(&root, &["-p", "small"], Input::Pipe(&core), None);
+    assert_eq!(run.code, 3);
+    assert!(listener.none());
+}
+
+#[test]
+fn config_file_option_selects_the_socket() {
+    let (_lab, core) = small_core();
+    let root = unfiltered_root();
+    let listener = Listener::start(&root);
+    // The default config points elsewhere; -f names the right socket.
+    let other = root.dir().join("other.conf");
+    std::fs::write(
+        &other,
+        format!("[settings]\nsocket_path={}\n", root.socket_path().display()),
+    )
+    .unwrap();
+    std::fs::write(
+        root.config_path(),
+        "[settings]\nsocket_path=/nonexistent/sock\n",
+    )
+    .unwrap();
+    let run = probe(
+        &root,
+        &["-f", other.to_str().unwrap(), "-p", "small"],
+        Input::Pipe(&core),
+        None,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let f = listener.next();
+    assert_eq!(f.cfg_path.as_deref(), other.to_str());
+}
+
+#[test]
+fn unknown_user_is_fatal_for_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return; // Privileges are only dropped when started by root.
+    }
+    let root = TestRoot::new();
+    let run = probe(
+        &root,
+        &["-p", "x", "--user", "no-such-user-crashprobe"],
+        Input::Pipe(b""),
+        None,
+    );
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("does not exist"), "{}", run.stderr);
+}

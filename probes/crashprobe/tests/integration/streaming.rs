@@ -1,0 +1,92 @@
+//! The streaming path: the kernel's notes-first layout through a real pipe keeps only a few
+//! hundred KiB and gives the same record as the mapped file; gdb's notes-last layout goes
+//! through the bounded spill file and gives the same record too.
+
+use crashprobe::{AnalysisOptions, CoreImage, Limits, ReadMode};
+
+use crate::backtraces::THREADS_C;
+use crate::support::*;
+
+#[test]
+fn notes_first_core_through_a_pipe_matches_the_file() {
+    let lab = Lab::new();
+    let exe = lab.cc("streamed", THREADS_C, &["-O0", "-g"]);
+    let core = lab.gdb_core(&exe, &[]);
+    let gdb_layout = std::fs::read(&core).unwrap();
+    let kernel_layout = to_notes_first(&gdb_layout);
+    let kernel_file = lab.path("kernel.core");
+    std::fs::write(&kernel_file, &kernel_layout).unwrap();
+
+    let root = unfiltered_root();
+    let listener = Listener::start(&root);
+    let args = ["-p", "streamed", "-s", "11"];
+    let mut payloads = Vec::new();
+    for input in [
+        Input::File(&core),
+        Input::File(&kernel_file),
+        Input::Pipe(&kernel_layout),
+        Input::Pipe(&gdb_layout),
+    ] {
+        let run = probe(&root, &args, input, Some("/usr/lib/debug"));
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let frame = listener.next();
+        assert_eq!(class(&frame), "org.clearlinux/crash/clr");
+        payloads.push(payload(&frame));
+    }
+    assert_eq!(payload_backtraces(&payloads[0]).len(), 3, "{}", payloads[0]);
+    for p in &payloads[1..] {
+        assert_eq!(p, &payloads[0]);
+    }
+    let reference = gdb_backtraces(&exe, &core, "/usr/lib/debug");
+    assert_matches_gdb(&payload_backtraces(&payloads[2]), &reference, &payloads[2]);
+}
+
+#[test]
+fn stream_modes_and_kept_bytes() {
+    let lab = Lab::new();
+    let exe = lab.cc("modes", THREADS_C, &["-O0", "-g"]);
+    let gdb_layout = std::fs::read(lab.gdb_core(&exe, &[])).unwrap();
+    let kernel_layout = to_notes_first(&gdb_layout);
+    let limits = Limits::default();
+
+    let (img, total) = CoreImage::from_stream(&kernel_layout[..], None, &limits);
+    let img = img.unwrap();
+    assert_eq!(total, kernel_layout.len() as u64);
+    assert_eq!(img.stats.mode, ReadMode::Streamed);
+    assert_eq!(img.stats.spilled, 0);
+    // Three stack windows, a few ELF heads and the vDSO, not the whole core.
+    assert!(img.stats.kept < 2 << 20, "kept {} bytes", img.stats.kept);
+    assert!(img.truncation().is_none());
+
+    let (spilled, _) = CoreImage::from_stream(&gdb_layout[..], None, &limits);
+    let spilled = spilled.unwrap();
+    assert_eq!(spilled.stats.mode, ReadMode::Spilled);
+    assert!(spilled.stats.spilled <= gdb_layout.len() as u64);
+
+    let opts = AnalysisOptions::default();
+    let mapped = CoreImage::from_vec(gdb_layout).unwrap();
+    let a = crashprobe::analyze(&img, "modes", Some(11), &opts);
+    let b = crashprobe::analyze(&spilled, "modes", Some(11), &opts);
+    let c = crashprobe::analyze(&mapped, "modes", Some(11), &opts);
+    assert_eq!(a, c);
+    assert_eq!(b, c);
+    assert!(!c.is_error(), "{}", c.payload);
+}
+
+#[test]
+fn spill_cap_bounds_the_temp_file() {
+    let lab = Lab::new();
+    let exe = lab.cc("capped", THREADS_C, &["-O0", "-g"]);
+    let gdb_layout = std::fs::read(lab.gdb_core(&exe, &[])).unwrap();
+    let limits = Limits {
+        spill_cap: 64 << 10,
+        ..Limits::default()
+    };
+    let (r, total) = CoreImage::from_stream(&gdb_layout[..], None, &limits);
+    assert_eq!(total, gdb_layout.len() as u64, "stdin drained");
+    // The notes sit past the cap: the core cannot be analysed, and says so.
+    match r {
+        Err(e) => assert!(!e.to_string().is_empty()),
+        Ok(img) => assert!(img.stats.spilled <= 64 << 10),
+    }
+}
