@@ -8,7 +8,7 @@
 
 use std::ffi::c_char;
 
-use libtelemetry::record::{Header, NUM_HEADERS};
+use libtelemetry::record::{Header, HEADER_NAMES, NUM_HEADERS};
 use libtelemetry::{Record, RecordError};
 
 /// `struct telem_record`.
@@ -117,11 +117,13 @@ impl RecordBox {
 
     /// Write every header line into a fresh buffer and point `headers[]` at it.
     fn rebuild_headers(&mut self) {
-        let mut text = Vec::with_capacity(640);
-        for i in 0..NUM_HEADERS {
+        let mut text = Vec::with_capacity(768);
+        for (i, (name, value)) in HEADER_NAMES.iter().zip(&self.record.headers.0).enumerate() {
             self.header_offsets[i] = text.len();
-            text.extend_from_slice(self.record.headers.line(i).as_bytes());
-            text.push(0);
+            text.extend_from_slice(name.as_bytes());
+            text.extend_from_slice(b": ");
+            text.extend_from_slice(value.as_bytes());
+            text.extend_from_slice(b"\n\0");
         }
         self.c.header_size = text.len() - NUM_HEADERS;
         self.header_text = CBuf::new(text);

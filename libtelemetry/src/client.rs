@@ -133,26 +133,40 @@ pub fn send_frame(
     let deadline = Instant::now() + timeout;
     let fd = connect(socket_path, timeout)?;
     let mut sent = 0;
+    // The first attempt does not block: a frame fits in the socket buffer unless the daemon
+    // stopped reading, and skipping the timeout setup saves a syscall per record. After
+    // EAGAIN or a partial send, block with the remaining time as the bound.
+    let mut blocking = false;
     while sent < frame.len() {
-        set_timeout(&fd, libc::SO_SNDTIMEO, remaining(deadline)?).map_err(SendError::Send)?;
+        let mut flags = libc::MSG_NOSIGNAL;
+        if blocking {
+            set_timeout(&fd, libc::SO_SNDTIMEO, remaining(deadline)?).map_err(SendError::Send)?;
+        } else {
+            flags |= libc::MSG_DONTWAIT;
+        }
         // SAFETY: valid fd and buffer; MSG_NOSIGNAL keeps SIGPIPE from the host process.
         let n = unsafe {
             libc::send(
                 fd.as_raw_fd(),
                 frame[sent..].as_ptr().cast(),
                 frame.len() - sent,
-                libc::MSG_NOSIGNAL,
+                flags,
             )
         };
         if n < 0 {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) if !blocking => {
+                    blocking = true;
+                    continue;
+                }
                 Some(libc::EAGAIN) => return Err(SendError::Timeout),
                 _ => return Err(SendError::Send(e)),
             }
         }
         sent += n as usize;
+        blocking = true;
     }
     // SAFETY: valid fd. Tells the daemon no further frame follows on this connection.
     unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
