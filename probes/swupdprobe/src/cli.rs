@@ -28,13 +28,12 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tries: u32,
 
-    /// Where invalid and repeatedly failing files go (default: swupd-quarantine in
-    /// /var/lib/telemetry under TELEMETRICS_ROOT).
+    /// Where invalid and repeatedly failing files go (default: .quarantine in the drop
+    /// directory).
     #[arg(long, value_name = "DIR")]
     pub quarantine_dir: Option<PathBuf>,
 
-    /// Failure-count file (default: swupdprobe.tries in /var/lib/telemetry under
-    /// TELEMETRICS_ROOT).
+    /// Failure-count file (default: .swupdprobe-tries in the drop directory).
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<PathBuf>,
 

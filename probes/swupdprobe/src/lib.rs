@@ -39,10 +39,11 @@ use crate::name::SwupdName;
 use crate::shutdown::{poll_readable, Shutdown};
 use crate::tries::Tries;
 
-/// Name of the failure-count file in the state directory.
-pub const TRIES_FILE_NAME: &str = "swupdprobe.tries";
-/// Name of the quarantine directory in the state directory.
-pub const QUARANTINE_DIR_NAME: &str = "swupd-quarantine";
+/// Name of the failure-count file in the drop directory (hidden: systemd's
+/// `DirectoryNotEmpty=` and the probe both ignore dotfiles).
+pub const TRIES_FILE_NAME: &str = ".swupdprobe-tries";
+/// Name of the quarantine subdirectory of the drop directory (hidden, as above).
+pub const QUARANTINE_DIR_NAME: &str = ".quarantine";
 /// Most files kept in quarantine; beyond it a bad file is deleted (and logged).
 pub const MAX_QUARANTINE: usize = 1000;
 /// Most directory entries looked at in one pass (the rest wait for the next pass).
@@ -94,7 +95,7 @@ pub enum FileOutcome {
     Quarantined(String),
     /// Delivery failed; counted, the file stays for a retry.
     Failed,
-    /// Not ours to handle (dotfile, temporary name, directory).
+    /// Not ours to handle (dotfile, temporary or backup name).
     Ignored,
     /// Disappeared before it could be read.
     Gone,
@@ -120,7 +121,7 @@ pub struct Summary {
 pub struct Pass {
     /// Files still to deliver (failed, or not reached because the daemon is unavailable).
     pub pending: usize,
-    /// Entries ignored on purpose (dotfiles, temporary names, directories).
+    /// Entries ignored on purpose (dotfiles, temporary and backup names).
     pub ignored: usize,
     pub daemon_unavailable: bool,
     pub not_opted_in: bool,
@@ -143,16 +144,17 @@ impl Processor {
         } else {
             Some(Sender::new(paths, cli.config_file.as_deref())?)
         };
+        let dir = cli.dir.clone().unwrap_or_else(|| paths.swupd_dir());
         let tries_path = cli
             .state_file
             .clone()
-            .unwrap_or_else(|| paths.state_dir().join(TRIES_FILE_NAME));
+            .unwrap_or_else(|| dir.join(TRIES_FILE_NAME));
         Ok(Processor {
-            dir: cli.dir.clone().unwrap_or_else(|| paths.swupd_dir()),
             quarantine: cli
                 .quarantine_dir
                 .clone()
-                .unwrap_or_else(|| paths.state_dir().join(QUARANTINE_DIR_NAME)),
+                .unwrap_or_else(|| dir.join(QUARANTINE_DIR_NAME)),
+            dir,
             sender,
             tries: Tries::load(&tries_path),
             max_tries: cli.max_tries,
@@ -178,7 +180,10 @@ impl Processor {
     }
 
     fn process_inner(&mut self, name: &str) -> FileOutcome {
-        if name::is_ignored(name) {
+        if name::is_ignored(name)
+            || (self.quarantine.parent() == Some(self.dir.as_path())
+                && self.quarantine.file_name() == Some(std::ffi::OsStr::new(name)))
+        {
             return FileOutcome::Ignored;
         }
         let path = self.dir.join(name);
@@ -188,7 +193,7 @@ impl Processor {
             Err(e) => return self.failed(name, &format!("cannot stat: {e}")),
         };
         if lmeta.is_dir() {
-            return FileOutcome::Ignored;
+            return self.quarantine(name, "a directory");
         }
         let parsed = match SwupdName::parse(name) {
             Ok(n) => n,

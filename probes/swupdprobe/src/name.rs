@@ -94,8 +94,34 @@ impl SwupdName {
     }
 }
 
-/// Names the probe never touches: dotfiles (swupd's and editors' temporaries, this
-/// suite's `.tmp-` files) and the usual temporary suffixes.
+/// Suffixes of backup and package-manager files, which systemd's `DirectoryNotEmpty=`
+/// does not count either (`hidden_or_backup_file()`).
+const BACKUP_SUFFIXES: [&str; 17] = [
+    ".rpmnew",
+    ".rpmsave",
+    ".rpmorig",
+    ".dpkg-old",
+    ".dpkg-new",
+    ".dpkg-tmp",
+    ".dpkg-dist",
+    ".dpkg-bak",
+    ".dpkg-backup",
+    ".dpkg-remove",
+    ".ucf-new",
+    ".ucf-old",
+    ".ucf-dist",
+    ".swp",
+    ".bak",
+    ".old",
+    ".new",
+];
+
+/// Names the probe never touches: exactly the entries systemd's `DirectoryNotEmpty=`
+/// ignores — dotfiles (temporary files, the `.quarantine` directory, the tries file),
+/// names ending in `~` and backup suffixes. Everything else that wakes the `.path` unit is
+/// either delivered or quarantined, so the unit cannot re-trigger forever.
 pub fn is_ignored(name: &str) -> bool {
-    name.starts_with('.') || name.ends_with('~') || name.ends_with(".tmp") || name.ends_with(".swp")
+    name.starts_with('.')
+        || name.ends_with('~')
+        || BACKUP_SUFFIXES.iter().any(|s| name.ends_with(s))
 }

@@ -21,11 +21,19 @@ pub fn drop_dir(root: &TestRoot) -> PathBuf {
 }
 
 pub fn quarantine_dir(root: &TestRoot) -> PathBuf {
-    root.paths.state_dir().join("swupd-quarantine")
+    root.paths.swupd_dir().join(".quarantine")
 }
 
 fn tries_file(root: &TestRoot) -> PathBuf {
-    root.paths.state_dir().join("swupdprobe.tries")
+    root.paths.swupd_dir().join(".swupdprobe-tries")
+}
+
+/// Entries systemd's `DirectoryNotEmpty=` counts (not hidden).
+pub fn visible(dir: &Path) -> Vec<String> {
+    names_in(dir)
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect()
 }
 
 pub fn names_in(dir: &Path) -> Vec<String> {
@@ -114,7 +122,7 @@ fn drain_delivers_every_class_and_empties_the_directory() {
         backend_update_versions(&String::from_utf8_lossy(&update.record.payload)),
         Some((39000, 39010))
     );
-    assert!(names_in(&dir).is_empty(), "{:?}", names_in(&dir));
+    assert!(visible(&dir).is_empty(), "{:?}", visible(&dir));
     assert!(names_in(&quarantine_dir(&root)).is_empty());
     assert!(!tries_file(&root).exists());
     // Nothing left: a second run sends nothing.
@@ -171,6 +179,8 @@ fn malformed_names_and_contents_are_quarantined_and_temporaries_ignored() {
         ".tmp-x",
         "2.update.1.abc~",
         "notes.swp",
+        "2.update.1.abc.rpmnew",
+        "2.update.1.abc.dpkg-old",
     ];
     for n in ignored {
         std::fs::write(dir.join(n), body).unwrap();
@@ -190,10 +200,7 @@ fn malformed_names_and_contents_are_quarantined_and_temporaries_ignored() {
         .iter()
         .chain(bad_contents.iter().map(|(n, _)| n))
         .map(|s| s.to_string())
-        .chain([
-            "2.update.1.Link01".to_string(),
-            "2.update.1.Fifo01".to_string(),
-        ])
+        .chain(["2.update.1.Link01", "2.update.1.Fifo01", "subdir"].map(String::from))
         .collect();
     want_q.sort();
     assert_eq!(names_in(&quarantine_dir(&root)), want_q);
@@ -207,7 +214,7 @@ fn malformed_names_and_contents_are_quarantined_and_temporaries_ignored() {
         "PACKAGE_NAME=secret\n"
     );
     let mut left: Vec<String> = ignored.iter().map(|s| s.to_string()).collect();
-    left.push("subdir".into());
+    left.push(".quarantine".into());
     left.sort();
     assert_eq!(names_in(&dir), left);
     assert!(stderr(&o).contains("quarantined 2.update.1.Link01: symbolic links are refused"));
@@ -229,11 +236,11 @@ fn a_failing_file_is_quarantined_after_max_tries_across_runs() {
             std::fs::read_to_string(tries_file(&root)).unwrap(),
             format!("{n} {}\n", f.name)
         );
-        assert_eq!(names_in(&dir), [f.name]);
+        assert_eq!(visible(&dir), [f.name]);
     }
     let o = probe(&root, &args);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert!(names_in(&dir).is_empty());
+    assert!(visible(&dir).is_empty());
     assert_eq!(names_in(&quarantine_dir(&root)), [f.name]);
     assert!(!tries_file(&root).exists());
     assert!(l.frames().is_empty());
@@ -270,7 +277,7 @@ fn an_unreachable_daemon_costs_no_tries_and_loses_nothing() {
         "{}",
         stderr(&o)
     );
-    assert_eq!(names_in(&dir).len(), 3);
+    assert_eq!(visible(&dir).len(), 3);
     assert!(
         !tries_file(&root).exists(),
         "unreachable daemon is not the file's fault"
@@ -279,7 +286,7 @@ fn an_unreachable_daemon_costs_no_tries_and_loses_nothing() {
     let l = TestListener::start(&root);
     assert_eq!(code(&probe(&root, &[])), 0);
     assert_eq!(l.wait_for(3, WAIT).len(), 3);
-    assert!(names_in(&dir).is_empty());
+    assert!(visible(&dir).is_empty());
 }
 
 #[test]
@@ -292,7 +299,7 @@ fn opted_out_hosts_keep_their_files() {
     publish(&dir, f.name, f.content.as_bytes());
     let o = probe(&root, &[]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(names_in(&dir), [f.name]);
+    assert_eq!(visible(&dir), [f.name]);
     assert!(l.frames().is_empty());
 }
 
@@ -361,7 +368,7 @@ fn exit_codes_and_dry_run() {
         "{}\nclassification: org.clearlinux/swupd-client/update\nseverity: 1\npayload_format_version: 2\n\n{}",
         f.name, f.content
     )), "{out}");
-    assert_eq!(names_in(&dir), [f.name], "dry run deletes nothing");
+    assert_eq!(visible(&dir), [f.name], "dry run deletes nothing");
     let o = root
         .command("swupdprobe")
         .args(["-f", "/nonexistent.conf"])

@@ -78,18 +78,31 @@ fn names() {
 
 #[test]
 fn ignored_names() {
+    // Exactly what systemd's DirectoryNotEmpty= does not count.
     for name in [
         ".hidden",
+        ".quarantine",
         ".tmp-2.update.1.abc.123",
         "2.update.1.abc~",
         "x.swp",
-        "2.update.1.tmp",
+        "a.rpmnew",
+        "b.dpkg-old",
+        "c.ucf-dist",
+        "d.bak",
+        "e.old",
+        "f.new",
         "..",
         ".",
     ] {
         assert!(is_ignored(name), "{name}");
     }
-    for name in ["2.update.1.abc", "garbage", "2.update.1.tmpX"] {
+    for name in [
+        "2.update.1.abc",
+        "garbage",
+        "2.update.1.tmp",
+        "2.update.1.newer",
+        "x.tmp",
+    ] {
         assert!(!is_ignored(name), "{name}");
     }
 }
