@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use libtelemetry::journal::{read_journal, JournalEntry, JOURNAL_RECORD_LIMIT};
+use libtelemetry::journal::{read_journal, retention_file, JournalEntry, JOURNAL_RECORD_LIMIT};
 use libtelemetry::Paths;
 
 use crate::error::{output, CtlError};
@@ -222,18 +222,15 @@ pub fn csv_field(s: &str) -> String {
 }
 
 /// The retained payload copy `records/<record_id>` (raw bytes, as the C tool copied them).
-/// The id comes from the journal file, so it must be a plain name; symlinks are not followed.
+/// The id comes from the journal file, so only plain ids map to a file
+/// (`journal::retention_file`); symlinks are not followed.
 pub fn read_retained(records_dir: &Path, record_id: &str) -> Result<Vec<u8>, (PathBuf, io::Error)> {
-    let path = records_dir.join(record_id);
-    if record_id.is_empty()
-        || record_id.len() > 64
-        || !record_id.bytes().all(|b| b.is_ascii_alphanumeric())
-    {
+    let Some(path) = retention_file(records_dir, record_id) else {
         return Err((
-            path,
+            records_dir.join(record_id),
             io::Error::new(io::ErrorKind::InvalidInput, "invalid record id"),
         ));
-    }
+    };
     let read = || -> io::Result<Vec<u8>> {
         let f = std::fs::OpenOptions::new()
             .read(true)
@@ -322,7 +319,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         assert!(read_retained(d.path(), "../etc").is_err());
         assert!(read_retained(d.path(), "").is_err());
-        std::fs::write(d.path().join("abc123"), "body\n\n").unwrap();
-        assert_eq!(read_retained(d.path(), "abc123").unwrap(), b"body\n\n");
+        assert!(read_retained(d.path(), "ABC123").is_err());
+        let id = "57b918ce6644c4b2ab11a25310871fb8";
+        std::fs::write(d.path().join(id), "body\n\n").unwrap();
+        assert_eq!(read_retained(d.path(), id).unwrap(), b"body\n\n");
     }
 }
