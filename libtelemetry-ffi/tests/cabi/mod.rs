@@ -46,12 +46,16 @@ pub fn program(name: &str, lang: Lang) -> PathBuf {
         return p.clone();
     }
     let src = c_source(&format!("{name}.c"));
-    let out = work_dir().join(format!("{name}-{lang:?}-{}", std::process::id()));
+    // Build under a private name, then rename: test processes running at once never run a
+    // half-written file, and reruns replace rather than accumulate executables.
+    let out = work_dir().join(format!("{name}-{lang:?}"));
+    let tmp = work_dir().join(format!(".{name}-{lang:?}.{}", std::process::id()));
     match lang {
-        Lang::C => compile_c(&src, &out, &[]),
-        Lang::Cxx => compile_cxx(&src, &out, &[]),
-        Lang::CUnlinked => compile_c_unlinked(&src, &out, &["-ldl"]),
+        Lang::C => compile_c(&src, &tmp, &[]),
+        Lang::Cxx => compile_cxx(&src, &tmp, &[]),
+        Lang::CUnlinked => compile_c_unlinked(&src, &tmp, &["-ldl"]),
     }
+    std::fs::rename(&tmp, &out).expect("rename test program");
     map.insert((name.to_string(), lang), out.clone());
     out
 }
