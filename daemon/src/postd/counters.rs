@@ -16,7 +16,7 @@ pub struct Counters {
     status: DaemonStatus,
     path: PathBuf,
     dirty: bool,
-    last_write: Option<Instant>,
+    last_write: Instant,
 }
 
 impl Counters {
@@ -25,7 +25,10 @@ impl Counters {
             status: DaemonStatus::new("telempostd"),
             path: status_file(paths, "telempostd"),
             dirty: true,
-            last_write: None,
+            // Due at once: the first write announces the daemon.
+            last_write: Instant::now()
+                .checked_sub(WRITE_INTERVAL)
+                .unwrap_or_else(Instant::now),
         }
     }
 
@@ -52,10 +55,7 @@ impl Counters {
         if !self.dirty {
             return None;
         }
-        Some(
-            self.last_write
-                .map_or_else(Instant::now, |t| t + WRITE_INTERVAL),
-        )
+        Some(self.last_write + WRITE_INTERVAL)
     }
 
     pub fn flush_if_due(&mut self, now: Instant) {
@@ -65,7 +65,7 @@ impl Counters {
     }
 
     pub fn flush(&mut self) {
-        self.last_write = Some(Instant::now());
+        self.last_write = Instant::now();
         self.dirty = false;
         if let Some(parent) = self.path.parent() {
             let _ = std::fs::create_dir_all(parent);

@@ -742,10 +742,12 @@ impl Postd {
                         continue;
                     }
                     RateLimitStrategy::Spool => {
-                        if !self.spool.mark_spooled(&name) {
-                            self.counters.add(COUNTER_SPOOLED, 1);
-                        }
-                        tracing::info!("rate limit reached: {name} stays in the spool");
+                        let newly = self.spool.mark_ready_spooled();
+                        self.counters.add(COUNTER_SPOOLED, newly);
+                        tracing::info!(
+                            "rate limit reached: {} records stay in the spool",
+                            self.spool.len() - self.spool.in_flight()
+                        );
                         self.rate_gate = Some(self.next_minute(now));
                         break;
                     }

@@ -256,12 +256,18 @@ impl Spool {
         was_spooled
     }
 
-    /// Mark `name` as spooled without an attempt (rate limited). Returns the previous flag.
-    pub fn mark_spooled(&mut self, name: &str) -> bool {
-        match self.entries.get_mut(name) {
-            Some(e) => std::mem::replace(&mut e.spooled, true),
-            None => true,
+    /// Mark every ready record as spooled (they all wait behind a rate limit). Returns how
+    /// many were not marked before.
+    pub fn mark_ready_spooled(&mut self) -> u64 {
+        let mut n = 0;
+        for (_, name) in &self.ready {
+            if let Some(e) = self.entries.get_mut(name) {
+                if !std::mem::replace(&mut e.spooled, true) {
+                    n += 1;
+                }
+            }
         }
+        n
     }
 
     /// The backend is back: every record that was only waiting for it is ready again.
