@@ -309,3 +309,26 @@ fn default_config_has_every_key_commented_at_its_default() {
         "every commented value is the built-in default"
     );
 }
+
+/// `scripts/demo` is run by hand (it builds the workspace); here it must at least parse.
+#[test]
+fn demo_script_parses() {
+    let script = repo().join("scripts/demo");
+    let out = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: scripts/demo"));
+}
