@@ -56,7 +56,7 @@ fn kernel_line() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_never_break_the_parser(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -38,6 +38,8 @@ impl Received {
 
 pub struct FakeDaemon {
     stop: Arc<AtomicBool>,
+    /// Times the accept loop found no pending connection.
+    idle_polls: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
     received: Arc<Mutex<Vec<Received>>>,
     pub socket: PathBuf,
@@ -54,9 +56,11 @@ impl FakeDaemon {
         let listener = UnixListener::bind(socket).expect("bind test socket");
         listener.set_nonblocking(true).expect("nonblocking");
         let stop = Arc::new(AtomicBool::new(false));
+        let idle_polls = Arc::new(AtomicU64::new(0));
         let received = Arc::new(Mutex::new(Vec::new()));
         let thread = {
             let stop = stop.clone();
+            let idle_polls = idle_polls.clone();
             let received = received.clone();
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
@@ -82,6 +86,7 @@ impl FakeDaemon {
                             received.lock().unwrap().push(Received { frame, peer_uid });
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            idle_polls.fetch_add(1, Ordering::SeqCst);
                             std::thread::sleep(Duration::from_millis(5));
                         }
                         Err(e) => panic!("accept: {e}"),
@@ -91,14 +96,21 @@ impl FakeDaemon {
         };
         FakeDaemon {
             stop,
+            idle_polls,
             thread: Some(thread),
             received,
             socket: socket.to_path_buf(),
         }
     }
 
-    /// Every frame received so far, in arrival order.
+    /// Every frame received so far, in arrival order. Connections already waiting in the
+    /// backlog (a probe that exited after writing its frame) are served first.
     pub fn received(&self) -> Vec<Received> {
+        let seen = self.idle_polls.load(Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.idle_polls.load(Ordering::SeqCst) < seen + 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         self.received.lock().unwrap().clone()
     }
 }
