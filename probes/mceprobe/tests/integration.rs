@@ -11,5 +11,7 @@ mod fixtures;
 mod listener;
 #[path = "integration/payload.rs"]
 mod payload;
+#[path = "integration/realdaemon.rs"]
+mod realdaemon;
 #[path = "integration/trace.rs"]
 mod trace;

@@ -11,3 +11,5 @@ mod killing;
 mod listener;
 #[path = "integration/names.rs"]
 mod names;
+#[path = "integration/realdaemon.rs"]
+mod realdaemon;

@@ -9,3 +9,5 @@ mod fixtures;
 mod listener;
 #[path = "integration/poller.rs"]
 mod poller;
+#[path = "integration/realdaemon.rs"]
+mod realdaemon;
