@@ -148,15 +148,21 @@ fn follow_mode_polls_and_coalesces() {
     let mut d = TestDaemon::spawn(&root, "thermalprobe", &["-f", &cfg, "--interval", "300ms"]);
     std::thread::sleep(Duration::from_millis(400));
     assert!(l.frames().is_empty());
-    // A burst of 20 episodes in ~60 ms: at most two polls see it.
+    // A burst of 20 episodes, much shorter than the interval (on an idle machine).
+    let burst = std::time::Instant::now();
     for n in 1..=20 {
         t.set(0, 0, Counters::counts(n, n));
         std::thread::sleep(Duration::from_millis(3));
     }
+    let polls_during_burst = burst.elapsed().as_millis() / 300 + 1;
     l.wait_for(1, WAIT);
     std::thread::sleep(Duration::from_millis(900));
     let frames = l.frames();
-    assert!((1..=2).contains(&frames.len()), "{} records", frames.len());
+    assert!(
+        frames.len() as u128 <= polls_during_burst + 1,
+        "{} records for a burst spanning at most {polls_during_burst} polls",
+        frames.len()
+    );
     let total: u64 = frames
         .iter()
         .map(|f| {
