@@ -197,6 +197,11 @@ impl McelogReader {
         self.file.as_fd()
     }
 
+    /// Bytes of an incomplete record read so far (a truncated replay file).
+    pub fn partial_bytes(&self) -> usize {
+        self.carry.len()
+    }
+
     /// One read of up to `log_len × record_len` bytes (the kernel insists on a buffer that
     /// large), then the overflow flag. Never blocks.
     pub fn read_batch(&mut self) -> Result<Batch, DeviceError> {

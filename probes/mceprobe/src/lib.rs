@@ -478,6 +478,15 @@ fn finish_once(
             break;
         }
     }
+    if let Source::Mcelog(r) = source {
+        if r.partial_bytes() > 0 {
+            tracing::warn!(
+                "ignored {} trailing bytes: not a whole record of {} bytes",
+                r.partial_bytes(),
+                r.record_len()
+            );
+        }
+    }
     source.close();
     if probe.pending() > 0 {
         return Err(Error::Undelivered(probe.pending()));

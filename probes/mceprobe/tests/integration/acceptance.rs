@@ -97,12 +97,18 @@ fn replay_of_shorter_records() {
     let l = TestListener::start(&root);
     let (bytes, golden) = short_case();
     let file = root.dir().join("saved.mce");
-    std::fs::write(&file, [bytes.clone(), bytes].concat()).unwrap();
+    // Two records and the start of a third (a truncated save).
+    std::fs::write(&file, [bytes.clone(), bytes, vec![0; 40]].concat()).unwrap();
     let o = probe(
         &root,
         &["--from-file", file.to_str().unwrap(), "--record-len", "88"],
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("ignored 40 trailing bytes"),
+        "{}",
+        stderr(&o)
+    );
     let frames = l.wait_for(2, WAIT);
     assert_eq!(String::from_utf8_lossy(&frames[0].record.payload), golden);
     assert_eq!(
