@@ -159,3 +159,38 @@ fn malformed_pages_do_not_panic() {
     );
     assert_eq!((small.commit_size, small.data_offset), (4, 12));
 }
+
+#[test]
+fn arbitrary_format_text_and_records_do_not_panic() {
+    let base = format_text(112, LAYOUT_6X);
+    let mut state = 0x853c_49e6_748f_ea9bu64;
+    let mut next = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    for _ in 0..3000 {
+        let mut t = base.clone().into_bytes();
+        for _ in 0..4 {
+            let i = next(t.len() as u64) as usize;
+            t[i] = b"0123456789:;\t\n []field offset size-x"[next(36) as usize];
+        }
+        let t = String::from_utf8_lossy(&t).into_owned();
+        if let Ok(f) = EventFormat::parse(&t) {
+            let data: Vec<u8> = (0..next(200)).map(|_| next(256) as u8).collect();
+            let _ = f.to_mce(&data);
+        }
+    }
+    for len in [0usize, 1, 67, 68, 127, 128, 129, 4096, 4097] {
+        let bytes: Vec<u8> = (0..len * 2).map(|_| next(256) as u8).collect();
+        let _ = mceprobe::mce::split_records(&bytes, len);
+        if let Ok((records, _)) = mceprobe::mce::split_records(&bytes, len) {
+            for (i, m) in records.iter().enumerate() {
+                let _ = m.classify();
+                let p = payload_text(m, i, CpuDecode::Intel);
+                assert!(libtelemetry::record::validate_payload(p.as_bytes()).is_ok());
+            }
+        }
+    }
+}

@@ -106,3 +106,30 @@ fn ignored_names() {
         assert!(!is_ignored(name), "{name}");
     }
 }
+
+#[test]
+fn arbitrary_names_do_not_panic() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let alphabet: Vec<char> = "0123456789.abcXYZ_- ~é\u{0}/".chars().collect();
+    for _ in 0..20_000 {
+        let len = next(24) as usize;
+        let name: String = (0..len)
+            .map(|_| alphabet[next(alphabet.len() as u64) as usize])
+            .collect();
+        if let Ok(n) = SwupdName::parse(&name) {
+            let c = n.classification();
+            assert!(
+                libtelemetry::record::validate_classification(&c).is_ok(),
+                "{name:?}"
+            );
+            assert!((1..=4).contains(&n.severity));
+        }
+        let _ = is_ignored(&name);
+    }
+}
