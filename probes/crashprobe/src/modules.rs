@@ -3,9 +3,10 @@
 //! unwind tables and symbolizers, built lazily.
 
 use std::borrow::Cow;
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use gimli::{EndianSlice, RunTimeEndian};
 use memmap2::Mmap;
@@ -543,7 +544,7 @@ struct Symbol<'a> {
 }
 
 struct Symbolizer<'a> {
-    dwarf: Option<addr2line::Context<Reader<'a>>>,
+    dwarf: Option<UnitSymbolizer<'a>>,
     symbols: Vec<Symbol<'a>>,
 }
 
@@ -555,7 +556,7 @@ impl<'a> Symbolizer<'a> {
             .as_ref()
             .filter(|d| has_dwarf(d))
             .or(Some(&img.obj).filter(|o| has_dwarf(o)));
-        let dwarf = dwarf_obj.and_then(|o| load_dwarf(o, arena));
+        let dwarf = dwarf_obj.and_then(|o| UnitSymbolizer::new(o, arena));
         let mut symbols = Vec::new();
         for obj in img.debug.iter().chain(std::iter::once(&img.obj)) {
             for s in obj.symbols().chain(obj.dynamic_symbols()) {
@@ -589,26 +590,11 @@ impl<'a> Symbolizer<'a> {
     }
 
     fn lookup(&self, svma: u64) -> Vec<SymFrame> {
-        let mut frames = Vec::new();
-        if let Some(ctx) = &self.dwarf {
-            if let Ok(mut iter) = ctx.find_frames(svma).skip_all_loads() {
-                while let Ok(Some(f)) = iter.next() {
-                    if frames.len() >= MAX_INLINE_DEPTH {
-                        break;
-                    }
-                    let function = f
-                        .function
-                        .as_ref()
-                        .and_then(|n| n.demangle().ok())
-                        .map(|n| n.into_owned());
-                    let location = f
-                        .location
-                        .as_ref()
-                        .and_then(|l| Some((l.file?.to_string(), l.line.filter(|n| *n > 0)?)));
-                    frames.push(SymFrame { function, location });
-                }
-            }
-        }
+        let mut frames = self
+            .dwarf
+            .as_ref()
+            .map(|d| d.frames(svma))
+            .unwrap_or_default();
         if frames.is_empty() {
             frames.push(SymFrame {
                 function: None,
@@ -624,36 +610,183 @@ impl<'a> Symbolizer<'a> {
     }
 }
 
-fn load_dwarf<'a>(
-    obj: &object::File<'a>,
-    arena: &'a Arena,
-) -> Option<addr2line::Context<Reader<'a>>> {
-    let load = |id: gimli::SectionId| -> Result<Reader<'a>, gimli::Error> {
-        let empty = EndianSlice::new(&[][..], RunTimeEndian::Little);
-        // Location lists are not needed for line and inline information.
-        if matches!(
-            id,
-            gimli::SectionId::DebugLoc | gimli::SectionId::DebugLocLists
-        ) {
-            return Ok(empty);
-        }
-        let Some(section) = obj.section_by_name(id.name()) else {
-            return Ok(empty);
-        };
-        if let Ok(range) = section.compressed_file_range() {
-            if range.uncompressed_size > MAX_SECTION_SIZE {
-                return Ok(empty);
+/// DWARF sections needed for lines and inlined frames.
+const DWARF_SECTIONS: [gimli::SectionId; 10] = [
+    gimli::SectionId::DebugAbbrev,
+    gimli::SectionId::DebugAddr,
+    gimli::SectionId::DebugAranges,
+    gimli::SectionId::DebugInfo,
+    gimli::SectionId::DebugLine,
+    gimli::SectionId::DebugLineStr,
+    gimli::SectionId::DebugStr,
+    gimli::SectionId::DebugStrOffsets,
+    gimli::SectionId::DebugRanges,
+    gimli::SectionId::DebugRngLists,
+];
+/// Compilation units whose symbolizer is kept for later frames.
+const MAX_CACHED_UNITS: usize = 32;
+/// Address ranges indexed per module.
+const MAX_INDEX_RANGES: usize = 1 << 20;
+
+/// DWARF symbolization one compilation unit at a time.
+///
+/// An `addr2line::Context` over a whole file parses every unit and its abbreviations up
+/// front: about 22 MiB for glibc's debug file. Here an index of unit address ranges (from
+/// `.debug_aranges`, completed by the units' own ranges) finds the unit of an address, and an
+/// `addr2line::Context` is built over that unit alone (its `.debug_info` bytes; the other
+/// sections are shared), so memory follows the frames, not the file.
+struct UnitSymbolizer<'a> {
+    sections: std::collections::HashMap<gimli::SectionId, &'a [u8]>,
+    /// `(begin, end, unit offset in .debug_info)`, sorted.
+    index: Vec<(u64, u64, usize)>,
+    contexts: RefCell<std::collections::HashMap<usize, Option<Rc<UnitContext<'a>>>>>,
+}
+
+type UnitContext<'a> = addr2line::Context<Reader<'a>>;
+
+impl<'a> UnitSymbolizer<'a> {
+    fn new(obj: &object::File<'a>, arena: &'a Arena) -> Option<UnitSymbolizer<'a>> {
+        let mut sections = std::collections::HashMap::new();
+        for id in DWARF_SECTIONS {
+            if let Some(data) = section_bytes(obj, id.name(), arena) {
+                sections.insert(id, data);
             }
         }
-        let data: &'a [u8] = match section.uncompressed_data() {
-            Ok(Cow::Borrowed(b)) => b,
-            Ok(Cow::Owned(v)) => arena.keep_vec(v),
-            Err(_) => &[],
+        if !sections.contains_key(&gimli::SectionId::DebugInfo) {
+            return None;
+        }
+        let mut s = UnitSymbolizer {
+            sections,
+            index: Vec::new(),
+            contexts: RefCell::default(),
         };
-        Ok(EndianSlice::new(data, RunTimeEndian::Little))
+        s.index = s.build_index()?;
+        Some(s)
+    }
+
+    fn dwarf(&self, unit: Option<&'a [u8]>) -> Option<gimli::Dwarf<Reader<'a>>> {
+        let le = RunTimeEndian::Little;
+        let mut d = gimli::Dwarf::load(|id| {
+            Ok::<_, gimli::Error>(EndianSlice::new(
+                self.sections.get(&id).copied().unwrap_or(&[]),
+                le,
+            ))
+        })
+        .ok()?;
+        if let Some(bytes) = unit {
+            d.debug_info = gimli::DebugInfo::new(bytes, le);
+            d.debug_aranges = gimli::DebugAranges::new(&[], le);
+        }
+        Some(d)
+    }
+
+    fn build_index(&self) -> Option<Vec<(u64, u64, usize)>> {
+        let dwarf = self.dwarf(None)?;
+        let mut index = Vec::new();
+        let mut covered = std::collections::HashSet::new();
+        let mut headers = dwarf.debug_aranges.headers();
+        while let Ok(Some(h)) = headers.next() {
+            let off = h.debug_info_offset().0;
+            let mut entries = h.entries();
+            while let Ok(Some(e)) = entries.next() {
+                if e.length() > 0 && index.len() < MAX_INDEX_RANGES {
+                    index.push((e.address(), e.address().saturating_add(e.length()), off));
+                    covered.insert(off);
+                }
+            }
+        }
+        // Units that .debug_aranges leaves out (LLVM does not write it): their own ranges.
+        let mut units = dwarf.units();
+        while let Ok(Some(header)) = units.next() {
+            let Some(off) = header.offset().as_debug_info_offset().map(|o| o.0) else {
+                continue;
+            };
+            if covered.contains(&off) || index.len() >= MAX_INDEX_RANGES {
+                continue;
+            }
+            let Ok(unit) = dwarf.unit(header) else {
+                continue;
+            };
+            if let Ok(mut ranges) = dwarf.unit_ranges(&unit) {
+                while let Ok(Some(r)) = ranges.next() {
+                    if r.begin < r.end && index.len() < MAX_INDEX_RANGES {
+                        index.push((r.begin, r.end, off));
+                    }
+                }
+            }
+        }
+        index.sort_unstable();
+        Some(index)
+    }
+
+    fn context(&self, off: usize) -> Option<Rc<UnitContext<'a>>> {
+        if let Some(c) = self.contexts.borrow().get(&off) {
+            return c.clone();
+        }
+        let info = self.sections.get(&gimli::SectionId::DebugInfo)?;
+        let full = gimli::DebugInfo::new(info, RunTimeEndian::Little);
+        let ctx = full
+            .header_from_offset(gimli::DebugInfoOffset(off))
+            .ok()
+            .and_then(|h| info.get(off..off.checked_add(h.length_including_self())?))
+            .and_then(|unit| self.dwarf(Some(unit)))
+            .and_then(|d| addr2line::Context::from_dwarf(d).ok())
+            .map(Rc::new);
+        let mut cache = self.contexts.borrow_mut();
+        if cache.len() < MAX_CACHED_UNITS {
+            cache.insert(off, ctx.clone());
+        }
+        ctx
+    }
+
+    /// Inlined and outer frames at `svma`, innermost first (empty when unknown).
+    fn frames(&self, svma: u64) -> Vec<SymFrame> {
+        let mut frames = Vec::new();
+        let end = self.index.partition_point(|r| r.0 <= svma);
+        let unit = self.index[..end]
+            .iter()
+            .rev()
+            .take(64)
+            .find(|r| svma < r.1)
+            .map(|r| r.2);
+        let Some(ctx) = unit.and_then(|u| self.context(u)) else {
+            return frames;
+        };
+        if let Ok(mut iter) = ctx.find_frames(svma).skip_all_loads() {
+            while let Ok(Some(f)) = iter.next() {
+                if frames.len() >= MAX_INLINE_DEPTH {
+                    break;
+                }
+                let function = f
+                    .function
+                    .as_ref()
+                    .and_then(|n| n.demangle().ok())
+                    .map(|n| n.into_owned());
+                let location = f
+                    .location
+                    .as_ref()
+                    .and_then(|l| Some((l.file?.to_string(), l.line.filter(|n| *n > 0)?)));
+                frames.push(SymFrame { function, location });
+            }
+        }
+        frames
+    }
+}
+
+/// A section's bytes, decompressed into the arena when needed; `None` when absent, empty,
+/// or implausibly large once decompressed.
+fn section_bytes<'a>(obj: &object::File<'a>, name: &str, arena: &'a Arena) -> Option<&'a [u8]> {
+    let section = obj.section_by_name(name)?;
+    if let Ok(range) = section.compressed_file_range() {
+        if range.uncompressed_size > MAX_SECTION_SIZE {
+            return None;
+        }
+    }
+    let data: &'a [u8] = match section.uncompressed_data().ok()? {
+        Cow::Borrowed(b) => b,
+        Cow::Owned(v) => arena.keep_vec(v),
     };
-    let dwarf = gimli::Dwarf::load(load).ok()?;
-    addr2line::Context::from_dwarf(dwarf).ok()
+    (!data.is_empty()).then_some(data)
 }
 
 /// Demangle a Rust or C++ symbol name; other names are returned as they are.
