@@ -4,14 +4,18 @@
 //! rustc adds its own anonymous version script and links with rust-lld, which then binds
 //! every export to the anonymous node; the `.symver` directives in `src/lib.rs` bind each
 //! symbol to its node, and the script below defines the nodes. (GNU ld refuses to combine
-//! the two scripts, so keep rustc's default linker.) `tests/cabi/elf.rs` reads the built
-//! file to check the result.
+//! the two scripts, so keep rustc's default linker.) rust-lld writes no version-node
+//! parents: the library users install is linked instead by `install.sh` with `cc` (GNU ld)
+//! from the crate's staticlib, and has them. `tests/cabi/elf.rs` and
+//! `tests/cabi/installed.rs` read the built files to check the result.
 //!
 //! Staging: next to the `libtelemetry.so` that `cargo build` places in `target/<profile>/`,
 //! this writes `libtelemetry.so.4 -> libtelemetry.so` and `libtelemetry.pc` (pointing at
 //! that directory and at `include/`), so that
 //! `PKG_CONFIG_PATH=target/<profile> pkg-config --cflags --libs libtelemetry` works on the
-//! build output. `install.sh` installs under a real prefix.
+//! build output (`install.sh --stage target/<profile>` then links the parent-carrying
+//! `libtelemetry.so.4.0.1` there and points `libtelemetry.so.4` at it). `install.sh`
+//! installs under a real prefix.
 
 use std::path::{Path, PathBuf};
 

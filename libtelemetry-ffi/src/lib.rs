@@ -35,16 +35,19 @@ use crecord::RecordBox;
 pub use crecord::{TelemRecord, TelemRef};
 
 // Bind each export to its version node (defined by `telemetry.sym`, see build.rs); rust-lld
-// would otherwise put every symbol in rustc's anonymous version.
+// would otherwise put every symbol in rustc's anonymous version. `@@@` renames the symbol
+// rather than adding a versioned alias: GNU ld, which links the installed library from the
+// staticlib (install.sh), binds the plain names by the script alone and would reject an
+// alias as a second definition.
 #[cfg(target_os = "linux")]
 core::arch::global_asm!(
-    ".symver tm_set_config_file, tm_set_config_file@@TM_1_0_0",
-    ".symver tm_free_record, tm_free_record@@TM_2_0_0",
-    ".symver tm_create_record, tm_create_record@@TM_3_0_0",
-    ".symver tm_set_payload, tm_set_payload@@TM_3_0_0",
-    ".symver tm_send_record, tm_send_record@@TM_3_0_0",
-    ".symver tm_set_event_id, tm_set_event_id@@TM_4_0_0",
-    ".symver tm_is_opted_in, tm_is_opted_in@@TM_4_1_0",
+    ".symver tm_set_config_file, tm_set_config_file@@@TM_1_0_0",
+    ".symver tm_free_record, tm_free_record@@@TM_2_0_0",
+    ".symver tm_create_record, tm_create_record@@@TM_3_0_0",
+    ".symver tm_set_payload, tm_set_payload@@@TM_3_0_0",
+    ".symver tm_send_record, tm_send_record@@@TM_3_0_0",
+    ".symver tm_set_event_id, tm_set_event_id@@@TM_4_0_0",
+    ".symver tm_is_opted_in, tm_is_opted_in@@@TM_4_1_0",
 );
 
 /// Run an entry point's body; a panic becomes `on_panic` instead of crossing into C.

@@ -1,6 +1,8 @@
 //! Reads the built library (not the build script) and checks what C binaries depend on:
 //! the SONAME, exactly the 7 exported symbols, each bound to its version node, and the
 //! nodes themselves; and that a C program linked against it records versioned references.
+//! The cdylib rust-lld links for `cargo build` has no version-node parents; the library
+//! `install.sh` links must have them (`installed.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -111,10 +113,19 @@ fn read_dynamic(path: &Path) -> DynamicInfo {
     info
 }
 
-#[test]
-fn library_has_the_soname_symbols_and_versions_of_the_c_library() {
-    let so = find_libtelemetry_so();
-    let info = read_dynamic(&so);
+/// What to require of the version nodes' parents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parents {
+    /// Each node after `TM_1_0_0` names the node before it, as GNU ld writes the C script.
+    AsInC,
+    /// None at all (rust-lld never writes them; the dynamic linker binds by version name
+    /// only, so binaries load either way), or else exactly the C ones.
+    AbsentOrAsInC,
+}
+
+/// Assert `so` has the SONAME, exports and version nodes of the C library.
+pub fn assert_c_library_abi(so: &Path, parents: Parents) {
+    let info = read_dynamic(so);
     assert_eq!(info.soname.as_deref(), Some(SONAME), "{}", so.display());
 
     let expected: BTreeMap<String, (Option<String>, bool)> = SYMBOLS
@@ -133,22 +144,23 @@ fn library_has_the_soname_symbols_and_versions_of_the_c_library() {
         names, expected_names,
         "BASE entry, then the 5 nodes in order"
     );
-    // Parents: GNU ld writes each node's parent as a second entry; rust-lld (rustc's
-    // default linker) never writes parents. The dynamic linker binds by version name only,
-    // so binaries load either way; when parents are present they must be the C ones.
-    for (i, (node, parents)) in info.verdefs.iter().enumerate().skip(2) {
+    assert!(info.verdefs[1].1.is_empty(), "TM_1_0_0 has no parent");
+    for (i, (node, found)) in info.verdefs.iter().enumerate().skip(2) {
+        let c_parent = vec![info.verdefs[i - 1].0.clone()];
+        let ok = match parents {
+            Parents::AsInC => found == &c_parent,
+            Parents::AbsentOrAsInC => found.is_empty() || found == &c_parent,
+        };
         assert!(
-            parents.is_empty() || parents == &[info.verdefs[i - 1].0.clone()],
-            "parent of {node}: {parents:?}"
+            ok,
+            "parent of {node}: {found:?}, want {c_parent:?} ({parents:?})"
         );
     }
-    assert!(info.verdefs[1].1.is_empty(), "TM_1_0_0 has no parent");
 }
 
-#[test]
-fn c_programs_record_versioned_references() {
-    let exe = program("sample", Lang::C);
-    let info = read_dynamic(&exe);
+/// Assert the C program `exe` needs `libtelemetry.so.4` at the versions the sample uses.
+pub fn assert_versioned_references(exe: &Path) {
+    let info = read_dynamic(exe);
     assert!(info.needed.iter().any(|n| n == SONAME), "{:?}", info.needed);
     let versions = info
         .verneeds
@@ -159,4 +171,14 @@ fn c_programs_record_versioned_references() {
         .map(String::from)
         .collect();
     assert_eq!(versions, &expected);
+}
+
+#[test]
+fn library_has_the_soname_symbols_and_versions_of_the_c_library() {
+    assert_c_library_abi(&find_libtelemetry_so(), Parents::AbsentOrAsInC);
+}
+
+#[test]
+fn c_programs_record_versioned_references() {
+    assert_versioned_references(&program("sample", Lang::C));
 }

@@ -5,15 +5,16 @@ mod check_libtelemetry;
 mod dlopen;
 mod elf;
 mod errors;
+mod installed;
 mod pkgconfig;
 mod sample;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
-use telemetrics_tests::cabi::{compile_c, compile_c_unlinked, compile_cxx};
+use telemetrics_tests::cabi::{compile_c, compile_c_unlinked, compile_cxx, find_libtelemetry_so};
 use telemetrics_tests::TestRoot;
 
 /// How a test program is built.
@@ -23,6 +24,8 @@ pub enum Lang {
     Cxx,
     /// C, not linked with libtelemetry (it dlopens the library).
     CUnlinked,
+    /// C, linked against the library `install.sh` installs ([`installed_libdir`]).
+    CInstalled,
 }
 
 pub fn c_source(name: &str) -> PathBuf {
@@ -54,9 +57,71 @@ pub fn program(name: &str, lang: Lang) -> PathBuf {
         Lang::C => compile_c(&src, &tmp, &[]),
         Lang::Cxx => compile_cxx(&src, &tmp, &[]),
         Lang::CUnlinked => compile_c_unlinked(&src, &tmp, &["-ldl"]),
+        Lang::CInstalled => {
+            let lib = installed_libdir();
+            compile_c_unlinked(
+                &src,
+                &tmp,
+                &[
+                    &format!("-L{}", lib.display()),
+                    &format!("-Wl,-rpath,{}", lib.display()),
+                    // DT_RPATH, not DT_RUNPATH: it wins over the LD_LIBRARY_PATH cargo sets
+                    // for tests, which leads to the cdylib in target/<profile>.
+                    "-Wl,--disable-new-dtags",
+                    "-ltelemetry",
+                ],
+            )
+        }
     }
     std::fs::rename(&tmp, &out).expect("rename test program");
     map.insert((name.to_string(), lang), out.clone());
+    out
+}
+
+/// `install.sh` run on this build into a prefix under the work dir (once per test process):
+/// `libtelemetry.so.4.0.1` linked by `cc` from the `libtelemetry.a` next to the cdylib.
+/// Returns the prefix; see [`installed_libdir`].
+pub fn install_prefix() -> &'static Path {
+    static PREFIX: OnceLock<PathBuf> = OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let prefix = work_dir().join("installed/usr");
+        run_install_sh(&[
+            "--prefix",
+            &prefix.display().to_string(),
+            "--lib",
+            &staticlib().display().to_string(),
+        ]);
+        prefix
+    })
+}
+
+/// `<install_prefix>/lib`, the installed `libtelemetry.so*`.
+pub fn installed_libdir() -> PathBuf {
+    install_prefix().join("lib")
+}
+
+/// The crate's staticlib, built next to the cdylib (`deps/` under `cargo test`).
+pub fn staticlib() -> PathBuf {
+    let a = find_libtelemetry_so().with_file_name("libtelemetry.a");
+    assert!(a.is_file(), "{} not built", a.display());
+    a
+}
+
+/// Run `libtelemetry-ffi/install.sh` with `args`; panics with its output on failure.
+pub fn run_install_sh(args: &[&str]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("install.sh");
+    let out = Command::new("sh")
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "install.sh {args:?}: {:?}\n{}{}",
+        out.status,
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 

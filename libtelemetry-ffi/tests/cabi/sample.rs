@@ -86,6 +86,11 @@ fn sample_compiled_as_cxx() {
 }
 
 #[test]
+fn sample_against_the_installed_library_sends_the_exact_frame() {
+    check_sample(Lang::CInstalled, true);
+}
+
+#[test]
 fn several_records_get_distinct_event_ids() {
     let root = TestRoot::new();
     let listener = RecordListener::bind(&root.socket_path(), Some(Ack::Accepted.byte()));
