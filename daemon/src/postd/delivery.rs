@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use libtelemetry::config::DeliveryMode;
 use libtelemetry::record::HEADER_NAMES;
-use libtelemetry::{Config, StagedRecord};
+use libtelemetry::{Config, Paths, StagedRecord};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -324,24 +324,98 @@ pub fn tls_config_from_cainfo(path: &Path) -> Result<Arc<rustls::ClientConfig>, 
     Ok(Arc::new(config))
 }
 
-/// One record handed to a worker.
+/// The target of a record: `default`, or the one of the record's `CFG:` file (server,
+/// cainfo, tidheader and delivery mode all come from that file; the C client took only the
+/// server). An unusable override is an error, never a silent fallback.
+pub fn target_for(
+    staged: &StagedRecord,
+    default: &Arc<Target>,
+    paths: &Paths,
+) -> Result<Arc<Target>, String> {
+    let Some(path) = &staged.cfg_path else {
+        return Ok(Arc::clone(default));
+    };
+    let load = || -> Result<Target, String> {
+        libtelemetry::config::check_config_path(path).map_err(|e| e.to_string())?;
+        let cfg = Config::from_file(path, paths).map_err(|e| e.to_string())?;
+        let t = Target::from_config(&cfg).map_err(|e| e.to_string())?;
+        if t.mode == DeliveryMode::Otlp {
+            return Err("delivery_mode otlp is not available".into());
+        }
+        Ok(t)
+    };
+    load()
+        .map(Arc::new)
+        .map_err(|e| format!("configuration override {}: {e}", path.display()))
+}
+
+/// One spooled record handed to a worker, which reads, parses, posts and (once accepted)
+/// deletes it, so the event loop does no file I/O per record.
 pub struct Job {
     pub name: String,
+    pub spool_dir: Arc<PathBuf>,
     pub target: Arc<Target>,
-    pub staged: StagedRecord,
+    pub paths: Arc<Paths>,
+    /// Bytes reserved in the rate limiter.
     pub size: u64,
+}
+
+/// What happened to a job's record.
+pub enum JobResult {
+    /// POSTed. When accepted, the file was deleted (`remove_error` says if that failed).
+    Posted {
+        outcome: Outcome,
+        staged: StagedRecord,
+        remove_error: Option<String>,
+    },
+    /// The file disappeared before it could be read.
+    Vanished,
+    /// The file is not a record this daemon may read or parse: quarantine it.
+    Quarantine(String),
+    /// A passing read error.
+    Unreadable(String),
 }
 
 /// A worker's report.
 pub struct Completion {
     pub name: String,
-    pub staged: StagedRecord,
     pub size: u64,
-    pub outcome: Outcome,
+    pub result: JobResult,
     pub elapsed: Duration,
 }
 
-/// A fixed pool of worker threads posting jobs; completions go back through a channel.
+fn process(job: &Job, sender: &HttpSender) -> JobResult {
+    use super::pickup::{self, PickupError};
+    let bytes = match pickup::read(&job.spool_dir, &job.name) {
+        Ok((b, _)) => b,
+        Err(PickupError::Vanished) => return JobResult::Vanished,
+        Err(e) if e.is_permanent() => return JobResult::Quarantine(e.to_string()),
+        Err(e) => return JobResult::Unreadable(e.to_string()),
+    };
+    let staged = match libtelemetry::parse_staged(&bytes) {
+        Ok(s) => s,
+        Err(e) => return JobResult::Quarantine(format!("cannot parse: {e}")),
+    };
+    let outcome = match target_for(&staged, &job.target, &job.paths) {
+        Ok(t) => sender.post(&t, &staged),
+        Err(e) => Outcome::Invalid(e),
+    };
+    let mut remove_error = None;
+    if outcome.is_accepted() {
+        match std::fs::remove_file(job.spool_dir.join(&job.name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => remove_error = Some(e.to_string()),
+        }
+    }
+    JobResult::Posted {
+        outcome,
+        staged,
+        remove_error,
+    }
+}
+
+/// A fixed pool of worker threads processing jobs; completions go back through a channel.
 pub struct Workers {
     jobs: mpsc::Sender<Job>,
     count: usize,
@@ -363,7 +437,7 @@ impl Workers {
             let done = done.clone();
             std::thread::Builder::new()
                 .name(format!("deliver-{i}"))
-                .stack_size(256 * 1024)
+                .stack_size(512 * 1024)
                 .spawn(move || loop {
                     let job = {
                         let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
@@ -373,12 +447,11 @@ impl Workers {
                         }
                     };
                     let start = std::time::Instant::now();
-                    let outcome = sender.post(&job.target, &job.staged);
+                    let result = process(&job, &sender);
                     let c = Completion {
                         name: job.name,
-                        staged: job.staged,
                         size: job.size,
-                        outcome,
+                        result,
                         elapsed: start.elapsed(),
                     };
                     if done.send(wrap(c)).is_err() {

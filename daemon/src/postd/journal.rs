@@ -26,6 +26,8 @@ pub struct RecordJournal {
     records_dir: Option<PathBuf>,
     pending: Vec<JournalEntry>,
     oldest_pending: Option<Instant>,
+    /// Read once: a daemon never outlives a boot.
+    boot_id: Option<String>,
 }
 
 impl RecordJournal {
@@ -36,6 +38,7 @@ impl RecordJournal {
             records_dir: retention.then(|| paths.records_dir()),
             pending: Vec::new(),
             oldest_pending: None,
+            boot_id: None,
         }
     }
 
@@ -48,19 +51,22 @@ impl RecordJournal {
     /// no boot id are skipped, as in C, and then no copy is written (C overwrote the copy of
     /// the previous record).
     pub fn add(&mut self, staged: &StagedRecord, now: i64) {
-        let boot_id = match read_boot_id(&self.paths) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!("no journal entry: cannot read boot id: {e}");
-                return;
+        if self.boot_id.is_none() {
+            match read_boot_id(&self.paths) {
+                Ok(b) => self.boot_id = Some(b),
+                Err(e) => {
+                    tracing::warn!("no journal entry: cannot read boot id: {e}");
+                    return;
+                }
             }
-        };
+        }
+        let boot_id = self.boot_id.as_deref().unwrap_or_default();
         let entry = match JournalEntry::new(
             libtelemetry::ids::random_id(),
             now,
             staged.headers.get(Header::Classification),
             staged.headers.get(Header::EventId),
-            &boot_id,
+            boot_id,
         ) {
             Ok(e) => e,
             Err(e) => {

@@ -35,7 +35,7 @@ use libtelemetry::status::{
 use libtelemetry::{parse_staged, Config, ConfigError, Paths, StagedRecord};
 
 use counters::{Counters, COUNTER_LOCAL};
-use delivery::{Completion, HttpSender, Job, Outcome, Target, TargetError, Workers};
+use delivery::{Completion, HttpSender, Job, JobResult, Outcome, Target, TargetError, Workers};
 use journal::RecordJournal;
 use pickup::{PickupError, WatchEvent};
 use ratelimit::RateLimiter;
@@ -344,8 +344,10 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         journal: RecordJournal::new(&paths, settings.cfg.record_retention_enabled),
         counters: Counters::new(&paths),
         rate: RateLimiter::from_config(&settings.cfg),
+        paths_shared: Arc::new(paths.clone()),
         paths,
         config_file: opts.config_file,
+        spool_dir_shared: Arc::new(spool_dir.clone()),
         spool_dir,
         settings,
         spool: Spool::new(),
@@ -401,8 +403,10 @@ fn seed() -> u64 {
 
 struct Postd {
     paths: Paths,
+    paths_shared: Arc<Paths>,
     config_file: Option<PathBuf>,
     spool_dir: PathBuf,
+    spool_dir_shared: Arc<PathBuf>,
     settings: Settings,
     spool: Spool,
     gate: BackendGate,
@@ -598,7 +602,10 @@ impl Postd {
                         .unwrap_or(Duration::ZERO);
                     (age < SETTLE).then(|| Instant::now() + (SETTLE - age))
                 };
-                if self.spool.upsert(name, info.created, info.size, ready_at) {
+                if self
+                    .spool
+                    .upsert(name, info.created, info.size, info.len, ready_at)
+                {
                     tracing::debug!("picked up {name} ({} bytes)", info.len);
                 }
             }
@@ -721,20 +728,14 @@ impl Postd {
             let Some(name) = self.spool.oldest_ready().map(str::to_string) else {
                 break;
             };
-            let Some((staged, size)) = self.load(&name, now) else {
-                continue;
-            };
-            let target = match self.target_for(&staged) {
-                Ok(t) => t,
-                Err(msg) => {
-                    self.record_failure(&name, &Outcome::Invalid(msg), now);
-                    continue;
-                }
-            };
+            let size = self.spool.get(&name).map_or(0, |e| e.len);
             let minute = self.minute(now);
             if !self.rate.allows(minute, size) {
                 match self.settings.cfg.rate_limit_strategy {
                     RateLimitStrategy::Drop => {
+                        let Some((staged, _)) = self.load(&name, now) else {
+                            continue;
+                        };
                         tracing::info!("rate limit reached: dropping {name}");
                         self.remove_file(&name);
                         self.counters.add(COUNTER_DROPPED, 1);
@@ -757,12 +758,14 @@ impl Postd {
             self.spool.start(&name);
             let job = Job {
                 name: name.clone(),
-                target,
-                staged,
+                spool_dir: Arc::clone(&self.spool_dir_shared),
+                target: Arc::clone(&self.settings.target),
+                paths: Arc::clone(&self.paths_shared),
                 size,
             };
             if !self.workers.submit(job) {
                 tracing::error!("delivery workers are gone");
+                self.rate.finish(minute, size, false);
                 self.spool.requeue(&name, None);
                 self.shutting_down = Some(now);
                 break;
@@ -782,45 +785,61 @@ impl Postd {
         }
     }
 
-    /// The target of a record: the daemon's, or the one of its `CFG:` file (server, cainfo,
-    /// tidheader and delivery mode all come from that file).
-    fn target_for(&self, staged: &StagedRecord) -> Result<Arc<Target>, String> {
-        let Some(path) = &staged.cfg_path else {
-            return Ok(Arc::clone(&self.settings.target));
-        };
-        let load = || -> Result<Target, String> {
-            check_config_path(path).map_err(|e| e.to_string())?;
-            let cfg = Config::from_file(path, &self.paths).map_err(|e| e.to_string())?;
-            let t = Target::from_config(&cfg).map_err(|e| e.to_string())?;
-            if t.mode == DeliveryMode::Otlp {
-                return Err("delivery_mode otlp is not available".into());
-            }
-            Ok(t)
-        };
-        load()
-            .map(Arc::new)
-            .map_err(|e| format!("configuration override {}: {e}", path.display()))
-    }
-
     fn complete(&mut self, c: Completion, now: Instant) {
         self.last_activity = now;
-        let accepted = c.outcome.is_accepted();
         let minute = self.minute(now);
+        let (outcome, staged, remove_error) = match c.result {
+            JobResult::Posted {
+                outcome,
+                staged,
+                remove_error,
+            } => (outcome, staged, remove_error),
+            other => {
+                self.rate.finish(minute, c.size, false);
+                match other {
+                    JobResult::Vanished => {
+                        self.spool.remove(&c.name);
+                    }
+                    JobResult::Quarantine(reason) => {
+                        self.quarantine(OsStr::new(&c.name), &reason);
+                    }
+                    JobResult::Unreadable(e) => {
+                        tracing::warn!("cannot read {}: {e}", c.name);
+                        let delay = backoff_delay(1, self.settings.cap, self.jitter());
+                        self.spool.requeue(&c.name, Some(now + delay));
+                    }
+                    JobResult::Posted { .. } => {}
+                }
+                return;
+            }
+        };
+        let accepted = outcome.is_accepted();
         self.rate.finish(minute, c.size, accepted);
         if !accepted {
-            self.record_failure(&c.name, &c.outcome, now);
+            self.record_failure(&c.name, &outcome, now);
             return;
         }
         tracing::debug!(
             "delivered {} ({}, {:?})",
             c.name,
-            c.outcome.detail(),
+            outcome.detail(),
             c.elapsed
         );
-        self.remove_file(&c.name);
+        self.spool.remove(&c.name);
+        match remove_error {
+            None => {
+                self.dir_sync
+                    .get_or_insert_with(|| Instant::now() + DIR_SYNC_INTERVAL);
+            }
+            Some(e) => {
+                // Never send it twice: leave it alone until restart.
+                tracing::error!("cannot delete delivered {}: {e}; ignoring it", c.name);
+                self.ignored.insert(c.name.clone());
+            }
+        }
         self.counters.add(COUNTER_DELIVERED, 1);
-        self.counters.last_delivery(true, c.outcome.detail());
-        self.journal.add(&c.staged, now_secs());
+        self.counters.last_delivery(true, outcome.detail());
+        self.journal.add(&staged, now_secs());
         if self.gate.on_success() {
             tracing::info!("backend reachable again; sending the spool");
             self.spool.wake_gated();

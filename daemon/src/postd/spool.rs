@@ -53,6 +53,8 @@ pub struct SpoolEntry {
     pub created: SystemTime,
     /// Bytes it occupies (quota).
     pub size: u64,
+    /// Its length (rate limiting counts real bytes).
+    pub len: u64,
     /// Failed attempts so far.
     pub attempts: u32,
     /// Consecutive failures the backend as a whole was blamed for.
@@ -113,6 +115,7 @@ impl Spool {
         name: &str,
         created: SystemTime,
         size: u64,
+        len: u64,
         ready_at: Option<Instant>,
     ) -> bool {
         if let Some(e) = self.entries.get(name) {
@@ -125,6 +128,7 @@ impl Spool {
                 name: name.to_string(),
                 created,
                 size,
+                len,
                 attempts,
                 global_failures: global,
                 state: EntryState::Ready,
@@ -140,6 +144,7 @@ impl Spool {
             name: name.to_string(),
             created,
             size,
+            len,
             attempts: 0,
             global_failures: 0,
             state: EntryState::Ready,
@@ -400,9 +405,9 @@ mod tests {
     fn oldest_first_and_new_records_queue_behind() {
         let now = Instant::now();
         let mut s = Spool::new();
-        s.upsert("c", t(30), 10, None);
-        s.upsert("a", t(10), 10, None);
-        s.upsert("b", t(20), 10, Some(now + Duration::from_secs(5)));
+        s.upsert("c", t(30), 10, 10, None);
+        s.upsert("a", t(10), 10, 10, None);
+        s.upsert("b", t(20), 10, 10, Some(now + Duration::from_secs(5)));
         assert_eq!(s.oldest_ready(), Some("a"));
         s.start("a");
         assert_eq!(s.oldest_ready(), Some("c"));
@@ -423,8 +428,8 @@ mod tests {
         let now = Instant::now();
         let cap = Duration::from_secs(120);
         let mut s = Spool::new();
-        s.upsert("old", t(1), 1, None);
-        s.upsert("new", t(2), 1, None);
+        s.upsert("old", t(1), 1, 1, None);
+        s.upsert("new", t(2), 1, 1, None);
         s.start("old");
         assert!(
             !s.fail("old", false, now, Duration::from_secs(5)),
@@ -471,7 +476,7 @@ mod tests {
     fn expiry_and_quota_take_the_oldest_and_spare_records_in_flight() {
         let mut s = Spool::new();
         for (i, n) in ["a", "b", "c", "d"].iter().enumerate() {
-            s.upsert(n, t(i as u64 * 60), 100, None);
+            s.upsert(n, t(i as u64 * 60), 100, 100, None);
         }
         s.start("a");
         let expired = s.expired(t(200), Duration::from_secs(100));
@@ -485,7 +490,7 @@ mod tests {
         assert_eq!(s.over_quota(0), vec!["b", "c", "d"]);
         // A refresh keeps the retry state.
         s.fail("a", false, Instant::now(), Duration::from_secs(1));
-        s.upsert("a", t(0), 120, None);
+        s.upsert("a", t(0), 120, 120, None);
         assert_eq!(s.get("a").unwrap().attempts, 1);
         assert_eq!(s.total_size(), 420);
     }
