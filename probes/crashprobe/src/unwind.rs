@@ -137,9 +137,9 @@ pub fn unwind_thread(
         } else {
             nsp > sp
         };
-        // A frame-pointer chain must go up the stack until it ends with 0.
-        let chain_ok =
-            how != Trust::FramePointer || !next.get(RBP).is_some_and(|bp| bp != 0 && bp < nsp);
+        // A frame-pointer chain that points at itself is a loop; other values of the caller's
+        // rbp may be legitimate (callers built without frame pointers).
+        let chain_ok = how != Trust::FramePointer || next.get(RBP) != regs.get(RBP);
         if !progressed || !chain_ok {
             error = Some(format!(
                 "stack loop after frame #{} of TID {}",

@@ -342,3 +342,100 @@ fn rust_threads_match_gdb() {
         .count();
     assert_eq!(parked, 2, "{text}");
 }
+
+#[test]
+fn rebuilt_program_is_reported_by_module_offset_and_build_id() {
+    let lab = Lab::new();
+    let exe = lab.cc("rebuilt", LEVELS_C, &["-O0", "-g", "-Wl,--build-id"]);
+    let core = lab.gdb_core(&exe, &[]);
+    let build_id = |exe: &Path| {
+        let out = run_ok(std::process::Command::new("readelf").arg("-n").arg(exe));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_string))
+            .expect("build id")
+    };
+    let crashed = build_id(&exe);
+    // The "package" is updated after the crash: same path, other contents.
+    lab.cc(
+        "rebuilt",
+        &LEVELS_C.replace("+ 1", "+ 2"),
+        &["-O0", "-g", "-Wl,--build-id"],
+    );
+    assert_ne!(build_id(&exe), crashed);
+
+    let root = unfiltered_root();
+    let listener = Listener::start(&root);
+    let run = probe(&root, &["-p", "rebuilt"], Input::File(&core), None);
+    let text = payload(&listener.next());
+    assert_eq!(run.code, 0, "{}\n{text}", run.stderr);
+    let module = exe.display().to_string();
+    let line0 = text
+        .lines()
+        .find(|l| l.starts_with("#0 "))
+        .expect("frame 0");
+    assert!(
+        line0.starts_with(&format!("#0 {module}+0x"))
+            && line0.ends_with(&format!("() - [{module}] - build-id {crashed}")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("level3"),
+        "the new file's symbols must not be used\n{text}"
+    );
+}
+
+/// A core written by the kernel itself (ASLR on, notes first), when this host's
+/// `kernel.core_pattern` writes plain files; skipped otherwise. The pattern is only read.
+#[test]
+fn kernel_written_core_through_a_pipe_matches_gdb() {
+    use std::os::unix::process::CommandExt;
+    let lab = Lab::new();
+    let exe = lab.cc("kcore", THREADS_C, &["-O0", "-g"]);
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.current_dir(lab.dir.path());
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &lim);
+            Ok(())
+        });
+    }
+    let status = cmd.status().expect("run crasher");
+    assert!(!status.success());
+    let core = std::fs::read_dir(lab.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("core"))
+                && std::fs::read(p).is_ok_and(|b| b.starts_with(b"\x7fELF"))
+        });
+    let Some(core) = core else {
+        eprintln!("kernel.core_pattern does not write core files here; skipped");
+        return;
+    };
+    let bytes = std::fs::read(&core).unwrap();
+    let (img, _) =
+        crashprobe::CoreImage::from_stream(&bytes[..], None, &crashprobe::Limits::default());
+    assert_eq!(img.unwrap().stats.mode, crashprobe::ReadMode::Streamed);
+
+    let root = unfiltered_root();
+    let listener = Listener::start(&root);
+    let run = probe(
+        &root,
+        &["-p", "kcore", "-s", "11"],
+        Input::Pipe(&bytes),
+        Some(DEFAULT_DEBUG),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = payload(&listener.next());
+    let reference = gdb_backtraces(&exe, &core, DEFAULT_DEBUG);
+    assert_matches_gdb(&payload_backtraces(&text), &reference, &text);
+    assert_sequence(&first_thread(&text), &["crash_now", "main"], &text);
+}

@@ -160,3 +160,20 @@ fn unknown_user_is_fatal_for_root() {
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("does not exist"), "{}", run.stderr);
 }
+
+#[test]
+fn core_file_symlink_is_refused() {
+    let (lab, core) = small_core();
+    let file = lab.path("real.core");
+    std::fs::write(&file, &core).unwrap();
+    let link = lab.path("link.core");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let root = unfiltered_root();
+    let run = probe(&root, &["-p", "small"], Input::File(&link), None);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("cannot open core file"),
+        "{}",
+        run.stderr
+    );
+}

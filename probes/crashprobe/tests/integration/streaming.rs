@@ -90,3 +90,36 @@ fn spill_cap_bounds_the_temp_file() {
         Ok(img) => assert!(img.stats.spilled <= 64 << 10),
     }
 }
+
+#[test]
+fn kept_bytes_do_not_grow_with_the_core() {
+    let lab = Lab::new();
+    let src = r#"
+#include <stdlib.h>
+#include <string.h>
+char *volatile keep;
+int *volatile nowhere;
+__attribute__((noinline)) void crash(void) { *nowhere = 1; }
+int main(void) {
+    keep = malloc(64 << 20);
+    memset(keep, 0x5a, 64 << 20);
+    crash();
+    return 0;
+}
+"#;
+    let exe = lab.cc("big", src, &["-O0", "-g"]);
+    let gdb_layout = std::fs::read(lab.gdb_core(&exe, &[])).unwrap();
+    assert!(gdb_layout.len() > 64 << 20);
+    let kernel_layout = to_notes_first(&gdb_layout);
+    drop(gdb_layout);
+    let (img, total) = CoreImage::from_stream(&kernel_layout[..], None, &Limits::default());
+    let img = img.unwrap();
+    assert_eq!(total, kernel_layout.len() as u64);
+    assert!(img.stats.kept < 2 << 20, "kept {} bytes", img.stats.kept);
+    let report = crashprobe::analyze(&img, "big", Some(11), &AnalysisOptions::default());
+    assert!(
+        report.payload.contains("#0 crash() - ["),
+        "{}",
+        report.payload
+    );
+}
