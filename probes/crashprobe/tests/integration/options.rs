@@ -177,3 +177,25 @@ fn core_file_symlink_is_refused() {
         run.stderr
     );
 }
+
+#[test]
+fn closed_stderr_is_reopened_on_dev_null() {
+    use std::os::unix::process::CommandExt;
+    let root = TestRoot::new();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_crashprobe"));
+    root.apply_env(&mut cmd);
+    cmd.env("CRASHPROBE_USER", "root")
+        .arg("-s")
+        .arg("11")
+        .stdin(std::process::Stdio::null());
+    // SAFETY: close is async-signal-safe and affects only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::close(2);
+            Ok(())
+        });
+    }
+    // The "Missing -p" message goes to /dev/null instead of failing or landing elsewhere.
+    let status = cmd.status().expect("run crashprobe");
+    assert_eq!(status.code(), Some(1));
+}
