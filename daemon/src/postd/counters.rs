@@ -1,11 +1,10 @@
-//! telempostd's status file (`<state_dir>/telempostd.status`): counters and the last delivery
-//! result, replaced atomically at most once per [`WRITE_INTERVAL`] and at exit.
+//! telempostd's counters and last delivery result, for its status file
+//! (`<state_dir>/telempostd.status`, written by the [`super::persist`] thread) at most once
+//! per [`WRITE_INTERVAL`] and at exit.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use libtelemetry::status::{now_secs, status_file, write_status, DaemonStatus, LastDelivery};
-use libtelemetry::Paths;
+use libtelemetry::status::{now_secs, DaemonStatus, LastDelivery};
 
 pub const WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -14,16 +13,14 @@ pub const COUNTER_LOCAL: &str = "local";
 
 pub struct Counters {
     status: DaemonStatus,
-    path: PathBuf,
     dirty: bool,
     last_write: Instant,
 }
 
 impl Counters {
-    pub fn new(paths: &Paths) -> Counters {
+    pub fn new() -> Counters {
         Counters {
             status: DaemonStatus::new("telempostd"),
-            path: status_file(paths, "telempostd"),
             dirty: true,
             // Due at once: the first write announces the daemon.
             last_write: Instant::now()
@@ -58,20 +55,25 @@ impl Counters {
         Some(self.last_write + WRITE_INTERVAL)
     }
 
-    pub fn flush_if_due(&mut self, now: Instant) {
+    /// The status to write when a write is due (and mark it written).
+    pub fn due(&mut self, now: Instant) -> Option<DaemonStatus> {
         if self.deadline().is_some_and(|d| d <= now) {
-            self.flush();
+            Some(self.snapshot())
+        } else {
+            None
         }
     }
 
-    pub fn flush(&mut self) {
+    /// The status to write now (and mark it written).
+    pub fn snapshot(&mut self) -> DaemonStatus {
         self.last_write = Instant::now();
         self.dirty = false;
-        if let Some(parent) = self.path.parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        if let Err(e) = write_status(&self.path, &self.status) {
-            tracing::warn!("cannot write {}: {e}", self.path.display());
-        }
+        self.status.clone()
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters::new()
     }
 }

@@ -5,7 +5,8 @@
 //! ([`delivery`]; ureq is blocking, so parallelism comes from threads sharing keep-alive
 //! agents). Each turn of the loop: pick up new files, expire, dispatch the oldest ready
 //! records within the rate limits ([`ratelimit`]) and the backend gate ([`spool`]), enforce
-//! the quota, and flush the journal ([`journal`]) and status file ([`counters`]) when due.
+//! the quota; journal entries ([`journal`]), spool syncs and the status file ([`counters`])
+//! go to a writer thread ([`persist`]) so the loop never waits on fsync.
 //!
 //! Architecture Invariant: a spooled file is deleted only after the backend answered 200/201
 //! for it, or by an explicit, counted and logged policy: expiry (`expired`), quota
@@ -15,6 +16,7 @@
 pub mod counters;
 pub mod delivery;
 pub mod journal;
+pub mod persist;
 pub mod pickup;
 pub mod ratelimit;
 pub mod spool;
@@ -36,7 +38,7 @@ use libtelemetry::{parse_staged, Config, ConfigError, Paths, StagedRecord};
 
 use counters::{Counters, COUNTER_LOCAL};
 use delivery::{Completion, HttpSender, Job, JobResult, Outcome, Target, TargetError, Workers};
-use journal::RecordJournal;
+use persist::Persister;
 use pickup::{PickupError, WatchEvent};
 use ratelimit::RateLimiter;
 use spool::{backoff_delay, BackendGate, GateState, Spool};
@@ -334,6 +336,13 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         settings.target.mode,
         spool_dir.display()
     );
+    let persist =
+        Persister::start(&paths, settings.cfg.record_retention_enabled).map_err(|source| {
+            PostdError::Setup {
+                what: "the journal and status writer",
+                source,
+            }
+        })?;
     let idle_exit = std::env::var(IDLE_EXIT_ENV)
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
@@ -341,8 +350,8 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         .map_or(IDLE_EXIT, Duration::from_secs_f64);
     let now = Instant::now();
     let postd = Postd {
-        journal: RecordJournal::new(&paths, settings.cfg.record_retention_enabled),
-        counters: Counters::new(&paths),
+        persist,
+        counters: Counters::new(),
         rate: RateLimiter::from_config(&settings.cfg),
         paths_shared: Arc::new(paths.clone()),
         paths,
@@ -415,7 +424,7 @@ struct Postd {
     rate: RateLimiter,
     sender: Arc<HttpSender>,
     workers: Workers,
-    journal: RecordJournal,
+    persist: Persister,
     counters: Counters,
     started: Instant,
     last_activity: Instant,
@@ -458,9 +467,11 @@ impl Postd {
             }
         }
         crate::notify::notify("STOPPING=1");
-        self.journal.flush();
         self.sync_dir();
-        self.counters.flush();
+        self.persist.status(self.counters.snapshot());
+        if !self.persist.finish(SHUTDOWN_GRACE) {
+            tracing::warn!("the journal and status writer did not finish in time");
+        }
         tracing::info!(
             "telempostd exiting: {} delivered, {} in the spool",
             self.counters.get(COUNTER_DELIVERED),
@@ -498,8 +509,9 @@ impl Postd {
         if self.dir_sync.is_some_and(|t| t <= now) {
             self.sync_dir();
         }
-        self.journal.flush_if_due(now);
-        self.counters.flush_if_due(now);
+        if let Some(st) = self.counters.due(now) {
+            self.persist.status(st);
+        }
     }
 
     fn should_exit(&mut self, now: Instant) -> bool {
@@ -539,7 +551,6 @@ impl Postd {
             consider(Some(t));
         }
         consider(self.rate_gate);
-        consider(self.journal.deadline());
         consider(self.counters.deadline());
         consider(self.dir_sync);
         consider(self.shutting_down);
@@ -739,7 +750,7 @@ impl Postd {
                         tracing::info!("rate limit reached: dropping {name}");
                         self.remove_file(&name);
                         self.counters.add(COUNTER_DROPPED, 1);
-                        self.journal.add(&staged, now_secs());
+                        self.persist.journal(staged, now_secs());
                         continue;
                     }
                     RateLimitStrategy::Spool => {
@@ -781,7 +792,7 @@ impl Postd {
             };
             self.remove_file(&name);
             self.counters.add(COUNTER_LOCAL, 1);
-            self.journal.add(&staged, now_secs());
+            self.persist.journal(staged, now_secs());
         }
     }
 
@@ -839,7 +850,7 @@ impl Postd {
         }
         self.counters.add(COUNTER_DELIVERED, 1);
         self.counters.last_delivery(true, outcome.detail());
-        self.journal.add(&staged, now_secs());
+        self.persist.journal(staged, now_secs());
         if self.gate.on_success() {
             tracing::info!("backend reachable again; sending the spool");
             self.spool.wake_gated();
@@ -912,9 +923,7 @@ impl Postd {
 
     fn sync_dir(&mut self) {
         if self.dir_sync.take().is_some() {
-            if let Err(e) = libtelemetry::fsutil::fsync_dir(&self.spool_dir) {
-                tracing::warn!("cannot sync {}: {e}", self.spool_dir.display());
-            }
+            self.persist.sync_dir(self.spool_dir.clone());
         }
     }
 
@@ -944,7 +953,7 @@ impl Postd {
         let mut rate = RateLimiter::from_config(&new.cfg);
         rate.inherit(&self.rate);
         self.rate = rate;
-        self.journal.set_retention(new.cfg.record_retention_enabled);
+        self.persist.set_retention(new.cfg.record_retention_enabled);
         self.sender.reset();
         self.next_rescan = Instant::now();
         self.settings = new;
