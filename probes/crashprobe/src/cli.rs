@@ -274,6 +274,13 @@ fn open_input(opts: &Options) -> Result<Input, String> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(|e| format!("cannot open core file {}: {e}", path.display()))?;
+        let regular = f.metadata().map(|m| m.is_file()).unwrap_or(false);
+        if !regular {
+            return Err(format!(
+                "core file {} is not a regular file",
+                path.display()
+            ));
+        }
         return Ok(Input::File(f));
     }
     // SAFETY: dup of fd 0 gives a new descriptor that the File then owns alone.
