@@ -1,0 +1,334 @@
+//! `bench ingest`: how fast telemprobd stages records, and its memory.
+//!
+//! Starts the release `telemprobd` in a temp root (under `$TMPDIR`, so
+//! `TMPDIR=/dev/shm` measures the daemon without disk latency), then for `--seconds` each:
+//! one sequential client, and `--clients` concurrent clients, all sending with
+//! `libtelemetry::client` and waiting for the acknowledgement. Prints one JSON line per
+//! figure: records/s, p50/p99 latency of one send, the daemon's VmHWM/VmRSS.
+//!
+//! Options: `--seconds N` (default 3), `--clients N` (default 8), `--payload BYTES`
+//! (default 200), `--no-build` (use the `telemprobd` next to this binary as it is; by
+//! default `cargo build` refreshes it first).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libtelemetry::client::{send_record, Delivery};
+use libtelemetry::{HostInfo, Paths, Record};
+use serde_json::json;
+use telemetrics_tests::{TestDaemon, TestRoot};
+
+struct Options {
+    build: bool,
+    seconds: f64,
+    clients: usize,
+    payload: usize,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        build: true,
+        seconds: 3.0,
+        clients: 8,
+        payload: 200,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{a} needs a value"))
+                .cloned()
+        };
+        match a.as_str() {
+            "--seconds" => o.seconds = value()?.parse().map_err(|e| format!("{a}: {e}"))?,
+            "--clients" => o.clients = value()?.parse().map_err(|e| format!("{a}: {e}"))?,
+            "--payload" => o.payload = value()?.parse().map_err(|e| format!("{a}: {e}"))?,
+            "--no-build" => o.build = false,
+            _ => return Err(format!("unknown option {a}")),
+        }
+    }
+    if o.payload > libtelemetry::record::MAX_PAYLOAD || o.clients == 0 || o.seconds <= 0.0 {
+        return Err("out-of-range option".into());
+    }
+    Ok(o)
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let opts = parse(args)?;
+    if opts.build {
+        ensure_daemon_built()?;
+    }
+    let root = TestRoot::new();
+    let mut cmd = root.command("telemprobd");
+    cmd.args(["-f", &root.config_path().to_string_lossy()]);
+    // Per-record log lines would measure the terminal, not the daemon.
+    cmd.env("TELEMETRICS_LOG", "warn");
+    let mut daemon = TestDaemon::spawn_command(&root, "telemprobd", cmd);
+    daemon.wait_for_socket(&root.socket_path(), Duration::from_secs(20));
+    let fs = filesystem_name(&root.spool_dir());
+    let ctx = |extra: serde_json::Value| {
+        let mut v = json!({"bench": "ingest", "spool_fs": fs, "payload_bytes": opts.payload});
+        if let (Some(m), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            m.extend(e.clone());
+        }
+        v
+    };
+
+    let host = HostInfo::collect(&root.paths);
+    let payload = "x".repeat(opts.payload);
+    let duration = Duration::from_secs_f64(opts.seconds);
+    // Warm up (page cache, the daemon's allocations).
+    let _ = clients(&root, &host, &payload, 1, Duration::from_millis(300))?;
+
+    println!(
+        "{}",
+        ctx(
+            json!({"figure": "load_average_1min", "value": load_average(), "unit": "",
+            "cpus": std::thread::available_parallelism().map_or(1, |n| n.get())})
+        )
+    );
+    let mut total_acked = 0;
+    for n in [1, opts.clients] {
+        let daemon_cpu0 = process_cpu(daemon.pid())?;
+        let client_cpu0 = own_cpu();
+        let r = clients(&root, &host, &payload, n, duration)?;
+        let daemon_cpu = process_cpu(daemon.pid())? - daemon_cpu0;
+        let client_cpu = own_cpu() - client_cpu0;
+        total_acked += r.acked;
+        let mut lat = r.latencies_us;
+        lat.sort_unstable();
+        let rate = r.acked as f64 / r.elapsed.as_secs_f64();
+        let label = if n == 1 { "sequential" } else { "concurrent" };
+        println!(
+            "{}",
+            ctx(
+                json!({"figure": format!("{label}_records_per_s"), "clients": n,
+                "value": rate.round(), "unit": "records/s", "records": r.acked,
+                "failed": r.failed})
+            )
+        );
+        // CPU time per record, which the machine's other load does not inflate much: on an
+        // idle machine a sequential client's rate is bounded by 1 / (daemon + client CPU).
+        let per_record = |d: Duration| d.as_secs_f64() * 1e6 / r.acked.max(1) as f64;
+        println!(
+            "{}",
+            ctx(
+                json!({"figure": format!("{label}_daemon_cpu_per_record"), "clients": n,
+                "value": (per_record(daemon_cpu) * 10.0).round() / 10.0, "unit": "us"})
+            )
+        );
+        println!(
+            "{}",
+            ctx(
+                json!({"figure": format!("{label}_client_cpu_per_record"), "clients": n,
+                "value": (per_record(client_cpu) * 10.0).round() / 10.0, "unit": "us"})
+            )
+        );
+        for (name, q) in [("p50", 0.50), ("p99", 0.99)] {
+            println!(
+                "{}",
+                ctx(
+                    json!({"figure": format!("{label}_{name}_send_latency"), "clients": n,
+                    "value": percentile(&lat, q), "unit": "us"})
+                )
+            );
+        }
+    }
+
+    let (hwm, rss) = memory_kb(daemon.pid())?;
+    println!(
+        "{}",
+        ctx(json!({"figure": "daemon_vm_hwm", "value": hwm, "unit": "kB"}))
+    );
+    println!(
+        "{}",
+        ctx(json!({"figure": "daemon_vm_rss", "value": rss, "unit": "kB"}))
+    );
+    let status = daemon.terminate(Duration::from_secs(30));
+    if !status.is_some_and(|s| s.success()) {
+        return Err(format!("telemprobd did not exit cleanly: {status:?}"));
+    }
+    let staged = root.staged_files().len();
+    if staged < total_acked {
+        return Err(format!(
+            "{total_acked} records acknowledged but only {staged} staged"
+        ));
+    }
+    Ok(())
+}
+
+struct RunResult {
+    acked: usize,
+    failed: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+/// `n` client threads sending records for `duration`.
+fn clients(
+    root: &TestRoot,
+    host: &HostInfo,
+    payload: &str,
+    n: usize,
+    duration: Duration,
+) -> Result<RunResult, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let stop = stop.clone();
+            let paths = root.paths.clone();
+            let socket = root.socket_path();
+            let host = host.clone();
+            let payload = payload.to_string();
+            std::thread::spawn(move || client(&paths, &socket, &host, &payload, &stop))
+        })
+        .collect();
+    std::thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    let mut result = RunResult {
+        acked: 0,
+        failed: 0,
+        elapsed: Duration::ZERO,
+        latencies_us: Vec::new(),
+    };
+    for t in threads {
+        let (acked, failed, lat) = t.join().map_err(|_| "client thread panicked")??;
+        result.acked += acked;
+        result.failed += failed;
+        result.latencies_us.extend(lat);
+    }
+    result.elapsed = start.elapsed();
+    Ok(result)
+}
+
+type ClientResult = Result<(usize, usize, Vec<u32>), String>;
+
+fn client(
+    paths: &Paths,
+    socket: &Path,
+    host: &HostInfo,
+    payload: &str,
+    stop: &AtomicBool,
+) -> ClientResult {
+    let (mut acked, mut failed) = (0, 0);
+    let mut latencies = Vec::with_capacity(1 << 16);
+    while !stop.load(Ordering::Relaxed) {
+        let mut r =
+            Record::new(2, "org.bench/ingest/record", 1, host).map_err(|e| e.to_string())?;
+        r.set_payload(payload.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        let outcome = send_record(paths, socket, &r, None);
+        let us = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        match outcome {
+            Ok(Delivery::Acknowledged) => {
+                acked += 1;
+                latencies.push(us);
+            }
+            _ => failed += 1,
+        }
+    }
+    Ok((acked, failed, latencies))
+}
+
+fn percentile(sorted: &[u32], q: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// user + system CPU time of `pid` (10 ms resolution).
+fn process_cpu(pid: u32) -> Result<Duration, String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let total = ticks(11) + ticks(12);
+    Ok(Duration::from_micros(total * 1_000_000 / hz))
+}
+
+/// user + system CPU time of this process (all client threads).
+fn own_cpu() -> Duration {
+    // SAFETY: a zeroed rusage is a valid out-parameter.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-parameter.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(-1.0)
+}
+
+/// (VmHWM, VmRSS) in kB from `/proc/<pid>/status`.
+fn memory_kb(pid: u32) -> Result<(u64, u64), String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .ok_or_else(|| format!("no {name} in /proc/{pid}/status"))
+    };
+    Ok((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+/// The release `telemprobd` next to this binary, built if missing.
+fn ensure_daemon_built() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = exe.parent().ok_or("no exe dir")?;
+    let daemon = dir.join("telemprobd");
+    let profile_is_release = dir.ends_with("release");
+    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    build.args(["build", "--manifest-path", manifest]);
+    build.args(["-p", "telemetrics-daemon", "--bin", "telemprobd"]);
+    if profile_is_release {
+        build.arg("--release");
+    }
+    // Always ask cargo: it rebuilds only when the daemon's sources changed.
+    let status = build.status().map_err(|e| format!("cargo build: {e}"))?;
+    if !status.success() || !daemon.exists() {
+        return Err(format!("cannot build {}", daemon.display()));
+    }
+    Ok(daemon)
+}
+
+/// The spool's filesystem type, for the record.
+fn filesystem_name(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return "unknown".into();
+    };
+    // SAFETY: a zeroed statfs is a valid out-parameter; `c` is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path pointer and out-parameter.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return "unknown".into();
+    }
+    match st.f_type as i64 {
+        0x0102_1994 => "tmpfs".into(),
+        0xEF53 => "ext4".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        0x794C_7630 => "overlayfs".into(),
+        other => format!("{other:#x}"),
+    }
+}
