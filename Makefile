@@ -5,8 +5,9 @@
 #   make install PREFIX=/usr DESTDIR=/tmp/stage
 #   make install TARGET_DIR=/path/to/target/release    install prebuilt files, build nothing
 #
-# Installed: the suite's binaries found in TARGET_DIR, libtelemetry.so.4.0.1 with its
-# libtelemetry.so.4 and libtelemetry.so links, telemetry.h, libtelemetry.pc, the systemd
+# Installed: the suite's binaries found in TARGET_DIR, libtelemetry.so.4.0.1 (linked by
+# libtelemetry-ffi/install.sh from TARGET_DIR/libtelemetry.a) with its libtelemetry.so.4
+# and libtelemetry.so links, telemetry.h, libtelemetry.pc, the systemd
 # units, the sysctl.d / system.conf.d / tmpfiles.d / sysusers.d files, the man pages and the
 # distribution's default telemetrics.conf. Unit files and the core pattern name programs
 # under $(BINDIR).
@@ -57,11 +58,11 @@ install: $(BUILD_FIRST)
 			$(INSTALL) -m 0755 "$(TARGET_DIR)/$$b" "$(DESTDIR)$(BINDIR)/$$b" || exit 1; \
 		fi; \
 	done
-	@if [ -f "$(TARGET_DIR)/libtelemetry.so" ]; then \
+	@if [ -f "$(TARGET_DIR)/libtelemetry.a" ]; then \
 		sh libtelemetry-ffi/install.sh --prefix "$(PREFIX)" --libdir "$(LIBDIR)" \
-			--destdir "$(DESTDIR)" --lib "$(TARGET_DIR)/libtelemetry.so" || exit 1; \
+			--destdir "$(DESTDIR)" --lib "$(TARGET_DIR)/libtelemetry.a" || exit 1; \
 	else \
-		echo "note: $(TARGET_DIR)/libtelemetry.so not found; libtelemetry not installed"; \
+		echo "note: $(TARGET_DIR)/libtelemetry.a not found; libtelemetry not installed"; \
 	fi
 	$(INSTALL) -d "$(DESTDIR)$(UNITDIR)" "$(DESTDIR)$(SYSTEMCONFDIR)" "$(DESTDIR)$(SYSCTLDIR)" \
 		"$(DESTDIR)$(TMPFILESDIR)" "$(DESTDIR)$(SYSUSERSDIR)" "$(DESTDIR)$(DEFAULTSDIR)"

@@ -93,6 +93,45 @@ fn lib_files() -> BTreeSet<String> {
     .collect()
 }
 
+/// A `libtelemetry.a` holding stand-ins for the 7 entry points, so install.sh can link it.
+fn stub_staticlib(out: &Path) {
+    assert!(
+        have("cc") && have("ar"),
+        "cc and ar are needed (gcc, binutils)"
+    );
+    let dir = out.parent().unwrap();
+    let src = dir.join("stub.c");
+    std::fs::write(
+        &src,
+        "int tm_set_config_file(char *c) { (void)c; return 0; }\n\
+         void tm_free_record(void *r) { (void)r; }\n\
+         int tm_create_record(void **r, unsigned s, char *c, unsigned v) { (void)r; (void)s; (void)c; (void)v; return 0; }\n\
+         int tm_set_payload(void *r, char *p) { (void)r; (void)p; return 0; }\n\
+         int tm_send_record(void *r) { (void)r; return 0; }\n\
+         int tm_set_event_id(void *r, char *e) { (void)r; (void)e; return 0; }\n\
+         int tm_is_opted_in(void) { return 0; }\n",
+    )
+    .unwrap();
+    let obj = dir.join("stub.o");
+    let ok = Command::new("cc")
+        .args(["-fPIC", "-c", "-o"])
+        .arg(&obj)
+        .arg(&src)
+        .status()
+        .unwrap()
+        .success()
+        && Command::new("ar")
+            .arg("rcs")
+            .arg(out)
+            .arg(&obj)
+            .status()
+            .unwrap()
+            .success();
+    assert!(ok, "building the stub libtelemetry.a failed");
+    std::fs::remove_file(src).unwrap();
+    std::fs::remove_file(obj).unwrap();
+}
+
 #[test]
 fn install_lays_out_a_prebuilt_target_dir() {
     let t = tempfile::tempdir().unwrap();
@@ -108,7 +147,7 @@ fn install_lays_out_a_prebuilt_target_dir() {
     for b in built {
         std::fs::write(target.join(b), format!("#!/bin/sh\necho {b}\n")).unwrap();
     }
-    std::fs::write(target.join("libtelemetry.so"), "not really ELF").unwrap();
+    stub_staticlib(&target.join("libtelemetry.a"));
     // Build by-products that must not be installed.
     for junk in [
         "telemctl.d",
@@ -132,7 +171,10 @@ fn install_lays_out_a_prebuilt_target_dir() {
         let md = std::fs::metadata(d(&format!("usr/bin/{b}"))).unwrap();
         assert_eq!(md.permissions().mode() & 0o777, 0o755, "{b}");
     }
-    assert_eq!(read(&d("usr/lib/libtelemetry.so.4.0.1")), "not really ELF");
+    assert_eq!(
+        &std::fs::read(d("usr/lib/libtelemetry.so.4.0.1")).unwrap()[..4],
+        b"\x7fELF"
+    );
     assert_eq!(
         std::fs::read_link(d("usr/lib/libtelemetry.so.4")).unwrap(),
         PathBuf::from("libtelemetry.so.4.0.1")
@@ -199,7 +241,7 @@ fn another_prefix_rewrites_program_paths() {
     make_install(&dest, &target, &["PREFIX=/opt/tm"]);
     let mut want = data_files("/opt/tm");
     want.insert("opt/tm/bin/telemprobd".into());
-    assert_eq!(tree(&dest), want, "no library without libtelemetry.so");
+    assert_eq!(tree(&dest), want, "no library without libtelemetry.a");
     let unit = read(&dest.join("opt/tm/lib/systemd/system/telemprobd.service"));
     assert!(
         unit.lines()
@@ -231,15 +273,15 @@ fn makefile_knows_every_binary_of_the_suite() {
     }
 }
 
-/// When this test run's own build holds the real telemctl and libtelemetry.so, install
+/// When this test run's own build holds the real telemctl and libtelemetry.a, install
 /// those and run the installed telemctl.
 #[test]
 fn install_of_the_real_build_output() {
     let exe = std::env::current_exe().unwrap();
     let profile = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    if !profile.join("telemctl").is_file() || !profile.join("libtelemetry.so").is_file() {
+    if !profile.join("telemctl").is_file() || !profile.join("libtelemetry.a").is_file() {
         eprintln!(
-            "no telemctl + libtelemetry.so in {}; skipped",
+            "no telemctl + libtelemetry.a in {}; skipped",
             profile.display()
         );
         return;
@@ -249,6 +291,10 @@ fn install_of_the_real_build_output() {
     make_install(&dest, &profile, &[]);
     let lib = std::fs::read(dest.join("usr/lib/libtelemetry.so.4.0.1")).unwrap();
     assert_eq!(&lib[..4], b"\x7fELF");
+    let installed = tree(&dest);
+    for f in lib_files() {
+        assert!(installed.contains(&f), "{f} not installed");
+    }
     let out = Command::new(dest.join("usr/bin/telemctl"))
         .arg("--version")
         .output()
