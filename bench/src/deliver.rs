@@ -15,7 +15,8 @@
 //! nothing). Its own capacity is measured first with raw keep-alive clients, to show it is
 //! not the bottleneck. Then telempostd's VmRSS when idle with an empty spool.
 //!
-//! Options: `--records N` (default 2000), `--payload BYTES` (default 200).
+//! Options: `--records N` (default 2000), `--payload BYTES` (default 200), `--mode v2|v3`
+//! and `--shape new-connection|keep-alive|parallel` to run only some of them.
 //! Prints one JSON line per figure.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -32,20 +33,27 @@ use telemetrics_tests::{TestDaemon, TestRoot};
 struct Options {
     records: usize,
     payload: usize,
+    /// Only this protocol / shape (all when `None`).
+    mode: Option<String>,
+    shape: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
         records: 2000,
         payload: 200,
+        mode: None,
+        shape: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let value = it.next().ok_or_else(|| format!("{a} needs a value"))?;
-        let n: usize = value.parse().map_err(|e| format!("{a}: {e}"))?;
+        let n = || value.parse::<usize>().map_err(|e| format!("{a}: {e}"));
         match a.as_str() {
-            "--records" => o.records = n,
-            "--payload" => o.payload = n,
+            "--records" => o.records = n()?,
+            "--payload" => o.payload = n()?,
+            "--mode" => o.mode = Some(value.clone()),
+            "--shape" => o.shape = Some(value.clone()),
             _ => return Err(format!("unknown option {a}")),
         }
     }
@@ -90,6 +98,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
             ("keep-alive", true, 1),
             ("parallel", true, 4),
         ] {
+            let skip = |want: &Option<String>, v: &str| want.as_deref().is_some_and(|w| w != v);
+            if skip(&opts.mode, mode) || skip(&opts.shape, shape) {
+                continue;
+            }
             drain(&opts, mode, shape, keep_alive, in_flight)?;
         }
     }
@@ -106,17 +118,27 @@ fn drain(
 ) -> Result<(), String> {
     let sink = Collector::sink();
     let mut root = TestRoot::new();
-    let path = if mode == "v3" { "/v3/collector" } else { "/v2/collector" };
+    let path = if mode == "v3" {
+        "/v3/collector"
+    } else {
+        "/v2/collector"
+    };
     root.set("server", &sink.url(path))
         .set("rate_limit_enabled", "false")
         .set("spool_max_size", "-1")
-        .set("delivery_keep_alive", if keep_alive { "true" } else { "false" })
+        .set(
+            "delivery_keep_alive",
+            if keep_alive { "true" } else { "false" },
+        )
         .set("delivery_max_in_flight", &in_flight.to_string());
     let old = std::time::SystemTime::now() - Duration::from_secs(60);
     for i in 0..opts.records {
         let p = root.spool_dir().join(format!("r{i:06}"));
-        std::fs::write(&p, libtelemetry::encode_staged(&record(i, opts.payload), None))
-            .map_err(|e| e.to_string())?;
+        std::fs::write(
+            &p,
+            libtelemetry::encode_staged(&record(i, opts.payload), None),
+        )
+        .map_err(|e| e.to_string())?;
         // Older than telempostd's settle time for files found by a scan.
         std::fs::File::options()
             .write(true)

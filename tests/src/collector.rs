@@ -59,18 +59,25 @@ pub struct Request {
     pub status: u16,
 }
 
-/// Header-name normalisation of uWSGI/WSGI: case-insensitive, `_` ≡ `-`.
-fn norm(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
+/// `a` and `b` name the same header, as uWSGI/WSGI see it: case-insensitive, `_` ≡ `-`
+/// (compared without allocating: the sink must stay cheap).
+fn same_name(a: &str, b: &str) -> bool {
+    let canon = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| canon(x) == canon(y))
 }
 
 impl Request {
     /// First header named `name` (case-insensitive, `_` ≡ `-`).
     pub fn header(&self, name: &str) -> Option<&str> {
-        let want = norm(name);
         self.headers
             .iter()
-            .find(|(n, _)| norm(n) == want)
+            .find(|(n, _)| same_name(n, name))
             .map(|(_, v)| v.as_str())
     }
 
@@ -615,10 +622,9 @@ fn py_int(s: &str) -> Option<i128> {
 /// The v2 header checks of §2.2, in the collector's order; the first failure wins.
 pub fn validate_v2(headers: &[(String, String)]) -> Result<(), Rejection> {
     let get = |name: &str| -> Option<&str> {
-        let want = norm(name);
         headers
             .iter()
-            .find(|(n, _)| norm(n) == want)
+            .find(|(n, _)| same_name(n, name))
             .map(|(_, v)| v.as_str())
     };
     if get("X-Telemetry-TID") != Some(TELEMETRY_ID) {
@@ -724,9 +730,11 @@ pub fn validate_v2(headers: &[(String, String)]) -> Result<(), Rejection> {
     }
     let pfv = h("payload_format_version");
     match py_int(pfv) {
-        None => return Err(bad(format!(
+        None => {
+            return Err(bad(format!(
             "Error parsing payload_format_version, invalid literal for int() with base 10: '{pfv}'"
-        ))),
+        )))
+        }
         Some(v) if v >= 2147483647 => {
             return Err(bad("Payload format version outside of range supported"))
         }
@@ -891,7 +899,7 @@ mod tests {
     /// Data-driven: replace (or with `None` remove) one header, expect this message.
     fn check(name: &str, value: Option<&str>, expected: Result<(), &str>) {
         let mut h = v4_headers();
-        h.retain(|(n, _)| norm(n) != norm(name));
+        h.retain(|(n, _)| !same_name(n, name));
         if let Some(v) = value {
             h.push((name.to_string(), v.to_string()));
         }

@@ -374,6 +374,9 @@ pub enum JobResult {
     Quarantine(String),
     /// A passing read error.
     Unreadable(String),
+    /// Not attempted: sending was paused (backend gate closed, shutting down) while the job
+    /// waited in the queue.
+    Skipped,
 }
 
 /// A worker's report.
@@ -416,9 +419,14 @@ fn process(job: &Job, sender: &HttpSender) -> JobResult {
 }
 
 /// A fixed pool of worker threads processing jobs; completions go back through a channel.
+///
+/// The queue may hold more jobs than there are workers, so a worker starts its next record
+/// without waiting for the event loop; at most `count` POSTs run at once. Jobs still queued
+/// when sending is paused ([`Workers::set_paused`]) come back as [`JobResult::Skipped`].
 pub struct Workers {
     jobs: mpsc::Sender<Job>,
     count: usize,
+    paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Workers {
@@ -431,8 +439,10 @@ impl Workers {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let rx: Arc<Mutex<mpsc::Receiver<Job>>> = Arc::new(Mutex::new(rx));
         let count = count.max(1);
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for i in 0..count {
             let rx = Arc::clone(&rx);
+            let paused = Arc::clone(&paused);
             let sender = Arc::clone(&sender);
             let done = done.clone();
             std::thread::Builder::new()
@@ -447,7 +457,11 @@ impl Workers {
                         }
                     };
                     let start = std::time::Instant::now();
-                    let result = process(&job, &sender);
+                    let result = if paused.load(std::sync::atomic::Ordering::SeqCst) {
+                        JobResult::Skipped
+                    } else {
+                        process(&job, &sender)
+                    };
                     let c = Completion {
                         name: job.name,
                         size: job.size,
@@ -459,11 +473,21 @@ impl Workers {
                     }
                 })?;
         }
-        Ok(Workers { jobs, count })
+        Ok(Workers {
+            jobs,
+            count,
+            paused,
+        })
     }
 
     pub fn count(&self) -> usize {
         self.count
+    }
+
+    /// Pause (or resume) sending: queued jobs not yet started are skipped.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Queue a job; false when the workers are gone.

@@ -578,6 +578,7 @@ impl Postd {
             Event::Watch(WatchEvent::Lost(why)) => {
                 tracing::error!("lost the watch on the spool directory ({why}); exiting");
                 self.shutting_down.get_or_insert(now + SHUTDOWN_GRACE);
+                self.workers.set_paused(true);
             }
             Event::Signal(sig) if sig == libc::SIGHUP => self.reload(),
             Event::Signal(sig) => {
@@ -591,6 +592,8 @@ impl Postd {
                     );
                     self.shutting_down = Some(now + SHUTDOWN_GRACE);
                 }
+                // Only the POSTs already started are finished.
+                self.workers.set_paused(true);
             }
             Event::Done(c) => self.complete(*c, now),
         }
@@ -720,7 +723,8 @@ impl Postd {
             self.keep_local(now);
             return;
         }
-        let max = self.settings.max_in_flight.min(self.workers.count());
+        // Twice as many dispatched as POSTs at once: a worker finds its next record queued.
+        let max = 2 * self.settings.max_in_flight.min(self.workers.count());
         loop {
             if self.spool.in_flight() >= max {
                 break;
@@ -728,7 +732,7 @@ impl Postd {
             match self.gate.state(now) {
                 GateState::Closed(_) => break,
                 GateState::HalfOpen if self.spool.in_flight() > 0 => break,
-                _ => {}
+                _ => self.workers.set_paused(false),
             }
             if let Some(t) = self.rate_gate {
                 if now < t {
@@ -819,6 +823,7 @@ impl Postd {
                         let delay = backoff_delay(1, self.settings.cap, self.jitter());
                         self.spool.requeue(&c.name, Some(now + delay));
                     }
+                    JobResult::Skipped => self.spool.requeue(&c.name, None),
                     JobResult::Posted { .. } => {}
                 }
                 return;
@@ -864,6 +869,8 @@ impl Postd {
         if global {
             let j = self.jitter();
             self.gate.on_failure(now, self.settings.cap, j);
+            // Records queued behind this one come back unsent.
+            self.workers.set_paused(true);
         }
         let attempts = self.spool.get(name).map_or(0, |e| e.attempts) + 1;
         let j = self.jitter();
