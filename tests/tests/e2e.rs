@@ -4,3 +4,6 @@
 
 #[path = "e2e/probd_c.rs"]
 mod probd_c;
+
+#[path = "e2e/postd.rs"]
+mod postd;
