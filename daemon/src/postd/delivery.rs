@@ -365,7 +365,7 @@ pub enum JobResult {
     /// POSTed. When accepted, the file was deleted (`remove_error` says if that failed).
     Posted {
         outcome: Outcome,
-        staged: StagedRecord,
+        staged: Box<StagedRecord>,
         remove_error: Option<String>,
     },
     /// The file disappeared before it could be read.
@@ -413,7 +413,7 @@ fn process(job: &Job, sender: &HttpSender) -> JobResult {
     }
     JobResult::Posted {
         outcome,
-        staged,
+        staged: Box::new(staged),
         remove_error,
     }
 }

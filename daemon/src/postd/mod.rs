@@ -855,7 +855,7 @@ impl Postd {
         }
         self.counters.add(COUNTER_DELIVERED, 1);
         self.counters.last_delivery(true, outcome.detail());
-        self.persist.journal(staged, now_secs());
+        self.persist.journal(*staged, now_secs());
         if self.gate.on_success() {
             tracing::info!("backend reachable again; sending the spool");
             self.spool.wake_gated();
