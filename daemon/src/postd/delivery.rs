@@ -24,6 +24,8 @@ use libtelemetry::config::DeliveryMode;
 use libtelemetry::record::HEADER_NAMES;
 use libtelemetry::{Config, Paths, StagedRecord};
 
+use super::otlp::{OtlpSettingError, OtlpSettings};
+
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest response body read (to return the connection to the pool).
@@ -39,6 +41,8 @@ pub struct Target {
     pub tid_value: String,
     /// CA bundle replacing the system roots.
     pub cainfo: Option<PathBuf>,
+    /// Batching, compression and extra headers (OTLP mode only).
+    pub otlp: Option<OtlpSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +51,8 @@ pub enum TargetError {
     TidHeader(String),
     #[error("server URL {0:?} is not an http:// or https:// URL")]
     Server(String),
+    #[error("{0}")]
+    Otlp(#[from] OtlpSettingError),
 }
 
 impl Target {
@@ -58,12 +64,18 @@ impl Target {
         if !(lower.starts_with("http://") || lower.starts_with("https://")) {
             return Err(TargetError::Server(c.server.clone()));
         }
+        let mode = c.effective_delivery_mode();
+        let otlp = match mode {
+            DeliveryMode::Otlp => Some(OtlpSettings::from_config(c)?),
+            _ => None,
+        };
         Ok(Target {
             server: c.server.clone(),
-            mode: c.effective_delivery_mode(),
+            mode,
             tid_name: name.to_string(),
             tid_value: value.to_string(),
             cainfo: c.cainfo_path().map(Path::to_path_buf),
+            otlp,
         })
     }
 }
@@ -96,8 +108,8 @@ pub struct HttpRequest {
 pub enum BuildError {
     #[error("header {0} has a value that cannot be sent in an HTTP header")]
     HeaderValue(&'static str),
-    #[error("delivery mode {0:?} is not available")]
-    Mode(DeliveryMode),
+    #[error("cannot compress the request: {0}")]
+    Compression(String),
 }
 
 /// The v2 request: 15 headers verbatim, tidheader, `Content-Type: application/text`, body.
@@ -147,12 +159,29 @@ pub fn v3_request(target: &Target, staged: &StagedRecord) -> HttpRequest {
     }
 }
 
+/// The OTLP request for a batch: `ExportLogsServiceRequest` JSON, gzipped when configured,
+/// with the configured extra headers (the `tidheader` line is the telemetrics-backend's and
+/// is not sent).
+pub fn otlp_request(target: &Target, records: &[&StagedRecord]) -> Result<HttpRequest, BuildError> {
+    let settings = target.otlp.clone().unwrap_or_default();
+    let json = super::otlp::encode_logs(records, std::time::SystemTime::now());
+    let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+    let body = if settings.gzip {
+        headers.push(("Content-Encoding".into(), "gzip".into()));
+        super::otlp::gzip(&json).map_err(|e| BuildError::Compression(e.to_string()))?
+    } else {
+        json
+    };
+    headers.extend(settings.headers.iter().cloned());
+    Ok(HttpRequest { headers, body })
+}
+
 /// The request for `target`'s mode.
 pub fn build_request(target: &Target, staged: &StagedRecord) -> Result<HttpRequest, BuildError> {
     match target.mode {
         DeliveryMode::V3 => Ok(v3_request(target, staged)),
         DeliveryMode::V2 | DeliveryMode::Auto => v2_request(target, staged),
-        DeliveryMode::Otlp => Err(BuildError::Mode(DeliveryMode::Otlp)),
+        DeliveryMode::Otlp => otlp_request(target, &[staged]),
     }
 }
 
@@ -163,6 +192,8 @@ pub enum Outcome {
     Accepted(u16),
     /// Any other HTTP status.
     Status(u16),
+    /// 429 or 503 (or, in OTLP mode, 502/504): retry, not before `Retry-After` if given.
+    Throttled(u16, Option<Duration>),
     /// No HTTP answer: connection, TLS, timeout.
     Transport(String),
     /// The record (or its override) cannot be sent as it is.
@@ -179,15 +210,30 @@ impl Outcome {
     pub fn is_global_failure(&self) -> bool {
         match self {
             Outcome::Accepted(_) | Outcome::Invalid(_) => false,
-            Outcome::Transport(_) => true,
+            Outcome::Transport(_) | Outcome::Throttled(..) => true,
             Outcome::Status(s) => *s >= 500 || *s == 429 || *s == 408,
         }
+    }
+
+    /// The wait the backend asked for (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Outcome::Throttled(_, after) => *after,
+            _ => None,
+        }
+    }
+
+    /// An OTLP answer that must not be retried (4xx other than 408 and 429).
+    pub fn is_otlp_permanent(&self) -> bool {
+        matches!(self, Outcome::Status(s) if (400..500).contains(s) && *s != 408 && *s != 429)
     }
 
     /// For logs and the status file, e.g. `HTTP 201`.
     pub fn detail(&self) -> String {
         match self {
-            Outcome::Accepted(s) | Outcome::Status(s) => format!("HTTP {s}"),
+            Outcome::Accepted(s) | Outcome::Status(s) | Outcome::Throttled(s, _) => {
+                format!("HTTP {s}")
+            }
             Outcome::Transport(e) => e.clone(),
             Outcome::Invalid(e) => format!("invalid record: {e}"),
         }
@@ -262,20 +308,31 @@ impl HttpSender {
         for (name, value) in &req.headers {
             r = r.set(name, value);
         }
-        match r.send_bytes(&req.body) {
-            Ok(resp) => {
-                let status = resp.status();
-                drain(resp);
-                if status == 200 || status == 201 {
-                    Outcome::Accepted(status)
-                } else {
-                    Outcome::Status(status)
+        let otlp = target.mode == DeliveryMode::Otlp;
+        let answer = |status: u16, resp: ureq::Response| {
+            let retry_after = resp
+                .header("retry-after")
+                .and_then(super::otlp::parse_retry_after);
+            let body = drain(resp);
+            let throttling = matches!(status, 429 | 503) || (otlp && matches!(status, 502 | 504));
+            if status == 200 || status == 201 {
+                if otlp {
+                    if let Some((n, msg)) = super::otlp::partial_success(&body) {
+                        tracing::warn!(
+                            "the OTLP backend rejected {n} log records of a batch: {msg}"
+                        );
+                    }
                 }
-            }
-            Err(ureq::Error::Status(status, resp)) => {
-                drain(resp);
+                Outcome::Accepted(status)
+            } else if throttling {
+                Outcome::Throttled(status, retry_after)
+            } else {
                 Outcome::Status(status)
             }
+        };
+        match r.send_bytes(&req.body) {
+            Ok(resp) => answer(resp.status(), resp),
+            Err(ureq::Error::Status(status, resp)) => answer(status, resp),
             Err(ureq::Error::Transport(t)) => {
                 if t.kind() == ureq::ErrorKind::BadHeader {
                     Outcome::Invalid(t.to_string())
@@ -287,14 +344,16 @@ impl HttpSender {
     }
 }
 
-/// Read (a bounded amount of) the response body so the connection can be reused.
-fn drain(resp: ureq::Response) {
+/// Read (a bounded amount of) the response body, which also returns the connection to the
+/// pool.
+fn drain(resp: ureq::Response) -> Vec<u8> {
     use std::io::Read;
-    let mut sink = Vec::new();
+    let mut body = Vec::new();
     let _ = resp
         .into_reader()
         .take(MAX_RESPONSE_BODY)
-        .read_to_end(&mut sink);
+        .read_to_end(&mut body);
+    body
 }
 
 /// A rustls config trusting only the certificates in the PEM file `path`.
@@ -338,11 +397,7 @@ pub fn target_for(
     let load = || -> Result<Target, String> {
         libtelemetry::config::check_config_path(path).map_err(|e| e.to_string())?;
         let cfg = Config::from_file(path, paths).map_err(|e| e.to_string())?;
-        let t = Target::from_config(&cfg).map_err(|e| e.to_string())?;
-        if t.mode == DeliveryMode::Otlp {
-            return Err("delivery_mode otlp is not available".into());
-        }
-        Ok(t)
+        Target::from_config(&cfg).map_err(|e| e.to_string())
     };
     load()
         .map(Arc::new)
@@ -352,12 +407,12 @@ pub fn target_for(
 /// One spooled record handed to a worker, which reads, parses, posts and (once accepted)
 /// deletes it, so the event loop does no file I/O per record.
 pub struct Job {
-    pub name: String,
+    /// Record names and the bytes reserved for each in the rate limiter: one record, or an
+    /// OTLP batch.
+    pub records: Vec<(String, u64)>,
     pub spool_dir: Arc<PathBuf>,
     pub target: Arc<Target>,
     pub paths: Arc<Paths>,
-    /// Bytes reserved in the rate limiter.
-    pub size: u64,
 }
 
 /// What happened to a job's record.
@@ -379,33 +434,45 @@ pub enum JobResult {
     Skipped,
 }
 
-/// A worker's report.
-pub struct Completion {
+/// What happened to one record of a job.
+pub struct ItemResult {
     pub name: String,
+    /// Bytes reserved in the rate limiter.
     pub size: u64,
     pub result: JobResult,
+}
+
+/// A worker's report on a job.
+pub struct Completion {
+    pub items: Vec<ItemResult>,
     pub elapsed: Duration,
 }
 
-fn process(job: &Job, sender: &HttpSender) -> JobResult {
+/// Read and parse a record; `Err` is the result to report.
+fn load(job: &Job, name: &str) -> Result<StagedRecord, JobResult> {
     use super::pickup::{self, PickupError};
-    let bytes = match pickup::read(&job.spool_dir, &job.name) {
+    let bytes = match pickup::read(&job.spool_dir, name) {
         Ok((b, _)) => b,
-        Err(PickupError::Vanished) => return JobResult::Vanished,
-        Err(e) if e.is_permanent() => return JobResult::Quarantine(e.to_string()),
-        Err(e) => return JobResult::Unreadable(e.to_string()),
+        Err(PickupError::Vanished) => return Err(JobResult::Vanished),
+        Err(e) if e.is_permanent() => return Err(JobResult::Quarantine(e.to_string())),
+        Err(e) => return Err(JobResult::Unreadable(e.to_string())),
     };
-    let staged = match libtelemetry::parse_staged(&bytes) {
-        Ok(s) => s,
-        Err(e) => return JobResult::Quarantine(format!("cannot parse: {e}")),
-    };
-    let outcome = match target_for(&staged, &job.target, &job.paths) {
-        Ok(t) => sender.post(&t, &staged),
-        Err(e) => Outcome::Invalid(e),
-    };
+    libtelemetry::parse_staged(&bytes)
+        .map_err(|e| JobResult::Quarantine(format!("cannot parse: {e}")))
+}
+
+/// The result of a POST for one record, deleting its file once accepted. An OTLP refusal
+/// that must not be retried quarantines the record.
+fn posted(job: &Job, name: &str, outcome: Outcome, staged: StagedRecord) -> JobResult {
+    if outcome.is_otlp_permanent() && job.target.mode == DeliveryMode::Otlp {
+        return JobResult::Quarantine(format!(
+            "the OTLP backend refused it ({})",
+            outcome.detail()
+        ));
+    }
     let mut remove_error = None;
     if outcome.is_accepted() {
-        match std::fs::remove_file(job.spool_dir.join(&job.name)) {
+        match std::fs::remove_file(job.spool_dir.join(name)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => remove_error = Some(e.to_string()),
@@ -416,6 +483,54 @@ fn process(job: &Job, sender: &HttpSender) -> JobResult {
         staged: Box::new(staged),
         remove_error,
     }
+}
+
+fn process(job: &Job, sender: &HttpSender) -> Vec<ItemResult> {
+    let mut items = Vec::with_capacity(job.records.len());
+    // Records that go in this job's OTLP batch.
+    let mut batch: Vec<(String, u64, StagedRecord)> = Vec::new();
+    for (name, size) in &job.records {
+        let mut report = |result| {
+            items.push(ItemResult {
+                name: name.clone(),
+                size: *size,
+                result,
+            })
+        };
+        let staged = match load(job, name) {
+            Ok(s) => s,
+            Err(r) => {
+                report(r);
+                continue;
+            }
+        };
+        let target = match target_for(&staged, &job.target, &job.paths) {
+            Ok(t) => t,
+            Err(e) => {
+                report(posted(job, name, Outcome::Invalid(e), staged));
+                continue;
+            }
+        };
+        if job.target.mode == DeliveryMode::Otlp && *target == *job.target {
+            batch.push((name.clone(), *size, staged));
+            continue;
+        }
+        // A v2/v3 record, or an OTLP record overridden to another backend: alone.
+        let outcome = sender.post(&target, &staged);
+        report(posted(job, name, outcome, staged));
+    }
+    if !batch.is_empty() {
+        let refs: Vec<&StagedRecord> = batch.iter().map(|(_, _, s)| s).collect();
+        let outcome = match otlp_request(&job.target, &refs) {
+            Ok(req) => sender.send(&job.target, &req),
+            Err(e) => Outcome::Invalid(e.to_string()),
+        };
+        for (name, size, staged) in batch {
+            let result = posted(job, &name, outcome.clone(), staged);
+            items.push(ItemResult { name, size, result });
+        }
+    }
+    items
 }
 
 /// A fixed pool of worker threads processing jobs; completions go back through a channel.
@@ -457,15 +572,20 @@ impl Workers {
                         }
                     };
                     let start = std::time::Instant::now();
-                    let result = if paused.load(std::sync::atomic::Ordering::SeqCst) {
-                        JobResult::Skipped
+                    let items = if paused.load(std::sync::atomic::Ordering::SeqCst) {
+                        job.records
+                            .iter()
+                            .map(|(name, size)| ItemResult {
+                                name: name.clone(),
+                                size: *size,
+                                result: JobResult::Skipped,
+                            })
+                            .collect()
                     } else {
                         process(&job, &sender)
                     };
                     let c = Completion {
-                        name: job.name,
-                        size: job.size,
-                        result,
+                        items,
                         elapsed: start.elapsed(),
                     };
                     if done.send(wrap(c)).is_err() {

@@ -16,6 +16,7 @@
 pub mod counters;
 pub mod delivery;
 pub mod journal;
+pub mod otlp;
 pub mod persist;
 pub mod pickup;
 pub mod ratelimit;
@@ -29,7 +30,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use libtelemetry::config::{check_config_path, ConfigSource, DeliveryMode, RateLimitStrategy};
+use libtelemetry::config::{check_config_path, ConfigSource, RateLimitStrategy};
 use libtelemetry::status::{
     now_secs, COUNTER_DELIVERED, COUNTER_DROPPED, COUNTER_EVICTED, COUNTER_EXPIRED,
     COUNTER_FAILED_ATTEMPTS, COUNTER_QUARANTINED, COUNTER_SPOOLED,
@@ -37,7 +38,9 @@ use libtelemetry::status::{
 use libtelemetry::{parse_staged, Config, ConfigError, Paths, StagedRecord};
 
 use counters::{Counters, COUNTER_LOCAL};
-use delivery::{Completion, HttpSender, Job, JobResult, Outcome, Target, TargetError, Workers};
+use delivery::{
+    Completion, HttpSender, ItemResult, Job, JobResult, Outcome, Target, TargetError, Workers,
+};
 use persist::Persister;
 use pickup::{PickupError, WatchEvent};
 use ratelimit::RateLimiter;
@@ -219,13 +222,6 @@ impl Settings {
     fn from_config(cfg: Config) -> Result<Settings, PostdError> {
         cfg.check_delivery()?;
         let target = Target::from_config(&cfg)?;
-        if target.mode == DeliveryMode::Otlp {
-            return Err(PostdError::Setting {
-                key: "delivery_mode",
-                value: "otlp".into(),
-                message: "OTLP export is not available in this version".into(),
-            });
-        }
         let max_in_flight = match cfg.raw.get("delivery_max_in_flight") {
             None => DEFAULT_MAX_IN_FLIGHT,
             Some(v) => v
@@ -362,6 +358,8 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         spool: Spool::new(),
         gate: BackendGate::default(),
         rate_gate: None,
+        jobs_in_flight: 0,
+        linger_since: None,
         sender,
         workers,
         started: now,
@@ -421,6 +419,10 @@ struct Postd {
     gate: BackendGate,
     /// Rate-limited (spool strategy): dispatch nothing before this instant.
     rate_gate: Option<Instant>,
+    /// Jobs handed to the workers and not completed.
+    jobs_in_flight: usize,
+    /// OTLP: since when ready records wait for a fuller batch.
+    linger_since: Option<Instant>,
     rate: RateLimiter,
     sender: Arc<HttpSender>,
     workers: Workers,
@@ -551,6 +553,9 @@ impl Postd {
             consider(Some(t));
         }
         consider(self.rate_gate);
+        if let (Some(since), Some(o)) = (self.linger_since, &self.settings.target.otlp) {
+            consider(Some(since + o.linger));
+        }
         consider(self.counters.deadline());
         consider(self.dir_sync);
         consider(self.shutting_down);
@@ -723,15 +728,15 @@ impl Postd {
             self.keep_local(now);
             return;
         }
-        // Twice as many dispatched as POSTs at once: a worker finds its next record queued.
+        // Twice as many jobs queued as POSTs at once: a worker finds its next job waiting.
         let max = 2 * self.settings.max_in_flight.min(self.workers.count());
         loop {
-            if self.spool.in_flight() >= max {
+            if self.jobs_in_flight >= max {
                 break;
             }
             match self.gate.state(now) {
                 GateState::Closed(_) => break,
-                GateState::HalfOpen if self.spool.in_flight() > 0 => break,
+                GateState::HalfOpen if self.jobs_in_flight > 0 => break,
                 _ => self.workers.set_paused(false),
             }
             if let Some(t) = self.rate_gate {
@@ -740,21 +745,99 @@ impl Postd {
                 }
                 self.rate_gate = None;
             }
-            let Some(name) = self.spool.oldest_ready().map(str::to_string) else {
+            if self.spool.oldest_ready().is_none() {
+                self.linger_since = None;
                 break;
+            }
+            let (max_records, max_bytes) = match &self.settings.target.otlp {
+                None => (1, u64::MAX),
+                Some(o) => (o.max_records, o.max_bytes as u64),
             };
-            let size = self.spool.get(&name).map_or(0, |e| e.len);
-            let minute = self.minute(now);
+            if let Some(o) = &self.settings.target.otlp {
+                // A batch that is not full waits for the linger time.
+                if !self.batch_is_full(max_records, max_bytes) {
+                    let since = *self.linger_since.get_or_insert(now);
+                    if now < since + o.linger {
+                        break;
+                    }
+                }
+            }
+            self.linger_since = None;
+            let records = self.take_batch(now, max_records, max_bytes);
+            if records.is_empty() {
+                if self.rate_gate.is_some() {
+                    break;
+                }
+                continue;
+            }
+            let job = Job {
+                records,
+                spool_dir: Arc::clone(&self.spool_dir_shared),
+                target: Arc::clone(&self.settings.target),
+                paths: Arc::clone(&self.paths_shared),
+            };
+            let names: Vec<(String, u64)> = job.records.clone();
+            if !self.workers.submit(job) {
+                tracing::error!("delivery workers are gone");
+                let minute = self.minute(now);
+                for (name, size) in names {
+                    self.rate.finish(minute, size, false);
+                    self.spool.requeue(&name, None);
+                }
+                self.shutting_down = Some(now);
+                break;
+            }
+            self.jobs_in_flight += 1;
+        }
+    }
+
+    /// Enough ready records (or bytes) for a full OTLP batch.
+    fn batch_is_full(&self, max_records: usize, max_bytes: u64) -> bool {
+        let mut bytes = 0u64;
+        let mut n = 0;
+        for name in self.spool.ready_names() {
+            n += 1;
+            bytes += otlp::estimated_size(self.spool.get(name).map_or(0, |e| e.len));
+            if n >= max_records || bytes >= max_bytes {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Take the oldest ready records for one job (up to `max_records` and, roughly,
+    /// `max_bytes`), within the rate limits: each is reserved and marked in flight. A
+    /// rate-limited record is dropped (`drop`) or stops the batch and dispatching until the
+    /// next minute (`spool`).
+    fn take_batch(
+        &mut self,
+        now: Instant,
+        max_records: usize,
+        max_bytes: u64,
+    ) -> Vec<(String, u64)> {
+        let candidates: Vec<(String, u64)> = self
+            .spool
+            .ready_names()
+            .take(max_records)
+            .map(|n| (n.to_string(), self.spool.get(n).map_or(0, |e| e.len)))
+            .collect();
+        let minute = self.minute(now);
+        let mut batch = Vec::new();
+        let mut bytes = 0u64;
+        for (name, size) in candidates {
+            let estimate = otlp::estimated_size(size);
+            if !batch.is_empty() && bytes + estimate > max_bytes {
+                break;
+            }
             if !self.rate.allows(minute, size) {
                 match self.settings.cfg.rate_limit_strategy {
                     RateLimitStrategy::Drop => {
-                        let Some((staged, _)) = self.load(&name, now) else {
-                            continue;
-                        };
-                        tracing::info!("rate limit reached: dropping {name}");
-                        self.remove_file(&name);
-                        self.counters.add(COUNTER_DROPPED, 1);
-                        self.persist.journal(staged, now_secs());
+                        if let Some((staged, _)) = self.load(&name, now) {
+                            tracing::info!("rate limit reached: dropping {name}");
+                            self.remove_file(&name);
+                            self.counters.add(COUNTER_DROPPED, 1);
+                            self.persist.journal(staged, now_secs());
+                        }
                         continue;
                     }
                     RateLimitStrategy::Spool => {
@@ -771,21 +854,10 @@ impl Postd {
             }
             self.rate.reserve(size);
             self.spool.start(&name);
-            let job = Job {
-                name: name.clone(),
-                spool_dir: Arc::clone(&self.spool_dir_shared),
-                target: Arc::clone(&self.settings.target),
-                paths: Arc::clone(&self.paths_shared),
-                size,
-            };
-            if !self.workers.submit(job) {
-                tracing::error!("delivery workers are gone");
-                self.rate.finish(minute, size, false);
-                self.spool.requeue(&name, None);
-                self.shutting_down = Some(now);
-                break;
-            }
+            bytes += estimate;
+            batch.push((name, size));
         }
+        batch
     }
 
     /// `record_server_delivery_enabled=false`: journal, retain, delete.
@@ -802,46 +874,58 @@ impl Postd {
 
     fn complete(&mut self, c: Completion, now: Instant) {
         self.last_activity = now;
+        self.jobs_in_flight = self.jobs_in_flight.saturating_sub(1);
+        // One POST, one verdict on the backend, however many records it carried.
+        let mut gate_bumped = false;
+        for item in c.items {
+            self.complete_item(item, c.elapsed, now, &mut gate_bumped);
+        }
+    }
+
+    fn complete_item(
+        &mut self,
+        item: ItemResult,
+        elapsed: Duration,
+        now: Instant,
+        gate_bumped: &mut bool,
+    ) {
         let minute = self.minute(now);
-        let (outcome, staged, remove_error) = match c.result {
+        let name = item.name;
+        let (outcome, staged, remove_error) = match item.result {
             JobResult::Posted {
                 outcome,
                 staged,
                 remove_error,
             } => (outcome, staged, remove_error),
             other => {
-                self.rate.finish(minute, c.size, false);
+                self.rate.finish(minute, item.size, false);
                 match other {
                     JobResult::Vanished => {
-                        self.spool.remove(&c.name);
+                        self.spool.remove(&name);
                     }
                     JobResult::Quarantine(reason) => {
-                        self.quarantine(OsStr::new(&c.name), &reason);
+                        self.quarantine(OsStr::new(&name), &reason);
                     }
                     JobResult::Unreadable(e) => {
-                        tracing::warn!("cannot read {}: {e}", c.name);
+                        tracing::warn!("cannot read {name}: {e}");
                         let delay = backoff_delay(1, self.settings.cap, self.jitter());
-                        self.spool.requeue(&c.name, Some(now + delay));
+                        self.spool.requeue(&name, Some(now + delay));
                     }
-                    JobResult::Skipped => self.spool.requeue(&c.name, None),
+                    JobResult::Skipped => self.spool.requeue(&name, None),
                     JobResult::Posted { .. } => {}
                 }
                 return;
             }
         };
         let accepted = outcome.is_accepted();
-        self.rate.finish(minute, c.size, accepted);
+        self.rate.finish(minute, item.size, accepted);
         if !accepted {
-            self.record_failure(&c.name, &outcome, now);
+            self.record_failure(&name, &outcome, now, !*gate_bumped);
+            *gate_bumped |= outcome.is_global_failure();
             return;
         }
-        tracing::debug!(
-            "delivered {} ({}, {:?})",
-            c.name,
-            outcome.detail(),
-            c.elapsed
-        );
-        self.spool.remove(&c.name);
+        tracing::debug!("delivered {name} ({}, {elapsed:?})", outcome.detail());
+        self.spool.remove(&name);
         match remove_error {
             None => {
                 self.dir_sync
@@ -849,8 +933,8 @@ impl Postd {
             }
             Some(e) => {
                 // Never send it twice: leave it alone until restart.
-                tracing::error!("cannot delete delivered {}: {e}; ignoring it", c.name);
-                self.ignored.insert(c.name.clone());
+                tracing::error!("cannot delete delivered {name}: {e}; ignoring it");
+                self.ignored.insert(name.clone());
             }
         }
         self.counters.add(COUNTER_DELIVERED, 1);
@@ -862,14 +946,17 @@ impl Postd {
         }
     }
 
-    fn record_failure(&mut self, name: &str, outcome: &Outcome, now: Instant) {
+    /// A failed attempt on `name`; `bump_gate` false when the same POST already closed the
+    /// backend gate (an OTLP batch).
+    fn record_failure(&mut self, name: &str, outcome: &Outcome, now: Instant, bump_gate: bool) {
         self.counters.add(COUNTER_FAILED_ATTEMPTS, 1);
         self.counters.last_delivery(false, outcome.detail());
         let global = outcome.is_global_failure();
-        if global {
+        if global && bump_gate {
             let j = self.jitter();
-            self.gate.on_failure(now, self.settings.cap, j);
-            // Records queued behind this one come back unsent.
+            self.gate
+                .on_failure_after(now, self.settings.cap, j, outcome.retry_after());
+            // Jobs queued behind this one come back unsent.
             self.workers.set_paused(true);
         }
         let attempts = self.spool.get(name).map_or(0, |e| e.attempts) + 1;

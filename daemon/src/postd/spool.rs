@@ -223,6 +223,11 @@ impl Spool {
         self.ready.first().map(|(_, n)| n.as_str())
     }
 
+    /// Ready records, oldest first.
+    pub fn ready_names(&self) -> impl Iterator<Item = &str> {
+        self.ready.iter().map(|(_, n)| n.as_str())
+    }
+
     /// When the next waiting record becomes ready.
     pub fn next_wakeup(&self) -> Option<Instant> {
         self.waiting.first().map(|(at, _)| *at)
@@ -366,8 +371,21 @@ impl BackendGate {
 
     /// A global failure: close for the next backoff step.
     pub fn on_failure(&mut self, now: Instant, cap: Duration, jitter: f64) {
+        self.on_failure_after(now, cap, jitter, None);
+    }
+
+    /// A global failure: close for the next backoff step, or for `retry_after` (the
+    /// backend's `Retry-After`) when that is longer.
+    pub fn on_failure_after(
+        &mut self,
+        now: Instant,
+        cap: Duration,
+        jitter: f64,
+        retry_after: Option<Duration>,
+    ) {
         self.failures = self.failures.saturating_add(1);
-        self.until = Some(now + backoff_delay(self.failures, cap, jitter));
+        let wait = backoff_delay(self.failures, cap, jitter).max(retry_after.unwrap_or_default());
+        self.until = Some(now + wait);
     }
 
     /// A success; returns true when the gate had been closed (records waiting on it must be
@@ -470,6 +488,12 @@ mod tests {
         assert!(g.on_success());
         assert!(!g.on_success());
         assert_eq!(g.state(now), GateState::Open);
+        g.on_failure_after(now, cap, 0.5, Some(Duration::from_secs(30)));
+        assert_eq!(
+            g.state(now),
+            GateState::Closed(now + Duration::from_secs(30)),
+            "Retry-After beyond the backoff"
+        );
     }
 
     #[test]

@@ -1,0 +1,486 @@
+//! OTLP/HTTP export (`delivery_mode=otlp`, or a server URL ending in `/v1/logs`): records
+//! become LogRecords of an `ExportLogsServiceRequest` in the OTLP JSON encoding, POSTed in
+//! batches.
+//!
+//! Mapping (one `ResourceLogs` per distinct set of host values, one `LogRecord` per record):
+//! * resource attributes: `service.name` = `telemetrics`, `host.arch` (arch), `os.type` =
+//!   `linux`, `os.name` (system_name), `os.version` (build), `telemetry.machine_id`,
+//!   `telemetry.host_type`, `telemetry.board_name`, `telemetry.cpu_model`,
+//!   `telemetry.bios_version`, `telemetry.kernel_version`;
+//! * scope: name `telemetrics-client`, version = the suite's;
+//! * `timeUnixNano` = creation_timestamp (omitted when not numeric), `observedTimeUnixNano` =
+//!   send time; severity 1–4 → `severityNumber` 9/13/17/21, `severityText`
+//!   INFO/WARN/ERROR/FATAL; `body` = the probe's payload (without the `\n` staging adds);
+//! * record attributes: `telemetry.classification` and its parts
+//!   `telemetry.classification.domain` / `.category` / `.name`, `telemetry.event_id`,
+//!   `telemetry.record_format_version`, `telemetry.payload_format_version` (ints when
+//!   numeric), `telemetry.severity` (the raw value).
+//!
+//! Responses follow the OTLP/HTTP specification: 200 accepted (a `partialSuccess` is logged
+//! with its count); 429, 502, 503, 504 retried, honouring `Retry-After`; any other 4xx is
+//! permanent and the batch's records are quarantined; other 5xx are retried like the other
+//! modes (the specification allows dropping them; this daemon keeps data).
+
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use libtelemetry::record::Header;
+use libtelemetry::{Config, StagedRecord};
+use serde_json::{json, Map, Value};
+
+/// Records per request unless `otlp_batch_max_records` says otherwise.
+pub const DEFAULT_BATCH_RECORDS: usize = 100;
+/// Request body bytes (before compression) unless `otlp_batch_max_bytes` says otherwise.
+pub const DEFAULT_BATCH_BYTES: usize = 1024 * 1024;
+/// Wait for more records before sending a batch that is not full.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(200);
+/// Instrumentation scope name.
+pub const SCOPE_NAME: &str = "telemetrics-client";
+
+/// OTLP settings from the config's `otlp_*` keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpSettings {
+    pub max_records: usize,
+    pub max_bytes: usize,
+    pub linger: Duration,
+    pub gzip: bool,
+    /// Extra request headers (`otlp_headers`), e.g. authorization.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Default for OtlpSettings {
+    fn default() -> Self {
+        OtlpSettings {
+            max_records: DEFAULT_BATCH_RECORDS,
+            max_bytes: DEFAULT_BATCH_BYTES,
+            linger: DEFAULT_LINGER,
+            gzip: false,
+            headers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {key} value {value:?}: {message}")]
+pub struct OtlpSettingError {
+    pub key: &'static str,
+    pub value: String,
+    pub message: String,
+}
+
+impl OtlpSettings {
+    /// Read `otlp_batch_max_records` (1..=10000), `otlp_batch_max_bytes` (4096..=64 MiB),
+    /// `otlp_linger_ms` (0..=60000), `otlp_compression` (`none`|`gzip`) and `otlp_headers`
+    /// (`Name: value` pairs separated by `;`).
+    pub fn from_config(c: &Config) -> Result<OtlpSettings, OtlpSettingError> {
+        let mut s = OtlpSettings::default();
+        let num = |key: &'static str, lo: u64, hi: u64| -> Result<Option<u64>, OtlpSettingError> {
+            let Some(v) = c.raw.get(key) else {
+                return Ok(None);
+            };
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| (lo..=hi).contains(n))
+                .map(Some)
+                .ok_or_else(|| OtlpSettingError {
+                    key,
+                    value: v.clone(),
+                    message: format!("expected {lo}..{hi}"),
+                })
+        };
+        if let Some(n) = num("otlp_batch_max_records", 1, 10_000)? {
+            s.max_records = n as usize;
+        }
+        if let Some(n) = num("otlp_batch_max_bytes", 4096, 64 << 20)? {
+            s.max_bytes = n as usize;
+        }
+        if let Some(n) = num("otlp_linger_ms", 0, 60_000)? {
+            s.linger = Duration::from_millis(n);
+        }
+        if let Some(v) = c.raw.get("otlp_compression") {
+            s.gzip = match v.to_ascii_lowercase().as_str() {
+                "gzip" => true,
+                "none" | "" => false,
+                _ => {
+                    return Err(OtlpSettingError {
+                        key: "otlp_compression",
+                        value: v.clone(),
+                        message: "expected none or gzip".into(),
+                    })
+                }
+            };
+        }
+        if let Some(v) = c.raw.get("otlp_headers") {
+            for part in v.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+                let (n, val) =
+                    super::delivery::split_header_line(part).ok_or_else(|| OtlpSettingError {
+                        key: "otlp_headers",
+                        value: v.clone(),
+                        message: format!("{part:?} is not a `Name: value` header"),
+                    })?;
+                s.headers.push((n.to_string(), val.to_string()));
+            }
+        }
+        Ok(s)
+    }
+}
+
+fn string_attr(key: &str, value: &str) -> Value {
+    json!({"key": key, "value": {"stringValue": value}})
+}
+
+/// An int attribute when `value` is a decimal integer (int64 travels as a JSON string),
+/// a string one otherwise.
+fn int_attr(key: &str, value: &str) -> Value {
+    match value.parse::<i64>() {
+        Ok(n) => json!({"key": key, "value": {"intValue": n.to_string()}}),
+        Err(_) => string_attr(key, value),
+    }
+}
+
+/// The resource attributes of a record (its host).
+pub fn resource_attributes(h: &libtelemetry::record::Headers) -> Vec<Value> {
+    vec![
+        string_attr("service.name", "telemetrics"),
+        string_attr("host.arch", h.get(Header::Arch)),
+        string_attr("os.type", "linux"),
+        string_attr("os.name", h.get(Header::SystemName)),
+        string_attr("os.version", h.get(Header::Build)),
+        string_attr("telemetry.machine_id", h.get(Header::MachineId)),
+        string_attr("telemetry.host_type", h.get(Header::HostType)),
+        string_attr("telemetry.board_name", h.get(Header::BoardName)),
+        string_attr("telemetry.cpu_model", h.get(Header::CpuModel)),
+        string_attr("telemetry.bios_version", h.get(Header::BiosVersion)),
+        string_attr("telemetry.kernel_version", h.get(Header::KernelVersion)),
+    ]
+}
+
+/// `severityNumber` and `severityText` for a record severity.
+pub fn severity(sev: &str) -> (u32, &'static str) {
+    match sev.trim() {
+        "1" => (9, "INFO"),
+        "2" => (13, "WARN"),
+        "3" => (17, "ERROR"),
+        "4" => (21, "FATAL"),
+        _ => (0, ""),
+    }
+}
+
+/// One LogRecord.
+pub fn log_record(s: &StagedRecord, observed_ns: u128) -> Value {
+    let h = &s.headers;
+    let class = h.get(Header::Classification);
+    let mut parts = class.splitn(3, '/');
+    let mut attrs = vec![string_attr("telemetry.classification", class)];
+    for name in ["domain", "category", "name"] {
+        attrs.push(string_attr(
+            &format!("telemetry.classification.{name}"),
+            parts.next().unwrap_or(""),
+        ));
+    }
+    attrs.push(string_attr("telemetry.event_id", h.get(Header::EventId)));
+    attrs.push(int_attr(
+        "telemetry.record_format_version",
+        h.get(Header::RecordFormatVersion),
+    ));
+    attrs.push(int_attr(
+        "telemetry.payload_format_version",
+        h.get(Header::PayloadFormatVersion),
+    ));
+    attrs.push(string_attr("telemetry.severity", h.get(Header::Severity)));
+    let (number, text) = severity(h.get(Header::Severity));
+    let mut rec = Map::new();
+    if let Ok(secs) = h.get(Header::CreationTimestamp).trim().parse::<u64>() {
+        rec.insert(
+            "timeUnixNano".into(),
+            Value::String((u128::from(secs) * 1_000_000_000).to_string()),
+        );
+    }
+    rec.insert(
+        "observedTimeUnixNano".into(),
+        Value::String(observed_ns.to_string()),
+    );
+    if number != 0 {
+        rec.insert("severityNumber".into(), json!(number));
+        rec.insert("severityText".into(), json!(text));
+    }
+    rec.insert(
+        "body".into(),
+        json!({"stringValue": String::from_utf8_lossy(s.payload())}),
+    );
+    rec.insert("attributes".into(), Value::Array(attrs));
+    Value::Object(rec)
+}
+
+/// The `ExportLogsServiceRequest` JSON for `records`, grouped by host.
+pub fn encode_logs(records: &[&StagedRecord], observed: SystemTime) -> Vec<u8> {
+    let observed_ns = observed
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // Group by resource, keeping first-seen order.
+    let mut groups: Vec<(Vec<Value>, Vec<Value>)> = Vec::new();
+    for s in records {
+        let res = resource_attributes(&s.headers);
+        let rec = log_record(s, observed_ns);
+        match groups.iter_mut().find(|(r, _)| *r == res) {
+            Some((_, recs)) => recs.push(rec),
+            None => groups.push((res, vec![rec])),
+        }
+    }
+    let resource_logs: Vec<Value> = groups
+        .into_iter()
+        .map(|(attrs, recs)| {
+            json!({
+                "resource": {"attributes": attrs},
+                "scopeLogs": [{
+                    "scope": {"name": SCOPE_NAME, "version": libtelemetry::VERSION},
+                    "logRecords": recs,
+                }],
+            })
+        })
+        .collect();
+    serde_json::to_vec(&json!({ "resourceLogs": resource_logs })).unwrap_or_default()
+}
+
+/// Bytes a record adds to a request body, roughly (for the batch byte bound): its staged
+/// size plus the JSON around it.
+pub fn estimated_size(staged_len: u64) -> u64 {
+    staged_len.saturating_mul(2) / 1 + 1024
+}
+
+/// gzip `bytes`.
+pub fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4),
+        flate2::Compression::fast(),
+    );
+    e.write_all(bytes)?;
+    e.finish()
+}
+
+/// `partialSuccess.rejectedLogRecords` and `errorMessage` of a 200 response body.
+pub fn partial_success(body: &[u8]) -> Option<(u64, String)> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let p = v.get("partialSuccess")?;
+    let rejected = match p.get("rejectedLogRecords")? {
+        Value::String(s) => s.parse().ok()?,
+        Value::Number(n) => n.as_u64()?,
+        _ => return None,
+    };
+    let msg = p
+        .get("errorMessage")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    (rejected > 0 || !msg.is_empty()).then_some((rejected, msg))
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped at one hour.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(3600)));
+    }
+    let when = httpdate(v)?;
+    let now = SystemTime::now();
+    Some(
+        when.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(3600)),
+    )
+}
+
+/// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn httpdate(s: &str) -> Option<SystemTime> {
+    let mut it = s.split_whitespace();
+    let _day = it.next()?;
+    let d: i64 = it.next()?.parse().ok()?;
+    let mon = match it.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let y: i64 = it.next()?.parse().ok()?;
+    let mut hms = it.next()?.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, mi, se) = (hms.next()??, hms.next()??, hms.next()??);
+    if it.next()? != "GMT" {
+        return None;
+    }
+    // Days from civil (H. Hinnant).
+    let (y2, m2) = if mon <= 2 {
+        (y - 1, mon + 9)
+    } else {
+        (y, mon - 3)
+    };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = days * 86400 + h * 3600 + mi * 60 + se;
+    u64::try_from(secs)
+        .ok()
+        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libtelemetry::record::Headers;
+
+    fn staged(machine: &str, sev: &str, payload: &str) -> StagedRecord {
+        let values = [
+            "4",
+            "org.test/otlp/one",
+            sev,
+            machine,
+            "1795614028",
+            "x86_64",
+            "h|t|x",
+            "42",
+            "6.1.0",
+            "1",
+            "testos",
+            "b",
+            "Test CPU @ 1.00GHz",
+            "bios",
+            "0123456789abcdef0123456789abcdef",
+        ];
+        let mut h = Headers::default();
+        for (i, v) in values.iter().enumerate() {
+            h.0[i] = v.to_string();
+        }
+        StagedRecord {
+            cfg_path: None,
+            headers: h,
+            body: format!("{payload}\n").into_bytes(),
+        }
+    }
+
+    #[test]
+    fn golden_export_request() {
+        let a = staged("m1", "2", "hello\nworld");
+        let observed = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let v: Value = serde_json::from_slice(&encode_logs(&[&a], observed)).unwrap();
+        let expected = json!({"resourceLogs": [{
+            "resource": {"attributes": [
+                {"key": "service.name", "value": {"stringValue": "telemetrics"}},
+                {"key": "host.arch", "value": {"stringValue": "x86_64"}},
+                {"key": "os.type", "value": {"stringValue": "linux"}},
+                {"key": "os.name", "value": {"stringValue": "testos"}},
+                {"key": "os.version", "value": {"stringValue": "42"}},
+                {"key": "telemetry.machine_id", "value": {"stringValue": "m1"}},
+                {"key": "telemetry.host_type", "value": {"stringValue": "h|t|x"}},
+                {"key": "telemetry.board_name", "value": {"stringValue": "b"}},
+                {"key": "telemetry.cpu_model", "value": {"stringValue": "Test CPU @ 1.00GHz"}},
+                {"key": "telemetry.bios_version", "value": {"stringValue": "bios"}},
+                {"key": "telemetry.kernel_version", "value": {"stringValue": "6.1.0"}},
+            ]},
+            "scopeLogs": [{
+                "scope": {"name": "telemetrics-client", "version": libtelemetry::VERSION},
+                "logRecords": [{
+                    "timeUnixNano": "1795614028000000000",
+                    "observedTimeUnixNano": "1800000000000000000",
+                    "severityNumber": 13,
+                    "severityText": "WARN",
+                    "body": {"stringValue": "hello\nworld"},
+                    "attributes": [
+                        {"key": "telemetry.classification", "value": {"stringValue": "org.test/otlp/one"}},
+                        {"key": "telemetry.classification.domain", "value": {"stringValue": "org.test"}},
+                        {"key": "telemetry.classification.category", "value": {"stringValue": "otlp"}},
+                        {"key": "telemetry.classification.name", "value": {"stringValue": "one"}},
+                        {"key": "telemetry.event_id", "value": {"stringValue": "0123456789abcdef0123456789abcdef"}},
+                        {"key": "telemetry.record_format_version", "value": {"intValue": "4"}},
+                        {"key": "telemetry.payload_format_version", "value": {"intValue": "1"}},
+                        {"key": "telemetry.severity", "value": {"stringValue": "2"}},
+                    ],
+                }],
+            }],
+        }]});
+        assert_eq!(v, expected);
+    }
+
+    #[test]
+    fn records_are_grouped_by_host() {
+        let (a, b, c) = (
+            staged("m1", "1", "a"),
+            staged("m2", "4", "b"),
+            staged("m1", "3", "c"),
+        );
+        let v: Value =
+            serde_json::from_slice(&encode_logs(&[&a, &b, &c], SystemTime::now())).unwrap();
+        let rl = v["resourceLogs"].as_array().unwrap();
+        assert_eq!(rl.len(), 2);
+        let bodies = |i: usize| -> Vec<String> {
+            rl[i]["scopeLogs"][0]["logRecords"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["body"]["stringValue"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(bodies(0), ["a", "c"]);
+        assert_eq!(bodies(1), ["b"]);
+        assert_eq!(severity("4"), (21, "FATAL"));
+        assert_eq!(severity("9"), (0, ""));
+    }
+
+    #[test]
+    fn responses_and_settings() {
+        assert_eq!(
+            partial_success(br#"{"partialSuccess":{"rejectedLogRecords":"3","errorMessage":"x"}}"#),
+            Some((3, "x".into()))
+        );
+        assert_eq!(partial_success(br#"{"partialSuccess":{}}"#), None);
+        assert_eq!(partial_success(b"{}"), None);
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("99999"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            httpdate("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784111777))
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+        let mut c = Config::defaults(&libtelemetry::Paths::default());
+        assert_eq!(
+            OtlpSettings::from_config(&c).unwrap(),
+            OtlpSettings::default()
+        );
+        c.raw.insert(
+            "otlp_headers".into(),
+            "Authorization: Bearer abc; X-A: b".into(),
+        );
+        c.raw.insert("otlp_compression".into(), "gzip".into());
+        c.raw.insert("otlp_linger_ms".into(), "50".into());
+        let s = OtlpSettings::from_config(&c).unwrap();
+        assert_eq!(
+            s.headers,
+            [
+                ("Authorization".to_string(), "Bearer abc".to_string()),
+                ("X-A".into(), "b".into())
+            ]
+        );
+        assert!(s.gzip);
+        assert_eq!(s.linger, Duration::from_millis(50));
+        c.raw.insert("otlp_batch_max_records".into(), "0".into());
+        assert!(OtlpSettings::from_config(&c).is_err());
+        let gz = gzip(b"hello").unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut out)
+            .unwrap();
+        assert_eq!(out, "hello");
+    }
+}
