@@ -4,6 +4,7 @@
 mod delivery;
 mod journal;
 mod lifecycle;
+mod otlp;
 mod spool;
 
 use std::path::PathBuf;

@@ -42,6 +42,13 @@ pub enum Behavior {
     Slow(Duration),
     /// Read the request, then reset the connection (RST, no response).
     Reset,
+    /// Answer every request with exactly this (e.g. 429 with `Retry-After`, or an OTLP
+    /// 200 with a `partialSuccess` body).
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
 }
 
 /// One request as received.
@@ -51,8 +58,11 @@ pub struct Request {
     pub path: String,
     /// In wire order, names as sent.
     pub headers: Vec<(String, String)>,
+    /// The body, decompressed when it came with `Content-Encoding: gzip`.
     pub body: Vec<u8>,
     pub chunked: bool,
+    /// The body came gzip-compressed.
+    pub gzip: bool,
     /// Connection number (1-based, in accept order).
     pub connection: usize,
     /// Status answered; 0 = reset without an answer.
@@ -356,6 +366,7 @@ fn read_request(r: &mut BufReader<TcpStream>, connection: usize) -> Result<Reque
         headers,
         body: Vec::new(),
         chunked: false,
+        gzip: false,
         connection,
         status: 0,
     };
@@ -408,6 +419,24 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
             }
             Err(_) => return,
         };
+        if req
+            .header("content-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("gzip"))
+        {
+            let mut out = Vec::new();
+            let decoded = flate2::read::GzDecoder::new(&req.body[..])
+                .take(MAX_BODY as u64)
+                .read_to_end(&mut out);
+            if decoded.is_err() {
+                req.status = 400;
+                let bytes = error_response(400, "bad gzip body").to_bytes(true);
+                finish(shared, req);
+                let _ = writer.write_all(&bytes);
+                return;
+            }
+            req.body = out;
+            req.gzip = true;
+        }
         let behavior = shared.behavior.lock().unwrap().clone();
         let response = match behavior {
             Behavior::Reset => {
@@ -416,6 +445,16 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
                 return;
             }
             Behavior::Status(code) => error_response(code, "injected failure"),
+            Behavior::Respond {
+                status,
+                headers,
+                body,
+            } => Response {
+                status,
+                content_type: "application/json",
+                body: body.into_bytes(),
+                headers,
+            },
             Behavior::Slow(d) => {
                 std::thread::sleep(d);
                 route(&req, shared)
@@ -476,7 +515,8 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
-    pub location: Option<&'static str>,
+    /// Extra headers (e.g. `Location`, `Retry-After`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Response {
@@ -485,7 +525,7 @@ impl Response {
             status,
             content_type: "application/json",
             body: serde_json::to_vec(v).unwrap_or_default(),
-            location: None,
+            headers: Vec::new(),
         }
     }
 
@@ -508,8 +548,8 @@ impl Response {
             self.content_type,
             self.body.len()
         );
-        if let Some(l) = self.location {
-            head.push_str(&format!("Location: {l}\r\n"));
+        for (n, v) in &self.headers {
+            head.push_str(&format!("{n}: {v}\r\n"));
         }
         if close {
             head.push_str("Connection: close\r\n");
@@ -529,7 +569,7 @@ fn error_response(status: u16, message: &str) -> Response {
             status,
             content_type: "text/html; charset=utf-8",
             body: format!("<!doctype html><title>{status}</title><p>{message}</p>").into_bytes(),
-            location: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -552,16 +592,16 @@ fn route(req: &Request, shared: &Shared) -> Response {
             status: 302,
             content_type: "text/html; charset=utf-8",
             body: Vec::new(),
-            location: Some("/telemetryui"),
+            headers: vec![("Location".into(), "/telemetryui".into())],
         },
         (_, "/" | "/v2/collector") => error_response(405, "method not allowed"),
         ("POST", "/v3/collector") => match validate_v3(req) {
             Ok(()) => Response::json(201, &serde_json::json!({ "result": "created" })),
             Err(e) => error_response(e.status, &e.message),
         },
-        ("POST", "/v1/logs") => match serde_json::from_slice::<serde_json::Value>(&req.body) {
-            Ok(v) if v.is_object() => Response::json(200, &serde_json::json!({})),
-            _ => error_response(400, "body is not a JSON object"),
+        ("POST", "/v1/logs") => match validate_otlp_logs(req) {
+            Ok(()) => Response::json(200, &serde_json::json!({})),
+            Err(e) => error_response(e.status, &e.message),
         },
         _ => error_response(404, "not found"),
     }
@@ -816,6 +856,66 @@ fn utc_text(t: i64) -> String {
         secs % 3600 / 60,
         secs % 60
     )
+}
+
+/// An OTLP/HTTP JSON logs export: `Content-Type: application/json` and the shape of
+/// `ExportLogsServiceRequest` (`resourceLogs[].scopeLogs[].logRecords[]`, resource and
+/// record attributes as key/value lists). Exact conformance to the protobuf schema is checked
+/// separately with the official definitions.
+pub fn validate_otlp_logs(req: &Request) -> Result<(), Rejection> {
+    if !req
+        .header("content-type")
+        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/json"))
+    {
+        return Err(Rejection {
+            status: 415,
+            message: "Content-Type must be application/json".into(),
+        });
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&req.body).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let attrs_ok = |a: Option<&serde_json::Value>| {
+        a.is_none_or(|a| {
+            a.as_array().is_some_and(|l| {
+                l.iter()
+                    .all(|kv| kv["key"].is_string() && kv["value"].is_object())
+            })
+        })
+    };
+    let resource_logs = v["resourceLogs"]
+        .as_array()
+        .ok_or_else(|| bad("resourceLogs missing"))?;
+    for rl in resource_logs {
+        if !attrs_ok(rl.get("resource").and_then(|r| r.get("attributes"))) {
+            return Err(bad("bad resource attributes"));
+        }
+        let scopes = rl["scopeLogs"]
+            .as_array()
+            .ok_or_else(|| bad("scopeLogs missing"))?;
+        for sl in scopes {
+            let records = sl["logRecords"]
+                .as_array()
+                .ok_or_else(|| bad("logRecords missing"))?;
+            for r in records {
+                if !r.is_object() || !attrs_ok(r.get("attributes")) {
+                    return Err(bad("bad log record"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Log records of an OTLP request body, in order.
+pub fn otlp_log_records(body: &[u8]) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let mut out = Vec::new();
+    for rl in v["resourceLogs"].as_array().into_iter().flatten() {
+        for sl in rl["scopeLogs"].as_array().into_iter().flatten() {
+            out.extend(sl["logRecords"].as_array().into_iter().flatten().cloned());
+        }
+    }
+    out
 }
 
 /// Names of the v3 JSON keys, in order.
