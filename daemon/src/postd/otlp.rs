@@ -245,7 +245,7 @@ pub fn encode_logs(records: &[&StagedRecord], observed: SystemTime) -> Vec<u8> {
 /// Bytes a record adds to a request body, roughly (for the batch byte bound): its staged
 /// size plus the JSON around it.
 pub fn estimated_size(staged_len: u64) -> u64 {
-    staged_len.saturating_mul(2) / 1 + 1024
+    staged_len.saturating_mul(2).saturating_add(1024)
 }
 
 /// gzip `bytes`.
