@@ -1,10 +1,10 @@
 //! The whole pipeline: telem-record-gen → telemprobd → telempostd → the loopback collector,
-//! in v2 (headers) and v3 (JSON) mode; the journal shows the record afterwards.
+//! in v2 (headers), v3 (JSON) and OTLP mode; the journal shows the record afterwards.
 
 use std::time::Duration;
 
 use libtelemetry::journal::read_journal;
-use telemetrics_tests::collector::{Collector, Request};
+use telemetrics_tests::collector::{otlp_log_records, Collector, Request};
 use telemetrics_tests::{wait_until, TestDaemon, TestRoot};
 
 const MACHINE_ID: &str = "e2ee2ee2ee2ee2ee2ee2ee2ee2ee2ee2";
@@ -85,4 +85,46 @@ fn a_record_reaches_a_v3_collector_and_the_journal() {
         "full value, spaces kept"
     );
     assert_eq!(v["payload"], "hello\nworld\n");
+}
+
+#[test]
+fn a_record_arrives_as_an_otlp_log_record() {
+    let c = Collector::start();
+    let (root, req) = pipeline(&c, "/v1/logs");
+    assert_eq!(req.status, 200);
+    let v = req.json().expect("a JSON body");
+    let resource = &v["resourceLogs"][0]["resource"]["attributes"];
+    let attr = |list: &serde_json::Value, key: &str| -> serde_json::Value {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|kv| kv["key"] == key)
+            .map(|kv| kv["value"].clone())
+            .unwrap_or_else(|| panic!("no attribute {key}"))
+    };
+    let host = libtelemetry::HostInfo::collect(&root.paths);
+    assert_eq!(attr(resource, "telemetry.machine_id")["stringValue"], MACHINE_ID);
+    assert_eq!(attr(resource, "os.name")["stringValue"], "testos");
+    assert_eq!(attr(resource, "os.version")["stringValue"], "42");
+    assert_eq!(attr(resource, "host.arch")["stringValue"], host.arch.as_str());
+    assert_eq!(
+        attr(resource, "telemetry.cpu_model")["stringValue"],
+        "Test CPU @ 1.00GHz"
+    );
+    let records = otlp_log_records(&req.body);
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r["body"]["stringValue"], "hello\nworld");
+    assert_eq!(r["severityNumber"], 13);
+    assert_eq!(r["severityText"], "WARN");
+    assert!(r["timeUnixNano"].as_str().unwrap().ends_with("000000000"));
+    assert_eq!(
+        attr(&r["attributes"], "telemetry.classification")["stringValue"],
+        CLASSIFICATION
+    );
+    assert_eq!(
+        attr(&r["attributes"], "telemetry.classification.category")["stringValue"],
+        "e2e"
+    );
+    assert_eq!(attr(&r["attributes"], "telemetry.event_id")["stringValue"], EVENT_ID);
 }
