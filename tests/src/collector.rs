@@ -63,6 +63,8 @@ pub struct Request {
     pub chunked: bool,
     /// The body came gzip-compressed.
     pub gzip: bool,
+    /// Records the request carried: 1 for v2/v3, the log records of an OTLP export.
+    pub records: usize,
     /// Connection number (1-based, in accept order).
     pub connection: usize,
     /// Status answered; 0 = reset without an answer.
@@ -107,6 +109,8 @@ struct State {
     attempts: Vec<Request>,
     accepted: Vec<Request>,
     accepted_count: usize,
+    /// Records in accepted requests.
+    accepted_records: usize,
     attempt_count: usize,
     next_id: u64,
 }
@@ -231,6 +235,16 @@ impl Collector {
 
     pub fn accepted_count(&self) -> usize {
         self.shared.state.lock().unwrap().accepted_count
+    }
+
+    /// Records in accepted requests (an OTLP export counts its log records).
+    pub fn accepted_records(&self) -> usize {
+        self.shared.state.lock().unwrap().accepted_records
+    }
+
+    /// Wait until accepted requests carried at least `n` records; false on timeout.
+    pub fn wait_for_records(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, |s| s.accepted_records >= n)
     }
 
     pub fn attempt_count(&self) -> usize {
@@ -367,6 +381,7 @@ fn read_request(r: &mut BufReader<TcpStream>, connection: usize) -> Result<Reque
         body: Vec::new(),
         chunked: false,
         gzip: false,
+        records: 0,
         connection,
         status: 0,
     };
@@ -457,9 +472,9 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
             },
             Behavior::Slow(d) => {
                 std::thread::sleep(d);
-                route(&req, shared)
+                route(&mut req, shared)
             }
-            Behavior::Normal => route(&req, shared),
+            Behavior::Normal => route(&mut req, shared),
         };
         let close = req
             .header("connection")
@@ -478,6 +493,7 @@ fn finish(shared: &Shared, req: Request) {
     st.attempt_count += 1;
     if (200..300).contains(&req.status) {
         st.accepted_count += 1;
+        st.accepted_records += req.records;
         if shared.record {
             st.accepted.push(req.clone());
         }
@@ -574,7 +590,7 @@ fn error_response(status: u16, message: &str) -> Response {
     }
 }
 
-fn route(req: &Request, shared: &Shared) -> Response {
+fn route(req: &mut Request, shared: &Shared) -> Response {
     let path = req.path.split('?').next().unwrap_or("");
     match (req.method.as_str(), path) {
         ("POST", "/" | "/v2/collector") => {
@@ -584,7 +600,10 @@ fn route(req: &Request, shared: &Shared) -> Response {
                 st.next_id
             };
             match ingest_v2(req, id) {
-                Ok(record) => Response::json(201, &record),
+                Ok(record) => {
+                    req.records = 1;
+                    Response::json(201, &record)
+                }
                 Err(e) => error_response(e.status, &e.message),
             }
         }
@@ -596,11 +615,17 @@ fn route(req: &Request, shared: &Shared) -> Response {
         },
         (_, "/" | "/v2/collector") => error_response(405, "method not allowed"),
         ("POST", "/v3/collector") => match validate_v3(req) {
-            Ok(()) => Response::json(201, &serde_json::json!({ "result": "created" })),
+            Ok(()) => {
+                req.records = 1;
+                Response::json(201, &serde_json::json!({ "result": "created" }))
+            }
             Err(e) => error_response(e.status, &e.message),
         },
         ("POST", "/v1/logs") => match validate_otlp_logs(req) {
-            Ok(()) => Response::json(200, &serde_json::json!({})),
+            Ok(n) => {
+                req.records = n;
+                Response::json(200, &serde_json::json!({}))
+            }
             Err(e) => error_response(e.status, &e.message),
         },
         _ => error_response(404, "not found"),
@@ -862,7 +887,8 @@ fn utc_text(t: i64) -> String {
 /// `ExportLogsServiceRequest` (`resourceLogs[].scopeLogs[].logRecords[]`, resource and
 /// record attributes as key/value lists). Exact conformance to the protobuf schema is checked
 /// separately with the official definitions.
-pub fn validate_otlp_logs(req: &Request) -> Result<(), Rejection> {
+/// Returns the number of log records.
+pub fn validate_otlp_logs(req: &Request) -> Result<usize, Rejection> {
     if !req
         .header("content-type")
         .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/json"))
@@ -885,6 +911,7 @@ pub fn validate_otlp_logs(req: &Request) -> Result<(), Rejection> {
     let resource_logs = v["resourceLogs"]
         .as_array()
         .ok_or_else(|| bad("resourceLogs missing"))?;
+    let mut n = 0;
     for rl in resource_logs {
         if !attrs_ok(rl.get("resource").and_then(|r| r.get("attributes"))) {
             return Err(bad("bad resource attributes"));
@@ -901,9 +928,10 @@ pub fn validate_otlp_logs(req: &Request) -> Result<(), Rejection> {
                     return Err(bad("bad log record"));
                 }
             }
+            n += records.len();
         }
     }
-    Ok(())
+    Ok(n)
 }
 
 /// Log records of an OTLP request body, in order.
