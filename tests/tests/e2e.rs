@@ -7,3 +7,6 @@ mod probd_c;
 
 #[path = "e2e/postd.rs"]
 mod postd;
+
+#[path = "e2e/chaos.rs"]
+mod chaos;
