@@ -103,10 +103,16 @@ fn a_record_arrives_as_an_otlp_log_record() {
             .unwrap_or_else(|| panic!("no attribute {key}"))
     };
     let host = libtelemetry::HostInfo::collect(&root.paths);
-    assert_eq!(attr(resource, "telemetry.machine_id")["stringValue"], MACHINE_ID);
+    assert_eq!(
+        attr(resource, "telemetry.machine_id")["stringValue"],
+        MACHINE_ID
+    );
     assert_eq!(attr(resource, "os.name")["stringValue"], "testos");
     assert_eq!(attr(resource, "os.version")["stringValue"], "42");
-    assert_eq!(attr(resource, "host.arch")["stringValue"], host.arch.as_str());
+    assert_eq!(
+        attr(resource, "host.arch")["stringValue"],
+        host.arch.as_str()
+    );
     assert_eq!(
         attr(resource, "telemetry.cpu_model")["stringValue"],
         "Test CPU @ 1.00GHz"
@@ -126,5 +132,8 @@ fn a_record_arrives_as_an_otlp_log_record() {
         attr(&r["attributes"], "telemetry.classification.category")["stringValue"],
         "e2e"
     );
-    assert_eq!(attr(&r["attributes"], "telemetry.event_id")["stringValue"], EVENT_ID);
+    assert_eq!(
+        attr(&r["attributes"], "telemetry.event_id")["stringValue"],
+        EVENT_ID
+    );
 }
