@@ -256,3 +256,20 @@ fn delivery_disabled_keeps_records_local() {
     }
     assert_eq!(c.attempt_count(), 0);
 }
+
+#[test]
+fn files_of_other_users_are_quarantined_not_read() {
+    // SAFETY: geteuid(2) has no side effects.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to give a file to another user");
+        return;
+    }
+    let c = Collector::start();
+    let root = root_for(&c, "/v2/collector");
+    let p = stage(&root, 0, Duration::from_secs(10));
+    std::os::unix::fs::chown(&p, Some(12345), Some(12345)).unwrap();
+    let _d = spawn(&root);
+    assert!(wait_counter(&root, COUNTER_QUARANTINED, 1));
+    assert!(spool_names(&root).is_empty());
+    assert_eq!(c.attempt_count(), 0);
+}
