@@ -233,7 +233,9 @@ fn bad_frames_get_a_reply_and_a_log_line_and_the_daemon_keeps_serving() {
         b"I",
         "not terminated by NUL",
     );
-    let bad_values: [(&str, fn(&mut Record), &str); 4] = [
+    /// Makes one header value invalid.
+    type Spoil = fn(&mut Record);
+    let bad_values: [(&str, Spoil, &str); 4] = [
         (
             "severity 0",
             |r| r.headers.set(Header::Severity, "0"),
