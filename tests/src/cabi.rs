@@ -118,6 +118,10 @@ fn compile(
         let lib = lib_dir();
         cmd.arg(format!("-L{}", lib.display()))
             .arg(format!("-Wl,-rpath,{}", lib.display()))
+            // DT_RPATH, not DT_RUNPATH: it wins over the LD_LIBRARY_PATH cargo sets for
+            // tests, which leads to whatever libtelemetry.so.4 a past `cargo build` left in
+            // target/<profile> instead of the library under test.
+            .arg("-Wl,--disable-new-dtags")
             .arg("-ltelemetry");
     }
     let output = cmd
