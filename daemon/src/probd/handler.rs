@@ -1,4 +1,5 @@
-//! One task per connection: reassemble frames, validate, stage, reply one [`Ack`] byte.
+//! A task for each connection that is not served at accept (see [`super::listener`]):
+//! reassemble frames, validate, stage, reply one [`Ack`] byte per frame.
 //!
 //! * Frames may arrive in any number of pieces (the C daemon dropped split frames). Each
 //!   frame, and the wait for it, must complete within the frame deadline; a connection that
@@ -18,7 +19,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use libtelemetry::client::Ack;
-use libtelemetry::frame::{decode_frame, frame_len, FrameError, MAX_FRAME_SIZE};
+use libtelemetry::frame::{decode_frame, frame_len, Frame, FrameError, MAX_FRAME_SIZE};
 use nix::sys::socket::MsgFlags;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -72,13 +73,7 @@ impl Conn {
 
     /// Read without waiting.
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match nix::sys::socket::recv(self.stream().as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(n) => return Ok(n),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        recv_now(self.stream(), buf)
     }
 
     /// Wait until data (or end of stream) can be read, without consuming it (cancel-safe).
@@ -111,14 +106,46 @@ impl Conn {
 
     /// Send the one-byte reply; never blocks, never raises SIGPIPE.
     pub fn reply(&self, ack: Ack) -> io::Result<()> {
-        nix::sys::socket::send(
-            self.stream().as_raw_fd(),
-            &[ack.byte()],
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        )
-        .map(|_| ())
-        .map_err(io::Error::from)
+        send_ack(self.stream(), ack)
     }
+}
+
+/// Send the one-byte reply on `stream`; never blocks, never raises SIGPIPE.
+pub fn send_ack(stream: &UnixStream, ack: Ack) -> io::Result<()> {
+    nix::sys::socket::send(
+        stream.as_raw_fd(),
+        &[ack.byte()],
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    )
+    .map(|_| ())
+    .map_err(io::Error::from)
+}
+
+/// `recv` without waiting, retried on EINTR.
+pub fn recv_now(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match nix::sys::socket::recv(stream.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => return Ok(n),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Decode a complete frame and validate its headers; a rejection is logged.
+pub fn decode_valid(frame: &[u8]) -> Result<Frame, Ack> {
+    let decoded = match decode_frame(frame) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("rejected frame: {e}");
+            return Err(Ack::Invalid);
+        }
+    };
+    if let Err(e) = decoded.record.headers.validate() {
+        tracing::warn!("rejected record: {e}");
+        return Err(Ack::Invalid);
+    }
+    Ok(decoded)
 }
 
 /// State of one connection.
@@ -134,8 +161,11 @@ pub struct Handler {
 }
 
 impl Handler {
+    /// `received`: bytes already read from the connection (the start of a frame, or
+    /// several frames).
     pub fn new(
         conn: Conn,
+        received: &[u8],
         stager: StagerHandle,
         counters: std::sync::Arc<Counters>,
         shutdown: watch::Receiver<bool>,
@@ -144,7 +174,7 @@ impl Handler {
     ) -> Handler {
         Handler {
             conn,
-            buf: Vec::new(),
+            buf: received.to_vec(),
             stager,
             counters,
             shutdown,
@@ -182,18 +212,10 @@ impl Handler {
 
     /// Decode, validate and stage one complete frame.
     async fn process(&self, frame: &[u8]) -> Ack {
-        let decoded = match decode_frame(frame) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!("rejected frame: {e}");
-                return Ack::Invalid;
-            }
-        };
-        if let Err(e) = decoded.record.headers.validate() {
-            tracing::warn!("rejected record: {e}");
-            return Ack::Invalid;
+        match decode_valid(frame) {
+            Ok(decoded) => self.stager.stage(decoded.record, decoded.cfg_path).await,
+            Err(ack) => ack,
         }
-        self.stager.stage(decoded.record, decoded.cfg_path).await
     }
 
     /// Count and send the reply; false when the connection is gone.

@@ -3,7 +3,11 @@
 //! * A semaphore caps the connections being served; the loop takes a permit before it
 //!   accepts, so past the cap new clients wait in the kernel backlog rather than costing
 //!   memory, and each handler's deadline guarantees permits come back.
-//! * Accepting never waits on a client: each connection gets its own task at once.
+//! * Accepting never waits on a client. Most probes have sent their whole frame and shut
+//!   down their side before the daemon accepts: such a connection is read once at accept,
+//!   and its record goes straight to the stager, which answers and closes it (no task, no
+//!   epoll registration). Any other connection (frame incomplete, more than one frame, no
+//!   end of stream yet) gets its own handler task at once, with the bytes already read.
 //! * SIGHUP (a message on `reload`) re-reads the configuration: `spool_dir` and the static
 //!   machine id take effect for the next records; `socket_path` needs a restart.
 //! * With `daemon_recycling_enabled`, the daemon exits after [`super::IDLE_EXIT`] without
@@ -19,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use libtelemetry::frame::{frame_len, MAX_FRAME_SIZE};
 use libtelemetry::{Config, Paths};
 use nix::errno::Errno;
 use nix::sys::socket::SockFlag;
@@ -27,8 +32,8 @@ use tokio::io::Interest;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::handler::{Conn, Handler};
-use super::stager::{Counters, StagerHandle};
+use super::handler::{decode_valid, recv_now, send_ack, Conn, Handler};
+use super::stager::{Counters, FinalConn, StagerHandle};
 use super::{ExitReason, Settings};
 use crate::notify::notify;
 
@@ -48,6 +53,19 @@ pub struct Listener {
     paths: Paths,
     config_file: Option<PathBuf>,
     socket_path: PathBuf,
+    /// Read buffer for connections at accept: one frame of the largest size, and one more
+    /// byte to tell a lone frame from a longer stream.
+    buf: Box<[u8]>,
+}
+
+/// What was on a connection at accept.
+enum AtAccept {
+    /// One complete frame of this many bytes, then the client's end of stream.
+    LoneFrame(usize),
+    /// The client closed without sending anything.
+    Closed,
+    /// This many bytes, and the client may send more: a handler takes over.
+    More(usize),
 }
 
 impl Listener {
@@ -76,6 +94,7 @@ impl Listener {
             paths: settings.paths.clone(),
             config_file: settings.config_file.clone(),
             socket_path: settings.config.socket_path.clone(),
+            buf: vec![0; MAX_FRAME_SIZE + 1].into_boxed_slice(),
         })
     }
 
@@ -110,7 +129,7 @@ impl Listener {
             match accepted {
                 Ok((stream, permit)) => {
                     self.last_activity = Instant::now();
-                    self.spawn_handler(stream, permit);
+                    self.serve_connection(stream, permit);
                 }
                 Err(e) => self.accept_error(e).await,
             }
@@ -119,14 +138,14 @@ impl Listener {
 
     /// Stop: serve what is already in the backlog, wait for every handler, release the
     /// stager (which then commits what is queued and ends).
-    pub async fn finish(self) {
+    pub async fn finish(mut self) {
         let _ = self.shutdown_tx.send(true);
         let mut drained = 0usize;
         while let Ok(permit) = self.limit.clone().try_acquire_owned() {
             match accept_now(self.listener.get_ref()) {
                 Ok(stream) => {
                     drained += 1;
-                    self.spawn_handler(stream, permit);
+                    self.serve_connection(stream, permit);
                 }
                 Err(_) => break,
             }
@@ -138,9 +157,37 @@ impl Listener {
         let _ = self.limit.acquire_many(all).await;
     }
 
-    fn spawn_handler(&self, stream: UnixStream, permit: OwnedSemaphorePermit) {
+    /// Serve a new connection: a lone frame goes straight to the stager, anything else to
+    /// a handler task.
+    fn serve_connection(&mut self, stream: UnixStream, permit: OwnedSemaphorePermit) {
+        match read_at_accept(&stream, &mut self.buf) {
+            Ok(AtAccept::LoneFrame(len)) => {
+                let conn = FinalConn { stream, permit };
+                match decode_valid(&self.buf[..len]) {
+                    Ok(frame) => self
+                        .stager
+                        .stage_and_answer(frame.record, frame.cfg_path, conn),
+                    Err(ack) => {
+                        self.counters.count(ack);
+                        if let Err(e) = send_ack(&conn.stream, ack) {
+                            tracing::debug!("client left before the reply ({ack:?}): {e}");
+                        }
+                    }
+                }
+            }
+            Ok(AtAccept::Closed) => {}
+            Ok(AtAccept::More(received)) => {
+                let received = &self.buf[..received];
+                self.spawn_handler(stream, permit, received)
+            }
+            Err(e) => tracing::debug!("connection error: {e}"),
+        }
+    }
+
+    fn spawn_handler(&self, stream: UnixStream, permit: OwnedSemaphorePermit, received: &[u8]) {
         let handler = Handler::new(
             Conn::new(stream),
+            received,
             self.stager.clone(),
             self.counters.clone(),
             self.shutdown_tx.subscribe(),
@@ -200,6 +247,29 @@ async fn accept(
             Ok(result) => return result.map(|s| (s, permit)),
             Err(_would_block) => continue,
         }
+    }
+}
+
+/// Read what a new connection holds without waiting. A frame that is complete and
+/// followed by the end of stream is a [`AtAccept::LoneFrame`] (the end of stream is checked
+/// before the record is staged, so the connection needs nothing after the answer).
+fn read_at_accept(stream: &UnixStream, buf: &mut [u8]) -> io::Result<AtAccept> {
+    debug_assert!(buf.len() > MAX_FRAME_SIZE);
+    let n = match recv_now(stream, buf) {
+        Ok(0) => return Ok(AtAccept::Closed),
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(AtAccept::More(0)),
+        Err(e) => return Err(e),
+    };
+    if !matches!(frame_len(&buf[..n]), Ok(Some(len)) if len == n) {
+        // Partial, several frames, or a bad size the handler reports.
+        return Ok(AtAccept::More(n));
+    }
+    match recv_now(stream, &mut buf[n..n + 1]) {
+        Ok(0) => Ok(AtAccept::LoneFrame(n)),
+        Ok(more) => Ok(AtAccept::More(n + more)),
+        // No end of stream yet, or an error: the handler answers the frame it holds.
+        Err(_) => Ok(AtAccept::More(n)),
     }
 }
 

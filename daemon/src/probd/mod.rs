@@ -3,10 +3,11 @@
 //!
 //! One current-thread tokio runtime runs:
 //! * [`listener`]: the accept loop (connection cap, SIGHUP reload, idle exit, shutdown);
-//! * [`handler`]: one task per connection (frame reassembly under a deadline, validation,
-//!   the one-byte reply);
+//! * [`handler`]: a task per connection whose frame was not complete at accept (frame
+//!   reassembly under a deadline, validation, the one-byte reply);
 //! * [`stager`]: one task owning the spool directory, group-committing records
 //!   (temp → fsync → rename → one directory fsync per batch) before they are acknowledged;
+//!   it answers the connections that held one whole frame at accept itself;
 //! * a status writer (counters for `telemctl status`).
 //!
 //! [`socket`] finds the listening socket (systemd activation or bind), [`machine_id`] keeps
@@ -211,8 +212,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<ExitReason> {
     let counters = Arc::new(Counters::default());
-    let (stager, stager_handle) =
-        Stager::new(settings.paths.clone(), settings.config.spool_dir.clone());
+    let (stager, stager_handle) = Stager::new(
+        settings.paths.clone(),
+        settings.config.spool_dir.clone(),
+        counters.clone(),
+    );
     let stager_task = tokio::spawn(stager.run());
     let status = StatusWriter::new(&settings.paths, counters.clone());
     status.write_now();

@@ -20,8 +20,10 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use libtelemetry::client::{is_opted_in, Ack};
@@ -31,8 +33,9 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, RenameFlags};
 use nix::sys::stat::Mode;
 use nix::unistd::UnlinkatFlags;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
+use super::handler::send_ack;
 use super::machine_id::MachineId;
 
 /// Most records committed together.
@@ -81,7 +84,33 @@ enum Msg {
 struct Request {
     record: Record,
     cfg_path: Option<String>,
-    reply: oneshot::Sender<Ack>,
+    reply: Reply,
+}
+
+/// Where a request's outcome goes.
+enum Reply {
+    /// A handler task waits for it (and answers its client).
+    Waiting(oneshot::Sender<Ack>),
+    /// The stager answers the client itself, then closes the connection: the whole frame
+    /// and the client's end of stream had arrived, so nothing else can come on it.
+    Direct(FinalConn),
+}
+
+/// A connection that carried one complete frame and then its end of stream.
+pub struct FinalConn {
+    pub stream: UnixStream,
+    /// Returned to the listener's semaphore when the connection is closed.
+    pub permit: OwnedSemaphorePermit,
+}
+
+impl FinalConn {
+    /// Count and send `ack`; the connection closes when `self` is dropped.
+    fn answer(&self, counters: &Counters, ack: Ack) {
+        counters.count(ack);
+        if let Err(e) = send_ack(&self.stream, ack) {
+            tracing::debug!("client left before the reply ({ack:?}): {e}");
+        }
+    }
 }
 
 /// Cheap handle to the stager task; the task ends when every handle is dropped, after
@@ -89,6 +118,7 @@ struct Request {
 #[derive(Clone)]
 pub struct StagerHandle {
     tx: mpsc::UnboundedSender<Msg>,
+    counters: Arc<Counters>,
 }
 
 impl StagerHandle {
@@ -98,12 +128,29 @@ impl StagerHandle {
         let req = Request {
             record,
             cfg_path,
-            reply,
+            reply: Reply::Waiting(reply),
         };
         if self.tx.send(Msg::Stage(Box::new(req))).is_err() {
             return Ack::StagingFailed;
         }
         rx.await.unwrap_or(Ack::StagingFailed)
+    }
+
+    /// Stage `record` and let the stager answer on `conn` (and count the answer) once the
+    /// record is durable, without a task waiting for it.
+    pub fn stage_and_answer(&self, record: Record, cfg_path: Option<String>, conn: FinalConn) {
+        let req = Request {
+            record,
+            cfg_path,
+            reply: Reply::Direct(conn),
+        };
+        if let Err(mpsc::error::SendError(Msg::Stage(req))) =
+            self.tx.send(Msg::Stage(Box::new(req)))
+        {
+            if let Reply::Direct(conn) = req.reply {
+                conn.answer(&self.counters, Ack::StagingFailed);
+            }
+        }
     }
 
     /// Stage into another directory from now on (SIGHUP).
@@ -120,6 +167,7 @@ impl StagerHandle {
 /// The stager task's state.
 pub struct Stager {
     rx: mpsc::UnboundedReceiver<Msg>,
+    counters: Arc<Counters>,
     paths: Paths,
     spool: Spool,
     machine_id: MachineId,
@@ -128,19 +176,25 @@ pub struct Stager {
 
 impl Stager {
     /// A stager for `spool_dir`, plus its handle. Stale temporary files of dead telemprobd
-    /// processes are removed first. Run it with [`Stager::run`].
-    pub fn new(paths: Paths, spool_dir: PathBuf) -> (Stager, StagerHandle) {
+    /// processes are removed first. Run it with [`Stager::run`]. Answers the stager sends
+    /// itself are counted in `counters`.
+    pub fn new(
+        paths: Paths,
+        spool_dir: PathBuf,
+        counters: Arc<Counters>,
+    ) -> (Stager, StagerHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let spool = Spool::new(spool_dir);
         spool.remove_stale_temps();
         let stager = Stager {
             rx,
+            counters: counters.clone(),
             machine_id: MachineId::new(paths.clone()),
             paths,
             spool,
             batch: Vec::new(),
         };
-        (stager, StagerHandle { tx })
+        (stager, StagerHandle { tx, counters })
     }
 
     /// Commit batches until every handle is gone and the queue is empty.
@@ -206,10 +260,22 @@ impl Stager {
             );
             vec![Ack::NotOptedIn; batch.len()]
         };
+        // Every client is answered before any connection is closed: the answers are what
+        // the clients wait for.
+        let mut answered = Vec::new();
         for (req, ack) in batch.into_iter().zip(acks) {
-            // A handler whose client went away no longer listens; the record stays staged.
-            let _ = req.reply.send(ack);
+            match req.reply {
+                // A handler whose client went away no longer listens; the record stays staged.
+                Reply::Waiting(tx) => {
+                    let _ = tx.send(ack);
+                }
+                Reply::Direct(conn) => {
+                    conn.answer(&self.counters, ack);
+                    answered.push(conn);
+                }
+            }
         }
+        drop(answered);
         self.batch.shrink_to(MAX_BATCH.min(16));
     }
 }
@@ -608,7 +674,11 @@ mod tests {
         std::fs::create_dir_all(paths.state_dir()).unwrap();
         std::fs::create_dir_all(paths.etc_dir()).unwrap();
         std::fs::write(paths.static_machine_id_file(), "0123456789abcdef").unwrap();
-        let (stager, handle) = Stager::new(paths.clone(), paths.default_spool_dir());
+        let (stager, handle) = Stager::new(
+            paths.clone(),
+            paths.default_spool_dir(),
+            Arc::new(Counters::default()),
+        );
         let task = tokio::spawn(stager.run());
         assert_eq!(handle.stage(record("a"), None).await, Ack::NotOptedIn);
         std::fs::write(paths.opt_in_file(), "").unwrap();

@@ -181,6 +181,46 @@ async fn shutdown_finishes_started_frames_and_drops_idle_connections() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn lone_frames_and_open_streams_are_both_answered_and_counted() {
+    let f = Fixture::new();
+    let (stop, task) = f.spawn(false);
+    let frame = f.frame();
+    // Frame and end of stream before the daemon looks: answered by the stager directly.
+    let mut lone = UnixStream::connect(&f.socket).await.unwrap();
+    lone.write_all(&frame).await.unwrap();
+    lone.shutdown().await.unwrap();
+    assert_eq!(reply_of(&mut lone).await, b"A");
+    // A client that waits for the answer before it ends its stream, then sends another
+    // frame on the same connection.
+    let mut open = UnixStream::connect(&f.socket).await.unwrap();
+    open.write_all(&frame).await.unwrap();
+    let mut byte = [0u8; 1];
+    open.read_exact(&mut byte).await.unwrap();
+    assert_eq!(&byte, b"A");
+    open.write_all(&frame).await.unwrap();
+    open.read_exact(&mut byte).await.unwrap();
+    assert_eq!(&byte, b"A");
+    open.shutdown().await.unwrap();
+    assert_eq!(reply_of(&mut open).await, b"");
+    // A lone frame that is invalid is answered at once.
+    let mut bad = UnixStream::connect(&f.socket).await.unwrap();
+    let mut garbled = frame.clone();
+    garbled[10] = b'#';
+    bad.write_all(&garbled).await.unwrap();
+    bad.shutdown().await.unwrap();
+    assert_eq!(reply_of(&mut bad).await, b"I");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(f.staged_count(), 3);
+    let status =
+        libtelemetry::status::read_status(&libtelemetry::status::status_file(&f.paths, DAEMON))
+            .unwrap()
+            .unwrap();
+    assert_eq!(status.counter(libtelemetry::status::COUNTER_STAGED), 3);
+    assert_eq!(status.counter(libtelemetry::status::COUNTER_REJECTED), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn connections_past_the_cap_wait_for_a_permit() {
     let f = Fixture::new();
     let (stop, stopped) = oneshot::channel::<()>();
