@@ -696,4 +696,54 @@ daemon_recycling_enabled=true
         assert_eq!(c.server, DEFAULT_SERVER, "no merging between files");
         assert_eq!(c.cainfo, "etc");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Lines built from the pieces config files are made of, and some noise.
+        fn line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "[settings]",
+                    "[other]",
+                    "[settings",
+                    "# c",
+                    "; c",
+                    "",
+                    "junk",
+                    "=v",
+                    "server=http://h/v3/collector",
+                    "record_expiry=-5",
+                    "record_expiry=12x",
+                    "spool_max_size=99999999999999999999",
+                    "rate_limit_enabled=maybe",
+                    "record_window_length=60",
+                    "delivery_mode=otlp",
+                    "tidheader=a\\sb",
+                ])
+                .prop_map(str::to_string),
+                "[ -~\t\u{e9}\r]{0,40}",
+                ("[a-z_]{1,24}", "[ -~]{0,30}").prop_map(|(k, v)| format!("{k}={v}")),
+            ]
+        }
+
+        proptest! {
+            /// Never panics; every error names a line of the input.
+            #[test]
+            fn errors_name_a_line_of_the_input(
+                lines in proptest::collection::vec(line(), 0..30),
+                bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            ) {
+                for text in [lines.join("\n"), String::from_utf8_lossy(&bytes).into_owned()] {
+                    match Config::parse(&text, Path::new("t.conf"), &paths()) {
+                        Err(ConfigError::Syntax { line, .. }) | Err(ConfigError::Value { line, .. }) => {
+                            prop_assert!(line >= 1 && line <= text.lines().count().max(1), "{}", line);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
 }

@@ -282,6 +282,25 @@ cpu_model: Intel(R) Xeon(R)\nbios_version: no_bv_file\nevent_id: 096e3e10a02b509
                 prop_assert_eq!(d.record, r);
             }
 
+            /// Whatever decodes (here: valid frames with random bytes changed) re-encodes to a
+            /// frame that decodes equal.
+            #[test]
+            fn decoded_frames_reencode_equal(
+                payload in "[ -~\n]{0,200}",
+                flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+            ) {
+                let mut bytes = encode_frame(&golden_record(payload.as_bytes()), Some("/c"));
+                let len = bytes.len();
+                for (at, b) in flips {
+                    bytes[at % len] = b;
+                }
+                if let Ok(f) = decode_frame(&bytes) {
+                    let back = decode_frame(&encode_frame(&f.record, f.cfg_path.as_deref())).unwrap();
+                    prop_assert_eq!(back.record, f.record);
+                    prop_assert_eq!(back.cfg_path, f.cfg_path);
+                }
+            }
+
             #[test]
             fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
                 let _ = frame_len(&bytes);

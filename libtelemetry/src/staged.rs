@@ -179,6 +179,26 @@ host_type: macbookpro\nbuild: 23550\nkernel_version: 4.17.4-589.native\ntest mes
                 let _ = parse_staged(&bytes);
             }
 
+            /// Whatever parses (here: valid files with random bytes changed) re-encodes to a
+            /// file that parses equal.
+            #[test]
+            fn parsed_files_reencode_equal(
+                payload in "[ -~\n]{0,200}",
+                flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+            ) {
+                let mut bytes = encode_staged(&golden_record(payload.as_bytes()), Some("/c"));
+                let len = bytes.len();
+                for (at, b) in flips {
+                    bytes[at % len] = b;
+                }
+                if let Ok(s) = parse_staged(&bytes) {
+                    let cfg = s.cfg_path.as_ref().and_then(|p| p.to_str()).map(str::to_owned);
+                    let record = s.clone().into_record();
+                    let again = parse_staged(&encode_staged(&record, cfg.as_deref())).unwrap();
+                    prop_assert_eq!(again.into_record(), record);
+                }
+            }
+
             #[test]
             fn roundtrip(payload in "[ -~\n]{0,300}") {
                 let r = golden_record(payload.as_bytes());
