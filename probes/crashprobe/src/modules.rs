@@ -357,7 +357,17 @@ fn basename(path: &str) -> &str {
 }
 
 fn map_file<'a>(path: &Path, arena: &'a Arena) -> Option<&'a [u8]> {
-    let file = File::open(path).ok()?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // The path comes from the core: only regular files are opened, and without blocking, so
+    // a FIFO or device put at a mapped file's path cannot stall or disturb the probe.
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
     let md = file.metadata().ok()?;
     if !md.is_file() || md.len() == 0 || md.len() > MAX_FILE_SIZE {
         return None;

@@ -160,6 +160,42 @@ fn many_threads_are_cut_at_a_frame_boundary() {
     );
 }
 
+/// A core whose `NT_FILE` names a FIFO (as a process can arrange by mapping a file, deleting
+/// it and creating a FIFO at its path) is analysed without waiting for a writer.
+#[test]
+fn a_fifo_named_by_the_core_does_not_block() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("lib.so");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let path = fifo.to_str().unwrap().to_string();
+    let deleted = format!("{path} (deleted)");
+    let core = synthetic_core(
+        &[(7, 0x7f00_0000_0010, 0, 0)],
+        &[
+            (0x7f00_0000_0000, 0x7f00_0000_1000, 0, path.as_str()),
+            (0x7f00_0001_0000, 0x7f00_0001_1000, 0, deleted.as_str()),
+        ],
+        &[],
+    );
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        analyse_all_ways(&core);
+        let _ = done.send(());
+    });
+    let result = finished.recv_timeout(std::time::Duration::from_secs(20));
+    if result.is_err() {
+        // Release the blocked reader so the test process can end.
+        let _ = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo);
+    }
+    assert!(result.is_ok(), "analysis blocked opening the FIFO");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
