@@ -8,20 +8,12 @@
 //! [`compile_c`] builds a C file with `-std=c99 -Wall -Wextra -Werror -pedantic` against
 //! `libtelemetry-ffi/include/telemetry.h` and that library (through a directory holding
 //! `libtelemetry.so.4` and `libtelemetry.so` links, recorded as the program's rpath), so the
-//! program runs without `LD_LIBRARY_PATH`. [`RecordListener`] accepts connections on a
-//! socket path, collects each frame and answers with an `Ack` byte.
+//! program runs without `LD_LIBRARY_PATH`. [`RecordListener`] (from [`crate::listener`])
+//! accepts connections on a socket path, collects each frame and answers with an `Ack` byte.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
-
-use libtelemetry::{decode_frame, Frame};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Flags every C test program is compiled with.
 pub const STRICT_C_FLAGS: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"];
@@ -152,84 +144,5 @@ pub fn compile_cxx(src: &Path, out: &Path, extra_args: &[&str]) {
     compile("c++", STRICT_CXX_FLAGS, src, out, extra_args, true);
 }
 
-/// A Unix socket standing in for telemprobd: every connection is read to its end (the
-/// client shuts down its write side after the frame), answered with `reply` (if any) and
-/// its bytes passed on. Stops when dropped.
-pub struct RecordListener {
-    frames: Receiver<Vec<u8>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-    path: PathBuf,
-}
-
-impl RecordListener {
-    /// Listen on `path` and answer every record with `reply` (e.g. `Ack::Accepted.byte()`;
-    /// `None` closes without replying, as the C telemprobd does).
-    pub fn bind(path: &Path, reply: Option<u8>) -> RecordListener {
-        let _ = std::fs::remove_file(path);
-        let listener =
-            UnixListener::bind(path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
-        listener.set_nonblocking(true).expect("nonblocking");
-        let (tx, frames) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                let mut conn = match listener.accept() {
-                    Ok((c, _)) => c,
-                    Err(_) => {
-                        std::thread::sleep(Duration::from_millis(2));
-                        continue;
-                    }
-                };
-                let _ = conn.set_nonblocking(false);
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut buf = Vec::new();
-                let _ = conn.read_to_end(&mut buf);
-                if let Some(b) = reply {
-                    let _ = conn.write_all(&[b]);
-                }
-                if tx.send(buf).is_err() {
-                    break;
-                }
-            }
-        });
-        RecordListener {
-            frames,
-            stop,
-            thread: Some(thread),
-            path: path.to_path_buf(),
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The bytes of the next connection, waiting up to `timeout`.
-    pub fn recv_bytes(&self, timeout: Duration) -> Option<Vec<u8>> {
-        self.frames.recv_timeout(timeout).ok()
-    }
-
-    /// The next frame, decoded; panics if none arrives within 5 s or it does not decode.
-    pub fn recv_frame(&self) -> Frame {
-        let bytes = self
-            .recv_bytes(Duration::from_secs(5))
-            .expect("no record arrived on the test socket");
-        decode_frame(&bytes).unwrap_or_else(|e| panic!("bad frame ({e}): {bytes:?}"))
-    }
-
-    /// Every frame received so far (not waiting).
-    pub fn drain(&self) -> Vec<Vec<u8>> {
-        self.frames.try_iter().collect()
-    }
-}
-
-impl Drop for RecordListener {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+/// A stand-in telemprobd socket (see [`crate::listener`]).
+pub use crate::listener::RecordListener;
