@@ -1,29 +1,7 @@
-//! Log setup shared by both daemons: the systemd journal when started by systemd
-//! (`JOURNAL_STREAM` set and the journald socket reachable), stderr otherwise.
-//! `TELEMETRICS_LOG` (an `EnvFilter` directive, default `info`) sets the level.
+//! Log setup shared by both daemons and the probes (one implementation, in
+//! `probe-support`): the systemd journal when started by systemd (`JOURNAL_STREAM` set and
+//! the journald socket reachable), stderr otherwise. `TELEMETRICS_LOG` (an `EnvFilter`
+//! directive, default `info`) sets the level. `init(name)` installs the global subscriber
+//! once; later calls are no-ops.
 
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
-
-/// Install the global subscriber once; later calls are no-ops.
-pub fn init(daemon: &'static str) {
-    let filter =
-        EnvFilter::try_from_env("TELEMETRICS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        if let Ok(journald) = tracing_journald::layer() {
-            let _ = registry
-                .with(journald.with_syslog_identifier(daemon.to_string()))
-                .try_init();
-            return;
-        }
-    }
-    let _ = registry
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_target(false),
-        )
-        .try_init();
-}
+pub use probe_support::log::init;

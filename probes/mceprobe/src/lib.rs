@@ -11,12 +11,11 @@
 
 pub mod cli;
 pub mod decode;
-pub mod deliver;
 pub mod device;
-pub mod log;
 pub mod mce;
-pub mod shutdown;
 pub mod tracefs;
+
+pub use probe_support::{deliver, log, shutdown};
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -32,7 +31,7 @@ use thiserror::Error;
 
 use crate::cli::{Cli, SourceKind};
 use crate::decode::CpuDecode;
-use crate::deliver::{Outcome, Sender};
+use crate::deliver::{Outcome, Retry, Sender};
 use crate::device::{DeviceError, McelogReader};
 use crate::mce::Mce;
 use crate::shutdown::{poll_readable, Shutdown};
@@ -49,17 +48,11 @@ pub const ONESHOT_ATTEMPTS: u32 = 3;
 /// Pages read from one CPU's buffer per wake-up (bounds the work of one cycle).
 const MAX_PAGES_PER_CYCLE: usize = 256;
 
-/// Documented exit codes (see mceprobe(1)).
+/// Documented exit codes (see mceprobe(1)): the probes' common ones, where `FAILURE`
+/// means reading the source failed and `UNDELIVERED` that a one-shot run or replay could
+/// not deliver some records; and this probe's own.
 pub mod exit {
-    pub const SUCCESS: u8 = 0;
-    /// Reading the source failed.
-    pub const FAILURE: u8 = 1;
-    /// Bad command line.
-    pub const USAGE: u8 = 2;
-    /// The configuration file could not be read or parsed.
-    pub const CONFIG: u8 = 3;
-    /// One-shot or replay: some records could not be delivered.
-    pub const UNDELIVERED: u8 = 4;
+    pub use probe_support::exit::*;
     /// Neither `/dev/mcelog` nor a usable tracefs exists.
     pub const NO_SOURCE: u8 = 5;
 }
@@ -399,13 +392,12 @@ impl Probe {
         let Output::Daemon(sender) = &self.output else {
             return;
         };
-        let mut attempts = 0;
+        let mut retry = Retry::for_run(once, ONESHOT_ATTEMPTS);
         while let Some(record) = self.pending.front() {
-            match sender.send(record) {
+            match sender.send_retrying(record, shutdown, &mut retry) {
                 Ok(Outcome::Accepted) => {
                     self.summary.delivered += 1;
                     self.pending.pop_front();
-                    attempts = 0;
                 }
                 Ok(Outcome::NotOptedIn) => {
                     tracing::debug!("not opted in: record dropped");
@@ -413,18 +405,12 @@ impl Probe {
                     self.pending.pop_front();
                 }
                 Err(e) if e.is_transient() => {
-                    attempts += 1;
-                    if !once
-                        || attempts >= ONESHOT_ATTEMPTS
-                        || shutdown.wait(Duration::from_secs(1))
-                    {
-                        tracing::warn!(
-                            "cannot deliver to {}: {e} ({} record(s) pending)",
-                            sender.socket_path().display(),
-                            self.pending.len()
-                        );
-                        return;
-                    }
+                    tracing::warn!(
+                        "cannot deliver to {}: {e} ({} record(s) pending)",
+                        sender.socket_path().display(),
+                        self.pending.len()
+                    );
+                    return;
                 }
                 Err(e) => {
                     tracing::error!("record rejected, dropped: {e}");

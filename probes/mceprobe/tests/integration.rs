@@ -7,8 +7,6 @@ mod acceptance;
 mod device;
 #[path = "integration/fixtures.rs"]
 mod fixtures;
-#[path = "integration/listener.rs"]
-mod listener;
 #[path = "integration/payload.rs"]
 mod payload;
 #[path = "integration/realdaemon.rs"]

@@ -14,11 +14,10 @@
 //! acknowledgement arrived just before the crash; no file is ever lost.
 
 pub mod cli;
-pub mod deliver;
-pub mod log;
 pub mod name;
-pub mod shutdown;
 pub mod tries;
+
+pub use probe_support::{deliver, log, shutdown};
 
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
@@ -49,15 +48,11 @@ pub const MAX_QUARANTINE: usize = 1000;
 /// Most directory entries looked at in one pass (the rest wait for the next pass).
 pub const MAX_ENTRIES_PER_PASS: usize = 10_000;
 
-/// Documented exit codes (see swupdprobe(1)).
+/// Documented exit codes (see swupdprobe(1)): the probes' common ones, where `FAILURE`
+/// means the directory cannot be read or watched and `UNDELIVERED` that drain mode gave up
+/// (`--retry-for`) with files still undelivered.
 pub mod exit {
-    pub const SUCCESS: u8 = 0;
-    /// The directory cannot be read or watched.
-    pub const FAILURE: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const CONFIG: u8 = 3;
-    /// Drain mode gave up (`--retry-for`) with files still undelivered.
-    pub const UNDELIVERED: u8 = 4;
+    pub use probe_support::exit::*;
 }
 
 #[derive(Debug, Error)]

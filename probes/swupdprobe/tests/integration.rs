@@ -7,8 +7,6 @@ mod acceptance;
 mod fixtures;
 #[path = "integration/killing.rs"]
 mod killing;
-#[path = "integration/listener.rs"]
-mod listener;
 #[path = "integration/names.rs"]
 mod names;
 #[path = "integration/realdaemon.rs"]

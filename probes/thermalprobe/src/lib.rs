@@ -7,12 +7,11 @@
 //! ([`poller`]); the counters last reported are kept with the boot id ([`state`]).
 
 pub mod cli;
-pub mod deliver;
-pub mod log;
 pub mod poller;
-pub mod shutdown;
 pub mod state;
 pub mod sysfs;
+
+pub use probe_support::{deliver, log, shutdown};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use libtelemetry::Paths;
 use thiserror::Error;
 
 use crate::cli::Cli;
-use crate::deliver::{Outcome, Sender};
+use crate::deliver::{Outcome, Retry, Sender};
 use crate::poller::PackageEvent;
 use crate::shutdown::Shutdown;
 use crate::state::State;
@@ -37,14 +36,11 @@ pub const STATE_FILE_NAME: &str = "thermalprobe.state";
 /// Delivery attempts per record in one-shot mode.
 pub const ONESHOT_ATTEMPTS: u32 = 3;
 
-/// Documented exit codes (see thermalprobe(1)).
+/// Documented exit codes (see thermalprobe(1)): the probes' common ones, where
+/// `UNDELIVERED` means a one-shot run could not deliver some records (they are reported
+/// next time); and this probe's own.
 pub mod exit {
-    pub const SUCCESS: u8 = 0;
-    pub const FAILURE: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const CONFIG: u8 = 3;
-    /// One-shot: some records could not be delivered (they are reported next time).
-    pub const UNDELIVERED: u8 = 4;
+    pub use probe_support::exit::*;
     /// No CPU has a `thermal_throttle` directory.
     pub const NO_COUNTERS: u8 = 5;
 }
@@ -171,33 +167,27 @@ impl Probe {
                 return true;
             }
         };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match sender.send(&record) {
-                Ok(Outcome::Accepted) => {
-                    self.summary.delivered += 1;
-                    return true;
-                }
-                Ok(Outcome::NotOptedIn) => {
-                    self.summary.not_opted_in += 1;
-                    return true;
-                }
-                Err(e) if e.is_transient() => {
-                    if !once || attempt >= ONESHOT_ATTEMPTS || shutdown.wait(Duration::from_secs(1))
-                    {
-                        tracing::warn!(
-                            "cannot deliver to {}: {e}; the counters are reported next time",
-                            sender.socket_path().display()
-                        );
-                        self.summary.failed += 1;
-                        return false;
-                    }
-                }
-                Err(e) => {
-                    tracing::error!("record rejected, dropped: {e}");
-                    return true;
-                }
+        let mut retry = Retry::for_run(once, ONESHOT_ATTEMPTS);
+        match sender.send_retrying(&record, shutdown, &mut retry) {
+            Ok(Outcome::Accepted) => {
+                self.summary.delivered += 1;
+                true
+            }
+            Ok(Outcome::NotOptedIn) => {
+                self.summary.not_opted_in += 1;
+                true
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(
+                    "cannot deliver to {}: {e}; the counters are reported next time",
+                    sender.socket_path().display()
+                );
+                self.summary.failed += 1;
+                false
+            }
+            Err(e) => {
+                tracing::error!("record rejected, dropped: {e}");
+                true
             }
         }
     }

@@ -5,8 +5,6 @@
 mod acceptance;
 #[path = "integration/fixtures.rs"]
 mod fixtures;
-#[path = "integration/listener.rs"]
-mod listener;
 #[path = "integration/poller.rs"]
 mod poller;
 #[path = "integration/realdaemon.rs"]

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use libtelemetry::frame::Frame;
 use libtelemetry::record::Header;
+use telemetrics_tests::listener::TestListener;
 use telemetrics_tests::{wait_until, TestDaemon, TestRoot};
 
 use crate::fixtures::{
     append_pages, backend_status_capture, blob, cases, event_data, page, short_case, tracefs_tree,
     Case, LAYOUT_4X, LAYOUT_6X,
 };
-use crate::listener::TestListener;
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -1,27 +1,12 @@
 //! Against the real telemprobd (built by `cargo test --workspace`): the probe's records end
 //! up staged in the spool with their payloads intact.
 
-use std::time::Duration;
-
 use libtelemetry::record::Header;
 use libtelemetry::staged::{parse_staged, StagedRecord};
-use telemetrics_tests::{TestDaemon, TestRoot};
+use telemetrics_tests::listener::telemprobd;
+use telemetrics_tests::TestRoot;
 
 use crate::fixtures::{backend_status_capture, blob, cases};
-
-/// telemprobd on the root's socket, or `None` when it was not built.
-fn telemprobd(root: &TestRoot) -> Option<TestDaemon> {
-    let exe = std::env::current_exe().ok()?;
-    let bin = exe.parent()?.parent()?.join("telemprobd");
-    if !bin.exists() {
-        eprintln!("skipped: telemprobd is built by `cargo test --workspace`");
-        return None;
-    }
-    let cfg = root.config_path().display().to_string();
-    let mut d = TestDaemon::spawn(root, "telemprobd", &["-f", &cfg]);
-    d.wait_for_socket(&root.socket_path(), Duration::from_secs(10));
-    Some(d)
-}
 
 fn staged(root: &TestRoot) -> Vec<StagedRecord> {
     root.staged_files()

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use libtelemetry::frame::Frame;
 use libtelemetry::record::Header;
+use telemetrics_tests::listener::TestListener;
 use telemetrics_tests::{wait_until, TestDaemon, TestRoot};
 
 use crate::fixtures::{backend_update_versions, every_class, publish};
-use crate::listener::TestListener;
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use telemetrics_tests::listener::TestListener;
 use telemetrics_tests::{wait_until, TestDaemon, TestRoot};
 
 use crate::acceptance::{drop_dir, names_in, quarantine_dir, visible};
 use crate::fixtures::publish;
-use crate::listener::TestListener;
 
 const FILES: usize = 150;
 

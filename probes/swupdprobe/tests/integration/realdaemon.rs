@@ -6,24 +6,11 @@ use std::time::Duration;
 
 use libtelemetry::record::Header;
 use libtelemetry::staged::{parse_staged, StagedRecord};
+use telemetrics_tests::listener::telemprobd;
 use telemetrics_tests::{wait_until, TestDaemon, TestRoot};
 
 use crate::acceptance::{drop_dir, quarantine_dir, visible};
 use crate::fixtures::{every_class, publish};
-
-/// telemprobd on the root's socket, or `None` when it was not built.
-fn telemprobd(root: &TestRoot) -> Option<TestDaemon> {
-    let exe = std::env::current_exe().ok()?;
-    let bin = exe.parent()?.parent()?.join("telemprobd");
-    if !bin.exists() {
-        eprintln!("skipped: telemprobd is built by `cargo test --workspace`");
-        return None;
-    }
-    let cfg = root.config_path().display().to_string();
-    let mut d = TestDaemon::spawn(root, "telemprobd", &["-f", &cfg]);
-    d.wait_for_socket(&root.socket_path(), Duration::from_secs(10));
-    Some(d)
-}
 
 fn staged(root: &TestRoot) -> Vec<StagedRecord> {
     root.staged_files()

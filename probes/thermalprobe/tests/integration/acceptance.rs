@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use libtelemetry::frame::Frame;
 use libtelemetry::record::Header;
+use telemetrics_tests::listener::TestListener;
 use telemetrics_tests::{TestDaemon, TestRoot};
 
 use crate::fixtures::{Counters, SysTree};
-use crate::listener::TestListener;
 
 const WAIT: Duration = Duration::from_secs(10);
 

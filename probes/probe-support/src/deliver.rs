@@ -1,12 +1,19 @@
-//! Building records and handing them to telemprobd through libtelemetry.
+//! Building records and handing them to telemprobd through libtelemetry, retrying
+//! transient failures as [`Retry`] allows.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use libtelemetry::client::{send_record, Delivery, SendError};
 use libtelemetry::config::{Config, ConfigError};
 use libtelemetry::record::{Record, RecordError};
 use libtelemetry::{HostInfo, Paths};
 use thiserror::Error;
+
+use crate::shutdown::Shutdown;
+
+/// Pause between two attempts at a record that failed transiently.
+pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Error)]
 pub enum DeliverError {
@@ -96,5 +103,57 @@ impl Sender {
             Err(SendError::NotOptedIn) => Ok(Outcome::NotOptedIn),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// [`Self::send`], trying again after [`RETRY_PAUSE`] while the failure is transient
+    /// and `retry` allows it (a stop request ends the wait and the retries). Returns the
+    /// last attempt's result; an acceptance restores `retry`'s budget.
+    pub fn send_retrying(
+        &self,
+        record: &Record,
+        shutdown: &Shutdown,
+        retry: &mut Retry,
+    ) -> Result<Outcome, DeliverError> {
+        loop {
+            match self.send(record) {
+                Err(e) if e.is_transient() && retry.again(shutdown) => {}
+                Ok(Outcome::Accepted) => {
+                    retry.failures = 0;
+                    return Ok(Outcome::Accepted);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// A budget of attempts against transient failures: at most `attempts` sends in a row
+/// fail transiently before [`Sender::send_retrying`] gives up. One budget may serve
+/// several records in turn: it is restored only when a record is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    attempts: u32,
+    failures: u32,
+}
+
+impl Retry {
+    pub fn new(attempts: u32) -> Retry {
+        Retry {
+            attempts,
+            failures: 0,
+        }
+    }
+
+    /// One-shot runs try `oneshot_attempts` times; following runs try once, since their
+    /// loop comes back to the record later anyway.
+    pub fn for_run(once: bool, oneshot_attempts: u32) -> Retry {
+        Retry::new(if once { oneshot_attempts } else { 1 })
+    }
+
+    /// Count a transient failure; true when another attempt is due, after a pause that a
+    /// stop request cuts short (then false).
+    fn again(&mut self, shutdown: &Shutdown) -> bool {
+        self.failures += 1;
+        self.failures < self.attempts && !shutdown.wait(RETRY_PAUSE)
     }
 }

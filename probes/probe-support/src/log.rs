@@ -1,12 +1,14 @@
-//! Log setup: the systemd journal when started by systemd (`JOURNAL_STREAM` set and the
-//! journald socket reachable), stderr otherwise. `TELEMETRICS_LOG` (an `EnvFilter`
-//! directive, default `info`) sets the level.
+//! Log setup of the probes and of both daemons (telemprobd, telempostd): the systemd
+//! journal when started by systemd (`JOURNAL_STREAM` set and the journald socket
+//! reachable), stderr otherwise. `TELEMETRICS_LOG` (an `EnvFilter` directive, default
+//! `info`) sets the level.
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-/// Install the global subscriber once; later calls are no-ops.
+/// Install the global subscriber once, logging as `name` (the journal's
+/// `SYSLOG_IDENTIFIER`); later calls are no-ops.
 pub fn init(name: &'static str) {
     let filter =
         EnvFilter::try_from_env("TELEMETRICS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));

@@ -1,0 +1,112 @@
+//! probe-support: the duration syntax, and the retry budget of deliveries against a
+//! scripted stand-in for telemprobd.
+
+use std::time::Duration;
+
+use libtelemetry::client::{Ack, SendError};
+use libtelemetry::record::Record;
+use probe_support::cli::parse_duration;
+use probe_support::deliver::{DeliverError, Outcome, Retry, Sender};
+use probe_support::shutdown::Shutdown;
+use telemetrics_tests::listener::TestListener;
+use telemetrics_tests::TestRoot;
+
+fn check(input: &str, expected: Result<Duration, &str>) {
+    assert_eq!(
+        parse_duration(input),
+        expected.map_err(str::to_string),
+        "{input:?}"
+    );
+}
+
+#[test]
+fn durations() {
+    check("7", Ok(Duration::from_secs(7)));
+    check(" 3s ", Ok(Duration::from_secs(3)));
+    check("500ms", Ok(Duration::from_millis(500)));
+    check("5m", Ok(Duration::from_secs(300)));
+    check("2min", Ok(Duration::from_secs(120)));
+    check("1h", Ok(Duration::from_secs(3600)));
+    check("0s", Err("duration must be positive"));
+    check("s", Err("invalid duration \"s\""));
+    check(
+        "3d",
+        Err("invalid duration unit in \"3d\" (use ms, s, m or h)"),
+    );
+}
+
+const OVERLOADED: u8 = Ack::Overloaded as u8;
+
+fn sender_and_record(root: &TestRoot) -> (Sender, Record) {
+    let sender = Sender::new(&root.paths, None).unwrap();
+    let record = sender.build(1, "org.example/test/retry", 1, b"x").unwrap();
+    (sender, record)
+}
+
+fn is_overloaded(r: &Result<Outcome, DeliverError>) -> bool {
+    matches!(
+        r,
+        Err(DeliverError::Send(SendError::Rejected(Ack::Overloaded)))
+    )
+}
+
+#[test]
+fn a_budget_of_one_sends_once() {
+    let root = TestRoot::new();
+    let listener = TestListener::start(&root);
+    let (sender, record) = sender_and_record(&root);
+    let (shutdown, _handle) = Shutdown::pipe().unwrap();
+    listener.script(&[OVERLOADED]);
+    let mut retry = Retry::for_run(false, 3);
+    assert!(is_overloaded(
+        &sender.send_retrying(&record, &shutdown, &mut retry)
+    ));
+    assert!(listener.frames().is_empty());
+    // The budget is spent; the next record also gets one send (accepted here).
+    assert_eq!(
+        sender
+            .send_retrying(&record, &shutdown, &mut retry)
+            .unwrap(),
+        Outcome::Accepted
+    );
+    assert_eq!(listener.frames().len(), 1);
+}
+
+#[test]
+fn one_shot_retries_until_accepted_and_acceptance_restores_the_budget() {
+    let root = TestRoot::new();
+    let listener = TestListener::start(&root);
+    let (sender, record) = sender_and_record(&root);
+    let (shutdown, _handle) = Shutdown::pipe().unwrap();
+    let mut retry = Retry::for_run(true, 2);
+    listener.script(&[OVERLOADED]);
+    assert_eq!(
+        sender
+            .send_retrying(&record, &shutdown, &mut retry)
+            .unwrap(),
+        Outcome::Accepted
+    );
+    // Two more transient failures: the full budget of two attempts, then give up.
+    listener.script(&[OVERLOADED, OVERLOADED]);
+    assert!(is_overloaded(
+        &sender.send_retrying(&record, &shutdown, &mut retry)
+    ));
+    assert_eq!(listener.frames().len(), 1);
+}
+
+#[test]
+fn a_stop_request_ends_the_retries() {
+    let root = TestRoot::new();
+    let listener = TestListener::start(&root);
+    let (sender, record) = sender_and_record(&root);
+    let (shutdown, handle) = Shutdown::pipe().unwrap();
+    handle.trigger();
+    listener.script(&[OVERLOADED, OVERLOADED]);
+    let mut retry = Retry::for_run(true, 3);
+    assert!(is_overloaded(
+        &sender.send_retrying(&record, &shutdown, &mut retry)
+    ));
+    // Only the first scripted reply was used.
+    assert!(is_overloaded(&sender.send(&record)));
+    assert_eq!(sender.send(&record).unwrap(), Outcome::Accepted);
+}
