@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Args, Parser};
 use libtelemetry::{Paths, SendError};
 
 use crate::error::{ProbeError, EXIT_OK, EXIT_USAGE};
@@ -15,13 +15,9 @@ use crate::{journal, kmsg, oops, privs, pstore};
 /// Largest file `klogscanner --parse-file` reads.
 const MAX_PARSE_FILE: u64 = 64 * 1024 * 1024;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "klogscanner",
-    version = libtelemetry::VERSION,
-    about = "Report kernel oopses found in the kernel log (/dev/kmsg)"
-)]
-pub struct KlogscannerArgs {
+/// `-f FILE` (also `--config_file`) of klogscanner, pstoreprobe and journalprobe.
+#[derive(Debug, Args)]
+pub struct ConfigFileArg {
     /// Configuration file to use instead of the default ones.
     #[arg(
         short = 'f',
@@ -30,6 +26,17 @@ pub struct KlogscannerArgs {
         value_name = "FILE"
     )]
     pub config_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "klogscanner",
+    version = libtelemetry::VERSION,
+    about = "Report kernel oopses found in the kernel log (/dev/kmsg)"
+)]
+pub struct KlogscannerArgs {
+    #[command(flatten)]
+    pub config: ConfigFileArg,
     /// Account to switch to, when started as root, once the kernel log is open.
     #[arg(short = 'u', long = "user", value_name = "NAME", default_value = privs::DEFAULT_USER)]
     pub user: String,
@@ -49,14 +56,8 @@ pub struct KlogscannerArgs {
     about = "Report kernel oopses saved in pstore dumps"
 )]
 pub struct PstoreprobeArgs {
-    /// Configuration file to use instead of the default ones.
-    #[arg(
-        short = 'f',
-        long = "config-file",
-        alias = "config_file",
-        value_name = "FILE"
-    )]
-    pub config_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigFileArg,
     /// Directory holding the dumps copied by pstoreclean.
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -87,14 +88,8 @@ pub struct PstorecleanArgs {
     about = "Report services of this boot that exited with an error"
 )]
 pub struct JournalprobeArgs {
-    /// Configuration file to use instead of the default ones.
-    #[arg(
-        short = 'f',
-        long = "config-file",
-        alias = "config_file",
-        value_name = "FILE"
-    )]
-    pub config_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigFileArg,
     /// Report only entries logged from now on.
     #[arg(short = 't', long = "tail")]
     pub tail: bool,
@@ -103,16 +98,18 @@ pub struct JournalprobeArgs {
     pub journalctl: Option<PathBuf>,
 }
 
-/// Parse the command line; on error or `--help`/`--version`, the exit code to return.
-fn parse<T: Parser>() -> Result<T, ExitCode> {
-    T::try_parse().map_err(|e| {
-        let _ = e.print();
-        ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK })
-    })
-}
-
-fn finish(name: &str, result: Result<(), ProbeError>) -> ExitCode {
-    match result {
+/// A probe's `main()`: set up logging, parse the command line `T` (on error or
+/// `--help`/`--version`, exit as clap says), run, and map the error to its exit code.
+fn probe_main<T: Parser>(name: &str, run: fn(&T) -> Result<(), ProbeError>) -> ExitCode {
+    crate::logging::init();
+    let args = match T::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
+    match run(&args) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
             tracing::error!("{name}: {e}");
@@ -148,12 +145,7 @@ fn deliver_oops(sender: &Sender, oops: &Oops) -> bool {
 }
 
 pub fn klogscanner_main() -> ExitCode {
-    crate::logging::init();
-    let args = match parse::<KlogscannerArgs>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    finish("klogscanner", run_klogscanner(&args))
+    probe_main("klogscanner", run_klogscanner)
 }
 
 fn run_klogscanner(args: &KlogscannerArgs) -> Result<(), ProbeError> {
@@ -167,7 +159,7 @@ fn run_klogscanner(args: &KlogscannerArgs) -> Result<(), ProbeError> {
         );
         return Ok(());
     }
-    let sender = Sender::new(paths.clone(), args.config_file.as_deref())?;
+    let sender = Sender::new(paths.clone(), args.config.config_file.as_deref())?;
     let path = kmsg::kmsg_path(&paths);
     let mut file = kmsg::open_kmsg(&path, args.from_start)?;
     if let Some(uid) = privs::drop_root(&args.user)? {
@@ -208,12 +200,7 @@ fn print_parsed(file: &Path) -> Result<(), ProbeError> {
 }
 
 pub fn pstoreprobe_main() -> ExitCode {
-    crate::logging::init();
-    let args = match parse::<PstoreprobeArgs>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    finish("pstoreprobe", run_pstoreprobe(&args))
+    probe_main("pstoreprobe", run_pstoreprobe)
 }
 
 fn run_pstoreprobe(args: &PstoreprobeArgs) -> Result<(), ProbeError> {
@@ -222,7 +209,7 @@ fn run_pstoreprobe(args: &PstoreprobeArgs) -> Result<(), ProbeError> {
         .cache_dir
         .clone()
         .unwrap_or_else(|| paths.pstore_cache_dir());
-    let sender = Sender::new(paths, args.config_file.as_deref())?;
+    let sender = Sender::new(paths, args.config.config_file.as_deref())?;
     let summary = pstore::probe(&cache_dir, |oops| deliver_oops(&sender, oops))?;
     tracing::info!(
         dumps = summary.dumps,
@@ -237,12 +224,7 @@ fn run_pstoreprobe(args: &PstoreprobeArgs) -> Result<(), ProbeError> {
 }
 
 pub fn pstoreclean_main() -> ExitCode {
-    crate::logging::init();
-    let args = match parse::<PstorecleanArgs>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    finish("pstoreclean", run_pstoreclean(&args))
+    probe_main("pstoreclean", run_pstoreclean)
 }
 
 fn run_pstoreclean(args: &PstorecleanArgs) -> Result<(), ProbeError> {
@@ -281,17 +263,12 @@ fn run_pstoreclean(args: &PstorecleanArgs) -> Result<(), ProbeError> {
 }
 
 pub fn journalprobe_main() -> ExitCode {
-    crate::logging::init();
-    let args = match parse::<JournalprobeArgs>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    finish("journalprobe", run_journalprobe(&args))
+    probe_main("journalprobe", run_journalprobe)
 }
 
 fn run_journalprobe(args: &JournalprobeArgs) -> Result<(), ProbeError> {
     let paths = Paths::from_env();
-    let sender = Sender::new(paths.clone(), args.config_file.as_deref())?;
+    let sender = Sender::new(paths.clone(), args.config.config_file.as_deref())?;
     let boot_id = libtelemetry::journal::read_boot_id(&paths)
         .map_err(|e| ProbeError::io(paths.boot_id_file(), e))?;
     let filter = journal::EntryFilter::new(&boot_id, sender.privacy_filters_disabled());
