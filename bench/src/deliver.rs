@@ -286,8 +286,8 @@ fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// (VmHWM, VmRSS) in kB from `/proc/<pid>/status`.
-fn memory_kb(pid: u32) -> Result<(u64, u64), String> {
+/// (VmHWM, VmRSS) in kB from `/proc/<pid>/status` (also used by the ingest bench).
+pub(crate) fn memory_kb(pid: u32) -> Result<(u64, u64), String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
     let field = |name: &str| {
         text.lines()

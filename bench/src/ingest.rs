@@ -21,6 +21,8 @@ use libtelemetry::{HostInfo, Paths, Record};
 use serde_json::json;
 use telemetrics_tests::{TestDaemon, TestRoot};
 
+use crate::deliver::memory_kb;
+
 struct Options {
     build: bool,
     seconds: f64,
@@ -276,18 +278,6 @@ fn load_average() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .unwrap_or(-1.0)
-}
-
-/// (VmHWM, VmRSS) in kB from `/proc/<pid>/status`.
-fn memory_kb(pid: u32) -> Result<(u64, u64), String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .ok_or_else(|| format!("no {name} in /proc/{pid}/status"))
-    };
-    Ok((field("VmHWM:")?, field("VmRSS:")?))
 }
 
 /// The release `telemprobd` next to this binary, built if missing.
