@@ -1,4 +1,4 @@
-//! Benchmarks: `cargo run --release -p bench -- <ingest|deliver|crash|idle> [options]`.
+//! Benchmarks: `cargo run --release -p bench -- <ingest|deliver|e2e|idle|crash> [options]`.
 //! Each prints one JSON line per figure.
 //!
 //! Every benchmark is a module `<name>` with `pub fn run(args: &[String]) -> Result<(),
@@ -17,7 +17,7 @@ macro_rules! benches {
     };
 }
 
-benches!(ingest, crash, deliver);
+benches!(ingest, crash, deliver, e2e, idle);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
