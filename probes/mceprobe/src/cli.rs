@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use probe_support::cli::parse_duration;
+pub use probe_support::cli::{parse_duration, ConfigFileArg};
 
 use clap::{Parser, ValueEnum};
 
@@ -25,9 +25,8 @@ pub enum SourceKind {
     about = "Report machine-check events as org.clearlinux/mce/<class> telemetry records"
 )]
 pub struct Cli {
-    /// Configuration file (default: the standard telemetrics.conf selection).
-    #[arg(short = 'f', long = "config-file", value_name = "FILE")]
-    pub config_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigFileArg,
 
     /// Read what is pending now, send it and exit (default: follow, as a daemon).
     #[arg(short = '1', long)]

@@ -431,7 +431,10 @@ pub fn run(cli: &Cli, paths: &Paths, shutdown: &Shutdown) -> Result<Summary, Err
     let output = if cli.dry_run {
         Output::Print
     } else {
-        Output::Daemon(Box::new(Sender::new(paths, cli.config_file.as_deref())?))
+        Output::Daemon(Box::new(Sender::new(
+            paths,
+            cli.config.config_file.as_deref(),
+        )?))
     };
     let mut probe = Probe::new(output, paths);
     if let Some(file) = &cli.from_file {

@@ -1,6 +1,18 @@
-//! Option syntax shared by the probes' command lines.
+//! Options and option syntax shared by the probes' command lines.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use clap::Args;
+
+/// `-f FILE`: the configuration [`crate::deliver::Sender::new`] loads, passed on in each
+/// frame's `CFG:` field. Flattened first into each probe's command line.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigFileArg {
+    /// Configuration file (default: the standard telemetrics.conf selection).
+    #[arg(short = 'f', long = "config-file", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+}
 
 /// A positive duration: `N` (seconds), `Nms`, `Ns`, `Nm` (or `Nmin`) or `Nh`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

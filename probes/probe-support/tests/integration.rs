@@ -7,7 +7,7 @@ use libtelemetry::client::{Ack, SendError};
 use libtelemetry::record::Record;
 use probe_support::cli::parse_duration;
 use probe_support::deliver::{DeliverError, Outcome, Retry, Sender};
-use probe_support::shutdown::Shutdown;
+use probe_support::shutdown::{Shutdown, ShutdownHandle};
 use telemetrics_tests::listener::TestListener;
 use telemetrics_tests::TestRoot;
 
@@ -37,10 +37,38 @@ fn durations() {
 
 const OVERLOADED: u8 = Ack::Overloaded as u8;
 
-fn sender_and_record(root: &TestRoot) -> (Sender, Record) {
-    let sender = Sender::new(&root.paths, None).unwrap();
-    let record = sender.build(1, "org.example/test/retry", 1, b"x").unwrap();
-    (sender, record)
+/// A sender on a root whose socket is a scripted [`TestListener`], one record, and a
+/// shutdown that is not requested until `stop` is triggered.
+struct Setup {
+    listener: TestListener,
+    sender: Sender,
+    record: Record,
+    shutdown: Shutdown,
+    stop: ShutdownHandle,
+    _root: TestRoot,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let root = TestRoot::new();
+        let listener = TestListener::start(&root);
+        let sender = Sender::new(&root.paths, None).unwrap();
+        let record = sender.build(1, "org.example/test/retry", 1, b"x").unwrap();
+        let (shutdown, stop) = Shutdown::pipe().unwrap();
+        Setup {
+            listener,
+            sender,
+            record,
+            shutdown,
+            stop,
+            _root: root,
+        }
+    }
+
+    fn send_retrying(&self, retry: &mut Retry) -> Result<Outcome, DeliverError> {
+        self.sender
+            .send_retrying(&self.record, &self.shutdown, retry)
+    }
 }
 
 fn is_overloaded(r: &Result<Outcome, DeliverError>) -> bool {
@@ -52,61 +80,36 @@ fn is_overloaded(r: &Result<Outcome, DeliverError>) -> bool {
 
 #[test]
 fn a_budget_of_one_sends_once() {
-    let root = TestRoot::new();
-    let listener = TestListener::start(&root);
-    let (sender, record) = sender_and_record(&root);
-    let (shutdown, _handle) = Shutdown::pipe().unwrap();
-    listener.script(&[OVERLOADED]);
+    let b = Setup::new();
+    b.listener.script(&[OVERLOADED]);
     let mut retry = Retry::for_run(false, 3);
-    assert!(is_overloaded(
-        &sender.send_retrying(&record, &shutdown, &mut retry)
-    ));
-    assert!(listener.frames().is_empty());
+    assert!(is_overloaded(&b.send_retrying(&mut retry)));
+    assert!(b.listener.frames().is_empty());
     // The budget is spent; the next record also gets one send (accepted here).
-    assert_eq!(
-        sender
-            .send_retrying(&record, &shutdown, &mut retry)
-            .unwrap(),
-        Outcome::Accepted
-    );
-    assert_eq!(listener.frames().len(), 1);
+    assert_eq!(b.send_retrying(&mut retry).unwrap(), Outcome::Accepted);
+    assert_eq!(b.listener.frames().len(), 1);
 }
 
 #[test]
 fn one_shot_retries_until_accepted_and_acceptance_restores_the_budget() {
-    let root = TestRoot::new();
-    let listener = TestListener::start(&root);
-    let (sender, record) = sender_and_record(&root);
-    let (shutdown, _handle) = Shutdown::pipe().unwrap();
+    let b = Setup::new();
     let mut retry = Retry::for_run(true, 2);
-    listener.script(&[OVERLOADED]);
-    assert_eq!(
-        sender
-            .send_retrying(&record, &shutdown, &mut retry)
-            .unwrap(),
-        Outcome::Accepted
-    );
+    b.listener.script(&[OVERLOADED]);
+    assert_eq!(b.send_retrying(&mut retry).unwrap(), Outcome::Accepted);
     // Two more transient failures: the full budget of two attempts, then give up.
-    listener.script(&[OVERLOADED, OVERLOADED]);
-    assert!(is_overloaded(
-        &sender.send_retrying(&record, &shutdown, &mut retry)
-    ));
-    assert_eq!(listener.frames().len(), 1);
+    b.listener.script(&[OVERLOADED, OVERLOADED]);
+    assert!(is_overloaded(&b.send_retrying(&mut retry)));
+    assert_eq!(b.listener.frames().len(), 1);
 }
 
 #[test]
 fn a_stop_request_ends_the_retries() {
-    let root = TestRoot::new();
-    let listener = TestListener::start(&root);
-    let (sender, record) = sender_and_record(&root);
-    let (shutdown, handle) = Shutdown::pipe().unwrap();
-    handle.trigger();
-    listener.script(&[OVERLOADED, OVERLOADED]);
+    let b = Setup::new();
+    b.stop.trigger();
+    b.listener.script(&[OVERLOADED, OVERLOADED]);
     let mut retry = Retry::for_run(true, 3);
-    assert!(is_overloaded(
-        &sender.send_retrying(&record, &shutdown, &mut retry)
-    ));
+    assert!(is_overloaded(&b.send_retrying(&mut retry)));
     // Only the first scripted reply was used.
-    assert!(is_overloaded(&sender.send(&record)));
-    assert_eq!(sender.send(&record).unwrap(), Outcome::Accepted);
+    assert!(is_overloaded(&b.sender.send(&b.record)));
+    assert_eq!(b.sender.send(&b.record).unwrap(), Outcome::Accepted);
 }

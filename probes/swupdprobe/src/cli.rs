@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use probe_support::cli::parse_duration;
+pub use probe_support::cli::{parse_duration, ConfigFileArg};
 
 use clap::Parser;
 
@@ -14,9 +14,8 @@ use clap::Parser;
     about = "Send swupd's telemetry files as org.clearlinux/swupd-client/<class> records"
 )]
 pub struct Cli {
-    /// Configuration file (default: the standard telemetrics.conf selection).
-    #[arg(short = 'f', long = "config-file", value_name = "FILE")]
-    pub config_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigFileArg,
 
     /// Keep running and deliver files as they appear (default: empty the directory, exit).
     #[arg(short = 'w', long)]

@@ -137,7 +137,7 @@ impl Processor {
         let sender = if cli.dry_run {
             None
         } else {
-            Some(Sender::new(paths, cli.config_file.as_deref())?)
+            Some(Sender::new(paths, cli.config.config_file.as_deref())?)
         };
         let dir = cli.dir.clone().unwrap_or_else(|| paths.swupd_dir());
         let tries_path = cli

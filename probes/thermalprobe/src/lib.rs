@@ -89,7 +89,7 @@ impl Probe {
         let sender = if cli.dry_run {
             None
         } else {
-            Some(Sender::new(paths, cli.config_file.as_deref())?)
+            Some(Sender::new(paths, cli.config.config_file.as_deref())?)
         };
         let state_path = cli
             .state_file
