@@ -1,8 +1,8 @@
 //! Sending one record to telemprobd, and the one-byte acknowledgement protocol.
 //!
-//! The client connects to `socket_path`, hands the whole frame to one `send(MSG_NOSIGNAL)`
-//! (the C daemon cannot reassemble frames), shuts down its write side and waits for one
-//! [`Ack`] byte, which this suite's telemprobd sends after the record is durably staged or
+//! The client connects to `socket_path` (non-blocking), hands the whole frame to one
+//! `send(MSG_NOSIGNAL)` (the C daemon cannot reassemble frames), shuts down its write side
+//! and waits (poll) for one [`Ack`] byte, which this suite's telemprobd sends after the record is durably staged or
 //! rejected. The C telemprobd never replies: it closes the connection, which the client takes
 //! as acceptance, so the library still works with it.
 //!
@@ -131,53 +131,52 @@ pub fn send_frame(
     timeout: Duration,
 ) -> Result<Delivery, SendError> {
     let deadline = Instant::now() + timeout;
-    let fd = connect(socket_path, timeout)?;
+    let fd = connect(socket_path, deadline)?;
+    // The socket never blocks: a frame fits in the socket buffer unless the daemon stopped
+    // reading, so the common case is one send; waits go through poll(2) with the time
+    // left (poll also sleeps only for the readiness it asks for).
     let mut sent = 0;
-    // The first attempt does not block: a frame fits in the socket buffer unless the daemon
-    // stopped reading, and skipping the timeout setup saves a syscall per record. After
-    // EAGAIN or a partial send, block with the remaining time as the bound.
-    let mut blocking = false;
     while sent < frame.len() {
-        let mut flags = libc::MSG_NOSIGNAL;
-        if blocking {
-            set_timeout(&fd, libc::SO_SNDTIMEO, remaining(deadline)?).map_err(SendError::Send)?;
-        } else {
-            flags |= libc::MSG_DONTWAIT;
-        }
         // SAFETY: valid fd and buffer; MSG_NOSIGNAL keeps SIGPIPE from the host process.
         let n = unsafe {
             libc::send(
                 fd.as_raw_fd(),
                 frame[sent..].as_ptr().cast(),
                 frame.len() - sent,
-                flags,
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
             )
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) if !blocking => {
-                    blocking = true;
-                    continue;
-                }
-                Some(libc::EAGAIN) => return Err(SendError::Timeout),
-                _ => return Err(SendError::Send(e)),
-            }
+        if n >= 0 {
+            sent += n as usize;
+            continue;
         }
-        sent += n as usize;
-        blocking = true;
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EAGAIN) => {
+                if !wait_for(&fd, libc::POLLOUT, deadline).map_err(SendError::Send)? {
+                    return Err(SendError::Timeout);
+                }
+            }
+            _ => return Err(SendError::Send(e)),
+        }
     }
     // SAFETY: valid fd. Tells the daemon no further frame follows on this connection.
     unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
     let mut byte = 0u8;
     loop {
-        let Ok(left) = remaining(deadline) else {
+        if !wait_for(&fd, libc::POLLIN, deadline).map_err(SendError::Send)? {
             return Ok(Delivery::ReplyTimedOut);
-        };
-        set_timeout(&fd, libc::SO_RCVTIMEO, left).map_err(SendError::Send)?;
+        }
         // SAFETY: valid fd, one-byte buffer.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, 0) };
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_DONTWAIT,
+            )
+        };
         if n == 1 {
             return match Ack::from_byte(byte) {
                 Some(Ack::Accepted) => Ok(Delivery::Acknowledged),
@@ -190,8 +189,7 @@ pub fn send_frame(
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) => return Ok(Delivery::ReplyTimedOut),
+            Some(libc::EINTR) | Some(libc::EAGAIN) => continue,
             // The C daemon may reset the connection after reading everything.
             Some(libc::ECONNRESET) => return Ok(Delivery::ClosedWithoutReply),
             _ => return Err(SendError::Send(e)),
@@ -199,16 +197,39 @@ pub fn send_frame(
     }
 }
 
-fn remaining(deadline: Instant) -> Result<Duration, SendError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        Err(SendError::Timeout)
-    } else {
-        Ok(left)
+/// Wait until `fd` is ready for `events` or `deadline` passes; false on timeout.
+fn wait_for(fd: &OwnedFd, events: libc::c_short, deadline: Instant) -> io::Result<bool> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        // Whole milliseconds, rounded up: never a busy loop, at most 1 ms late.
+        let ms = left
+            .as_micros()
+            .div_ceil(1000)
+            .min(libc::c_int::MAX as u128) as libc::c_int;
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc > 0 {
+            // Readiness, hang-up or an error: the next send/recv tells which.
+            return Ok(true);
+        }
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(e);
+            }
+        }
     }
 }
 
-fn connect(path: &Path, timeout: Duration) -> Result<OwnedFd, SendError> {
+fn connect(path: &Path, deadline: Instant) -> Result<OwnedFd, SendError> {
     let conn_err = |source| SendError::Connect {
         path: path.to_path_buf(),
         source,
@@ -224,16 +245,20 @@ fn connect(path: &Path, timeout: Duration) -> Result<OwnedFd, SendError> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: plain socket creation; the fd is owned immediately.
-    let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
     if raw < 0 {
         return Err(conn_err(io::Error::last_os_error()));
     }
     // SAFETY: `raw` is a fresh, valid fd that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // A blocking AF_UNIX connect waits for backlog space bounded by SO_SNDTIMEO.
-    set_timeout(&fd, libc::SO_SNDTIMEO, timeout).map_err(conn_err)?;
     let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
-    loop {
+    let connect_once = || {
         // SAFETY: addr is initialised and len within its size.
         let rc = unsafe {
             libc::connect(
@@ -243,14 +268,53 @@ fn connect(path: &Path, timeout: Duration) -> Result<OwnedFd, SendError> {
             )
         };
         if rc == 0 {
-            return Ok(fd);
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
         }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) | Some(libc::EINPROGRESS) => return Err(SendError::Timeout),
+    };
+    // A non-blocking AF_UNIX connect completes at once, or fails with EAGAIN when the
+    // daemon's backlog is full. Only then wait for room: a blocking connect bounded by
+    // SO_SNDTIMEO (poll cannot wait for backlog room).
+    let mut blocking = false;
+    loop {
+        let e = match connect_once() {
+            Ok(()) => return Ok(fd),
+            Err(e) => e,
+        };
+        match (e.raw_os_error(), blocking) {
+            (Some(libc::EINTR), false) => {}
+            // The backlog is full: wait for room with the time left (again after a signal).
+            (Some(libc::EAGAIN), false) | (Some(libc::EINTR), true) => {
+                let left = remaining(deadline)?;
+                if !blocking {
+                    set_nonblocking(&fd, false).map_err(conn_err)?;
+                    blocking = true;
+                }
+                set_timeout(&fd, libc::SO_SNDTIMEO, left).map_err(conn_err)?;
+            }
+            (Some(libc::EAGAIN) | Some(libc::EINPROGRESS), true) => return Err(SendError::Timeout),
             _ => return Err(conn_err(e)),
         }
+    }
+}
+
+fn remaining(deadline: Instant) -> Result<Duration, SendError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(SendError::Timeout)
+    } else {
+        Ok(left)
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd, on: bool) -> io::Result<()> {
+    let mut value = libc::c_int::from(on);
+    // SAFETY: valid fd; FIONBIO takes a pointer to an int.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONBIO, &mut value) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -365,6 +429,65 @@ mod tests {
         let r = send_frame(&sock, &frame(), Duration::from_millis(200)).unwrap();
         assert_eq!(r, Delivery::ReplyTimedOut);
         assert!(start.elapsed() < Duration::from_millis(600));
+    }
+
+    #[test]
+    fn full_backlog_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s");
+        let listener = UnixListener::bind(&sock).unwrap();
+        // SAFETY: valid listening fd; a small backlog is quick to fill.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 1) }, 0);
+        // Fill the backlog with non-blocking connections that are never accepted.
+        let mut fillers = Vec::new();
+        loop {
+            let s = nonblocking_socket();
+            // SAFETY: a zeroed sockaddr_un is a valid initial value.
+            let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (d, b) in addr.sun_path.iter_mut().zip(sock.as_os_str().as_bytes()) {
+                *d = *b as libc::c_char;
+            }
+            // SAFETY: valid fd and address.
+            let rc = unsafe {
+                libc::connect(
+                    s.as_raw_fd(),
+                    (&addr as *const libc::sockaddr_un).cast(),
+                    std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                assert_eq!(
+                    io::Error::last_os_error().raw_os_error(),
+                    Some(libc::EAGAIN)
+                );
+                break;
+            }
+            fillers.push(s);
+            assert!(fillers.len() < 100, "backlog never filled");
+        }
+        let start = Instant::now();
+        let e = send_frame(&sock, &frame(), Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(e, SendError::Timeout), "{e:?}");
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(150) && elapsed < Duration::from_millis(600),
+            "{elapsed:?}"
+        );
+    }
+
+    fn nonblocking_socket() -> OwnedFd {
+        // SAFETY: plain socket creation.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        assert!(raw >= 0);
+        // SAFETY: fresh fd owned by nothing else.
+        unsafe { OwnedFd::from_raw_fd(raw) }
     }
 
     #[test]
