@@ -84,13 +84,11 @@ fn no_loss_and_no_duplicate_beyond_the_in_flight_file_across_kill_9() {
     assert!(missing.is_empty(), "lost files: {missing:?}");
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
     eprintln!("{kills} kills, {duplicates} duplicate deliveries");
+    // Each kill can repeat only the file in flight at that moment (the same file may be in
+    // flight across consecutive kills, so no per-file bound beyond this one holds).
     assert!(
         duplicates <= kills,
         "{duplicates} duplicates for {kills} kills: {seen:?}"
-    );
-    assert!(
-        seen.values().all(|&n| n <= 2),
-        "a file sent more than twice: {seen:?}"
     );
     assert!(names_in(&quarantine_dir(&root)).is_empty());
     // Leftover temporaries of the writer are its own business; none should remain.
