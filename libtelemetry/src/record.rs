@@ -153,10 +153,13 @@ impl Headers {
                     found: String::from_utf8_lossy(&line[..line.len().min(64)]).into_owned(),
                 })?;
             let value = rest.strip_prefix(b" ").unwrap_or(rest);
+            // The bound applies to the value as kept: each invalid byte becomes a 3-byte
+            // U+FFFD, and a longer value would not parse again once re-encoded.
+            let value = String::from_utf8_lossy(value);
             if value.len() > MAX_HEADER_VALUE_LEN {
                 return Err(HeaderParseError::ValueTooLong { name });
             }
-            headers.0[i] = String::from_utf8_lossy(value).into_owned();
+            headers.0[i] = value.into_owned();
         }
         Ok(headers)
     }
@@ -441,6 +444,26 @@ mod tests {
         nospace[5] = b"arch:x86_64";
         let h = Headers::from_lines(nospace.iter().copied()).unwrap();
         assert_eq!(h.get(Header::Arch), "x86_64");
+        // Invalid UTF-8 is kept as U+FFFD (3 bytes each); the length bound applies to the
+        // kept value, so whatever parses re-encodes to lines that parse again.
+        for (invalid, parses) in [(300, true), (400, false)] {
+            let mut line = b"arch: ".to_vec();
+            line.extend(std::iter::repeat_n(0xffu8, invalid));
+            let mut odd = lines.clone();
+            odd[5] = &line;
+            match Headers::from_lines(odd.iter().copied()) {
+                Ok(h) => {
+                    assert!(parses, "{invalid} invalid bytes");
+                    let again = h.block();
+                    let again: Vec<&[u8]> = again.split(|&b| b == b'\n').collect();
+                    assert_eq!(Headers::from_lines(again.iter().copied()).unwrap(), h);
+                }
+                Err(e) => {
+                    assert!(!parses, "{invalid} invalid bytes: {e}");
+                    assert!(matches!(e, HeaderParseError::ValueTooLong { name: "arch" }));
+                }
+            }
+        }
     }
 
     #[test]
