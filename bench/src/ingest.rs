@@ -4,11 +4,14 @@
 //! `TMPDIR=/dev/shm` measures the daemon without disk latency), then for `--seconds` each:
 //! one sequential client, and `--clients` concurrent clients, all sending with
 //! `libtelemetry::client` and waiting for the acknowledgement. Prints one JSON line per
-//! figure: records/s, p50/p99 latency of one send, the daemon's VmHWM/VmRSS.
+//! figure: records/s, p50/p99 latency of one send, CPU time per record of the daemon and of
+//! the clients, the machine's load average, the daemon's VmHWM/VmRSS.
 //!
 //! Options: `--seconds N` (default 3), `--clients N` (default 8), `--payload BYTES`
-//! (default 200), `--no-build` (use the `telemprobd` next to this binary as it is; by
-//! default `cargo build` refreshes it first).
+//! (default 200), `--rounds N` (default 1: repeat both runs N times and report each
+//! figure's median, with `min` and `max`; on a shared machine single runs vary a lot),
+//! `--no-build` (use the `telemprobd` next to this binary as it is; by default
+//! `cargo build` refreshes it first).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +31,7 @@ struct Options {
     seconds: f64,
     clients: usize,
     payload: usize,
+    rounds: usize,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -36,6 +40,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         seconds: 3.0,
         clients: 8,
         payload: 200,
+        rounds: 1,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -48,11 +53,16 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--seconds" => o.seconds = value()?.parse().map_err(|e| format!("{a}: {e}"))?,
             "--clients" => o.clients = value()?.parse().map_err(|e| format!("{a}: {e}"))?,
             "--payload" => o.payload = value()?.parse().map_err(|e| format!("{a}: {e}"))?,
+            "--rounds" => o.rounds = value()?.parse().map_err(|e| format!("{a}: {e}"))?,
             "--no-build" => o.build = false,
             _ => return Err(format!("unknown option {a}")),
         }
     }
-    if o.payload > libtelemetry::record::MAX_PAYLOAD || o.clients == 0 || o.seconds <= 0.0 {
+    if o.payload > libtelemetry::record::MAX_PAYLOAD
+        || o.clients == 0
+        || o.seconds <= 0.0
+        || o.rounds == 0
+    {
         return Err("out-of-range option".into());
     }
     Ok(o)
@@ -85,61 +95,65 @@ pub fn run(args: &[String]) -> Result<(), String> {
     // Warm up (page cache, the daemon's allocations).
     let _ = clients(&root, &host, &payload, 1, Duration::from_millis(300))?;
 
-    println!(
-        "{}",
-        ctx(
-            json!({"figure": "load_average_1min", "value": load_average(), "unit": "",
-            "cpus": std::thread::available_parallelism().map_or(1, |n| n.get())})
-        )
-    );
+    let mut figures = Figures::default();
     let mut total_acked = 0;
-    for n in [1, opts.clients] {
-        let daemon_cpu0 = process_cpu(daemon.pid())?;
-        let client_cpu0 = own_cpu();
-        let r = clients(&root, &host, &payload, n, duration)?;
-        let daemon_cpu = process_cpu(daemon.pid())? - daemon_cpu0;
-        let client_cpu = own_cpu() - client_cpu0;
-        total_acked += r.acked;
-        let mut lat = r.latencies_us;
-        lat.sort_unstable();
-        let rate = r.acked as f64 / r.elapsed.as_secs_f64();
-        let label = if n == 1 { "sequential" } else { "concurrent" };
-        println!(
-            "{}",
-            ctx(
-                json!({"figure": format!("{label}_records_per_s"), "clients": n,
-                "value": rate.round(), "unit": "records/s", "records": r.acked,
-                "failed": r.failed})
-            )
-        );
-        // CPU time per record, which the machine's other load does not inflate much: on an
-        // idle machine a sequential client's rate is bounded by 1 / (daemon + client CPU).
-        let per_record = |d: Duration| d.as_secs_f64() * 1e6 / r.acked.max(1) as f64;
-        println!(
-            "{}",
-            ctx(
-                json!({"figure": format!("{label}_daemon_cpu_per_record"), "clients": n,
-                "value": (per_record(daemon_cpu) * 10.0).round() / 10.0, "unit": "us"})
-            )
-        );
-        println!(
-            "{}",
-            ctx(
-                json!({"figure": format!("{label}_client_cpu_per_record"), "clients": n,
-                "value": (per_record(client_cpu) * 10.0).round() / 10.0, "unit": "us"})
-            )
-        );
-        for (name, q) in [("p50", 0.50), ("p99", 0.99)] {
-            println!(
-                "{}",
-                ctx(
-                    json!({"figure": format!("{label}_{name}_send_latency"), "clients": n,
-                    "value": percentile(&lat, q), "unit": "us"})
-                )
-            );
+    for _ in 0..opts.rounds {
+        figures.add("load_average_1min", "", None, load_average());
+        for n in [1, opts.clients] {
+            let daemon_cpu0 = process_cpu(daemon.pid())?;
+            let client_cpu0 = own_cpu();
+            let r = clients(&root, &host, &payload, n, duration)?;
+            let daemon_cpu = process_cpu(daemon.pid())? - daemon_cpu0;
+            let client_cpu = own_cpu() - client_cpu0;
+            total_acked += r.acked;
+            let mut lat = r.latencies_us;
+            lat.sort_unstable();
+            let rate = r.acked as f64 / r.elapsed.as_secs_f64();
+            let label = if n == 1 { "sequential" } else { "concurrent" };
+            let c = Some(n);
+            let name = format!("{label}_records_per_s");
+            figures.add(&name, "records/s", c, rate.round());
+            figures.count(&name, r.acked, r.failed);
+            // CPU time per record, which the machine's other load does not inflate much: on
+            // an idle machine a sequential client's rate is bounded by 1 / (daemon + client
+            // CPU).
+            let per_record = |d: Duration| {
+                (d.as_secs_f64() * 1e6 / r.acked.max(1) as f64 * 10.0).round() / 10.0
+            };
+            let name = format!("{label}_daemon_cpu_per_record");
+            figures.add(&name, "us", c, per_record(daemon_cpu));
+            let name = format!("{label}_client_cpu_per_record");
+            figures.add(&name, "us", c, per_record(client_cpu));
+            for (name, q) in [("p50", 0.50), ("p99", 0.99)] {
+                let name = format!("{label}_{name}_send_latency");
+                figures.add(&name, "us", c, f64::from(percentile(&lat, q)));
+            }
         }
     }
-
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for f in &figures.list {
+        let mut v = ctx(json!({"figure": f.name, "unit": f.unit, "value": median(&f.values)}));
+        if let Some(m) = v.as_object_mut() {
+            if let Some(n) = f.clients {
+                m.insert("clients".into(), json!(n));
+            }
+            if f.name == "load_average_1min" {
+                m.insert("cpus".into(), json!(cpus));
+            }
+            if let Some((records, failed)) = f.sends {
+                m.insert("records".into(), json!(records));
+                m.insert("failed".into(), json!(failed));
+            }
+            if opts.rounds > 1 {
+                let min = f.values.iter().copied().fold(f64::INFINITY, f64::min);
+                let max = f.values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                m.insert("rounds".into(), json!(opts.rounds));
+                m.insert("min".into(), json!(min));
+                m.insert("max".into(), json!(max));
+            }
+        }
+        println!("{v}");
+    }
     let (hwm, rss) = memory_kb(daemon.pid())?;
     println!(
         "{}",
@@ -160,6 +174,53 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Figures collected over the rounds, in first-seen order; each is reported as the median.
+#[derive(Default)]
+struct Figures {
+    list: Vec<Figure>,
+}
+
+struct Figure {
+    name: String,
+    unit: &'static str,
+    clients: Option<usize>,
+    values: Vec<f64>,
+    /// Acknowledged and failed sends over all rounds, for a rate.
+    sends: Option<(usize, usize)>,
+}
+
+impl Figures {
+    fn add(&mut self, name: &str, unit: &'static str, clients: Option<usize>, value: f64) {
+        match self.list.iter_mut().find(|f| f.name == name) {
+            Some(f) => f.values.push(value),
+            None => self.list.push(Figure {
+                name: name.to_string(),
+                unit,
+                clients,
+                values: vec![value],
+                sends: None,
+            }),
+        }
+    }
+
+    fn count(&mut self, name: &str, acked: usize, failed: usize) {
+        if let Some(f) = self.list.iter_mut().find(|f| f.name == name) {
+            let (a, b) = f.sends.unwrap_or((0, 0));
+            f.sends = Some((a + acked, b + failed));
+        }
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 struct RunResult {
