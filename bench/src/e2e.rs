@@ -282,18 +282,6 @@ pub(crate) fn process_cpu(pid: u32) -> Result<Duration, String> {
     ))
 }
 
-/// (VmHWM, VmRSS) in kB from `/proc/<pid>/status`.
-pub(crate) fn memory_kb(pid: u32) -> Result<(u64, u64), String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .ok_or_else(|| format!("no {name} in /proc/{pid}/status"))
-    };
-    Ok((field("VmHWM:")?, field("VmRSS:")?))
-}
-
 /// The 1-minute load average, to judge how quiet the machine was.
 pub(crate) fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::e2e::{ensure_daemons_built, load_average, memory_kb, Pipeline};
+use crate::deliver::memory_kb;
+use crate::e2e::{ensure_daemons_built, load_average, Pipeline};
 
 struct Options {
     records: usize,
