@@ -323,4 +323,26 @@ mod tests {
             entry(1).to_line() + &entry(2).to_line()
         );
     }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn parse_never_panics(line in "\\PC{0,200}") {
+                let _ = JournalEntry::parse(&line);
+            }
+
+            #[test]
+            fn valid_entries_roundtrip(
+                ts in any::<i64>(),
+                class in "[a-z.]{1,20}/[a-z]{0,20}/[a-z]{0,20}",
+                eid in "[0-9a-f]{32}",
+            ) {
+                let e = JournalEntry::new(crate::ids::random_id(), ts, &class, &eid, "boot").unwrap();
+                prop_assert_eq!(JournalEntry::parse(&e.to_line()).unwrap(), e);
+            }
+        }
+    }
 }
