@@ -118,6 +118,16 @@ impl TestRoot {
         c
     }
 
+    /// Run one of the suite's binaries to completion with `-f <config> args…`.
+    pub fn run_with_config(&self, bin: &str, args: &[&str]) -> std::process::Output {
+        self.command(bin)
+            .arg("-f")
+            .arg(self.config_path())
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {bin}: {e}"))
+    }
+
     /// Set `TELEMETRICS_ROOT` / `TELEMETRICS_HOST_ROOT` on `c`.
     pub fn apply_env(&self, c: &mut Command) {
         c.env(ROOT_ENV, self.paths.root())

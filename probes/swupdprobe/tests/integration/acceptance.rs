@@ -49,12 +49,7 @@ pub fn names_in(dir: &Path) -> Vec<String> {
 }
 
 fn probe(root: &TestRoot, args: &[&str]) -> Output {
-    root.command("swupdprobe")
-        .arg("-f")
-        .arg(root.config_path())
-        .args(args)
-        .output()
-        .expect("run swupdprobe")
+    root.run_with_config("swupdprobe", args)
 }
 
 fn code(o: &Output) -> i32 {

@@ -17,12 +17,7 @@ fn tree(root: &TestRoot) -> SysTree {
 }
 
 fn probe(root: &TestRoot, args: &[&str]) -> Output {
-    root.command("thermalprobe")
-        .arg("-f")
-        .arg(root.config_path())
-        .args(args)
-        .output()
-        .expect("run thermalprobe")
+    root.run_with_config("thermalprobe", args)
 }
 
 fn code(o: &Output) -> i32 {
