@@ -122,6 +122,8 @@ struct Shared {
     /// False for a sink: count, do not keep requests.
     record: bool,
     connections: AtomicUsize,
+    /// Requests read in full, counted before the behaviour (e.g. a slow answer) applies.
+    requests_read: AtomicUsize,
     listening: AtomicBool,
     /// Open connections, so `refuse` can close them.
     streams: Mutex<HashMap<usize, TcpStream>>,
@@ -153,6 +155,7 @@ impl Collector {
             behavior: Mutex::new(Behavior::Normal),
             record,
             connections: AtomicUsize::new(0),
+            requests_read: AtomicUsize::new(0),
             listening: AtomicBool::new(true),
             streams: Mutex::new(HashMap::new()),
         });
@@ -254,6 +257,19 @@ impl Collector {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Wait until at least `n` requests were read in full, before they are answered (so a
+    /// test can act while a slow answer is pending); false on timeout.
+    pub fn wait_for_requests_read(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.shared.requests_read.load(Ordering::SeqCst) < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 
     /// Wait until at least `n` requests were accepted; false on timeout.
@@ -452,6 +468,7 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
             req.body = out;
             req.gzip = true;
         }
+        shared.requests_read.fetch_add(1, Ordering::SeqCst);
         let behavior = shared.behavior.lock().unwrap().clone();
         let response = match behavior {
             Behavior::Reset => {

@@ -99,7 +99,7 @@ fn sigterm_finishes_the_post_in_flight() {
     // Older than the 2 s a file found by a scan is left to settle.
     stage(&root, 0, Duration::from_secs(10));
     let mut d = spawn(&root);
-    std::thread::sleep(Duration::from_millis(700));
+    assert!(c.wait_for_requests_read(1, SOON), "the POST is in flight");
     d.signal(libc::SIGTERM);
     let st = d.wait_timeout(SOON).expect("exits after SIGTERM");
     assert!(st.success(), "{st:?}");

@@ -56,6 +56,8 @@ fn no_loss_and_no_duplicate_beyond_the_in_flight_file_across_kill_9() {
     }
     writer.join().unwrap();
     let mut d = TestDaemon::spawn(&root, "swupdprobe", &args);
+    // SIGTERM before the handler is installed would kill it with the default action.
+    assert!(d.wait_for_log("watching", Duration::from_secs(30)));
     assert!(
         wait_until(Duration::from_secs(30), || names_in(&dir)
             .iter()

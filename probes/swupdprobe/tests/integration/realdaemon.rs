@@ -82,6 +82,8 @@ fn kill_9_loses_nothing_with_the_real_daemon() {
     }
     writer.join().unwrap();
     let mut p = TestDaemon::spawn(&root, "swupdprobe", &args);
+    // SIGTERM before the handler is installed would kill it with the default action.
+    assert!(p.wait_for_log("watching", Duration::from_secs(30)));
     assert!(wait_until(Duration::from_secs(30), || visible(&dir).is_empty()));
     p.signal(libc::SIGTERM);
     assert_eq!(
