@@ -1,8 +1,35 @@
 //! Kernel oops detection and the crash-report payload. No I/O: callers feed lines and get
 //! back complete [`Oops`] values.
 //!
-//! The start patterns, collection rules and payload format are those of the C client's
-//! `oops_parser.c` (spec §11.4), so a server sees the same payloads, with these fixes:
+//! The start patterns, collection rules and payload format of the C client's
+//! `oops_parser.c` (spec §11.4) are kept, so a server sees the same payloads for what the C
+//! client reported. Two tables of start patterns are tried in order, the first match
+//! winning:
+//!
+//! * [`PATTERNS`], the 22 patterns of the C client, unchanged and first, so every line the C
+//!   client recognised is classified exactly as before, with the C collection rules and the
+//!   C payload;
+//! * [`EXTENSION_PATTERNS`], the headers of newer kernels that none of those match:
+//!   `Oops: ` (6.10+ prefixes every x86 oops header with it) and
+//!   `general protection fault, ` (5.x–6.9) as `kernel/bug` 4; `watchdog: BUG:` (soft lockup)
+//!   and `watchdog: … Watchdog detected hard LOCKUP` (4.x `NMI watchdog: ` too) as `kernel/bug`
+//!   4; hung tasks (`INFO: task … blocked for more than`), RCU stalls (`rcu: INFO: `, 4.18 and
+//!   older `INFO: rcu_… stall`) and `UBSAN: ` as `kernel/warning` 2.
+//!
+//! An extension oops ends, besides the C end conditions, at any line that opens an oops, so
+//! the reports of separate events are never merged. A report of the x86 `die()` path
+//! (`Oops: `, `general protection fault, `) goes on after its kernel frames through the
+//! user-space registers, `Modules linked in:` and `CR2:` lines the kernel prints there since
+//! 5.x, up to `[ end trace`. The payload of an extension oops takes its frames from the first
+//! `Call Trace:` block (a hung-task or RCU-stall report may print several; the first is the
+//! stalled task or CPU, and the oops ends with it), registers from the lines before it, the
+//! kernel version and taint from the first `CPU:`/`PID:` line or the indented
+//! `Not tainted`/`Tainted:` line of a hung-task report, and the module list from anywhere.
+//! A C pattern keeps the C rules even for newer output: a 5.x+ page fault (`BUG: kernel NULL
+//! pointer dereference`, then `Oops: …`) is one oops, but ends at the module list printed
+//! after its trace, so its payload has no `Modules` line.
+//!
+//! Fixes of C behaviour, for both tables:
 //!
 //! * the line that ends one oops is checked again as the start of the next one, so
 //!   back-to-back oopses are all reported (C dropped it, losing the second oops);
@@ -37,20 +64,39 @@ const TAINT_FLAGS_LEN: usize = 16;
 pub enum Matcher {
     /// The line starts with the pattern text (case-sensitive).
     Prefix,
+    /// The line starts with the pattern text and, after it, contains this text too
+    /// (both case-sensitive).
+    PrefixContaining(&'static str),
     /// The C regex `^ALSA (.*): BUG(.*)`, case-insensitive.
     AlsaBug,
     /// The C regex `irq [[:digit:]]+: nobody cared` anywhere in the line, case-insensitive.
     IrqNobodyCared,
 }
 
+/// How the lines after the first one are collected, and how the payload reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rules {
+    /// The C client's end conditions and payload (every pattern of [`PATTERNS`]).
+    C,
+    /// The C end conditions, and a line that opens an oops ends this one too; the payload
+    /// reads the first `Call Trace:` block (see the module documentation).
+    Trace,
+    /// [`Rules::Trace`], but what x86 `die()` prints after the kernel frames (user-space
+    /// registers, `Modules linked in:`, `CR2:`) still belongs to the oops, up to
+    /// `[ end trace`.
+    Die,
+}
+
 /// One start pattern: what opens an oops, and how the record is classified.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Pattern {
-    /// The pattern text as the C client spelled it (the regex source for regex patterns).
+    /// The pattern text: as the C client spelled it (the regex source for regex patterns),
+    /// or the prefix of an extension pattern.
     pub text: &'static str,
     pub matcher: Matcher,
     pub classification: &'static str,
     pub severity: u32,
+    pub rules: Rules,
 }
 
 const WARNING: &str = "org.clearlinux/kernel/warning";
@@ -62,6 +108,28 @@ const fn prefix(text: &'static str, classification: &'static str, severity: u32)
         matcher: Matcher::Prefix,
         classification,
         severity,
+        rules: Rules::C,
+    }
+}
+
+/// An extension pattern: `text` starts the line, `containing` (if not empty) follows it.
+const fn extension(
+    text: &'static str,
+    containing: &'static str,
+    classification: &'static str,
+    severity: u32,
+    rules: Rules,
+) -> Pattern {
+    Pattern {
+        text,
+        matcher: if containing.is_empty() {
+            Matcher::Prefix
+        } else {
+            Matcher::PrefixContaining(containing)
+        },
+        classification,
+        severity,
+        rules,
     }
 }
 
@@ -75,12 +143,14 @@ pub static PATTERNS: [Pattern; 22] = [
         matcher: Matcher::AlsaBug,
         classification: "crash/kernel/bug",
         severity: 2,
+        rules: Rules::C,
     },
     Pattern {
         text: "irq [[:digit:]]+: nobody cared",
         matcher: Matcher::IrqNobodyCared,
         classification: "crash/kernel/warning",
         severity: 2,
+        rules: Rules::C,
     },
     prefix("WARNING: ", WARNING, 2),
     prefix("general protection fault: ", BUG, 4),
@@ -113,11 +183,57 @@ pub static PATTERNS: [Pattern; 22] = [
     ),
 ];
 
+/// Headers of newer kernels that no C pattern matches, tried after [`PATTERNS`].
+pub static EXTENSION_PATTERNS: [Pattern; 10] = [
+    // x86 die() since 6.10: `Oops: <trap>: <code> [#n]`, e.g. `Oops: Oops: 0002 [#1] SMP`.
+    extension("Oops: ", "", BUG, 4, Rules::Die),
+    // 5.x to 6.9: `general protection fault, probably for non-canonical address 0x…: 0000`.
+    extension("general protection fault, ", "", BUG, 4, Rules::Die),
+    // 4.13+ soft lockup: `watchdog: BUG: soft lockup - CPU#3 stuck for 22s! [comm:pid]`.
+    extension("watchdog: BUG:", "", BUG, 4, Rules::Trace),
+    // `watchdog: Watchdog detected hard LOCKUP on cpu 1`; 6.5+ `watchdog: CPU2: Watchdog …`.
+    extension(
+        "watchdog: ",
+        "Watchdog detected hard LOCKUP",
+        BUG,
+        4,
+        Rules::Trace,
+    ),
+    // The same two before 4.13.
+    extension("NMI watchdog: BUG:", "", BUG, 4, Rules::Trace),
+    extension(
+        "NMI watchdog: ",
+        "Watchdog detected hard LOCKUP",
+        BUG,
+        4,
+        Rules::Trace,
+    ),
+    // `INFO: task kworker/u8:2:123 blocked for more than 122 seconds.`, but not the
+    // `INFO: task x:1 is blocked on a mutex likely owned by task y:2.` inside that report.
+    extension(
+        "INFO: task ",
+        " blocked for more than ",
+        WARNING,
+        2,
+        Rules::Trace,
+    ),
+    // `rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:`, `… self-detected stall on
+    // CPU`, `… detected expedited stalls …`: every `rcu: INFO: ` line is a stall header.
+    extension("rcu: INFO: ", "", WARNING, 2, Rules::Trace),
+    // The same before 4.19, without the `rcu: ` prefix.
+    extension("INFO: rcu_", " stall", WARNING, 2, Rules::Trace),
+    // `UBSAN: array-index-out-of-bounds in drivers/foo.c:123:45`.
+    extension("UBSAN: ", "", WARNING, 2, Rules::Trace),
+];
+
 impl Pattern {
     /// Whether `line` (already stripped of its syslog prefix) opens an oops of this kind.
     pub fn matches(&self, line: &str) -> bool {
         match self.matcher {
             Matcher::Prefix => line.starts_with(self.text),
+            Matcher::PrefixContaining(needle) => line
+                .strip_prefix(self.text)
+                .is_some_and(|rest| rest.contains(needle)),
             Matcher::AlsaBug => {
                 starts_with_ignore_case(line, "ALSA ") && find_ignore_case(&line[5..], ": BUG")
             }
@@ -136,9 +252,13 @@ impl Pattern {
     }
 }
 
-/// The first pattern that `line` starts an oops for.
+/// The first pattern that `line` starts an oops for: the C patterns first, then the
+/// extension patterns.
 pub fn match_start(line: &str) -> Option<&'static Pattern> {
-    PATTERNS.iter().find(|p| p.matches(line))
+    PATTERNS
+        .iter()
+        .chain(EXTENSION_PATTERNS.iter())
+        .find(|p| p.matches(line))
 }
 
 /// A complete oops: its pattern and its lines (the first is the reason).
@@ -183,8 +303,10 @@ impl Oops {
                 out.push_str(line);
                 out.push('\n');
             }
-        } else {
+        } else if self.pattern.rules == Rules::C {
             Backtrace::parse(rest).write(&mut out, options);
+        } else {
+            Backtrace::parse_first_trace(rest).write(&mut out, options);
         }
         bound_payload(out)
     }
@@ -216,36 +338,80 @@ pub struct OopsParser {
 struct Collecting {
     pattern: &'static Pattern,
     lines: Vec<String>,
-    in_stack_dump: bool,
+    stage: Stage,
+}
+
+/// Where in an oops the collection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Before `Call Trace:`.
+    Head,
+    /// After `Call Trace:`, in the stack dump.
+    StackDump,
+    /// [`Rules::Die`] only: the module list and `CR2:` after the stack dump.
+    AfterTrace,
 }
 
 impl Collecting {
     /// The C end conditions, in their order. `Call Trace:` switches to stack-dump mode.
+    /// Extension patterns also end at a line that opens an oops.
     fn ends_at(&mut self, line: &str) -> bool {
         let mut end = false;
         if self.lines.len() >= MAX_LINES || line.contains("[ end trace") {
             end = true;
         } else if self.pattern.is_bert() {
             end = !line.contains("[Hardware Error]:");
-        } else if !self.in_stack_dump {
-            self.in_stack_dump = line.starts_with("Call Trace:");
-        } else if is_marker_line(line) {
-            // ` <IRQ>`, ` <TASK>` are part of the dump, however short.
-        } else if !line.starts_with(' ')
-            || line.len() < 8
-            || line.contains("Code:")
-            || line.contains("Instruction Dump::")
-        {
-            self.in_stack_dump = false;
-            end = true;
+        } else {
+            match self.stage {
+                Stage::Head => {
+                    if line.starts_with("Call Trace:") {
+                        self.stage = Stage::StackDump;
+                    }
+                }
+                Stage::StackDump => {
+                    if ends_stack_dump(line) {
+                        if self.pattern.rules == Rules::Die && is_after_trace_line(line) {
+                            self.stage = Stage::AfterTrace;
+                        } else {
+                            end = true;
+                        }
+                    }
+                }
+                Stage::AfterTrace => end = !is_after_trace_line(line),
+            }
         }
         if (line.contains("WARNING:") || line.contains("Unable to handle"))
             && !self.pattern.is_alsa()
         {
             end = true;
         }
+        if self.pattern.rules != Rules::C && match_start(line).is_some() {
+            end = true;
+        }
         end
     }
+}
+
+/// In stack-dump mode, the C parser ends the dump at a line that does not start with a
+/// space, is shorter than 8 characters, or holds `Code:`/`Instruction Dump::`; a stack
+/// marker such as ` <IRQ>` or ` <TASK>` is part of the dump, however short.
+fn ends_stack_dump(line: &str) -> bool {
+    !is_marker_line(line)
+        && (!line.starts_with(' ')
+            || line.len() < 8
+            || line.contains("Code:")
+            || line.contains("Instruction Dump::"))
+}
+
+/// What x86 `die()` prints from the end of the kernel frames to `[ end trace` since 5.x:
+/// the user-space registers of a system call (`RIP: 0033:…`, `Code:`, `RSP: 002b:…`, …,
+/// ` </TASK>`), the module list (a very long one goes on in records that start with a
+/// space) and, for a page fault, `CR2:`.
+fn is_after_trace_line(line: &str) -> bool {
+    line.starts_with("Modules linked in:")
+        || line.starts_with(' ')
+        || line.starts_with("Code: ")
+        || is_register_line(line)
 }
 
 impl OopsParser {
@@ -291,7 +457,7 @@ impl OopsParser {
             self.current = Some(Collecting {
                 pattern,
                 lines: vec![line.to_string()],
-                in_stack_dump: false,
+                stage: Stage::Head,
             });
         }
     }
@@ -420,7 +586,7 @@ impl<'a> Backtrace<'a> {
                 bt.modules = Some(rest);
                 continue;
             }
-            if starts_with_ignore_case(line, "CPU: ") || starts_with_ignore_case(line, "PID: ") {
+            if is_cpu_line(line) {
                 let (version, tainted) = parse_cpu_line(line);
                 bt.kernel_version = version.or(bt.kernel_version);
                 bt.tainted = tainted.or(bt.tainted);
@@ -431,6 +597,47 @@ impl<'a> Backtrace<'a> {
         frames_rev.reverse();
         bt.frames = frames_rev;
         // C prepends each register to a list, so the list order is the reverse of the scan.
+        registers_rev.reverse();
+        bt.registers = registers_rev;
+        bt
+    }
+
+    /// The payload of an extension oops: frames of the first `Call Trace:` block only,
+    /// registers from the lines before it, the first kernel version, taint and module list
+    /// found anywhere (a hung-task report gives version and taint on an indented
+    /// `Not tainted …`/`Tainted: …` line).
+    fn parse_first_trace(lines: &'a [String]) -> Backtrace<'a> {
+        let mut bt = Backtrace::default();
+        let trace = lines.iter().position(|l| l.starts_with("Call Trace:"));
+        let head = &lines[..trace.unwrap_or(lines.len())];
+        if let Some(start) = trace {
+            bt.frames = lines[start + 1..]
+                .iter()
+                .take_while(|l| !ends_stack_dump(l))
+                .filter_map(|l| frame_function(l))
+                .collect();
+        }
+        let mut registers_rev = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let line = line.as_str();
+            if let Some(rest) = strip_prefix_ignore_case(line, "Modules linked in: ") {
+                bt.modules = bt.modules.or(Some(rest));
+            } else if is_cpu_line(line) || (i < head.len() && is_taint_line(line)) {
+                let (version, tainted) = parse_cpu_line(line);
+                bt.kernel_version = bt.kernel_version.or(version);
+                bt.tainted = bt.tainted.or(tainted);
+            }
+        }
+        // Registers in the C list order: scanned from the last line, then reversed.
+        for line in head.iter().rev() {
+            let line = line.as_str();
+            if strip_prefix_ignore_case(line, "Modules linked in: ").is_none()
+                && !is_cpu_line(line)
+                && !is_taint_line(line)
+            {
+                parse_registers(line, &mut registers_rev);
+            }
+        }
         registers_rev.reverse();
         bt.registers = registers_rev;
         bt
@@ -508,6 +715,19 @@ fn is_register_line(s: &str) -> bool {
     let name_end = s.find(':').unwrap_or(0);
     let name = &s[..name_end];
     name_end > 0 && (REGISTERS.contains(&name) || name == "ORIG_RAX")
+}
+
+/// A line the C parser reads the kernel version and taint from.
+fn is_cpu_line(line: &str) -> bool {
+    starts_with_ignore_case(line, "CPU: ") || starts_with_ignore_case(line, "PID: ")
+}
+
+/// The second line of a hung-task report: `      Not tainted 6.8.0-31-generic #31-Ubuntu`
+/// or `      Tainted: G           OE      6.8.0 #1`.
+fn is_taint_line(line: &str) -> bool {
+    let trimmed = line.trim_start_matches(is_c_space);
+    trimmed.len() < line.len()
+        && (trimmed.starts_with("Not tainted ") || trimmed.starts_with("Tainted: "))
 }
 
 /// `CPU: 2 PID: 0 Comm: swapper/2 Not tainted  3.10.4-100.fc18.x86_64 #1` →

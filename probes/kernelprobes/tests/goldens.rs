@@ -5,7 +5,7 @@ use std::process::Command;
 
 use crate::support::fixture;
 
-const FIXTURES: [&str; 10] = [
+const FIXTURES: [&str; 19] = [
     "warning_addresses",
     "warning_no_addresses",
     "bug_unable_to_handle",
@@ -16,6 +16,16 @@ const FIXTURES: [&str; 10] = [
     "rtnl",
     "bert",
     "back_to_back",
+    // Newer kernels: the extension patterns, and two 6.x reports the C patterns match.
+    "oops_prefix_gpf",
+    "gpf_non_canonical",
+    "page_fault_oops_line",
+    "kasan",
+    "soft_lockup_rcu_6x",
+    "hard_lockup_panic",
+    "hung_task",
+    "rcu_stall",
+    "ubsan",
 ];
 
 fn check(name: &str) {
@@ -87,4 +97,66 @@ fn modern_warning_keeps_frames_without_addresses() {
         "{payload}"
     );
     assert!(!payload.contains("TASK"), "{payload}");
+}
+
+#[test]
+fn newer_kernel_reports_are_classified() {
+    let classes = |name: &str| -> Vec<String> {
+        crate::support::parse_file_records(&fixture(&format!("oops/{name}.txt")))
+            .into_iter()
+            .map(|(head, _)| head)
+            .collect()
+    };
+    const BUG: &str = "org.clearlinux/kernel/bug severity 4";
+    const WARNING: &str = "org.clearlinux/kernel/warning severity 2";
+    const PANIC: &str = "org.clearlinux/kernel/panic severity 4";
+    // The 6.10+ `Oops: ` header, then the panic it causes.
+    assert_eq!(classes("oops_prefix_gpf"), [BUG, PANIC]);
+    assert_eq!(classes("gpf_non_canonical"), [BUG]);
+    // `Oops: 0000 [#1]` after `BUG: unable to handle page fault` is part of that oops.
+    assert_eq!(classes("page_fault_oops_line"), [BUG]);
+    assert_eq!(classes("kasan"), [BUG]);
+    assert_eq!(classes("soft_lockup_rcu_6x"), [WARNING, BUG]);
+    assert_eq!(classes("hard_lockup_panic"), [BUG, PANIC]);
+    // Two blocked tasks; the blocker's trace in the first report opens no record.
+    assert_eq!(classes("hung_task"), [WARNING, WARNING]);
+    // Three call traces, one stall.
+    assert_eq!(classes("rcu_stall"), [WARNING]);
+    assert_eq!(classes("ubsan"), [WARNING]);
+}
+
+#[test]
+fn newer_kernel_payloads_hold_modules_version_and_frames() {
+    let payload = |name: &str, index: usize| -> String {
+        crate::support::parse_file_records(&fixture(&format!("oops/{name}.txt")))
+            .swap_remove(index)
+            .1
+    };
+    // Since 5.x x86 prints the module list after the call trace.
+    let gpf = payload("oops_prefix_gpf", 0);
+    assert!(gpf.contains("\nModules : cls_u32 sch_ingress "), "{gpf}");
+    assert!(
+        gpf.contains("\n#16 entry_SYSCALL_64_after_hwframe - [kernel]\n"),
+        "{gpf}"
+    );
+    assert!(!gpf.contains("#17"), "{gpf}");
+    // A hung task's version and taint come from its indented second line.
+    let hung = payload("hung_task", 1);
+    assert!(
+        hung.contains(
+            "\nKernel Version : 6.16.0-rc2-00031-gd4c6e2a87f1b #5\nTainted : G        W      \n"
+        ),
+        "{hung}"
+    );
+    assert!(
+        hung.ends_with("\n#19 ret_from_fork_asm - [kernel]\n"),
+        "{hung}"
+    );
+    // Only the first of the RCU stall's call traces: the stalled CPU's.
+    let rcu = payload("rcu_stall", 0);
+    assert!(
+        rcu.ends_with("\n#25 entry_SYSCALL_64_after_hwframe - [kernel]\n"),
+        "{rcu}"
+    );
+    assert!(!rcu.contains("rcu_gp_kthread"), "{rcu}");
 }

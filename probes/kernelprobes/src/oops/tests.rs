@@ -437,3 +437,475 @@ fn kmsg_messages_are_not_prefix_stripped() {
     assert_eq!(done.lines[1], "[Hardware Error]: event severity: fatal");
     assert!(!p.is_collecting());
 }
+
+/// One line for each C pattern, in table order, with the C classification and severity.
+const C_PATTERN_LINES: [(&str, &str, u32); 22] = [
+    (
+        "NETDEV WATCHDOG: eth0 (e1000e): transmit queue 0 timed out",
+        "org.clearlinux/kernel/warning",
+        2,
+    ),
+    (
+        "sysctl table check failed: /kernel/foo .1.2 Unknown sysctl binary path",
+        "org.clearlinux/kernel/warning",
+        2,
+    ),
+    (
+        "IRQ handler type mismatch for IRQ 7",
+        "org.clearlinux/kernel/warning",
+        2,
+    ),
+    (
+        "ALSA sound/core/pcm_lib.c:154: BUG: stream = 1, pos = 0x1138",
+        "crash/kernel/bug",
+        2,
+    ),
+    (
+        "irq 16: nobody cared (try booting with the \"irqpoll\" option)",
+        "crash/kernel/warning",
+        2,
+    ),
+    (
+        "WARNING: CPU: 1 PID: 796 at kernel/sched/core.c:2342 f+0x30/0x70",
+        "org.clearlinux/kernel/warning",
+        2,
+    ),
+    (
+        "general protection fault: 0000 [#1] SMP",
+        "org.clearlinux/kernel/bug",
+        4,
+    ),
+    (
+        "BUG: unable to handle kernel NULL pointer dereference at 0000000000000118",
+        "org.clearlinux/kernel/bug",
+        4,
+    ),
+    (
+        "BUG: soft lockup - CPU#2 stuck for 23s! [kworker/2:1:131]",
+        "org.clearlinux/kernel/bug",
+        4,
+    ),
+    (
+        "kernel BUG at mm/mmap.c:2156!",
+        "org.clearlinux/kernel/bug",
+        4,
+    ),
+    (
+        "general protection fault:0000 [#1]",
+        "org.clearlinux/kernel/bug",
+        4,
+    ),
+    (
+        "do_IRQ: stack overflow: 512",
+        "org.clearlinux/kernel/stackoverflow",
+        4,
+    ),
+    (
+        "RTNL: assertion failed at net/core/dev.c (4523)",
+        "org.clearlinux/kernel/warning",
+        2,
+    ),
+    (
+        "Eeek! page_mapcount(page) went negative! (-1)",
+        "org.clearlinux/kernel/bug",
+        4,
+    ),
+    (
+        "near stack overflow (cur:f2c14000,sp:f2c14180)",
+        "org.clearlinux/kernel/bug",
+        4,
+    ),
+    (
+        "double fault: 0000 [#3] SMP",
+        "org.clearlinux/kernel/bug",
+        4,
+    ),
+    (
+        "Badness at drivers/char/tty_ldisc.c:738",
+        "org.clearlinux/kernel/bug",
+        4,
+    ),
+    (
+        "list_del corruption. next->prev should be ffff8800, but was dead000000200200",
+        "org.clearlinux/kernel/warning",
+        2,
+    ),
+    (
+        "list_add corruption. prev->next should be next (ffff8800), but was (null).",
+        "org.clearlinux/kernel/warning",
+        2,
+    ),
+    (
+        "ACPI Error: No handler for Region [EC__] (ffff880) [EmbeddedControl]",
+        "org.clearlinux/kernel/warning",
+        2,
+    ),
+    (
+        "Kernel panic - not syncing: Fatal exception",
+        "org.clearlinux/kernel/panic",
+        4,
+    ),
+    (
+        "BERT: Error records from previous boot:",
+        "org.clearlinux/bert/debug",
+        2,
+    ),
+];
+
+#[test]
+fn c_pattern_lines_keep_their_c_classification() {
+    for (i, (line, classification, severity)) in C_PATTERN_LINES.iter().enumerate() {
+        let pattern = match_start(line).unwrap_or_else(|| panic!("no match: {line:?}"));
+        assert!(std::ptr::eq(pattern, &PATTERNS[i]), "{line:?}");
+        assert_eq!(pattern.classification, *classification, "{line:?}");
+        assert_eq!(pattern.severity, *severity, "{line:?}");
+        assert_eq!(pattern.rules, Rules::C, "{line:?}");
+    }
+    // Lines that fit a C pattern and an extension pattern keep the C one.
+    for line in [
+        "BUG: KASAN: slab-use-after-free in nfc_llcp_find_local+0x4e/0x90",
+        "BUG: kernel NULL pointer dereference, address: 0000000000000008",
+        "BUG: unable to handle page fault for address: ffffc90000a3f000",
+        "WARNING: CPU: 0 PID: 1 at kernel/watchdog.c:1 watchdog_overflow_callback+0x1/0x2",
+    ] {
+        let pattern = match_start(line).unwrap();
+        assert!(
+            PATTERNS.iter().any(|p| std::ptr::eq(p, pattern)),
+            "{line:?}"
+        );
+    }
+}
+
+#[test]
+fn extension_lines_match_their_class() {
+    const BUG4: (&str, u32) = ("org.clearlinux/kernel/bug", 4);
+    const WARN2: (&str, u32) = ("org.clearlinux/kernel/warning", 2);
+    let cases: [(&str, usize, (&str, u32)); 18] = [
+        (
+            "Oops: general protection fault, probably for non-canonical address 0xdffffc0000000001: 0000 [#1] PREEMPT SMP KASAN NOPTI",
+            0,
+            BUG4,
+        ),
+        ("Oops: Oops: 0002 [#1] SMP", 0, BUG4),
+        ("Oops: invalid opcode: 0000 [#1] PREEMPT SMP NOPTI", 0, BUG4),
+        (
+            "general protection fault, probably for non-canonical address 0xdead000000000122: 0000 [#1] SMP NOPTI",
+            1,
+            BUG4,
+        ),
+        (
+            "general protection fault, maybe for address 0x0: 0000 [#1] SMP KASAN",
+            1,
+            BUG4,
+        ),
+        (
+            "watchdog: BUG: soft lockup - CPU#3 stuck for 22s! [kworker/3:1:123]",
+            2,
+            BUG4,
+        ),
+        ("watchdog: Watchdog detected hard LOCKUP on cpu 1", 3, BUG4),
+        ("watchdog: CPU2: Watchdog detected hard LOCKUP on cpu 1", 3, BUG4),
+        (
+            "NMI watchdog: BUG: soft lockup - CPU#0 stuck for 23s! [swapper/0:0]",
+            4,
+            BUG4,
+        ),
+        ("NMI watchdog: Watchdog detected hard LOCKUP on cpu 2", 5, BUG4),
+        (
+            "INFO: task kworker/u8:2:123 blocked for more than 122 seconds.",
+            6,
+            WARN2,
+        ),
+        ("rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:", 7, WARN2),
+        ("rcu: INFO: rcu_sched self-detected stall on CPU", 7, WARN2),
+        (
+            "rcu: INFO: rcu_preempt detected expedited stalls on CPUs/tasks: { 3-... } 21002 jiffies s: 1234 root: 0x8/.",
+            7,
+            WARN2,
+        ),
+        ("INFO: rcu_sched detected stalls on CPUs/tasks:", 8, WARN2),
+        ("INFO: rcu_preempt self-detected stall on CPU", 8, WARN2),
+        (
+            "UBSAN: array-index-out-of-bounds in drivers/foo.c:123:45",
+            9,
+            WARN2,
+        ),
+        ("UBSAN: Undefined behaviour in lib/foo.c:12:3", 9, WARN2),
+    ];
+    for (line, index, (classification, severity)) in cases {
+        let pattern = match_start(line).unwrap_or_else(|| panic!("no match: {line:?}"));
+        assert!(
+            std::ptr::eq(pattern, &EXTENSION_PATTERNS[index]),
+            "{line:?}"
+        );
+        assert_eq!(pattern.classification, classification, "{line:?}");
+        assert_eq!(pattern.severity, severity, "{line:?}");
+        assert_ne!(pattern.rules, Rules::C, "{line:?}");
+    }
+    // Every extension pattern is exercised above.
+    let used: std::collections::BTreeSet<usize> = cases.iter().map(|c| c.1).collect();
+    assert_eq!(used.len(), EXTENSION_PATTERNS.len());
+    for line in [
+        // Inside a hung-task report: the task holding the lock, not a new report.
+        "INFO: task cat:115 is blocked on a mutex likely owned by task cat:114.",
+        "NMI watchdog: enabled on all CPUs, permanently consumes one hw-PMU counter.",
+        "watchdog: watchdog0: watchdog did not stop!",
+        "rcu: rcu_preempt kthread starved for 10500 jiffies! g781457 f0x0",
+        "INFO: rcu_tasks grace period took too long",
+        // A user-space fault, not a kernel oops.
+        "traps: a.out[123] general protection fault ip:401136 sp:7ffd4 error:0 in a.out",
+        "Oops#1 Part1",
+        "Oops:0000",
+        " Oops: indented",
+        "ubsan: lower case",
+    ] {
+        assert_eq!(match_start(line), None, "{line:?}");
+    }
+}
+
+#[test]
+fn oops_line_after_a_bug_line_stays_in_that_oops() {
+    let found = parse_text(
+        klog(
+            "BUG: kernel NULL pointer dereference, address: 0000000000000008\n\
+             #PF: supervisor write access in kernel mode\n\
+             #PF: error_code(0x0002) - not-present page\n\
+             PGD 0 P4D 0\n\
+             Oops: Oops: 0002 [#1] PREEMPT SMP NOPTI\n\
+             CPU: 0 UID: 0 PID: 77 Comm: insmod Tainted: G           O       6.12.1 #1\n\
+             RIP: 0010:f+0x1/0x2 [m]\n\
+             Call Trace:\n \
+             <TASK>\n \
+             f+0x1/0x2 [m]\n \
+             do_one_initcall+0x5a/0x320\n \
+             </TASK>\n\
+             Modules linked in: m(O)\n\
+             CR2: 0000000000000008\n\
+             ---[ end trace 0000000000000000 ]---\n",
+        )
+        .as_bytes(),
+    );
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].classification(), "org.clearlinux/kernel/bug");
+    assert_eq!(found[0].lines[4], "Oops: Oops: 0002 [#1] PREEMPT SMP NOPTI");
+    // Without the BUG line (a pstore dump that lost it), the Oops line opens the oops.
+    assert_eq!(
+        reasons(&klog(
+            "PGD 0 P4D 0\nOops: 0000 [#1] SMP\nCPU: 0 PID: 1 Comm: x\n"
+        )),
+        ["Oops: 0000 [#1] SMP"]
+    );
+}
+
+#[test]
+fn die_reports_keep_what_follows_the_trace() {
+    check(
+        &klog(
+            "Oops: general protection fault, probably for non-canonical address 0xdead000000000100: 0000 [#1] SMP\n\
+             CPU: 5 PID: 2345 Comm: a.out Tainted: G           OE      6.12.0 #1\n\
+             RIP: 0010:g+0x1/0x2\n\
+             RSP: 0018:ffffa9a8c1e4fd40 EFLAGS: 00010246\n\
+             RAX: dead000000000122 RBX: 0000000000000000\n\
+             Call Trace:\n \
+             <TASK>\n \
+             ? die_addr+0x37/0xa0\n \
+             g+0x1/0x2\n \
+             entry_SYSCALL_64_after_hwframe+0x77/0x7f\n\
+             RIP: 0033:0x7f3c2b27cef9\n\
+             Code: ff ff c3 66 2e 0f 1f 84 00\n\
+             RSP: 002b:00007f3c2a1fe0c8 EFLAGS: 00000246 ORIG_RAX: 000000000000002e\n\
+             RAX: ffffffffffffffda RBX: 00007f3c2b3abf80\n \
+             </TASK>\n\
+             Modules linked in: m1 m2\n \
+             m3 m4\n\
+             CR2: 00007f3c2a1fdff8\n\
+             ---[ end trace 0000000000000000 ]---\n\
+             RIP: 0010:g+0x1/0x2\n",
+        ),
+        &[(
+            "org.clearlinux/kernel/bug",
+            "Crash Report:\n\
+             Reason: Oops: general protection fault, probably for non-canonical address 0xdead000000000100: 0000 [#1] SMP\n\
+             Kernel Version : 6.12.0 #1\n\
+             Tainted : G           OE  \n\
+             Modules : m1 m2\n\
+             Backtrace :\n\
+             Register EFLAGS: Non-zero\n\
+             Register RSP: Non-zero\n\
+             Register RBX: Zero\n\
+             Register RAX: Non-zero\n\
+             #1 ? die_addr - [kernel]\n\
+             #2 g - [kernel]\n\
+             #3 entry_SYSCALL_64_after_hwframe - [kernel]\n",
+        )],
+    );
+    // Anything else after the trace ends the report.
+    let found = parse_text(
+        klog("general protection fault, x: 0000 [#1] SMP\nCall Trace:\n g+0x1/0x2\nModules linked in: m\nnext message\n")
+            .as_bytes(),
+    );
+    assert_eq!(
+        found[0].lines,
+        [
+            "general protection fault, x: 0000 [#1] SMP",
+            "Call Trace:",
+            " g+0x1/0x2",
+            "Modules linked in: m"
+        ]
+    );
+}
+
+#[test]
+fn a_hung_task_report_is_one_record_per_task() {
+    check(
+        &klog(
+            "INFO: task cat:115 blocked for more than 122 seconds.\n      \
+             Not tainted 6.16.0 #5\n\
+             \"echo 0 > /proc/sys/kernel/hung_task_timeout_secs\" disables this message.\n\
+             task:cat             state:D stack:0     pid:115   tgid:115   ppid:106\n\
+             Call Trace:\n \
+             <TASK>\n \
+             __schedule+0x3c0/0xd50\n \
+             __mutex_lock+0x4e9/0x9b0\n \
+             </TASK>\n\
+             INFO: task cat:115 is blocked on a mutex likely owned by task cat:114.\n\
+             task:cat             state:S stack:0     pid:114   tgid:114   ppid:106\n\
+             Call Trace:\n \
+             <TASK>\n \
+             msleep+0x2b/0x40\n \
+             </TASK>\n\
+             INFO: task dd:200 blocked for more than 122 seconds.\n      \
+             Not tainted 6.16.0 #5\n\
+             Call Trace:\n \
+             io_schedule+0x46/0x70\n",
+        ),
+        &[
+            (
+                "org.clearlinux/kernel/warning",
+                "Crash Report:\n\
+                 Reason: INFO: task cat:115 blocked for more than 122 seconds.\n\
+                 Kernel Version : 6.16.0 #5\n\
+                 Tainted : Not tainted\n\
+                 Backtrace :\n\
+                 #1 __schedule - [kernel]\n\
+                 #2 __mutex_lock - [kernel]\n",
+            ),
+            (
+                "org.clearlinux/kernel/warning",
+                "Crash Report:\n\
+                 Reason: INFO: task dd:200 blocked for more than 122 seconds.\n\
+                 Kernel Version : 6.16.0 #5\n\
+                 Tainted : Not tainted\n\
+                 Backtrace :\n\
+                 #1 io_schedule - [kernel]\n",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn an_rcu_stall_with_several_traces_is_one_record() {
+    let mut text = String::from(
+        "rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n\
+         rcu: \t2-....: (1 GPs behind) idle=8bc4/1/0x4000000000000000\n\
+         NMI backtrace for cpu 2\n\
+         CPU: 2 PID: 31702 Comm: fio Not tainted 6.5.0 #14\n\
+         Call Trace:\n \
+         <NMI>\n \
+         ? nmi_cpu_backtrace+0xca/0x130\n \
+         </NMI>\n \
+         <TASK>\n \
+         scsi_queue_rq+0x22f/0x6a0\n \
+         </TASK>\n",
+    );
+    for cpu in 0..40 {
+        text.push_str(&format!(
+            "NMI backtrace for cpu {cpu}\nCPU: {cpu} PID: 0 Comm: swapper Not tainted 6.5.0 #14\nCall Trace:\n <TASK>\n cpu_idle{cpu}+0x1/0x2\n </TASK>\n"
+        ));
+    }
+    let found = parse_text(klog(&text).as_bytes());
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].lines.len(), 11);
+    let payload = found[0].payload(PayloadOptions::default());
+    assert!(
+        payload.ends_with(
+            "Backtrace :\n#1 ? nmi_cpu_backtrace - [kernel]\n#2 scsi_queue_rq - [kernel]\n"
+        ),
+        "{payload}"
+    );
+}
+
+#[test]
+fn extension_oopses_end_at_the_next_start() {
+    // A report cut before its trace does not swallow the next one.
+    assert_eq!(
+        reasons(&klog(
+            "watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [a:1]\nModules linked in: m\n\
+             Kernel panic - not syncing: softlockup: hung tasks\n"
+        )),
+        [
+            "watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [a:1]",
+            "Kernel panic - not syncing: softlockup: hung tasks"
+        ]
+    );
+    assert_eq!(
+        reasons(&klog(
+            "UBSAN: shift-out-of-bounds in x.c:1:2\nshift exponent 64 is too large\nrcu: INFO: rcu_sched self-detected stall on CPU\n"
+        )),
+        [
+            "UBSAN: shift-out-of-bounds in x.c:1:2",
+            "rcu: INFO: rcu_sched self-detected stall on CPU"
+        ]
+    );
+    // C patterns keep the C rule: only their end conditions end them.
+    assert_eq!(
+        reasons(&klog("Badness at x.c:1\nBUG: y\nUBSAN: z\n")),
+        ["Badness at x.c:1"]
+    );
+}
+
+#[test]
+fn extension_oopses_are_bounded() {
+    // No trace and no end: the 100-line cap.
+    let mut text = String::from("rcu: INFO: rcu_sched self-detected stall on CPU\n");
+    for i in 0..(MAX_LINES + 50) {
+        text.push_str(&format!("rcu: \t{i}-....: (1 GPs behind)\n"));
+    }
+    let found = parse_text(klog(&text).as_bytes());
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].lines.len(), MAX_LINES);
+    // A die() report whose tail never ends.
+    let mut text =
+        String::from("Oops: 0000 [#1] SMP\nCall Trace:\n f+0x1/0x2\nModules linked in: a\n");
+    for i in 0..(MAX_LINES + 50) {
+        text.push_str(&format!(" mod{i}\n"));
+    }
+    let found = parse_text(klog(&text).as_bytes());
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].lines.len(), MAX_LINES);
+    let payload = found[0].payload(PayloadOptions::default());
+    assert!(
+        payload.ends_with("Modules : a\nBacktrace :\n#1 f - [kernel]\n"),
+        "{payload}"
+    );
+}
+
+#[test]
+fn kmsg_messages_match_extension_patterns() {
+    let mut p = OopsParser::new();
+    for line in [
+        "watchdog: BUG: soft lockup - CPU#1 stuck for 26s! [a:1]",
+        "CPU: 1 PID: 1 Comm: a Not tainted 6.9.0 #1",
+        "Call Trace:",
+        " <TASK>",
+        " spin+0x1/0x2",
+        " </TASK>",
+    ] {
+        assert!(p.push_message(line.as_bytes()).is_none());
+    }
+    let done = p.push_message(b"next").unwrap();
+    assert_eq!(done.classification(), "org.clearlinux/kernel/bug");
+    assert!(done.payload(PayloadOptions::default()).ends_with(
+        "Kernel Version : 6.9.0 #1\nTainted : Not tainted\nBacktrace :\n#1 spin - [kernel]\n"
+    ));
+}
