@@ -63,6 +63,8 @@ const SETTLE: Duration = Duration::from_secs(2);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// Unlinks are made durable (spool dir fsync) at most this late.
 const DIR_SYNC_INTERVAL: Duration = Duration::from_millis(200);
+/// A spool that held at least this many records gives memory back once it is empty.
+const RELEASE_MEMORY_AFTER: usize = 1024;
 
 /// Errors that stop telempostd at start-up; all exit with status 1.
 #[derive(Debug, thiserror::Error)]
@@ -369,6 +371,7 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         shutting_down: None,
         rng: seed(),
         ignored: HashSet::new(),
+        spool_high_water: 0,
         dir_sync: None,
         _tx: tx,
     };
@@ -439,6 +442,8 @@ struct Postd {
     ignored: HashSet<String>,
     /// Unlinks not yet made durable, and when they must be.
     dir_sync: Option<Instant>,
+    /// Largest spool since memory was last given back (see [`Postd::release_memory`]).
+    spool_high_water: usize,
     /// Keeps the channel open even if every producer thread ends.
     _tx: mpsc::Sender<Event>,
 }
@@ -513,6 +518,25 @@ impl Postd {
         }
         if let Some(st) = self.counters.due(now) {
             self.persist.status(st);
+        }
+        self.spool_high_water = self.spool_high_water.max(self.spool.len());
+        if self.spool.is_empty() && self.spool_high_water >= RELEASE_MEMORY_AFTER {
+            self.release_memory();
+        }
+    }
+
+    /// A drained backlog of many records leaves the index's capacity and the allocator's
+    /// free pages behind (the workers' threads each have an arena); give them back so the
+    /// daemon returns to its idle footprint instead of keeping its peak.
+    fn release_memory(&mut self) {
+        self.spool_high_water = 0;
+        self.spool.shrink_to_fit();
+        self.ignored.shrink_to_fit();
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only returns free heap pages to the kernel; it takes no
+        // pointers and is thread-safe in glibc.
+        unsafe {
+            libc::malloc_trim(0);
         }
     }
 

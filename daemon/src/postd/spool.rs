@@ -99,6 +99,11 @@ impl Spool {
         self.in_flight
     }
 
+    /// Give back the index's spare capacity (after a large spool has drained).
+    pub fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+    }
+
     pub fn get(&self, name: &str) -> Option<&SpoolEntry> {
         self.entries.get(name)
     }

@@ -75,7 +75,10 @@ fn kill9_during_delivery_loses_nothing() {
         stage(&root, i, Duration::from_secs(10 - i as u64));
     }
     let mut d = spawn(&root);
-    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        c.wait_for_requests_read(1, SOON),
+        "the first POST is in flight"
+    );
     d.kill9();
     assert_eq!(spool_names(&root), ["r0", "r1", "r2"], "nothing deleted");
     c.set_behavior(Behavior::Normal);
