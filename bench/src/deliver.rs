@@ -288,6 +288,12 @@ fn round(x: f64) -> f64 {
 
 /// (VmHWM, VmRSS) in kB from `/proc/<pid>/status` (also used by the ingest bench).
 pub(crate) fn memory_kb(pid: u32) -> Result<(u64, u64), String> {
+    let v = status_kb(pid, &["VmHWM:", "VmRSS:"])?;
+    Ok((v[0], v[1]))
+}
+
+/// The `kB` fields `names` of `/proc/<pid>/status`, in that order.
+pub(crate) fn status_kb(pid: u32, names: &[&str]) -> Result<Vec<u64>, String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
     let field = |name: &str| {
         text.lines()
@@ -295,7 +301,7 @@ pub(crate) fn memory_kb(pid: u32) -> Result<(u64, u64), String> {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .ok_or_else(|| format!("no {name} in /proc/{pid}/status"))
     };
-    Ok((field("VmHWM:")?, field("VmRSS:")?))
+    names.iter().map(|n| field(n)).collect()
 }
 
 /// The `telempostd` next to this binary (same profile), built if missing or stale.

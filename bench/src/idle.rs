@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::deliver::memory_kb;
+use crate::deliver::{memory_kb, status_kb};
 use crate::e2e::{ensure_daemons_built, load_average, Pipeline};
 
 struct Options {
@@ -82,10 +82,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
 fn report(p: &Pipeline, moment: &str, records: usize) -> Result<(), String> {
     for d in [&p.probd, &p.postd] {
         let (hwm, rss) = memory_kb(d.pid())?;
+        // Anonymous memory is what the daemon allocated; file pages are its own code and
+        // libraries, shared with the page cache.
+        let parts = status_kb(d.pid(), &["RssAnon:", "RssFile:"])?;
         println!(
             "{}",
             json!({"bench": "idle", "figure": format!("idle_rss_{moment}"), "daemon": d.name,
-                   "value": rss, "unit": "kB", "vm_hwm_kb": hwm, "records_handled": records,
+                   "value": rss, "unit": "kB", "vm_hwm_kb": hwm, "rss_anon_kb": parts[0],
+                   "rss_file_kb": parts[1], "records_handled": records,
                    "load_average_1min": load_average()})
         );
     }

@@ -63,8 +63,9 @@ const SETTLE: Duration = Duration::from_secs(2);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// Unlinks are made durable (spool dir fsync) at most this late.
 const DIR_SYNC_INTERVAL: Duration = Duration::from_millis(200);
-/// A spool that held at least this many records gives memory back once it is empty.
-const RELEASE_MEMORY_AFTER: usize = 1024;
+/// After this long with an empty spool and no new record, memory used by the busy period
+/// is given back (see [`Postd::release_memory`]).
+const RELEASE_MEMORY_IDLE: Duration = Duration::from_secs(5);
 
 /// Errors that stop telempostd at start-up; all exit with status 1.
 #[derive(Debug, thiserror::Error)]
@@ -371,7 +372,7 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         shutting_down: None,
         rng: seed(),
         ignored: HashSet::new(),
-        spool_high_water: 0,
+        busy_since_release: false,
         dir_sync: None,
         _tx: tx,
     };
@@ -442,8 +443,8 @@ struct Postd {
     ignored: HashSet<String>,
     /// Unlinks not yet made durable, and when they must be.
     dir_sync: Option<Instant>,
-    /// Largest spool since memory was last given back (see [`Postd::release_memory`]).
-    spool_high_water: usize,
+    /// Records were handled since memory was last given back.
+    busy_since_release: bool,
     /// Keeps the channel open even if every producer thread ends.
     _tx: mpsc::Sender<Event>,
 }
@@ -519,17 +520,25 @@ impl Postd {
         if let Some(st) = self.counters.due(now) {
             self.persist.status(st);
         }
-        self.spool_high_water = self.spool_high_water.max(self.spool.len());
-        if self.spool.is_empty() && self.spool_high_water >= RELEASE_MEMORY_AFTER {
-            self.release_memory();
+        if let Some(at) = self.memory_release_due() {
+            if at <= now {
+                self.release_memory();
+            }
         }
+    }
+
+    /// When memory should be given back: once the spool has been empty and quiet for
+    /// [`RELEASE_MEMORY_IDLE`] after records were handled.
+    fn memory_release_due(&self) -> Option<Instant> {
+        (self.busy_since_release && self.spool.is_empty())
+            .then(|| self.last_activity + RELEASE_MEMORY_IDLE)
     }
 
     /// A drained backlog of many records leaves the index's capacity and the allocator's
     /// free pages behind (the workers' threads each have an arena); give them back so the
     /// daemon returns to its idle footprint instead of keeping its peak.
     fn release_memory(&mut self) {
-        self.spool_high_water = 0;
+        self.busy_since_release = false;
         self.spool.shrink_to_fit();
         self.ignored.shrink_to_fit();
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -583,6 +592,7 @@ impl Postd {
         consider(self.counters.deadline());
         consider(self.dir_sync);
         consider(self.shutting_down);
+        consider(self.memory_release_due());
         if self.settings.cfg.daemon_recycling_enabled && self.spool.is_empty() {
             consider(Some(self.last_activity + self.idle_exit));
         }
@@ -898,6 +908,7 @@ impl Postd {
 
     fn complete(&mut self, c: Completion, now: Instant) {
         self.last_activity = now;
+        self.busy_since_release = true;
         self.jobs_in_flight = self.jobs_in_flight.saturating_sub(1);
         // One POST, one verdict on the backend, however many records it carried.
         let mut gate_bumped = false;
