@@ -6,7 +6,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockType, SockaddrLike};
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrLike, UnixAddr,
+};
 
 /// First fd passed by systemd (`SD_LISTEN_FDS_START`).
 pub const LISTEN_FDS_START: RawFd = 3;
@@ -137,8 +139,50 @@ fn check_listening_unix_stream(fd: &OwnedFd, socket_path: &Path) -> Result<(), S
     Ok(())
 }
 
-/// Replace a stale socket file, bind, `chmod 0666`, listen with the largest backlog.
+/// Bind at `path` (mode 0666, the largest backlog), replacing a stale socket. The socket is
+/// bound under a temporary name beside `path`, made world-writable and listening, and only
+/// then renamed over `path`: a probe can never reach it with the umask's mode (and be
+/// refused), and there is no moment without a socket at `path` once one existed.
 fn bind(path: &Path) -> Result<UnixListener, SocketError> {
+    let err = |source| SocketError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
+    let Some(temp) = temp_socket_path(path) else {
+        return bind_in_place(path);
+    };
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| err(e.into()))?;
+    // A leftover of an earlier process with this pid, if any.
+    let _ = std::fs::remove_file(&temp);
+    let prepared = UnixAddr::new(temp.as_path())
+        .and_then(|addr| socket::bind(fd.as_raw_fd(), &addr))
+        .map_err(std::io::Error::from)
+        .and_then(|()| std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o666)))
+        .and_then(|()| socket::listen(&fd, Backlog::MAXCONN).map_err(std::io::Error::from))
+        .and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = prepared {
+        let _ = std::fs::remove_file(&temp);
+        return Err(err(e));
+    }
+    Ok(UnixListener::from(fd))
+}
+
+/// `.<pid>.sock` beside `path`, when that still fits in a `sockaddr_un`.
+fn temp_socket_path(path: &Path) -> Option<PathBuf> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    let temp = dir.join(format!(".telem.{}.sock", std::process::id()));
+    // sun_path holds 108 bytes including the terminating NUL.
+    (temp.as_os_str().len() < 108).then_some(temp)
+}
+
+/// Where no temporary name fits: remove a stale socket, bind, `chmod 0666`, listen.
+fn bind_in_place(path: &Path) -> Result<UnixListener, SocketError> {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -178,6 +222,24 @@ mod tests {
             bind(&d.path().join("missing/dir/s")),
             Err(SocketError::Bind { .. })
         ));
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["telem-0"], "no temporary socket left behind");
+    }
+
+    #[test]
+    fn a_path_too_long_for_a_temporary_name_is_bound_in_place() {
+        let d = tempfile::tempdir().unwrap();
+        // `<dir>/s` fits in sun_path, but `<dir>/.telem.<pid>.sock` does not.
+        let dir = d.path().join("d".repeat(100 - d.path().as_os_str().len()));
+        std::fs::create_dir(&dir).unwrap();
+        let p = dir.join("s");
+        assert!(temp_socket_path(&p).is_none());
+        let _l = bind(&p).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666);
     }
 
     #[test]
