@@ -193,7 +193,7 @@ impl Source {
     /// Disable and remove the tracefs instance (no-op for the device).
     pub fn close(&mut self) {
         if let Source::Tracefs(t) = self {
-            t.instance.close();
+            t.close();
         }
     }
 }
@@ -251,6 +251,14 @@ impl TraceSource {
         self.instance.dir()
     }
 
+    /// Close the per-CPU pipes, then disable the event and remove the instance. The order
+    /// matters: every open `trace_pipe_raw` holds a reference on the instance, and the
+    /// kernel refuses to remove an instance that is still referenced (`EBUSY`).
+    pub fn close(&mut self) {
+        self.pipes.clear();
+        self.instance.close();
+    }
+
     fn read(&mut self) -> Result<Batch, Error> {
         let mut out = Batch::default();
         let mut page = vec![0u8; self.page_size];
@@ -287,6 +295,14 @@ impl TraceSource {
             }
         }
         Ok(out)
+    }
+}
+
+impl Drop for TraceSource {
+    fn drop(&mut self) {
+        // Fields drop in declaration order (the instance before the pipes); close the
+        // pipes first, as above.
+        self.close();
     }
 }
 

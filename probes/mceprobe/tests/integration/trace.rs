@@ -194,3 +194,37 @@ fn arbitrary_format_text_and_records_do_not_panic() {
         }
     }
 }
+
+/// Descriptors of this process open on a `trace_pipe_raw` under `root`.
+fn open_trace_pipes(root: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.starts_with(root) && t.ends_with("trace_pipe_raw"))
+        .count()
+}
+
+/// Every open `trace_pipe_raw` holds a reference on its instance and the kernel refuses to
+/// remove a referenced instance (`EBUSY`), so the pipes must be closed before the rmdir.
+#[test]
+fn closing_the_tracepoint_source_closes_its_pipes_first() {
+    use mceprobe::{Source, TraceSource};
+    let dir = tempfile::tempdir().unwrap();
+    let inst = crate::fixtures::tracefs_tree(dir.path(), 112, LAYOUT_6X, 3);
+    let tracefs = inst.parent().unwrap().parent().unwrap();
+    let mut source = Source::Tracefs(TraceSource::open(tracefs, "mceprobe").unwrap());
+    assert_eq!(open_trace_pipes(dir.path()), 3);
+    source.close();
+    assert_eq!(open_trace_pipes(dir.path()), 0);
+    assert_eq!(
+        std::fs::read_to_string(inst.join("events/mce/mce_record/enable")).unwrap(),
+        "0"
+    );
+    drop(source);
+
+    // Dropped without an explicit close (an early return): the same order.
+    let source = TraceSource::open(tracefs, "mceprobe").unwrap();
+    assert_eq!(open_trace_pipes(dir.path()), 3);
+    drop(source);
+    assert_eq!(open_trace_pipes(dir.path()), 0);
+}
