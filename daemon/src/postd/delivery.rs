@@ -461,10 +461,17 @@ fn load(job: &Job, name: &str) -> Result<StagedRecord, JobResult> {
         .map_err(|e| JobResult::Quarantine(format!("cannot parse: {e}")))
 }
 
-/// The result of a POST for one record, deleting its file once accepted. An OTLP refusal
-/// that must not be retried quarantines the record.
-fn posted(job: &Job, name: &str, outcome: Outcome, staged: StagedRecord) -> JobResult {
-    if outcome.is_otlp_permanent() && job.target.mode == DeliveryMode::Otlp {
+/// The result of a POST for one record to a backend of `mode`, deleting its file once
+/// accepted. An OTLP refusal that must not be retried quarantines the record (what counts is
+/// the mode of the backend the record went to, which a `CFG:` override may change).
+fn posted(
+    job: &Job,
+    name: &str,
+    mode: DeliveryMode,
+    outcome: Outcome,
+    staged: StagedRecord,
+) -> JobResult {
+    if outcome.is_otlp_permanent() && mode == DeliveryMode::Otlp {
         return JobResult::Quarantine(format!(
             "the OTLP backend refused it ({})",
             outcome.detail()
@@ -507,7 +514,13 @@ fn process(job: &Job, sender: &HttpSender) -> Vec<ItemResult> {
         let target = match target_for(&staged, &job.target, &job.paths) {
             Ok(t) => t,
             Err(e) => {
-                report(posted(job, name, Outcome::Invalid(e), staged));
+                report(posted(
+                    job,
+                    name,
+                    job.target.mode,
+                    Outcome::Invalid(e),
+                    staged,
+                ));
                 continue;
             }
         };
@@ -517,7 +530,7 @@ fn process(job: &Job, sender: &HttpSender) -> Vec<ItemResult> {
         }
         // A v2/v3 record, or an OTLP record overridden to another backend: alone.
         let outcome = sender.post(&target, &staged);
-        report(posted(job, name, outcome, staged));
+        report(posted(job, name, target.mode, outcome, staged));
     }
     if !batch.is_empty() {
         let refs: Vec<&StagedRecord> = batch.iter().map(|(_, _, s)| s).collect();
@@ -526,7 +539,7 @@ fn process(job: &Job, sender: &HttpSender) -> Vec<ItemResult> {
             Err(e) => Outcome::Invalid(e.to_string()),
         };
         for (name, size, staged) in batch {
-            let result = posted(job, &name, outcome.clone(), staged);
+            let result = posted(job, &name, DeliveryMode::Otlp, outcome.clone(), staged);
             items.push(ItemResult { name, size, result });
         }
     }

@@ -8,7 +8,8 @@
 //!   `telemetry.host_type`, `telemetry.board_name`, `telemetry.cpu_model`,
 //!   `telemetry.bios_version`, `telemetry.kernel_version`;
 //! * scope: name `telemetrics-client`, version = the suite's;
-//! * `timeUnixNano` = creation_timestamp (omitted when not numeric), `observedTimeUnixNano` =
+//! * `timeUnixNano` = creation_timestamp (omitted when not a number of seconds that fits
+//!   in the field's nanoseconds), `observedTimeUnixNano` =
 //!   send time; severity 1–4 → `severityNumber` 9/13/17/21, `severityText`
 //!   INFO/WARN/ERROR/FATAL; `body` = the probe's payload (without the `\n` staging adds);
 //! * record attributes: `telemetry.classification` and its parts
@@ -190,11 +191,8 @@ pub fn log_record(s: &StagedRecord, observed_ns: u128) -> Value {
     attrs.push(string_attr("telemetry.severity", h.get(Header::Severity)));
     let (number, text) = severity(h.get(Header::Severity));
     let mut rec = Map::new();
-    if let Ok(secs) = h.get(Header::CreationTimestamp).trim().parse::<u64>() {
-        rec.insert(
-            "timeUnixNano".into(),
-            Value::String((u128::from(secs) * 1_000_000_000).to_string()),
-        );
+    if let Some(ns) = creation_time_ns(h.get(Header::CreationTimestamp)) {
+        rec.insert("timeUnixNano".into(), Value::String(ns.to_string()));
     }
     rec.insert(
         "observedTimeUnixNano".into(),
@@ -210,6 +208,18 @@ pub fn log_record(s: &StagedRecord, observed_ns: u128) -> Value {
     );
     rec.insert("attributes".into(), Value::Array(attrs));
     Value::Object(rec)
+}
+
+/// `timeUnixNano` for a `creation_timestamp` header: `None` when it is not a number of
+/// seconds or does not fit the field (a fixed64 of nanoseconds). One out-of-range value
+/// would make the whole request unparsable, and a collector would refuse every record of
+/// the batch with it.
+pub fn creation_time_ns(timestamp: &str) -> Option<u64> {
+    timestamp
+        .trim()
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(1_000_000_000)
 }
 
 /// The `ExportLogsServiceRequest` JSON for `records`, grouped by host.
@@ -432,6 +442,16 @@ mod tests {
         assert_eq!(bodies(0), ["a", "c"]);
         assert_eq!(bodies(1), ["b"]);
         assert_eq!(severity("4"), (21, "FATAL"));
+        assert_eq!(
+            creation_time_ns("1795614028"),
+            Some(1_795_614_028_000_000_000)
+        );
+        assert_eq!(
+            creation_time_ns("18446744073"),
+            Some(18_446_744_073_000_000_000)
+        );
+        assert_eq!(creation_time_ns("18446744074"), None, "beyond a fixed64");
+        assert_eq!(creation_time_ns("not a number"), None);
         assert_eq!(severity("9"), (0, ""));
     }
 

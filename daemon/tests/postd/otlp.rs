@@ -199,6 +199,16 @@ for f in sys.argv[1:]:
         &libtelemetry::encode_staged(&odd, None),
         Duration::from_secs(10),
     );
+    // A creation time whose nanoseconds do not fit the field (a valid record for
+    // telemprobd): it must not make its whole batch unparsable.
+    let mut far = record(7);
+    far.headers.0[4] = "99999999999".into();
+    stage_bytes(
+        &root,
+        "far-future",
+        &libtelemetry::encode_staged(&far, None),
+        Duration::from_secs(10),
+    );
     let _d = spawn(&root);
     assert!(wait_until(SOON, || spool_names(&root).is_empty()));
     let bodies: Vec<Request> = c.requests();
@@ -228,7 +238,7 @@ for f in sys.argv[1:]:
         .lines()
         .map(|l| l.trim().parse::<usize>().unwrap())
         .sum();
-    assert_eq!(total, 7);
+    assert_eq!(total, 8);
     let hosts: BTreeSet<String> = bodies
         .iter()
         .flat_map(|r| {
@@ -242,4 +252,40 @@ for f in sys.argv[1:]:
         })
         .collect();
     assert_eq!(hosts.len(), 2, "one resource per machine: {hosts:?}");
+}
+
+#[test]
+fn a_refusal_is_judged_by_the_mode_of_the_backend_the_record_went_to() {
+    let otlp = Collector::start();
+    let refusing = Collector::start();
+    refusing.set_behavior(Behavior::Status(400));
+    let root = otlp_root(&otlp);
+    let override_to = |name: &str, url: String| {
+        let conf = root.dir().join(name);
+        std::fs::write(&conf, format!("[settings]\nserver={url}\n")).unwrap();
+        conf.to_string_lossy().into_owned()
+    };
+    let to_v2 = override_to("v2.conf", refusing.v2_url());
+    let to_otlp = override_to("otlp.conf", refusing.url("/v1/logs"));
+    for (name, i, cfg) in [("to-v2", 1, &to_v2), ("to-otlp", 2, &to_otlp)] {
+        stage_bytes(
+            &root,
+            name,
+            &libtelemetry::encode_staged(&record(i), Some(cfg)),
+            Duration::from_secs(10),
+        );
+    }
+    let _d = spawn(&root);
+    assert!(wait_counter(&root, COUNTER_QUARANTINED, 1));
+    assert!(refusing.wait_for_attempts(2, SOON));
+    // A v2 400 is retried like any v2 failure; only the OTLP one is final.
+    assert!(wait_until(SOON, || spool_names(&root) == ["to-v2"]));
+    let q = daemon::postd::quarantine_dir(&root.spool_dir());
+    let names: Vec<String> = std::fs::read_dir(q)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["to-otlp"]);
+    assert_eq!(status(&root).counter(COUNTER_QUARANTINED), 1);
+    assert_eq!(otlp.attempt_count(), 0);
 }
