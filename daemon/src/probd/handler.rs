@@ -145,6 +145,15 @@ pub fn decode_valid(frame: &[u8]) -> Result<Frame, Ack> {
         tracing::warn!("rejected record: {e}");
         return Err(Ack::Invalid);
     }
+    // The staged file holds the path on a line of its own: a control character (a newline
+    // above all) would turn the file into one no reader can parse, after the probe was told
+    // the record was accepted.
+    if let Some(p) = &decoded.cfg_path {
+        if p.chars().any(char::is_control) {
+            tracing::warn!("rejected record: CFG path {p:?} contains a control character");
+            return Err(Ack::Invalid);
+        }
+    }
     Ok(decoded)
 }
 

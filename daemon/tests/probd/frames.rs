@@ -261,9 +261,15 @@ fn bad_frames_get_a_reply_and_a_log_line_and_the_daemon_keeps_serving() {
         let f = frame_with(&root, edit);
         check(name, &[&f], b"I", log);
     }
+    // A config path with a newline would break the staged file's CFG line.
+    let split_cfg = encode_frame(
+        &new_record(&root, "payload"),
+        Some("/etc/t.conf\nmachine_id: forged"),
+    );
+    check("CFG newline", &[&split_cfg], b"I", "control character");
     // Only the good probes' records were staged.
     let s = staged(&root);
-    assert_eq!(s.len(), 12);
+    assert_eq!(s.len(), 13);
     assert!(s.iter().all(|r| r.payload() != b"payload"));
 }
 
