@@ -165,11 +165,9 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Cli {
     Cli::Run(opts)
 }
 
-/// The usage text (the same as telemprobd's).
+/// The usage text: the same as telemprobd's, as in C.
 pub fn usage(argv0: &str) -> String {
-    format!(
-        "{argv0}: Usage\n  -f,  --config_file    Configuration file. This overrides the other paths\n  -h,  --help           Display this help message\n  -V,  --version        Print the program version\n"
-    )
+    crate::probd::cli::usage(argv0)
 }
 
 /// The whole program: parse `args` (with argv0), run, map errors to exit codes.
@@ -1127,6 +1125,7 @@ mod tests {
             Cli::Usage(_)
         ));
         assert!(usage("telempostd").starts_with("telempostd: Usage\n  -f,  --config_file"));
+        assert_eq!(usage("x"), crate::probd::cli::usage("x"));
     }
 
     #[test]
