@@ -274,21 +274,34 @@ fn makefile_knows_every_binary_of_the_suite() {
 }
 
 /// When this test run's own build holds the real telemctl and libtelemetry.a, install
-/// those and run the installed telemctl.
+/// those and run the installed telemctl. `cargo test` leaves the staticlib in `deps/`
+/// (only `cargo build` copies it up); it is there when `libtelemetry-ffi` is part of the
+/// run, as with `cargo test --workspace`.
 #[test]
 fn install_of_the_real_build_output() {
     let exe = std::env::current_exe().unwrap();
     let profile = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    if !profile.join("telemctl").is_file() || !profile.join("libtelemetry.a").is_file() {
+    let telemctl = Path::new(env!("CARGO_BIN_EXE_telemctl"));
+    let Some(staticlib) = [
+        profile.join("libtelemetry.a"),
+        profile.join("deps/libtelemetry.a"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file()) else {
         eprintln!(
-            "no telemctl + libtelemetry.a in {}; skipped",
+            "no libtelemetry.a in {0} or {0}/deps (libtelemetry-ffi not built); skipped",
             profile.display()
         );
         return;
-    }
+    };
     let t = tempfile::tempdir().unwrap();
+    // A TARGET_DIR holding just the real build output.
+    let target = t.path().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(telemctl, target.join("telemctl")).unwrap();
+    std::os::unix::fs::symlink(&staticlib, target.join("libtelemetry.a")).unwrap();
     let dest = t.path().join("dest");
-    make_install(&dest, &profile, &[]);
+    make_install(&dest, &target, &[]);
     let lib = std::fs::read(dest.join("usr/lib/libtelemetry.so.4.0.1")).unwrap();
     assert_eq!(&lib[..4], b"\x7fELF");
     let installed = tree(&dest);

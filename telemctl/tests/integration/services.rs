@@ -333,7 +333,32 @@ fn usage_and_unknown_commands() {
 
 #[test]
 fn root_only_commands_refuse_other_users_outside_a_relocated_root() {
-    let bin = env!("CARGO_BIN_EXE_telemctl");
+    let built = std::path::Path::new(env!("CARGO_BIN_EXE_telemctl"));
+    // As root the commands run as nobody, who may not reach the build directory (e.g. a
+    // checkout under /root): run a copy from a directory anyone can enter.
+    let copy_dir = tempfile::tempdir().unwrap();
+    let bin = if is_root() {
+        std::fs::set_permissions(copy_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = copy_dir.path().join("telemctl");
+        std::fs::copy(built, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A child forked by another test thread while the copy was open for writing may
+        // hold that descriptor until it execs: retry while exec reports ETXTBSY.
+        for attempt in 0.. {
+            match Command::new(&copy).arg("--version").output() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 100 => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => {
+                    assert!(other.unwrap().status.success());
+                    break;
+                }
+            }
+        }
+        copy
+    } else {
+        built.to_path_buf()
+    };
     let mut cmds: Vec<Command> = Vec::new();
     for args in [
         &["stop"][..],
@@ -343,8 +368,9 @@ fn root_only_commands_refuse_other_users_outside_a_relocated_root() {
         &["opt-out"],
         &["journal"],
     ] {
-        let mut c = Command::new(bin);
+        let mut c = Command::new(&bin);
         c.args(args)
+            .current_dir("/")
             .env_remove("TELEMETRICS_ROOT")
             .env("TELEMCTL_SYSTEMCTL", "/bin/false")
             .env("TELEMCTL_TMPFILES", "/bin/false");
