@@ -112,12 +112,13 @@ int tm_set_payload(struct telem_ref *t_ref, char *payload);
  * Send the record to telemprobd over its Unix socket (socket_path of the
  * configuration) and wait, at most about one second in all, for its reply.
  *
- * @return 0 when the daemon accepted the record (or closed the connection after
- *     reading it, as older daemons do); -ECONNREFUSED when the host is not opted in
- *     (nothing is sent) or no daemon listens; -ENOENT when the socket does not exist;
- *     -ETIMEDOUT; -EPIPE or -ECONNRESET when the daemon went away; -EINVAL when the
- *     daemon rejected the record or the configuration file cannot be parsed;
- *     -EAGAIN when the daemon is overloaded; another negative errno otherwise.
+ * @return 0 when the daemon accepted the record, closed the connection after reading
+ *     it (as older daemons do), or did not reply in time after the whole record was
+ *     written; -ECONNREFUSED when the host is not opted in (nothing is sent) or no
+ *     daemon listens; -ENOENT when the socket does not exist; -ETIMEDOUT when the record
+ *     could not be handed over in time; -EPIPE or -ECONNRESET when the daemon went away;
+ *     -EINVAL when the daemon rejected the record or the configuration file cannot be
+ *     parsed; -EAGAIN when the daemon is overloaded; another negative errno otherwise.
  */
 int tm_send_record(struct telem_ref *t_ref);
 

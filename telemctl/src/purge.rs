@@ -84,11 +84,20 @@ fn purge_dir(
     listed: &BTreeSet<&Path>,
 ) -> Result<PurgeOutcome, PurgeError> {
     if let Some(root) = &owners.confine_to {
-        if !dir.starts_with(root) || dir == root {
-            return Ok(PurgeOutcome::Skipped(format!(
-                "outside TELEMETRICS_ROOT {}",
-                root.display()
-            )));
+        match resolves_inside(dir, root) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Ok(PurgeOutcome::Skipped(format!(
+                    "outside TELEMETRICS_ROOT {}",
+                    root.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PurgeOutcome::Missing),
+            Err(e) => {
+                return Ok(PurgeOutcome::Skipped(format!(
+                    "cannot resolve its location: {e}"
+                )))
+            }
         }
     }
     let io = |source: Errno| PurgeError::Io {
@@ -118,6 +127,24 @@ fn purge_dir(
     let mut removed = 0;
     remove_contents(&mut d, dir, &keep, 0, &mut removed)?;
     Ok(PurgeOutcome::Purged { removed })
+}
+
+/// Whether `dir` lies strictly below `root` once `..` and symlinks in its parent are taken
+/// into account (a lexical prefix is not enough: `<root>/../elsewhere`, or a symlink on the
+/// way, leads out). The last component is checked when it is opened (`O_NOFOLLOW`).
+fn resolves_inside(dir: &Path, root: &Path) -> std::io::Result<bool> {
+    use std::path::Component;
+    if dir.components().any(|c| c == Component::ParentDir) {
+        return Ok(false);
+    }
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Ok(false);
+    };
+    // A root that cannot be resolved confines nothing: an error, not a missing `dir`.
+    let root = std::fs::canonicalize(root)
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", root.display())))?;
+    let real = std::fs::canonicalize(parent)?.join(name);
+    Ok(real.starts_with(&root) && real != root)
 }
 
 /// A directory entry: its name and, when the file system reports it, its type.
@@ -274,5 +301,28 @@ mod tests {
 
         let res = purge_dirs(&[t.path().join("missing")], &me());
         assert!(matches!(res[0].1, Ok(PurgeOutcome::Missing)));
+
+        // Inside the root only by its spelling: `..`, or a symlinked parent.
+        let root = t.path().join("root");
+        std::fs::create_dir_all(root.join("var")).unwrap();
+        std::os::unix::fs::symlink(t.path(), root.join("var/up")).unwrap();
+        let in_root = Owners {
+            confine_to: Some(root.clone()),
+            ..me()
+        };
+        for escaping in [root.join("var/../../real"), root.join("var/up/real")] {
+            let res = purge_dirs(std::slice::from_ref(&escaping), &in_root);
+            assert!(
+                matches!(res[0].1, Ok(PurgeOutcome::Skipped(_))),
+                "{escaping:?}: {:?}",
+                res[0].1
+            );
+        }
+        assert!(real.join("f").exists());
+        std::fs::create_dir_all(root.join("var/spool")).unwrap();
+        std::fs::write(root.join("var/spool/r"), "x").unwrap();
+        let res = purge_dirs(&[root.join("var/spool"), root.join("var/gone")], &in_root);
+        assert!(matches!(res[0].1, Ok(PurgeOutcome::Purged { removed: 1 })));
+        assert!(matches!(res[1].1, Ok(PurgeOutcome::Missing)));
     }
 }

@@ -264,24 +264,28 @@ pub fn run(args: Vec<OsString>, stdout: &mut dyn Write, stderr: &mut dyn Write) 
             errno_text(e.errno())
         ));
     }
-    let sent = Config::load(&paths, o.config_file.as_deref())
-        .map_err(|e| e.errno())
-        .and_then(|(cfg, _)| {
-            let cfg_path = o
-                .config_file
-                .as_deref()
-                .map(|p| p.to_string_lossy().into_owned());
-            send_record(&paths, &cfg.socket_path, &record, cfg_path.as_deref())
-                .map_err(|e| e.errno())
-        });
-    match sent {
+    let cfg = match Config::load(&paths, o.config_file.as_deref()) {
+        Ok((cfg, _)) => cfg,
+        // The file and line at fault, then the C probe's message.
+        Err(e) => {
+            return fail(format!(
+                "{e}\nFailed to send record to daemon: {}",
+                errno_text(e.errno())
+            ))
+        }
+    };
+    let cfg_path = o
+        .config_file
+        .as_deref()
+        .map(|p| p.to_string_lossy().into_owned());
+    match send_record(&paths, &cfg.socket_path, &record, cfg_path.as_deref()) {
         Ok(_) => {
             let _ = writeln!(stdout, "Successfully sent record to daemon.");
             0
         }
-        Err(errno) => fail(format!(
+        Err(e) => fail(format!(
             "Failed to send record to daemon: {}",
-            errno_text(errno)
+            errno_text(e.errno())
         )),
     }
 }

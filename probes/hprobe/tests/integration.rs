@@ -176,6 +176,9 @@ fn failures_and_messages() {
         &["-f", &bad.display().to_string()],
         1,
         "",
-        "Failed to send record to daemon: Invalid argument\n",
+        &format!(
+            "{}:2: expected key=value\nFailed to send record to daemon: Invalid argument\n",
+            bad.display()
+        ),
     );
 }
