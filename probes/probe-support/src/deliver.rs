@@ -21,7 +21,10 @@ pub enum DeliverError {
     Record(#[from] RecordError),
     #[error(transparent)]
     Send(#[from] SendError),
-    #[error("telemprobd did not confirm the record in time")]
+    /// All bytes were written but telemprobd did not acknowledge them: no reply in time,
+    /// or it closed the connection without one (it died before staging the record, as far
+    /// as the probe can tell). Worth another attempt; the record may arrive twice.
+    #[error("telemprobd did not confirm the record")]
     NotConfirmed,
 }
 
@@ -44,7 +47,7 @@ impl DeliverError {
 /// How a delivery ended when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// telemprobd acknowledged the record (or, being the C daemon, closed after reading it).
+    /// telemprobd acknowledged the record.
     Accepted,
     /// The host is not opted in: the record was dropped on purpose.
     NotOptedIn,
@@ -90,7 +93,8 @@ impl Sender {
         Ok(r)
     }
 
-    /// Send one record and wait for telemprobd's verdict.
+    /// Send one record and wait for telemprobd's verdict: `Accepted` only on its
+    /// acknowledgement.
     pub fn send(&self, record: &Record) -> Result<Outcome, DeliverError> {
         match send_record(
             &self.paths,
@@ -98,8 +102,14 @@ impl Sender {
             record,
             self.cfg_arg.as_deref(),
         ) {
-            Ok(Delivery::Acknowledged) | Ok(Delivery::ClosedWithoutReply) => Ok(Outcome::Accepted),
-            Ok(Delivery::ReplyTimedOut) => Err(DeliverError::NotConfirmed),
+            Ok(Delivery::Acknowledged) => Ok(Outcome::Accepted),
+            // This suite's telemprobd answers every record it read; a connection closed
+            // without an answer means it stopped before staging the record (killed, or
+            // crashed). Forgetting the record then would lose it: probes only let go of a
+            // record on an acknowledgement (at least once, never lost).
+            Ok(Delivery::ClosedWithoutReply) | Ok(Delivery::ReplyTimedOut) => {
+                Err(DeliverError::NotConfirmed)
+            }
             Err(SendError::NotOptedIn) => Ok(Outcome::NotOptedIn),
             Err(e) => Err(e.into()),
         }

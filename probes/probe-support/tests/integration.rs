@@ -113,3 +113,21 @@ fn a_stop_request_ends_the_retries() {
     assert!(is_overloaded(&b.sender.send(&b.record)));
     assert_eq!(b.sender.send(&b.record).unwrap(), Outcome::Accepted);
 }
+
+/// Only an acknowledgement lets a probe forget a record: a daemon that read the record and
+/// closed without answering (killed before staging it) leaves it undelivered.
+#[test]
+fn a_silent_close_is_not_an_acceptance() {
+    use telemetrics_tests::listener::RecordListener;
+    let root = TestRoot::new();
+    let sender = Sender::new(&root.paths, None).unwrap();
+    let record = sender.build(1, "org.example/test/silent", 1, b"x").unwrap();
+    let silent = RecordListener::bind(&root.socket_path(), None);
+    let got = sender.send(&record);
+    assert!(matches!(got, Err(DeliverError::NotConfirmed)), "{got:?}");
+    assert!(got.unwrap_err().is_transient());
+    assert!(silent.recv_bytes(Duration::from_secs(5)).is_some());
+    drop(silent);
+    let _listener = TestListener::start(&root);
+    assert!(matches!(sender.send(&record), Ok(Outcome::Accepted)));
+}

@@ -92,6 +92,8 @@ pub enum FileOutcome {
     Failed,
     /// Not ours to handle (dotfile, temporary or backup name).
     Ignored,
+    /// The probe's own bookkeeping (the tries file, the quarantine directory).
+    Own,
     /// Disappeared before it could be read.
     Gone,
     /// telemprobd is not reachable or is shedding load: not the file's fault, not counted.
@@ -174,11 +176,18 @@ impl Processor {
         outcome
     }
 
+    /// Is `name` (in the drop directory) the tries file or the quarantine directory?
+    fn is_own(&self, name: &str) -> bool {
+        [self.quarantine.as_path(), self.tries.path()]
+            .iter()
+            .any(|p| p.parent() == Some(self.dir.as_path()) && p.file_name() == Some(name.as_ref()))
+    }
+
     fn process_inner(&mut self, name: &str) -> FileOutcome {
-        if name::is_ignored(name)
-            || (self.quarantine.parent() == Some(self.dir.as_path())
-                && self.quarantine.file_name() == Some(std::ffi::OsStr::new(name)))
-        {
+        if self.is_own(name) {
+            return FileOutcome::Own;
+        }
+        if name::is_ignored(name) {
             return FileOutcome::Ignored;
         }
         let path = self.dir.join(name);
@@ -437,8 +446,9 @@ pub fn drain(cli: &Cli, proc: &mut Processor, shutdown: &Shutdown) -> Result<Sum
             return Ok(proc.summary.clone());
         }
         if pass.pending == 0 {
-            // Only ignored entries are left: a writer may be about to rename its temporary
-            // file into place. Look once more after a short while.
+            // Only ignored entries are left (not counting the probe's own tries file and
+            // quarantine directory): a writer may be about to rename its temporary file
+            // into place. Look once more after a short while.
             if pass.ignored > 0 && !settled {
                 settled = true;
                 if shutdown.wait(cli.settle) {

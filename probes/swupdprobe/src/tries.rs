@@ -41,6 +41,11 @@ impl Tries {
         }
     }
 
+    /// Where the counts are kept.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn get(&self, name: &str) -> u32 {
         self.counts.get(name).copied().unwrap_or(0)
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use libtelemetry::frame::Frame;
 use libtelemetry::record::Header;
-use telemetrics_tests::listener::TestListener;
+use telemetrics_tests::listener::{RecordListener, TestListener};
 use telemetrics_tests::{wait_until, TestDaemon, TestRoot};
 
 use crate::fixtures::{backend_update_versions, every_class, publish};
@@ -239,6 +239,36 @@ fn a_failing_file_is_quarantined_after_max_tries_across_runs() {
     assert_eq!(names_in(&quarantine_dir(&root)), [f.name]);
     assert!(!tries_file(&root).exists());
     assert!(l.frames().is_empty());
+}
+
+/// telemprobd killed after reading a record and before staging it closes the connection
+/// without an answer: the file must stay (a try is counted) and go on the next run.
+#[test]
+fn a_daemon_closing_without_an_answer_does_not_get_the_file_deleted() {
+    let root = TestRoot::new();
+    let dir = drop_dir(&root);
+    let f = &every_class()[0];
+    publish(&dir, f.name, f.content.as_bytes());
+    {
+        let silent = RecordListener::bind(&root.socket_path(), None);
+        let o = probe(&root, &["--retry-for", "100ms"]);
+        assert_eq!(code(&o), 4, "{}", stderr(&o));
+        assert!(silent.recv_bytes(WAIT).is_some(), "the record was sent");
+        assert_eq!(visible(&dir), [f.name]);
+        assert_eq!(
+            std::fs::read_to_string(tries_file(&root)).unwrap(),
+            format!("1 {}\n", f.name)
+        );
+    }
+    let l = TestListener::start(&root);
+    // The tries file is the probe's own: it is no temporary file worth the settle wait.
+    let started = std::time::Instant::now();
+    let o = probe(&root, &["--settle", "10min"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(started.elapsed() < Duration::from_secs(300));
+    assert_eq!(l.wait_for(1, WAIT).len(), 1);
+    assert!(visible(&dir).is_empty());
+    assert!(!tries_file(&root).exists());
 }
 
 #[test]
