@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser};
+use libtelemetry::client::Delivery;
 use libtelemetry::{Paths, SendError};
 
 use crate::error::{ProbeError, EXIT_OK, EXIT_USAGE};
@@ -121,7 +122,17 @@ fn probe_main<T: Parser>(name: &str, run: fn(&T) -> Result<(), ProbeError>) -> E
 /// Send one payload; true when telemprobd took it. Failures are logged, not fatal.
 fn deliver(sender: &Sender, classification: &str, severity: u32, payload: &str) -> bool {
     match sender.send(classification, severity, payload) {
-        Ok(_) => true,
+        // No reply in time: telemprobd is still starting (socket activation) and the
+        // record waits in the socket's queue.
+        Ok(Delivery::Acknowledged) | Ok(Delivery::ReplyTimedOut) => true,
+        // telemprobd answers every record it read: a close without an answer means it
+        // stopped before staging this one, so it is not counted (pstoreprobe keeps the dump).
+        Ok(Delivery::ClosedWithoutReply) => {
+            tracing::warn!(
+                "{classification} record not confirmed: telemprobd closed the connection"
+            );
+            false
+        }
         Err(ProbeError::Send(SendError::NotOptedIn)) => {
             tracing::info!("not opted in to telemetry; {classification} record not sent");
             false

@@ -91,6 +91,26 @@ fn undelivered_dumps_are_kept_for_a_retry() {
     assert!(names(&cache).is_empty());
 }
 
+/// telemprobd killed after reading a record, before staging it, closes without an answer:
+/// the dump is not deleted.
+#[test]
+fn dumps_are_kept_when_the_daemon_closes_without_an_answer() {
+    use telemetrics_tests::listener::RecordListener;
+    let root = TestRoot::new();
+    let cache = root.paths.pstore_cache_dir();
+    copy_fixture_dir("pstore/ramoops", &cache);
+    {
+        let silent = RecordListener::bind(&root.socket_path(), None);
+        run_expect(&mut probe(&root, "pstoreprobe"), 4);
+        assert!(silent.recv_bytes(Duration::from_secs(10)).is_some());
+    }
+    assert_eq!(names(&cache), ["dmesg-ramoops-0"]);
+    let daemon = FakeDaemon::start(&root);
+    run_expect(&mut probe(&root, "pstoreprobe"), 0);
+    assert_eq!(daemon.received().len(), 2);
+    assert!(names(&cache).is_empty());
+}
+
 #[test]
 fn missing_cache_dir_is_an_error() {
     let root = TestRoot::new();
