@@ -139,6 +139,12 @@ fn no_idle_exit_without_recycling_or_with_a_spool() {
     c2.refuse();
     stage(&root2, 0, Duration::ZERO);
     let mut spool_left = spawn_with_idle(&root2, "0.2");
+    // Both loops run (one has tried its record and kept it) before the idle time is
+    // measured: on a loaded machine a daemon still starting would pass for one that stays.
+    assert!(wait_until(SOON, || no_recycling.log().contains("starting")));
+    assert!(wait_until(SOON, || spool_left
+        .log()
+        .contains("kept in the spool")));
     std::thread::sleep(Duration::from_secs(2));
     assert!(no_recycling.is_running());
     assert!(
