@@ -196,24 +196,26 @@ pub fn run(opts: Options) -> Exit {
                 .filter(|u| !u.is_empty())
         })
         .unwrap_or_else(|| harden::DEFAULT_USER.to_string());
+    // Early failures still consume a core the kernel is piping in.
+    let fail = |msg: &str| {
+        say(msg);
+        if opts.core_file.is_none() {
+            drain_piped_stdin();
+        }
+        Exit::Setup
+    };
     if let Err(e) = harden::drop_privileges(&user, &paths.state_dir()) {
-        say(&format!("cannot drop privileges: {e}"));
-        return Exit::Setup;
+        return fail(&format!("cannot drop privileges: {e}"));
     }
     let Some(process_name) = opts.process_name.clone() else {
-        say("Missing required -p option. See --help output");
-        return Exit::Setup;
+        return fail("Missing required -p option. See --help output");
     };
     if let Err(e) = harden::apply_budget(&harden::Budget::default()) {
-        say(&format!("cannot set resource limits: {e}"));
-        return Exit::Setup;
+        return fail(&format!("cannot set resource limits: {e}"));
     }
     let (config, _) = match Config::load(&paths, opts.config_file.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            say(&format!("{e}"));
-            return Exit::Setup;
-        }
+        Err(e) => return fail(&format!("{e}")),
     };
     let input = match open_input(&opts) {
         Ok(i) => i,
@@ -300,6 +302,14 @@ fn open_input(opts: &Options) -> Result<Input, String> {
         Ok(Input::Pipe(stdin))
     } else {
         Err("stdin is neither a pipe nor a regular file; use -c FILE".into())
+    }
+}
+
+/// Read standard input to its end when it is a pipe (a core the kernel is writing); used
+/// on the way out after an error, so no exit path leaves part of a core unread.
+pub fn drain_piped_stdin() {
+    if let Ok(input) = open_input(&Options::default()) {
+        drain(input);
     }
 }
 

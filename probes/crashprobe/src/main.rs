@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Ok(Command::Run(opts)) => run(opts),
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "crashprobe: {e}\n{USAGE}");
+            crashprobe::cli::drain_piped_stdin();
             Exit::Setup
         }
     };

@@ -25,6 +25,27 @@ fn missing_process_name_is_an_error() {
     );
 }
 
+/// Early failures (bad options, no -p, a broken configuration) still read a piped core to
+/// its end: `probe` fails if the writer meets a closed pipe.
+#[test]
+fn early_failures_drain_the_piped_core() {
+    let core = vec![0x5au8; 4 << 20];
+    let root = TestRoot::new();
+    let run = probe(&root, &["-s", "11"], Input::Pipe(&core), None);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let run = probe(&root, &["--bogus"], Input::Pipe(&core), None);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let bad = root.dir().join("bad.conf");
+    std::fs::write(&bad, "[settings]\nrecord_expiry=soon\n").unwrap();
+    let run = probe(
+        &root,
+        &["-p", "x", "-f", bad.to_str().unwrap()],
+        Input::Pipe(&core),
+        None,
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+}
+
 #[test]
 fn help_version_and_bad_options() {
     let root = TestRoot::new();
