@@ -82,13 +82,18 @@ pub fn write_status(path: &Path, status: &DaemonStatus) -> std::io::Result<()> {
     crate::fsutil::write_atomic(path, &json, 0o644)
 }
 
-/// Read a status file; a missing file is `Ok(None)`.
+/// Read a status file; a missing file is `Ok(None)`. At most [`MAX_STATUS_SIZE`] + 1 bytes
+/// are read, so whatever sits at the path cannot make the reader allocate more.
 pub fn read_status(path: &Path) -> std::io::Result<Option<DaemonStatus>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    use std::io::Read;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
+    let mut bytes = Vec::new();
+    file.take(MAX_STATUS_SIZE as u64 + 1)
+        .read_to_end(&mut bytes)?;
     if bytes.len() > MAX_STATUS_SIZE {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -129,5 +134,14 @@ mod tests {
         let r = read_status(&p).unwrap().unwrap();
         assert_eq!(r.counter(COUNTER_DELIVERED), 3);
         assert_eq!(r.last_delivery, s.last_delivery);
+
+        // Oversized or malformed files are errors, never panics.
+        std::fs::write(&p, vec![b' '; MAX_STATUS_SIZE + 10]).unwrap();
+        assert_eq!(
+            read_status(&p).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidData
+        );
+        std::fs::write(&p, "{not json").unwrap();
+        assert!(read_status(&p).is_err());
     }
 }
