@@ -372,7 +372,19 @@ pub fn select_config_file(paths: &Paths, explicit: Option<&Path>) -> ConfigSourc
 }
 
 fn readable(p: &Path) -> bool {
-    std::fs::File::open(p).is_ok()
+    open_nonblocking(p).is_ok()
+}
+
+/// Open a configuration file for reading without ever waiting: a FIFO (or a device) at a
+/// config path must not hang a probe or the C library's caller. Regular files read the
+/// same with `O_NONBLOCK`; a FIFO without a writer reads as empty, one whose writer sends
+/// nothing fails with `EAGAIN`.
+fn open_nonblocking(p: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(p)
 }
 
 /// `tm_set_config_file` / `-f` checks: absolute, exists, regular file.
@@ -396,7 +408,7 @@ fn read_bounded(path: &Path) -> Result<String, ConfigError> {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(io)?;
+    let file = open_nonblocking(path).map_err(io)?;
     let mut buf = Vec::new();
     file.take(MAX_CONFIG_SIZE + 1)
         .read_to_end(&mut buf)
@@ -695,6 +707,30 @@ daemon_recycling_enabled=true
         let (c, _) = Config::load(&p, None).unwrap();
         assert_eq!(c.server, DEFAULT_SERVER, "no merging between files");
         assert_eq!(c.cainfo, "etc");
+    }
+
+    #[test]
+    fn a_fifo_at_a_config_path_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Paths::new(dir.path(), "/");
+        std::fs::create_dir_all(p.etc_dir()).unwrap();
+        let fifo =
+            std::ffi::CString::new(p.etc_config_file().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        // In a thread, so a regression fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let paths = p.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(Config::load(&paths, None).map(|(c, s)| (c.server, s)));
+        });
+        let loaded = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("Config::load blocked on a FIFO");
+        // No writer: it reads as an empty file, i.e. the built-in defaults.
+        let (server, source) = loaded.unwrap();
+        assert_eq!(server, DEFAULT_SERVER);
+        assert_eq!(source, ConfigSource::Etc(p.etc_config_file()));
     }
 
     mod properties {

@@ -74,13 +74,16 @@ impl HostInfo {
 }
 
 /// Read at most [`MAX_HOST_FILE`] bytes of `path`, not following a final symlink when
-/// `nofollow` (the C client opened os-release with `O_NOFOLLOW`).
+/// `nofollow` (the C client opened os-release with `O_NOFOLLOW`). Opened `O_NONBLOCK`, so
+/// a FIFO in place of a host file cannot hang record creation.
 pub fn read_host_file(path: &Path, nofollow: bool) -> std::io::Result<Vec<u8>> {
     let mut opts = std::fs::OpenOptions::new();
     opts.read(true);
+    let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
     if nofollow {
-        opts.custom_flags(libc::O_NOFOLLOW);
+        flags |= libc::O_NOFOLLOW;
     }
+    opts.custom_flags(flags);
     let mut buf = Vec::new();
     opts.open(path)?.take(MAX_HOST_FILE).read_to_end(&mut buf)?;
     Ok(buf)
@@ -241,6 +244,32 @@ mod tests {
         let h = HostInfo::collect(&paths);
         assert_eq!(h.system_name, "clear-linux-os");
         assert_eq!(h.build, "40000");
+    }
+
+    #[test]
+    fn fifos_in_place_of_host_files_do_not_block() {
+        let (d, paths) = host_tree(&[]);
+        for rel in [
+            "etc/os-release",
+            "proc/cpuinfo",
+            "sys/class/dmi/id/sys_vendor",
+        ] {
+            let p = d.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(HostInfo::collect(&paths));
+        });
+        let h = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("HostInfo::collect blocked on a FIFO");
+        assert_eq!(h.system_name, "unknown");
+        assert_eq!(h.cpu_model, "blank");
+        assert!(h.host_type.starts_with("blank|"), "{}", h.host_type);
     }
 
     #[test]
