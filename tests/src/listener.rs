@@ -96,10 +96,13 @@ impl RecordListener {
         listener.set_nonblocking(true).expect("nonblocking");
         let (tx, frames) = mpsc::channel();
         let accept = AcceptLoop::spawn(listener, Duration::from_secs(5), move |conn, buf, _| {
+            // Bytes first, answer second: a client that saw its acknowledgement can rely on
+            // the record being visible to the test.
+            let delivered = tx.send(buf).is_ok();
             if let Some(b) = reply {
                 let _ = conn.write_all(&[b]);
             }
-            tx.send(buf).is_ok()
+            delivered
         });
         RecordListener {
             _accept: accept,
