@@ -165,10 +165,11 @@ impl Headers {
     }
 
     /// Checks the values that must be sane for a record to be staged: numeric versions and
-    /// timestamp, severity 1..4, classification rules, event id format, no control chars.
+    /// timestamp, severity 1..4, classification rules, event id format, no control
+    /// characters other than tab ([`is_forbidden_header_char`]).
     pub fn validate(&self) -> Result<(), RecordError> {
         for (i, v) in self.0.iter().enumerate() {
-            if v.bytes().any(|b| b == b'\n' || b == 0) {
+            if v.chars().any(is_forbidden_header_char) {
                 return Err(RecordError::InvalidHeaderValue {
                     name: HEADER_NAMES[i],
                     value: v.clone(),
@@ -234,6 +235,13 @@ impl Record {
         host: &HostInfo,
     ) -> Result<Record, RecordError> {
         validate_classification(classification)?;
+        // The journal keeps the C rule (characters unchecked), but telemprobd refuses such a
+        // header, so fail here rather than at send time.
+        if classification.chars().any(is_forbidden_header_char) {
+            return Err(RecordError::InvalidClassification(
+                classification.to_string(),
+            ));
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -277,6 +285,15 @@ impl Record {
     pub fn classification(&self) -> &str {
         self.headers.get(Header::Classification)
     }
+}
+
+/// Whether `c` may not appear in a header value: every control character (C0, DEL, C1)
+/// except tab. A value is sent verbatim as an HTTP header in the v2 format, where only
+/// HTAB, SP and visible characters are allowed (a `\r` or `\n` would also end the header),
+/// and the backend collector accepts whitespace including tab. The C client checked none
+/// of this.
+pub fn is_forbidden_header_char(c: char) -> bool {
+    c.is_control() && c != '\t'
 }
 
 /// Severity clamped to 1..=4, as `tm_create_record` does.
@@ -463,6 +480,47 @@ mod tests {
                     assert!(matches!(e, HeaderParseError::ValueTooLong { name: "arch" }));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn header_values_refuse_control_characters_except_tab() {
+        fn check(value: &str, accepted: bool) {
+            for h in [Header::CpuModel, Header::Build, Header::MachineId] {
+                let mut r = Record::new(2, "a/b/c", 1, &host()).unwrap();
+                r.headers.set(h, value);
+                let result = r.headers.validate();
+                assert_eq!(
+                    result.is_ok(),
+                    accepted,
+                    "{value:?} in {}: {result:?}",
+                    h.name()
+                );
+                if !accepted {
+                    assert!(matches!(
+                        result,
+                        Err(RecordError::InvalidHeaderValue { name, .. }) if name == h.name()
+                    ));
+                }
+            }
+            let class = format!("a/b{value}/c");
+            let mut r = Record::new(2, "a/b/c", 1, &host()).unwrap();
+            r.headers.set(Header::Classification, class.as_str());
+            assert_eq!(r.headers.validate().is_ok(), accepted, "{class:?}");
+            assert_eq!(
+                Record::new(2, &class, 1, &host()).is_ok(),
+                accepted,
+                "tm_create_record({class:?})"
+            );
+        }
+        check("plain value", true);
+        check("tab\there", true);
+        check("caf\u{e9} \u{2603} \u{fffd}", true);
+        check("", true);
+        for bad in [
+            "\n", "\r", "\0", "\x01", "\x0b", "\x0c", "\x1b[31m", "\x7f", "\u{85}", "\u{9b}",
+        ] {
+            check(&format!("x{bad}y"), false);
         }
     }
 
