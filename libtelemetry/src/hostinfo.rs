@@ -4,19 +4,34 @@
 //! a DMI value without a trailing newline keeps its last character; long cpu model names are
 //! not cut by one character. An unreadable `/proc/cpuinfo` gives `cpu_model: unknown`
 //! instead of failing the whole record.
+//!
+//! Every value is bounded here to the bytes the C client's buffers kept (cut at a UTF-8
+//! character boundary), and control characters other than tab become `?`: telemprobd
+//! refuses a header value that is too long or holds a control character
+//! ([`Headers::validate`](crate::record::Headers::validate)), so one odd host file would
+//! otherwise make every record of the host unsendable. The largest composite value,
+//! `host_type`, stays under 250 bytes, the backend collector's limit.
 
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::paths::Paths;
+use crate::record::is_forbidden_header_char;
 
 /// Bytes read from any one host file.
 const MAX_HOST_FILE: u64 = 256 * 1024;
 /// DMI values: C read a 79-byte first line.
-const DMI_VALUE_MAX: usize = 79;
-/// `system_name` is cut to this many chars, as in C.
-const SYSTEM_NAME_MAX: usize = 79;
+pub const DMI_VALUE_MAX: usize = 79;
+/// `system_name` is cut to this many bytes, as in C.
+pub const SYSTEM_NAME_MAX: usize = 79;
+/// `build`: C copied `VERSION_ID` into a 40-byte buffer (and overflowed it beyond that).
+pub const BUILD_MAX: usize = 39;
+/// `cpu_model`: C's 80-byte line buffer held 66 value bytes after `model name\t: ` (then
+/// dropped one more, the bug fixed here).
+pub const CPU_MODEL_MAX: usize = 66;
+/// `arch` and `kernel_version`: a `utsname` field holds 64 bytes and a NUL.
+pub const UTS_VALUE_MAX: usize = 64;
 
 /// Header values that describe the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +116,7 @@ fn uname() -> (String, String) {
             .take_while(|&&c| c != 0)
             .map(|&c| c as u8)
             .collect();
-        String::from_utf8_lossy(&bytes).into_owned()
+        host_value(&String::from_utf8_lossy(&bytes), UTS_VALUE_MAX)
     };
     (field(&u.machine), field(&u.release))
 }
@@ -141,13 +156,23 @@ fn parse_os_release(text: &str) -> OsRelease {
         (None, _) => "unknown".into(),
     };
     OsRelease {
-        build: build.unwrap_or_else(|| "0".into()),
-        system_name: truncate_chars(&system_name, SYSTEM_NAME_MAX),
+        build: build.map_or_else(|| "0".into(), |b| host_value(&b, BUILD_MAX)),
+        system_name: host_value(&system_name, SYSTEM_NAME_MAX),
     }
 }
 
-fn truncate_chars(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
+/// `raw` as a header value: control characters (other than tab) replaced by `?`, then cut
+/// to at most `max_bytes` bytes at a character boundary.
+pub fn host_value(raw: &str, max_bytes: usize) -> String {
+    let mut out = String::with_capacity(raw.len().min(max_bytes));
+    for c in raw.chars() {
+        let c = if is_forbidden_header_char(c) { '?' } else { c };
+        if out.len() + c.len_utf8() > max_bytes {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// First line of a DMI file: `no_<short>_file` when missing, `blank` when empty or spaces.
@@ -157,7 +182,7 @@ fn dmi_value(dmi_dir: &Path, file: &str, short: &str) -> String {
     };
     let text = String::from_utf8_lossy(&bytes);
     let line = text.lines().next().unwrap_or("");
-    let line = truncate_chars(line, DMI_VALUE_MAX);
+    let line = host_value(line, DMI_VALUE_MAX);
     if line.trim_matches(' ').is_empty() {
         "blank".into()
     } else {
@@ -172,7 +197,10 @@ fn cpu_model(cpuinfo: &Path) -> String {
     String::from_utf8_lossy(&bytes)
         .lines()
         .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(": ").map(|(_, v)| v.to_string()))
+        .and_then(|l| {
+            l.split_once(": ")
+                .map(|(_, v)| host_value(v, CPU_MODEL_MAX))
+        })
         .unwrap_or_else(|| "blank".into())
 }
 
@@ -270,6 +298,164 @@ mod tests {
         assert_eq!(h.system_name, "unknown");
         assert_eq!(h.cpu_model, "blank");
         assert!(h.host_type.starts_with("blank|"), "{}", h.host_type);
+    }
+
+    /// `content` written to the host file `rel` gives `expected` as the header `get` reads.
+    fn check(rel: &str, content: &[u8], get: fn(&HostInfo) -> &str, expected: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+        let h = HostInfo::collect(&Paths::new("/nonexistent-root", dir.path()));
+        assert_eq!(
+            get(&h),
+            expected,
+            "{rel}: {:?}",
+            String::from_utf8_lossy(content)
+        );
+    }
+
+    fn cpu(h: &HostInfo) -> &str {
+        &h.cpu_model
+    }
+    fn build(h: &HostInfo) -> &str {
+        &h.build
+    }
+    fn system_name(h: &HostInfo) -> &str {
+        &h.system_name
+    }
+    fn host_type(h: &HostInfo) -> &str {
+        &h.host_type
+    }
+    fn bios(h: &HostInfo) -> &str {
+        &h.bios_version
+    }
+
+    #[test]
+    fn host_values_are_bounded_and_free_of_control_characters() {
+        let x = |n: usize| "x".repeat(n);
+        const CPU: &str = "proc/cpuinfo";
+        const OS: &str = "etc/os-release";
+        const BIOS: &str = "sys/class/dmi/id/bios_version";
+        let cases: Vec<(&str, Vec<u8>, fn(&HostInfo) -> &str, String)> = vec![
+            // What the C buffers kept, in bytes.
+            (
+                CPU,
+                format!("model name\t: {}\n", x(100_000)).into(),
+                cpu,
+                x(CPU_MODEL_MAX),
+            ),
+            (CPU, format!("model name\t: {}\n", x(66)).into(), cpu, x(66)),
+            (
+                OS,
+                format!("VERSION_ID={}\n", "1".repeat(5000)).into(),
+                build,
+                "1".repeat(39),
+            ),
+            (
+                OS,
+                format!("ID={}\nVARIANT_ID=v\n", x(500)).into(),
+                system_name,
+                x(79),
+            ),
+            (
+                OS,
+                format!("ID=a\nVARIANT_ID={}\n", x(500)).into(),
+                system_name,
+                format!("a_{}", x(77)),
+            ),
+            (BIOS, x(100_000).into(), bios, x(DMI_VALUE_MAX)),
+            (
+                "sys/class/dmi/id/sys_vendor",
+                x(100_000).into(),
+                host_type,
+                format!("{}|no_pn_file|no_pvr_file", x(79)),
+            ),
+            // Cut at a character boundary, never inside one.
+            (
+                CPU,
+                format!("model name\t: {}\u{e9}\n", x(65)).into(),
+                cpu,
+                x(65),
+            ),
+            (
+                OS,
+                format!("VERSION_ID={}\u{20ac}\n", "1".repeat(38)).into(),
+                build,
+                "1".repeat(38),
+            ),
+            (BIOS, "\u{e9}".repeat(100).into(), bios, "\u{e9}".repeat(39)),
+            (BIOS, vec![0xff; 100], bios, "\u{fffd}".repeat(26)),
+            // Control characters become '?'; tab is allowed in a header value.
+            (
+                CPU,
+                b"model name\t: Intel\x1b[31m CPU\rX\x7f\n".to_vec(),
+                cpu,
+                "Intel?[31m CPU?X?".into(),
+            ),
+            (CPU, b"model name\t: a\tb\r\n".to_vec(), cpu, "a\tb".into()),
+            (OS, b"VERSION_ID=4\x01x\n".to_vec(), build, "4?x".into()),
+            (
+                OS,
+                b"ID=deb\x1bian\n".to_vec(),
+                system_name,
+                "deb?ian".into(),
+            ),
+            (BIOS, "A\rB\u{9b}C\r\n".into(), bios, "A?B?C".into()),
+        ];
+        for (rel, content, get, expected) in cases {
+            check(rel, &content, get, &expected);
+        }
+    }
+
+    #[test]
+    fn an_absurd_host_still_gives_records_the_daemon_accepts() {
+        let junk = |prefix: &str| {
+            let mut v = prefix.as_bytes().to_vec();
+            for i in 0..200_000u32 {
+                v.push(match i % 7 {
+                    0 => b'\r',
+                    1 => 0x1b,
+                    2 => 0xc2, // with the next byte: U+0085, a C1 control
+                    3 => 0x85,
+                    4 => 0xff,
+                    5 => b'\t',
+                    _ => b'a',
+                });
+            }
+            v
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let write = |rel: &str, content: Vec<u8>| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        };
+        write("proc/cpuinfo", junk("model name\t: "));
+        let mut os = junk("ID=");
+        os.extend(b"\nVARIANT_ID=");
+        os.extend(junk(""));
+        os.extend(b"\nVERSION_ID=");
+        os.extend(junk(""));
+        write("etc/os-release", os);
+        for f in [
+            "sys_vendor",
+            "product_name",
+            "product_version",
+            "board_name",
+            "board_vendor",
+            "bios_version",
+        ] {
+            write(&format!("sys/class/dmi/id/{f}"), junk(""));
+        }
+        let h = HostInfo::collect(&Paths::new("/nonexistent-root", dir.path()));
+        let r = crate::record::Record::new(2, "a/b/c", 1, &h).unwrap();
+        assert_eq!(r.headers.validate(), Ok(()), "{h:?}");
+        for (name, v) in crate::record::HEADER_NAMES.iter().zip(r.headers.0.iter()) {
+            assert!(v.len() < 250, "{name}: {} bytes", v.len());
+        }
+        assert!(h.cpu_model.len() <= CPU_MODEL_MAX && h.build.len() <= BUILD_MAX);
+        assert!(h.system_name.len() <= SYSTEM_NAME_MAX && h.bios_version.len() <= DMI_VALUE_MAX);
     }
 
     #[test]
