@@ -33,6 +33,8 @@ pub enum FrameError {
     BadCfgPath,
     #[error("CFG: path is not absolute UTF-8")]
     CfgPathNotAbsolute,
+    #[error("CFG: path {0:?} contains a control character")]
+    CfgPathControlChar(String),
     #[error("header_size {0} does not fit in the frame")]
     BadHeaderSize(u32),
     #[error("frame is not terminated by NUL")]
@@ -51,7 +53,14 @@ pub struct Frame {
     pub record: Record,
 }
 
-/// Encode `record` (and the optional config path) as one frame.
+/// Whether `c` may not appear in a `CFG:` path. The staged file holds the path on a line of
+/// its own, so a newline would split it; no control character belongs in a config path.
+pub fn is_forbidden_cfg_char(c: char) -> bool {
+    c.is_control()
+}
+
+/// Encode `record` (and the optional config path) as one frame. The decoder refuses a path
+/// holding a control character ([`is_forbidden_cfg_char`]); callers check before sending.
 pub fn encode_frame(record: &Record, cfg_path: Option<&str>) -> Vec<u8> {
     let headers = record.headers.block();
     let cfg_len = cfg_path.map_or(0, |p| CFG_MAGIC.len() + p.len() + 1);
@@ -106,6 +115,9 @@ pub fn decode_frame(buf: &[u8]) -> Result<Frame, FrameError> {
             std::str::from_utf8(&after[..nul]).map_err(|_| FrameError::CfgPathNotAbsolute)?;
         if !path.starts_with('/') {
             return Err(FrameError::CfgPathNotAbsolute);
+        }
+        if path.chars().any(is_forbidden_cfg_char) {
+            return Err(FrameError::CfgPathControlChar(path.to_string()));
         }
         cfg_path = Some(path.to_string());
         rest = &after[nul + 1..];
@@ -216,6 +228,32 @@ cpu_model: Intel(R) Xeon(R)\nbios_version: no_bv_file\nevent_id: 096e3e10a02b509
         let d = decode_frame(&f).unwrap();
         assert_eq!(d.cfg_path.as_deref(), Some("/tmp/example/t.conf"));
         assert_eq!(d.record, r);
+    }
+
+    #[test]
+    fn cfg_paths_with_control_characters_are_refused() {
+        fn check(path: &str, expected: Result<(), FrameError>) {
+            let f = encode_frame(&golden_record(b"x"), Some(path));
+            let got = decode_frame(&f).map(|d| {
+                assert_eq!(d.cfg_path.as_deref(), Some(path));
+            });
+            assert_eq!(got, expected, "{path:?}");
+        }
+        let refused = |p: &str| Err(FrameError::CfgPathControlChar(p.to_string()));
+        check("/etc/t.conf", Ok(()));
+        check("/with space/caf\u{e9}.conf", Ok(()));
+        for bad in [
+            "/a\nb",
+            "/a\rb",
+            "/a\tb",
+            "/a\x1b[2Jb",
+            "/a\x7fb",
+            "/a\u{85}b",
+            "/a\x01",
+        ] {
+            check(bad, refused(bad));
+        }
+        check("relative", Err(FrameError::CfgPathNotAbsolute));
     }
 
     #[test]

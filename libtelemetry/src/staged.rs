@@ -24,6 +24,8 @@ pub enum StagedError {
     TooLarge,
     #[error("CFG: line is not terminated or not an absolute path")]
     BadCfgLine,
+    #[error("CFG: path {0:?} contains a control character")]
+    CfgControlChar(String),
     #[error("{0}")]
     Headers(#[from] HeaderParseError),
     #[error("staged file has no body after the headers")]
@@ -55,7 +57,10 @@ impl StagedRecord {
     }
 }
 
-/// Bytes of the staged file for `record`.
+/// Bytes of the staged file for `record`. `cfg_path` must be one [`decode_frame`] accepts
+/// (no control character), or the file will not parse.
+///
+/// [`decode_frame`]: crate::frame::decode_frame
 pub fn encode_staged(record: &Record, cfg_path: Option<&str>) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 + record.payload.len());
     if let Some(p) = cfg_path {
@@ -87,6 +92,9 @@ pub fn parse_staged(bytes: &[u8]) -> Result<StagedRecord, StagedError> {
         let path = std::str::from_utf8(&after[..nl]).map_err(|_| StagedError::BadCfgLine)?;
         if !path.starts_with('/') || path.len() > crate::frame::MAX_CFG_PATH {
             return Err(StagedError::BadCfgLine);
+        }
+        if path.chars().any(crate::frame::is_forbidden_cfg_char) {
+            return Err(StagedError::CfgControlChar(path.to_string()));
         }
         cfg_path = Some(PathBuf::from(path));
         rest = &after[nl + 1..];
@@ -167,6 +175,34 @@ host_type: macbookpro\nbuild: 23550\nkernel_version: 4.17.4-589.native\ntest mes
         assert_eq!(s.into_record(), r);
         let plain = encode_staged(&r, None);
         assert!(plain.starts_with(b"record_format_version: 4\n"));
+    }
+
+    #[test]
+    fn cfg_lines_with_control_characters_are_refused() {
+        fn check(path: &str, expected: Result<(), StagedError>) {
+            let bytes = encode_staged(&golden_record(b"x"), Some(path));
+            let got = parse_staged(&bytes).map(|s| {
+                assert_eq!(s.cfg_path, Some(PathBuf::from(path)));
+            });
+            assert_eq!(got, expected, "{path:?}");
+        }
+        check("/etc/t.conf", Ok(()));
+        check("/with space/caf\u{e9}.conf", Ok(()));
+        for bad in [
+            "/a\rb",
+            "/a\tb",
+            "/a\x1b[2Jb",
+            "/a\x7fb",
+            "/a\u{85}b",
+            "/a\x01",
+        ] {
+            check(bad, Err(StagedError::CfgControlChar(bad.to_string())));
+        }
+        // A newline ends the line: the rest is taken for the first header, which is wrong.
+        assert!(matches!(
+            parse_staged(&encode_staged(&golden_record(b"x"), Some("/a\nb"))),
+            Err(StagedError::BadCfgLine | StagedError::Headers(_))
+        ));
     }
 
     mod prop {
