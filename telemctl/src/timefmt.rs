@@ -97,8 +97,10 @@ pub fn parse_time_spec(spec: &str, now: i64) -> Result<i64, String> {
     if let Some(epoch) = s.strip_prefix('@') {
         return epoch.parse::<i64>().map_err(|_| bad());
     }
-    if let Some(t) = parse_date_time(s) {
-        return Ok(t);
+    match parse_date_time(s) {
+        Some(Ok(t)) => return Ok(t),
+        Some(Err(e)) => return Err(format!("invalid time {spec:?}: {e}")),
+        None => {}
     }
     let (sign, rest) = if let Some(r) = s.strip_prefix('+') {
         (1, r)
@@ -146,8 +148,33 @@ fn parse_duration(s: &str) -> Option<i64> {
     Some(total)
 }
 
-/// `YYYY-MM-DD[( |T)HH:MM[:SS]]` in local time.
-fn parse_date_time(s: &str) -> Option<i64> {
+/// Days in `month` (1..=12) of `year`, Gregorian.
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// `YYYY-MM-DD[( |T)HH:MM[:SS]]` in local time. `None` when `s` is not of that form;
+/// `Some(Err)` for a date that does not exist (`mktime` would roll `2024-02-30` over to
+/// March 1) or that cannot be converted.
+fn parse_date_time(s: &str) -> Option<Result<i64, String>> {
+    let (y, mo, day, h, m, sec) = date_time_fields(s)?;
+    let days = days_in_month(y, mo);
+    if day > days {
+        return Some(Err(format!("{y:04}-{mo:02} has only {days} days")));
+    }
+    Some(
+        local_to_epoch(y, mo, day, h, m, sec)
+            .ok_or_else(|| "not a representable local time".to_string()),
+    )
+}
+
+/// The numbers of `YYYY-MM-DD[( |T)HH:MM[:SS]]`, each within its range (the day within 1..=31).
+fn date_time_fields(s: &str) -> Option<(i64, i64, i64, i64, i64, i64)> {
     let (date, time) = match s.split_once([' ', 'T']) {
         Some((d, t)) => (d, Some(t.trim())),
         None => (s, None),
@@ -181,7 +208,7 @@ fn parse_date_time(s: &str) -> Option<i64> {
             (h, m, sec)
         }
     };
-    local_to_epoch(y, mo, day, h, m, sec)
+    Some((y, mo, day, h, m, sec))
 }
 
 #[cfg(test)]
@@ -222,6 +249,33 @@ mod tests {
         );
         assert_eq!(parse_time_spec("today", d + 3600).unwrap(), d);
         assert_eq!(parse_time_spec("yesterday", d + 3600).unwrap(), d - 86_400);
+    }
+
+    #[test]
+    fn dates_that_do_not_exist_are_refused() {
+        for (spec, exists) in [
+            ("2024-02-29", true),
+            ("2024-02-30", false),
+            ("2023-02-29", false),
+            ("2000-02-29", true),
+            ("1900-02-29", false),
+            ("2024-04-30", true),
+            ("2024-04-31", false),
+            ("2024-06-31 10:00", false),
+            ("2024-12-31T23:59:59", true),
+            ("2024-01-31", true),
+            ("2024-02-00", false),
+        ] {
+            let r = parse_time_spec(spec, NOW);
+            assert_eq!(r.is_ok(), exists, "{spec}: {r:?}");
+        }
+        let e = parse_time_spec("2024-02-30", NOW).unwrap_err();
+        assert!(e.contains("2024-02 has only 29 days"), "{e}");
+        // The first of the next month is still what it was.
+        assert_eq!(
+            parse_time_spec("2024-03-01", NOW).unwrap(),
+            parse_time_spec("2024-02-29", NOW).unwrap() + 86_400
+        );
     }
 
     #[test]

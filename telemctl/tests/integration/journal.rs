@@ -276,6 +276,9 @@ fn errors_and_usage() {
     for (args, code) in [
         (&["journal", "-x"][..], 2),
         (&["journal", "--since", "soon"], 2),
+        (&["journal", "--since", "2024-02-30"], 2),
+        (&["journal", "--until", "2023-02-29 10:00"], 2),
+        (&["journal", "--until", "2024-02-29"], 0),
         (&["journal", "--json", "--csv"], 2),
         (&["journal", "-n", "many"], 2),
         (&["journal", "-h"], 0),
@@ -286,6 +289,17 @@ fn errors_and_usage() {
         let r = run(c);
         assert_eq!(r.code, code, "{args:?}: {}{}", r.stdout, r.stderr);
     }
+    let mut c = telemctl(&root);
+    c.args(["journal", "--since", "2024-02-30"]);
+    let r = run(c);
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (
+            2,
+            "",
+            "invalid time \"2024-02-30\": 2024-02 has only 29 days\n"
+        )
+    );
     let mut c = telemctl(&root);
     c.args(["journal", "-h"]);
     let r = run(c);
