@@ -5,6 +5,13 @@
 //! record_id, event_id, boot_id)` with the time in local time
 //! (`strftime("%a %Y-%m-%d %H:%M:%S %Z")`), `-V` adds the header line and
 //! `Total records: N`. The journal is read through `libtelemetry::journal`.
+//!
+//! Journal fields and retained payloads come from local probes, so when the output reaches
+//! a terminal ([`JournalOptions::sanitize`]) control characters in them are shown as `?`
+//! (JSON: as `\u` escapes), and no probe can send escape sequences to the admin's terminal.
+//! Piped output stays raw, byte-identical to the C tool.
+
+use std::borrow::Cow;
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -84,6 +91,40 @@ pub struct JournalOptions {
     pub format: JournalFormat,
     /// Also print each record's retained payload copy.
     pub include_record: bool,
+    /// Replace control characters from the data (not the layout's own newlines, tabs and
+    /// colours) for a terminal.
+    pub sanitize: bool,
+}
+
+/// `s` with each control character not in `keep` replaced by `?`.
+pub fn terminal_safe<'a>(s: &'a str, keep: &[char]) -> Cow<'a, str> {
+    let unsafe_char = |c: char| c.is_control() && !keep.contains(&c);
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .map(|c| if unsafe_char(c) { '?' } else { c })
+            .collect(),
+    )
+}
+
+/// A JSON text with the control characters serde_json leaves as they are (DEL, C1) written
+/// as `\u` escapes. Outside strings JSON holds only ASCII punctuation, so every such
+/// character is inside a string and the escape keeps the value.
+fn escape_json_controls(json: &str) -> Cow<'_, str> {
+    if !json.chars().any(char::is_control) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Read the journal of `paths` and print the selection.
@@ -116,6 +157,23 @@ pub fn render(
     err: &mut dyn Write,
 ) -> io::Result<()> {
     let selected = opts.query.select(entries);
+    // Data fields: nothing of theirs is kept on a terminal. Bodies keep their lines and tabs.
+    let field = |v: &'_ str| -> String {
+        if opts.sanitize {
+            terminal_safe(v, &[]).into_owned()
+        } else {
+            v.to_string()
+        }
+    };
+    const BODY_KEEP: &[char] = &['\n', '\t'];
+    let body_text = |b: &[u8]| -> String {
+        let text = String::from_utf8_lossy(b);
+        if opts.sanitize {
+            terminal_safe(&text, BODY_KEEP).into_owned()
+        } else {
+            text.into_owned()
+        }
+    };
     let retained = |e: &JournalEntry, err: &mut dyn Write| -> Option<Vec<u8>> {
         match read_retained(records_dir, &e.record_id) {
             Ok(b) => Some(b),
@@ -150,16 +208,22 @@ pub fn render(
                 };
                 writeln!(
                     out,
-                    "{} {time} {} {} {}",
-                    pad(&e.classification, 30),
-                    e.record_id,
-                    e.event_id,
-                    e.boot_id
+                    "{} {} {} {} {}",
+                    pad(&field(&e.classification), 30),
+                    field(&time),
+                    field(&e.record_id),
+                    field(&e.event_id),
+                    field(&e.boot_id)
                 )?;
                 count += 1;
                 if opts.include_record {
                     if let Some(body) = retained(e, err) {
-                        out.write_all(&body)?;
+                        if opts.sanitize {
+                            out.write_all(body_text(&body).as_bytes())?;
+                        } else {
+                            // Raw bytes, as the C tool copied them.
+                            out.write_all(&body)?;
+                        }
                     }
                 }
             }
@@ -183,7 +247,12 @@ pub fn render(
                         None => serde_json::Value::Null,
                     };
                 }
-                writeln!(out, "{obj}")?;
+                let line = obj.to_string();
+                if opts.sanitize {
+                    writeln!(out, "{}", escape_json_controls(&line))?;
+                } else {
+                    writeln!(out, "{line}")?;
+                }
             }
         }
         JournalFormat::Csv => {
@@ -194,16 +263,16 @@ pub fn render(
             writeln!(out, "{header}")?;
             for e in selected {
                 let mut fields = vec![
-                    csv_field(&e.classification),
+                    csv_field(&field(&e.classification)),
                     e.timestamp.to_string(),
-                    csv_field(&journal_time(e.timestamp).unwrap_or_default()),
-                    csv_field(&e.record_id),
-                    csv_field(&e.event_id),
-                    csv_field(&e.boot_id),
+                    csv_field(&field(&journal_time(e.timestamp).unwrap_or_default())),
+                    csv_field(&field(&e.record_id)),
+                    csv_field(&field(&e.event_id)),
+                    csv_field(&field(&e.boot_id)),
                 ];
                 if opts.include_record {
                     let body = retained(e, err).unwrap_or_default();
-                    fields.push(csv_field(&String::from_utf8_lossy(&body)));
+                    fields.push(csv_field(&body_text(&body)));
                 }
                 writeln!(out, "{}", fields.join(","))?;
             }
@@ -312,6 +381,144 @@ mod tests {
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\"\n"), "\"say \"\"hi\"\"\n\"");
+    }
+
+    /// Output of `render` for `entries` in `format`, with or without sanitizing; `-i` reads
+    /// `records/<rid>` from `bodies`.
+    fn rendered(
+        entries: &[JournalEntry],
+        bodies: &[(&str, &[u8])],
+        format: JournalFormat,
+        sanitize: bool,
+    ) -> Vec<u8> {
+        let d = tempfile::tempdir().unwrap();
+        for (rid, body) in bodies {
+            std::fs::write(d.path().join(rid), body).unwrap();
+        }
+        let opts = JournalOptions {
+            query: JournalQuery::default(),
+            format,
+            include_record: !bodies.is_empty(),
+            sanitize,
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        render(entries, &opts, d.path(), &mut out, &mut err).unwrap();
+        assert!(err.is_empty(), "{}", String::from_utf8_lossy(&err));
+        out
+    }
+
+    #[test]
+    fn control_characters_reach_a_terminal_only_as_question_marks() {
+        const RID: &str = "57b918ce6644c4b2ab11a25310871fb8";
+        let mut e = entry(
+            RID,
+            1522691281,
+            "org.evil/\x1b]0;owned\x07/\x1b[2J\r\u{9b}x",
+        );
+        e.boot_id = "boot\x1b[31m".into();
+        let entries = [e];
+        let body: &[u8] = b"line\tone\n\x1b[31mred\r\x7f\xc2\x9b\xff\n";
+        let text = JournalFormat::Text {
+            verbose: true,
+            colour: true,
+        };
+        // Whatever the process's time zone makes of it.
+        let time = &journal_time(1522691281).unwrap();
+        let eid = "5de9de8d5f3c6a7d445d75ba01cc3322";
+        let header_and = |class: &str, boot: &str, body: &[u8]| -> Vec<u8> {
+            let mut v = format!(
+                "{BOLD}{} {} {} {} {}{RESET}\n{} {time} {RID} {eid} {boot}\n",
+                pad("Classification", 30),
+                pad("Time stamp", 27),
+                pad("Record ID", 32),
+                pad("Event ID", 32),
+                pad("Boot ID", 36),
+                pad(class, 30)
+            )
+            .into_bytes();
+            v.extend_from_slice(body);
+            v.extend_from_slice(format!("{BOLD}Total records: 1{RESET}\n").as_bytes());
+            v
+        };
+        // (format, sanitize, expected output)
+        let cases: Vec<(JournalFormat, bool, Vec<u8>)> = vec![
+            // Piped: raw, byte for byte (the C layout counts bytes for %-30s).
+            (
+                text,
+                false,
+                header_and(
+                    "org.evil/\x1b]0;owned\x07/\x1b[2J\r\u{9b}x",
+                    "boot\x1b[31m",
+                    body,
+                ),
+            ),
+            // Terminal: data control characters are '?', the layout's own escapes stay,
+            // bodies keep their newlines and tabs; invalid UTF-8 shows as U+FFFD.
+            (
+                text,
+                true,
+                header_and(
+                    "org.evil/?]0;owned?/?[2J??x",
+                    "boot?[31m",
+                    "line\tone\n?[31mred???\u{fffd}\n".as_bytes(),
+                ),
+            ),
+            (
+                JournalFormat::Csv,
+                true,
+                format!(
+                    "classification,timestamp,time,record_id,event_id,boot_id,record\n\
+                     org.evil/?]0;owned?/?[2J??x,1522691281,{time},{RID},{eid},boot?[31m,\
+                     \"line\tone\n?[31mred???\u{fffd}\n\"\n"
+                )
+                .into_bytes(),
+            ),
+            (
+                JournalFormat::Csv,
+                false,
+                format!(
+                    "classification,timestamp,time,record_id,event_id,boot_id,record\n\
+                     \"org.evil/\x1b]0;owned\x07/\x1b[2J\r\u{9b}x\",1522691281,{time},{RID},{eid},boot\x1b[31m,\
+                     \"line\tone\n\x1b[31mred\r\x7f\u{9b}\u{fffd}\n\"\n"
+                )
+                .into_bytes(),
+            ),
+        ];
+        for (format, sanitize, expected) in cases {
+            let got = rendered(&entries, &[(RID, body)], format, sanitize);
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&expected),
+                "{format:?} sanitize={sanitize}"
+            );
+            assert_eq!(got, expected, "{format:?} sanitize={sanitize}");
+        }
+        // JSON: the same values either way; on a terminal no raw control character at all.
+        for sanitize in [false, true] {
+            let got = rendered(&entries, &[(RID, body)], JournalFormat::Json, sanitize);
+            let line = String::from_utf8(got).unwrap();
+            assert_eq!(
+                line.chars().any(|c| c.is_control() && c != '\n'),
+                !sanitize,
+                "{line:?}"
+            );
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["classification"], entries[0].classification.as_str());
+            assert_eq!(v["boot_id"], "boot\x1b[31m");
+            assert_eq!(v["record"], String::from_utf8_lossy(body).as_ref());
+        }
+    }
+
+    #[test]
+    fn terminal_safe_keeps_what_it_is_told_to() {
+        for (input, keep, expected) in [
+            ("plain", &[][..], "plain"),
+            ("a\tb\nc", &[][..], "a?b?c"),
+            ("a\tb\nc\r", &['\n', '\t'][..], "a\tb\nc?"),
+            ("\u{85}\u{9f}\u{a0}\u{e9}", &[][..], "??\u{a0}\u{e9}"),
+        ] {
+            assert_eq!(terminal_safe(input, keep), expected, "{input:?}");
+        }
     }
 
     #[test]

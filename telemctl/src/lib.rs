@@ -192,6 +192,8 @@ fn journal_command(paths: &Paths, a: JournalArgs, err: &mut dyn Write) -> Result
         query,
         format,
         include_record: a.include_record,
+        // What reaches a terminal (directly or through the pager) is sanitized.
+        sanitize: output::stdout_is_tty(),
     };
     let mut out = Output::open(a.no_pager);
     journal::run(paths, &opts, &mut out, err)?;

@@ -260,6 +260,25 @@ fn include_record_json_and_csv() {
     );
 }
 
+/// Piped output is the C tool's, control characters and escape sequences included (only a
+/// terminal gets them replaced; see the unit tests of `journal::render`).
+#[test]
+fn piped_output_keeps_control_characters_raw() {
+    let root = TestRoot::new();
+    let class = "org.evil/\x1b]0;owned\x07/\x1b[2J\ry";
+    let boot = "boot\x1b[31m\x7f";
+    write_journal(&root, &[entry(RID, 1522691281, class, EID, boot)], "");
+    std::fs::create_dir_all(root.paths.records_dir()).unwrap();
+    std::fs::write(root.paths.records_dir().join(RID), "a\x1b[31m\r\n").unwrap();
+    let line = format!("{class:<30} Mon 2018-04-02 17:48:01 UTC {RID} {EID} {boot}\n");
+    check(&root, &[], &line);
+    check(
+        &root,
+        &["-V", "-i"],
+        &format!("{HEADER}{line}a\x1b[31m\r\nTotal records: 1\n"),
+    );
+}
+
 #[test]
 fn errors_and_usage() {
     let root = TestRoot::new();
