@@ -109,8 +109,19 @@ fn unit_copies(tmp: &Path) -> Vec<PathBuf> {
         std::fs::write(&copy, rewritten).unwrap();
         copies.push(copy);
     }
+    // Units of other packages that ours depend on, as stand-ins next to the copies (verify
+    // looks there first): update-triggers.target is Clear Linux swupd's.
+    for (name, text) in EXTERNAL_UNITS {
+        std::fs::write(out.join(name), text).unwrap();
+    }
     copies
 }
+
+/// Units that other packages provide, which `verify` must find to check a dependency.
+const EXTERNAL_UNITS: &[(&str, &str)] = &[(
+    "update-triggers.target",
+    "[Unit]\nDescription=Stand-in for swupd's update-triggers.target\n",
+)];
 
 #[test]
 fn every_unit_passes_systemd_analyze_verify() {
@@ -210,6 +221,26 @@ fn daemons_are_sandboxed() {
 
 fn read(rel: &str) -> String {
     std::fs::read_to_string(systemd_dir().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// §10: the update trigger is bound to swupd's target and never enabled on its own.
+#[test]
+fn update_trigger_matches_the_c_unit() {
+    let text = read("telemprobd-update-trigger.service");
+    for (key, expected) in [
+        ("BindsTo", &["update-triggers.target"][..]),
+        ("Type", &["oneshot"]),
+        (
+            "ExecStart",
+            &["/usr/bin/systemctl try-restart telemprobd.service"],
+        ),
+        ("WantedBy", &[]),
+        ("RequiredBy", &[]),
+        ("Alias", &[]),
+    ] {
+        assert_eq!(values(&text, key), expected, "{key}");
+    }
+    assert!(!text.contains("[Install]"), "no [Install] section, as in C");
 }
 
 #[test]
