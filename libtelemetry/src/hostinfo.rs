@@ -301,7 +301,7 @@ mod tests {
     }
 
     /// `content` written to the host file `rel` gives `expected` as the header `get` reads.
-    fn check(rel: &str, content: &[u8], get: fn(&HostInfo) -> &str, expected: &str) {
+    fn check(rel: &str, content: &[u8], get: Getter, expected: &str) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -314,6 +314,9 @@ mod tests {
             String::from_utf8_lossy(content)
         );
     }
+
+    /// Reads one header value of a [`HostInfo`].
+    type Getter = fn(&HostInfo) -> &str;
 
     fn cpu(h: &HostInfo) -> &str {
         &h.cpu_model
@@ -337,7 +340,7 @@ mod tests {
         const CPU: &str = "proc/cpuinfo";
         const OS: &str = "etc/os-release";
         const BIOS: &str = "sys/class/dmi/id/bios_version";
-        let cases: Vec<(&str, Vec<u8>, fn(&HostInfo) -> &str, String)> = vec![
+        let cases: Vec<(&str, Vec<u8>, Getter, String)> = vec![
             // What the C buffers kept, in bytes.
             (
                 CPU,
