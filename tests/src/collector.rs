@@ -10,9 +10,9 @@
 //!   empty payload, as uWSGI/Flask do.
 //! * `POST /v3/collector`: the JSON object of the v3 client (15 header keys then `payload`,
 //!   all strings) → 201. `POST /v1/logs`: any JSON object → 200 `{}`.
-//! * Failure injection: [`Behavior`] (status, slow answers, connection resets) and
-//!   [`Collector::refuse`] / [`Collector::resume`] (stop/start listening on the same port,
-//!   closing kept-alive connections).
+//! * Failure injection: [`Behavior`] (status, per-record status, slow answers, connection
+//!   resets) and [`Collector::refuse`] / [`Collector::resume`] (stop/start listening on the
+//!   same port, closing kept-alive connections).
 //! * Every request is recorded ([`Collector::attempts`]; the accepted ones in
 //!   [`Collector::requests`]) with its method, path, headers in wire order, body, connection
 //!   number and answer. [`Collector::sink`] only counts (for benchmarks).
@@ -49,6 +49,9 @@ pub enum Behavior {
         headers: Vec<(String, String)>,
         body: String,
     },
+    /// Answer `status` to requests whose body contains `marker` (one poisoned record), and
+    /// the others as [`Behavior::Normal`].
+    StatusIfBodyContains { marker: String, status: u16 },
 }
 
 /// One request as received.
@@ -491,7 +494,15 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
                 std::thread::sleep(d);
                 route(&mut req, shared)
             }
-            Behavior::Normal => route(&mut req, shared),
+            Behavior::StatusIfBodyContains { marker, status }
+                if req
+                    .body
+                    .windows(marker.len().max(1))
+                    .any(|w| w == marker.as_bytes()) =>
+            {
+                error_response(status, "injected failure")
+            }
+            Behavior::StatusIfBodyContains { .. } | Behavior::Normal => route(&mut req, shared),
         };
         let close = req
             .header("connection")

@@ -44,7 +44,7 @@ use delivery::{
 use persist::Persister;
 use pickup::{PickupError, WatchEvent};
 use ratelimit::RateLimiter;
-use spool::{backoff_delay, BackendGate, GateState, Spool};
+use spool::{backoff_delay, BackendGate, Blame, GateState, Spool};
 
 /// Idle time after which the daemon exits when `daemon_recycling_enabled` is set and the
 /// spool is empty (the `.path` unit starts it again when a record is staged).
@@ -766,11 +766,13 @@ impl Postd {
             if self.jobs_in_flight >= max {
                 break;
             }
-            match self.gate.state(now) {
+            let probing = match self.gate.state(now) {
                 GateState::Closed(_) => break,
                 GateState::HalfOpen if self.jobs_in_flight > 0 => break,
-                _ => self.workers.set_paused(false),
-            }
+                GateState::HalfOpen => true,
+                GateState::Open => false,
+            };
+            self.workers.set_paused(false);
             if let Some(t) = self.rate_gate {
                 if now < t {
                     break;
@@ -785,7 +787,7 @@ impl Postd {
                 None => (1, u64::MAX),
                 Some(o) => (o.max_records, o.max_bytes as u64),
             };
-            if let Some(o) = &self.settings.target.otlp {
+            if let (Some(o), false) = (&self.settings.target.otlp, probing) {
                 // A batch that is not full waits for the linger time.
                 if !self.batch_is_full(max_records, max_bytes) {
                     let since = *self.linger_since.get_or_insert(now);
@@ -795,7 +797,22 @@ impl Postd {
                 }
             }
             self.linger_since = None;
-            let records = self.take_batch(now, max_records, max_bytes);
+            let candidates: Vec<String> = if probing {
+                // One record tells whether the backend is back.
+                self.spool.probe().map(str::to_string).into_iter().collect()
+            } else {
+                self.spool
+                    .ready_names()
+                    .take(max_records)
+                    .map(str::to_string)
+                    .collect()
+            };
+            let records = self.take_batch(now, candidates, max_bytes);
+            if probing {
+                if let Some((name, _)) = records.first() {
+                    self.spool.mark_probe(name);
+                }
+            }
             if records.is_empty() {
                 if self.rate_gate.is_some() {
                     break;
@@ -823,13 +840,20 @@ impl Postd {
         }
     }
 
-    /// Enough ready records (or bytes) for a full OTLP batch.
+    /// Enough ready records (or bytes) for a full OTLP batch, or a record at the head that
+    /// goes alone.
     fn batch_is_full(&self, max_records: usize, max_bytes: u64) -> bool {
         let mut bytes = 0u64;
         let mut n = 0;
         for name in self.spool.ready_names() {
+            let Some(e) = self.spool.get(name) else {
+                continue;
+            };
+            if e.own_fault {
+                return true;
+            }
             n += 1;
-            bytes += otlp::estimated_size(self.spool.get(name).map_or(0, |e| e.len));
+            bytes += otlp::estimated_size(e.len);
             if n >= max_records || bytes >= max_bytes {
                 return true;
             }
@@ -837,26 +861,29 @@ impl Postd {
         false
     }
 
-    /// Take the oldest ready records for one job (up to `max_records` and, roughly,
-    /// `max_bytes`), within the rate limits: each is reserved and marked in flight. A
-    /// rate-limited record is dropped (`drop`) or stops the batch and dispatching until the
-    /// next minute (`spool`).
+    /// Take `candidates` (ready records, in order) for one job, up to roughly `max_bytes`,
+    /// within the rate limits: each is reserved and marked in flight. A rate-limited record
+    /// is dropped (`drop`) or stops the batch and dispatching until the next minute
+    /// (`spool`). A record blamed for its own last failure goes alone, so in a batching mode
+    /// it cannot keep failing the records batched with it.
     fn take_batch(
         &mut self,
         now: Instant,
-        max_records: usize,
+        candidates: Vec<String>,
         max_bytes: u64,
     ) -> Vec<(String, u64)> {
-        let candidates: Vec<(String, u64)> = self
-            .spool
-            .ready_names()
-            .take(max_records)
-            .map(|n| (n.to_string(), self.spool.get(n).map_or(0, |e| e.len)))
-            .collect();
+        let batching = candidates.len() > 1;
         let minute = self.minute(now);
         let mut batch = Vec::new();
         let mut bytes = 0u64;
-        for (name, size) in candidates {
+        for name in candidates {
+            let Some((size, alone)) = self.spool.get(&name).map(|e| (e.len, e.own_fault)) else {
+                continue;
+            };
+            let alone = alone && batching;
+            if alone && !batch.is_empty() {
+                break;
+            }
             let estimate = otlp::estimated_size(size);
             if !batch.is_empty() && bytes + estimate > max_bytes {
                 break;
@@ -888,6 +915,9 @@ impl Postd {
             self.spool.start(&name);
             bytes += estimate;
             batch.push((name, size));
+            if alone {
+                break;
+            }
         }
         batch
     }
@@ -909,17 +939,49 @@ impl Postd {
         self.busy_since_release = true;
         self.jobs_in_flight = self.jobs_in_flight.saturating_sub(1);
         // One POST, one verdict on the backend, however many records it carried.
+        let failed = |i: &&ItemResult| match &i.result {
+            JobResult::Posted { outcome, .. } => outcome.is_global_failure(),
+            _ => false,
+        };
+        let throttled = c.items.iter().any(|i| {
+            matches!(
+                &i.result,
+                JobResult::Posted {
+                    outcome: Outcome::Throttled(..),
+                    ..
+                }
+            )
+        });
+        let blame = if !c.items.iter().any(|i| failed(&i)) {
+            Blame::Record
+        } else if throttled {
+            // The backend asked to slow down.
+            Blame::Backend
+        } else {
+            self.spool
+                .blame(c.items.iter().filter(failed).map(|i| i.name.as_str()), true)
+        };
+        let failures = c.items.iter().filter(failed).count();
+        if failures > 0 {
+            self.spool.note_backend_failure();
+        }
+        // A batch that fails while the backend takes other records carries a poisoned
+        // record: its records are retried alone at once, which isolates it.
+        let split = blame == Blame::Record && failures > 1;
         let mut gate_bumped = false;
         for item in c.items {
-            self.complete_item(item, c.elapsed, now, &mut gate_bumped);
+            self.complete_item(item, c.elapsed, now, (blame, split), &mut gate_bumped);
         }
     }
 
+    /// `blame`: whom a backend-wide failure of this POST is blamed on, and whether it was
+    /// a batch to split.
     fn complete_item(
         &mut self,
         item: ItemResult,
         elapsed: Duration,
         now: Instant,
+        (blame, split): (Blame, bool),
         gate_bumped: &mut bool,
     ) {
         let minute = self.minute(now);
@@ -953,12 +1015,17 @@ impl Postd {
         let accepted = outcome.is_accepted();
         self.rate.finish(minute, item.size, accepted);
         if !accepted {
-            self.record_failure(&name, &outcome, now, !*gate_bumped);
-            *gate_bumped |= outcome.is_global_failure();
+            let (blame, split) = if outcome.is_global_failure() {
+                (blame, split)
+            } else {
+                (Blame::Record, false)
+            };
+            self.record_failure(&name, &outcome, now, blame, split, !*gate_bumped);
+            *gate_bumped |= blame == Blame::Backend;
             return;
         }
         tracing::debug!("delivered {name} ({}, {elapsed:?})", outcome.detail());
-        self.spool.remove(&name);
+        self.spool.delivered(&name);
         match remove_error {
             None => {
                 self.dir_sync
@@ -975,17 +1042,23 @@ impl Postd {
         self.persist.journal(*staged, now_secs());
         if self.gate.on_success() {
             tracing::info!("backend reachable again; sending the spool");
-            self.spool.wake_gated();
         }
     }
 
-    /// A failed attempt on `name`; `bump_gate` false when the same POST already closed the
-    /// backend gate (an OTLP batch).
-    fn record_failure(&mut self, name: &str, outcome: &Outcome, now: Instant, bump_gate: bool) {
+    /// A failed attempt on `name`, blamed on `blame`; `split`: retry it alone at once;
+    /// `bump_gate` false when the same POST already closed the backend gate (an OTLP batch).
+    fn record_failure(
+        &mut self,
+        name: &str,
+        outcome: &Outcome,
+        now: Instant,
+        blame: Blame,
+        split: bool,
+        bump_gate: bool,
+    ) {
         self.counters.add(COUNTER_FAILED_ATTEMPTS, 1);
         self.counters.last_delivery(false, outcome.detail());
-        let global = outcome.is_global_failure();
-        if global && bump_gate {
+        if blame == Blame::Backend && bump_gate {
             let j = self.jitter();
             self.gate
                 .on_failure_after(now, self.settings.cap, j, outcome.retry_after());
@@ -994,14 +1067,25 @@ impl Postd {
         }
         let attempts = self.spool.get(name).map_or(0, |e| e.attempts) + 1;
         let j = self.jitter();
-        let backoff = backoff_delay(attempts, self.settings.cap, j);
-        if !self.spool.fail(name, global, now, backoff) {
+        let backoff = if split {
+            Duration::ZERO
+        } else {
+            backoff_delay(attempts, self.settings.cap, j)
+        };
+        if !self.spool.fail(name, blame, now, backoff) {
             self.counters.add(COUNTER_SPOOLED, 1);
         }
-        tracing::warn!(
-            "delivery of {name} failed ({}); attempt {attempts}, kept in the spool",
-            outcome.detail()
-        );
+        match blame {
+            Blame::Backend => tracing::warn!(
+                "delivery of {name} failed ({}); attempt {attempts}, kept in the spool",
+                outcome.detail()
+            ),
+            Blame::Record => tracing::warn!(
+                "delivery of {name} failed ({}); attempt {attempts}, kept in the spool and \
+                 retried on its own in {backoff:.1?}",
+                outcome.detail()
+            ),
+        }
     }
 
     // --- policies --------------------------------------------------------------------

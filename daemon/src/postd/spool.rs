@@ -6,13 +6,24 @@
 //! policies are unit-tested without sleeping.
 //!
 //! Retry policy (replacing the C daemon's 300 s direct-spool window and its n² cycle):
-//! * a failure the backend as a whole is responsible for (connection error, timeout, 5xx,
-//!   429) closes the [`BackendGate`] for a backoff of 5 s × 1.5ⁿ with ±20 % jitter, capped at
-//!   `spool_process_time`; when it reopens, one probe record (the oldest) goes out, and only
-//!   its success reopens full parallelism and makes every record waiting on the gate ready;
-//! * a failure of one record (another status, an invalid `CFG:` override) backs that record
-//!   off on the same schedule without holding up the others; a record that keeps failing as
-//!   the probe is backed off too, so one poisoned record cannot starve the spool;
+//! * every failed attempt is blamed either on the backend as a whole or on the record
+//!   ([`Spool::blame`]). Only a failure of the backend-wide kind (connection error, timeout,
+//!   5xx, 408, 429) can be the backend's, and it is, unless the record is evidently at
+//!   fault: it had failed before, and since then another record was delivered with no
+//!   failure after that delivery (the backend is healthy, this record is not), or its
+//!   previous failure was already blamed on it and the backend has given no other answer
+//!   since. A throttling answer (429, 503; in OTLP mode 502, 504) is always the backend's;
+//! * a failure blamed on the backend closes the [`BackendGate`] for a backoff of
+//!   5 s × 1.5ⁿ with ±20 % jitter, capped at `spool_process_time`; the record stays ready
+//!   behind the gate. When the gate reopens, one probe goes out ([`Spool::probe`]): the
+//!   oldest ready record, unless it already failed as a probe since the last delivery, so a
+//!   record that keeps failing is not the probe again and again; only a probe's success
+//!   reopens full parallelism;
+//! * a failure blamed on the record (another status, an invalid `CFG:` override, or a
+//!   backend-wide kind of failure while other records get through) backs that record off
+//!   on the same schedule, by its own count of attempts, and leaves the gate as it is: one
+//!   poisoned record cannot hold up the spool. It is retried on its own until it is
+//!   delivered or `record_expiry` deletes it (counted as `expired`);
 //! * the oldest ready record is always sent first, and new records queue behind older ones,
 //!   so a steady stream of new records cannot starve the spool.
 
@@ -23,8 +34,6 @@ use std::time::{Duration, Instant, SystemTime};
 pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
 /// Growth of the delay per consecutive failure.
 pub const BACKOFF_FACTOR: f64 = 1.5;
-/// Consecutive global failures a record may take as the probe before it gets its own backoff.
-pub const PROBE_FAILURES_BEFORE_BACKOFF: u32 = 3;
 
 /// Delay before retry number `failures` (1 = after the first failure), with `jitter` in
 /// 0.0..1.0 spreading it over ±20 %, never more than `cap`.
@@ -57,8 +66,14 @@ pub struct SpoolEntry {
     pub len: u64,
     /// Failed attempts so far.
     pub attempts: u32,
-    /// Consecutive failures the backend as a whole was blamed for.
-    pub global_failures: u32,
+    /// The spool's verdict count right after this record's last failure (see
+    /// [`Spool::blame`]); `None` = it never failed.
+    pub failed_at: Option<u64>,
+    /// Its last failure was blamed on the record itself: it waits on its own backoff, and
+    /// in a batching mode it is sent alone.
+    pub own_fault: bool,
+    /// The verdict count after it last failed as the probe of a failing backend.
+    pub probe_failed_at: Option<u64>,
     pub state: EntryState,
     /// Counted once in the `spooled` counter.
     pub spooled: bool,
@@ -76,6 +91,22 @@ pub struct Spool {
     waiting: BTreeSet<(Instant, String)>,
     total_size: u64,
     in_flight: usize,
+    /// Answers that say something about the backend as a whole: deliveries and failures of
+    /// the backend-wide kind, one per POST.
+    verdicts: u64,
+    /// The verdict number of the latest delivery (0 = none yet).
+    last_delivery: u64,
+    /// The record in flight as the probe of a failing backend.
+    probing: Option<String>,
+}
+
+/// Who a failed attempt is blamed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The backend as a whole: the gate closes, the record waits behind it.
+    Backend,
+    /// The record itself: it backs off on its own; the gate is left as it is.
+    Record,
 }
 
 impl Spool {
@@ -127,17 +158,14 @@ impl Spool {
             if e.state == EntryState::InFlight {
                 return false;
             }
-            let (attempts, global, spooled) = (e.attempts, e.global_failures, e.spooled);
+            let old = e.clone();
             self.remove(name);
             self.insert(SpoolEntry {
-                name: name.to_string(),
                 created,
                 size,
                 len,
-                attempts,
-                global_failures: global,
                 state: EntryState::Ready,
-                spooled,
+                ..old
             });
             self.set_state(
                 name,
@@ -151,7 +179,9 @@ impl Spool {
             size,
             len,
             attempts: 0,
-            global_failures: 0,
+            failed_at: None,
+            own_fault: false,
+            probe_failed_at: None,
             state: EntryState::Ready,
             spooled: false,
         });
@@ -171,6 +201,9 @@ impl Spool {
 
     /// Forget a record (delivered, deleted, quarantined, vanished).
     pub fn remove(&mut self, name: &str) -> Option<SpoolEntry> {
+        if self.probing.as_deref() == Some(name) {
+            self.probing = None;
+        }
         let e = self.entries.remove(name)?;
         let key = (e.created, e.name.clone());
         self.by_age.remove(&key);
@@ -243,32 +276,116 @@ impl Spool {
         self.set_state(name, EntryState::InFlight);
     }
 
+    /// `name`, in flight, is the probe of a failing backend.
+    pub fn mark_probe(&mut self, name: &str) {
+        self.probing = Some(name.to_string());
+    }
+
     /// Put `name` back: ready now (`None`) or at an instant.
     pub fn requeue(&mut self, name: &str, ready_at: Option<Instant>) {
+        if self.probing.as_deref() == Some(name) {
+            self.probing = None;
+        }
         self.set_state(
             name,
             ready_at.map_or(EntryState::Ready, EntryState::Waiting),
         );
     }
 
-    /// Record a failed attempt on `name`. `global` = the backend as a whole failed (the gate
-    /// handles the wait) rather than this record. Returns the entry's `spooled` flag before
-    /// this call (false = first time spooled).
-    pub fn fail(&mut self, name: &str, global: bool, now: Instant, backoff: Duration) -> bool {
+    /// Forget a record the backend accepted; a delivery is a verdict: the backend works.
+    pub fn delivered(&mut self, name: &str) -> Option<SpoolEntry> {
+        self.verdicts += 1;
+        self.last_delivery = self.verdicts;
+        self.remove(name)
+    }
+
+    /// Who is to blame for a failed POST that carried `names`: `backend_wide` = a failure of
+    /// the kind the backend as a whole may be responsible for (connection error, timeout,
+    /// 5xx, 408, 429); any other failure is the record's. A backend-wide failure is the
+    /// record's only when every record of the POST is evidently at fault: it failed before,
+    /// and either another record was delivered since with no backend-wide failure after
+    /// that delivery, or its previous failure was already blamed on it and no other answer
+    /// came since. Call before [`Spool::note_backend_failure`] and [`Spool::fail`].
+    pub fn blame<'a>(&self, names: impl IntoIterator<Item = &'a str>, backend_wide: bool) -> Blame {
+        if !backend_wide {
+            return Blame::Record;
+        }
+        let mut any = false;
+        for name in names {
+            any = true;
+            let Some(e) = self.entries.get(name) else {
+                return Blame::Backend;
+            };
+            let at_fault = match e.failed_at {
+                None => false,
+                Some(at) => {
+                    let healthy_since =
+                        self.last_delivery > at && self.verdicts == self.last_delivery;
+                    let nothing_new = e.own_fault && at == self.verdicts;
+                    healthy_since || nothing_new
+                }
+            };
+            if !at_fault {
+                return Blame::Backend;
+            }
+        }
+        if any {
+            Blame::Record
+        } else {
+            Blame::Backend
+        }
+    }
+
+    /// Count one POST that failed in a backend-wide way (whoever was blamed): a verdict
+    /// that the backend may not be healthy. Once per POST, before its records' [`Spool::fail`].
+    pub fn note_backend_failure(&mut self) {
+        self.verdicts += 1;
+    }
+
+    /// Record a failed attempt on `name`, blamed as [`Spool::blame`] said: a record blamed
+    /// for it waits `backoff`; one whose failure is the backend's stays ready behind the
+    /// gate. Returns the entry's `spooled` flag before this call (false = first time
+    /// spooled).
+    pub fn fail(&mut self, name: &str, blame: Blame, now: Instant, backoff: Duration) -> bool {
+        let verdicts = self.verdicts;
+        let probe = self.probing.as_deref() == Some(name);
         let Some(e) = self.entries.get_mut(name) else {
             return true;
         };
         e.attempts = e.attempts.saturating_add(1);
-        let was_spooled = e.spooled;
-        e.spooled = true;
-        let own_backoff = if global {
-            e.global_failures = e.global_failures.saturating_add(1);
-            e.global_failures >= PROBE_FAILURES_BEFORE_BACKOFF
-        } else {
-            true
-        };
-        self.requeue(name, own_backoff.then_some(now + backoff));
+        e.failed_at = Some(verdicts);
+        e.own_fault = blame == Blame::Record;
+        if probe && blame == Blame::Backend {
+            e.probe_failed_at = Some(verdicts);
+        }
+        let was_spooled = std::mem::replace(&mut e.spooled, true);
+        let ready_at = (blame == Blame::Record).then_some(now + backoff);
+        self.requeue(name, ready_at);
         was_spooled
+    }
+
+    /// The record to probe a backend that has been failing with: the oldest ready record,
+    /// unless it is at fault itself or already failed as a probe since the last delivery (a
+    /// record that fails every time must not be the probe every time, or the spool would
+    /// wait for it forever); when every ready record is, the one whose last failure is the
+    /// oldest (so during a long outage the probes go round the spool).
+    pub fn probe(&self) -> Option<&str> {
+        let mut fallback: Option<(u64, &str)> = None;
+        for (_, name) in &self.ready {
+            let Some(e) = self.entries.get(name) else {
+                continue;
+            };
+            let probed = e.probe_failed_at.is_some_and(|at| at > self.last_delivery);
+            if !e.own_fault && !probed {
+                return Some(name);
+            }
+            let at = e.failed_at.unwrap_or(0);
+            match fallback {
+                Some((f, _)) if f <= at => {}
+                _ => fallback = Some((at, name)),
+            }
+        }
+        fallback.map(|(_, n)| n)
     }
 
     /// Mark every ready record as spooled (they all wait behind a rate limit). Returns how
@@ -283,25 +400,6 @@ impl Spool {
             }
         }
         n
-    }
-
-    /// The backend is back: every record that was only waiting for it is ready again.
-    pub fn wake_gated(&mut self) {
-        let names: Vec<String> = self
-            .entries
-            .values()
-            .filter(|e| e.global_failures > 0 && e.state != EntryState::InFlight)
-            .map(|e| e.name.clone())
-            .collect();
-        for n in names {
-            if let Some(e) = self.entries.get_mut(&n) {
-                e.global_failures = 0;
-            }
-            self.set_state(&n, EntryState::Ready);
-        }
-        for e in self.entries.values_mut() {
-            e.global_failures = 0;
-        }
     }
 
     /// Records created before `now - max_age` and not in flight, oldest first.
@@ -446,16 +544,126 @@ mod tests {
         assert_eq!((s.in_flight(), s.total_size(), s.len()), (0, 20, 2));
     }
 
+    /// What the collector answered to one POST in the scenarios below.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Delivered,
+        /// 5xx, reset, timeout.
+        BackendWide,
+        /// 400, invalid override.
+        RecordOnly,
+    }
+
+    /// Post `name` as the daemon does and return the blame (`None` = delivered).
+    fn post(s: &mut Spool, name: &str, answer: Answer, now: Instant) -> Option<Blame> {
+        s.start(name);
+        let backend_wide = match answer {
+            Answer::Delivered => {
+                s.delivered(name);
+                return None;
+            }
+            Answer::BackendWide => true,
+            Answer::RecordOnly => false,
+        };
+        let blame = s.blame([name], backend_wide);
+        if backend_wide {
+            s.note_backend_failure();
+        }
+        s.fail(name, blame, now, Duration::from_secs(5));
+        Some(blame)
+    }
+
+    /// Post the probe [`Spool::probe`] picks; returns its name and blame.
+    fn probe(s: &mut Spool, answer: Answer, now: Instant) -> (String, Option<Blame>) {
+        let name = s.probe().expect("a probe").to_string();
+        s.start(&name);
+        s.mark_probe(&name);
+        let blame = post(s, &name, answer, now);
+        (name, blame)
+    }
+
     #[test]
-    fn failures_back_off_records_and_the_gate_wakes_them() {
+    fn a_record_failing_while_others_get_through_is_blamed_not_the_backend() {
+        use Answer::*;
+        use Blame::*;
         let now = Instant::now();
-        let cap = Duration::from_secs(120);
+        let mut s = Spool::new();
+        for (i, n) in ["poison", "a", "b", "c", "d"].iter().enumerate() {
+            s.upsert(n, t(i as u64), 1, 1, None);
+        }
+        // Its first failure says nothing about whom to blame: the backend.
+        assert_eq!(post(&mut s, "poison", BackendWide, now), Some(Backend));
+        assert_eq!(s.oldest_ready(), Some("poison"), "ready behind the gate");
+        // The oldest record probes (oldest first after a short outage), once.
+        assert_eq!(
+            probe(&mut s, BackendWide, now),
+            ("poison".into(), Some(Backend))
+        );
+        assert_eq!(probe(&mut s, Delivered, now), ("a".into(), None));
+        // Failing again after another record got through: its own fault.
+        assert_eq!(s.oldest_ready(), Some("poison"), "oldest first");
+        assert_eq!(post(&mut s, "poison", BackendWide, now), Some(Record));
+        assert_eq!(s.oldest_ready(), Some("b"), "it waits on its own backoff");
+        assert_eq!(s.next_wakeup(), Some(now + Duration::from_secs(5)));
+        assert!(s.get("poison").unwrap().own_fault);
+        // Nothing else happened since: still its own fault (a spool holding only it does
+        // not close the gate for the next records).
+        s.promote(now + Duration::from_secs(5));
+        assert_eq!(post(&mut s, "poison", BackendWide, now), Some(Record));
+        assert_eq!(s.get("poison").unwrap().attempts, 4);
+        // The backend goes down: a record that never failed is no evidence against itself.
+        assert_eq!(post(&mut s, "b", BackendWide, now), Some(Backend));
+        s.promote(now + Duration::from_secs(10));
+        assert_eq!(s.oldest_ready(), Some("poison"));
+        assert_eq!(
+            probe(&mut s, BackendWide, now),
+            ("b".into(), Some(Backend)),
+            "not poison"
+        );
+        assert_eq!(probe(&mut s, BackendWide, now), ("c".into(), Some(Backend)));
+        assert_eq!(probe(&mut s, BackendWide, now), ("d".into(), Some(Backend)));
+        // Every ready record failed since the last delivery: the least recently failed,
+        // round the spool.
+        assert_eq!(
+            probe(&mut s, BackendWide, now),
+            ("poison".into(), Some(Backend))
+        );
+        assert_eq!(
+            s.blame(["poison"], true),
+            Backend,
+            "the backend failed in between: no longer evidently the record"
+        );
+        assert_eq!(probe(&mut s, BackendWide, now), ("b".into(), Some(Backend)));
+        assert_eq!(probe(&mut s, Delivered, now), ("c".into(), None));
+        // Back up. The first record to fail again is blamed; a second failure before any
+        // delivery is the backend's again (it may be flapping).
+        assert_eq!(post(&mut s, "b", BackendWide, now), Some(Record));
+        assert_eq!(post(&mut s, "d", BackendWide, now), Some(Backend));
+        // A refusal of the record is always the record's and counts for nothing else.
+        assert_eq!(post(&mut s, "d", RecordOnly, now), Some(Record));
+        assert_eq!(
+            s.blame(["d"], true),
+            Record,
+            "nothing new since its refusal"
+        );
+        assert_eq!(
+            s.blame(["b", "poison"], true),
+            Backend,
+            "one POST, all must be at fault"
+        );
+        assert_eq!(s.blame(["b", "d"], true), Backend);
+        assert_eq!(s.blame(Vec::<&str>::new(), true), Backend);
+    }
+
+    #[test]
+    fn failed_records_do_not_block_newer_ones() {
+        let now = Instant::now();
         let mut s = Spool::new();
         s.upsert("old", t(1), 1, 1, None);
         s.upsert("new", t(2), 1, 1, None);
         s.start("old");
         assert!(
-            !s.fail("old", false, now, Duration::from_secs(5)),
+            !s.fail("old", Blame::Record, now, Duration::from_secs(5)),
             "first spool"
         );
         assert_eq!(
@@ -464,19 +672,20 @@ mod tests {
             "a failed record does not block"
         );
         assert_eq!(s.next_wakeup(), Some(now + Duration::from_secs(5)));
-        // Global failures leave the record to the gate until it has been the probe 3 times.
         s.start("new");
-        s.fail("new", true, now, Duration::from_secs(5));
-        assert_eq!(s.oldest_ready(), Some("new"));
-        s.start("new");
-        s.fail("new", true, now, Duration::from_secs(5));
-        s.start("new");
-        assert!(s.fail("new", true, now, Duration::from_secs(5)));
-        assert_eq!(s.oldest_ready(), None, "a poisoned probe is backed off");
-        s.wake_gated();
-        assert_eq!(s.oldest_ready(), Some("new"));
+        assert!(!s.fail("new", Blame::Backend, now, Duration::from_secs(5)));
+        assert_eq!(
+            s.oldest_ready(),
+            Some("new"),
+            "the gate holds it, not a backoff"
+        );
         assert_eq!(s.get("old").unwrap().attempts, 1);
+    }
 
+    #[test]
+    fn the_gate_backs_off() {
+        let now = Instant::now();
+        let cap = Duration::from_secs(120);
         let mut g = BackendGate::default();
         assert_eq!(g.state(now), GateState::Open);
         g.on_failure(now, cap, 0.5);
@@ -518,9 +727,10 @@ mod tests {
         assert_eq!(s.over_quota(250), vec!["b".to_string(), "c".to_string()]);
         assert_eq!(s.over_quota(0), vec!["b", "c", "d"]);
         // A refresh keeps the retry state.
-        s.fail("a", false, Instant::now(), Duration::from_secs(1));
+        s.fail("a", Blame::Record, Instant::now(), Duration::from_secs(1));
         s.upsert("a", t(0), 120, 120, None);
         assert_eq!(s.get("a").unwrap().attempts, 1);
+        assert!(s.get("a").unwrap().own_fault);
         assert_eq!(s.total_size(), 420);
     }
 }

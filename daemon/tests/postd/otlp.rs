@@ -289,3 +289,35 @@ fn a_refusal_is_judged_by_the_mode_of_the_backend_the_record_went_to() {
     assert_eq!(status(&root).counter(COUNTER_QUARANTINED), 1);
     assert_eq!(otlp.attempt_count(), 0);
 }
+
+#[test]
+fn a_poisoned_record_is_isolated_from_its_batch() {
+    let c = Collector::start();
+    let root = otlp_root(&c);
+    c.set_behavior(Behavior::StatusIfBodyContains {
+        marker: "poison".into(),
+        status: 500,
+    });
+    let mut bad = record(0);
+    bad.payload = b"record 0 poison".to_vec();
+    stage_bytes(
+        &root,
+        "r0",
+        &libtelemetry::encode_staged(&bad, None),
+        Duration::from_secs(600),
+    );
+    for i in 1..=50 {
+        stage(&root, i, Duration::from_secs(500 - i as u64));
+    }
+    let _d = spawn(&root);
+    assert!(
+        wait_until(SOON, || delivered(&c).len() == 50),
+        "{} of 50 delivered",
+        delivered(&c).len()
+    );
+    let mut seen = delivered(&c);
+    seen.sort();
+    assert_eq!(seen, (1..=50).collect::<Vec<_>>());
+    assert!(wait_until(SOON, || spool_names(&root) == ["r0"]));
+    assert_eq!(status(&root).counter(COUNTER_QUARANTINED), 0);
+}

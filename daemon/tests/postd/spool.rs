@@ -89,6 +89,83 @@ fn slow_backend_times_out_after_10_s() {
     failure_then_recovery(Behavior::Slow(Duration::from_secs(12)), 1);
 }
 
+/// How the collector fails the one poisoned record.
+#[derive(Debug, Clone, Copy)]
+enum Poison {
+    /// Its header block exceeds uWSGI's 4 KiB: the connection is reset, no answer.
+    HeaderBlockOver4KiB,
+    /// The collector answers 500 to it, every time.
+    Http500,
+}
+
+/// One record the collector always fails, the oldest, and 50 good ones: the 50 are
+/// delivered within seconds, oldest first, while the poisoned record stays in the spool
+/// and is retried on its own backoff (before, every delivery readied it again, it failed
+/// first and closed the backend gate: about one record per 25 s).
+fn a_poisoned_record_does_not_hold_up_the_spool(poison: Poison) {
+    let c = Collector::start();
+    let mut root = root_for(&c, "/v2/collector");
+    // One POST at a time: the poisoned record cannot ride along with good ones in flight.
+    root.set("delivery_max_in_flight", "1");
+    let mut bad = record(0);
+    match poison {
+        Poison::HeaderBlockOver4KiB => {
+            for h in [6, 8, 11, 12, 13] {
+                bad.headers.0[h] = "x".repeat(1000);
+            }
+        }
+        Poison::Http500 => {
+            bad.payload = b"record 0 poison".to_vec();
+            c.set_behavior(Behavior::StatusIfBodyContains {
+                marker: "poison".into(),
+                status: 500,
+            });
+        }
+    }
+    stage_bytes(
+        &root,
+        "r0",
+        &libtelemetry::encode_staged(&bad, None),
+        Duration::from_secs(600),
+    );
+    for i in 1..=50 {
+        stage(&root, i, Duration::from_secs(500 - i as u64));
+    }
+    let d = spawn(&root);
+    let started = std::time::Instant::now();
+    assert!(
+        c.wait_for(50, SOON),
+        "{poison:?}: {} of 50 delivered in {SOON:?}",
+        c.accepted_count()
+    );
+    eprintln!("{poison:?}: 50 delivered in {:?}", started.elapsed());
+    let order: Vec<usize> = c.requests().iter().map(|r| index_of(&r.text())).collect();
+    assert_eq!(
+        order,
+        (1..=50).collect::<Vec<_>>(),
+        "{poison:?}: oldest first"
+    );
+    assert!(wait_until(SOON, || spool_names(&root) == ["r0"]));
+    // Still retried, on its own schedule (5 s, then 7.5 s, ...), and never deleted.
+    assert!(
+        wait_counter(&root, COUNTER_FAILED_ATTEMPTS, 3),
+        "{poison:?}"
+    );
+    assert!(d.log().contains("retried on its own"), "{poison:?}");
+    assert_eq!(spool_names(&root), ["r0"], "{poison:?}");
+    assert_eq!(status(&root).counter(COUNTER_DELIVERED), 50);
+}
+
+#[test]
+fn a_record_whose_header_block_the_collector_resets_does_not_hold_up_the_spool() {
+    a_poisoned_record_does_not_hold_up_the_spool(Poison::HeaderBlockOver4KiB);
+}
+
+#[test]
+fn a_record_the_collector_answers_500_does_not_hold_up_the_spool() {
+    a_poisoned_record_does_not_hold_up_the_spool(Poison::Http500);
+}
+
 #[test]
 fn expiry_deletes_records_older_than_record_expiry() {
     let c = Collector::start();
