@@ -67,7 +67,8 @@ const DIR_SYNC_INTERVAL: Duration = Duration::from_millis(200);
 /// is given back (see [`Postd::release_memory`]).
 const RELEASE_MEMORY_IDLE: Duration = Duration::from_secs(5);
 
-/// Errors that stop telempostd at start-up; all exit with status 1.
+/// Errors that stop telempostd: at start-up (exit status 1) or while running (exit status
+/// [`EXIT_RUNTIME_FAILURE`], so that systemd sees a failed unit, never a clean stop).
 #[derive(Debug, thiserror::Error)]
 pub enum PostdError {
     #[error("Configuration file path not valid: {0}")]
@@ -94,11 +95,22 @@ pub enum PostdError {
         #[source]
         source: std::io::Error,
     },
+    /// New records would no longer be seen.
+    #[error("lost the watch on the spool directory: {0}")]
+    WatchLost(String),
+    #[error("the delivery workers are gone")]
+    WorkersGone,
 }
+
+/// Exit status after a failure while running (the spool watch lost, the workers gone).
+pub const EXIT_RUNTIME_FAILURE: u8 = 2;
 
 impl PostdError {
     pub fn exit_code(&self) -> u8 {
-        1
+        match self {
+            PostdError::WatchLost(_) | PostdError::WorkersGone => EXIT_RUNTIME_FAILURE,
+            _ => 1,
+        }
     }
 }
 
@@ -372,10 +384,10 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         ignored: HashSet::new(),
         busy_since_release: false,
         dir_sync: None,
+        failure: None,
         _tx: tx,
     };
-    postd.run(rx);
-    Ok(())
+    postd.run(rx)
 }
 
 fn spawn_signal_thread(tx: mpsc::Sender<Event>) -> std::io::Result<()> {
@@ -443,12 +455,14 @@ struct Postd {
     dir_sync: Option<Instant>,
     /// Records were handled since memory was last given back.
     busy_since_release: bool,
+    /// Why the daemon is stopping, when that is a failure (the exit status says so).
+    failure: Option<PostdError>,
     /// Keeps the channel open even if every producer thread ends.
     _tx: mpsc::Sender<Event>,
 }
 
 impl Postd {
-    fn run(mut self, rx: mpsc::Receiver<Event>) {
+    fn run(mut self, rx: mpsc::Receiver<Event>) -> Result<(), PostdError> {
         self.rescan(Instant::now());
         crate::notify::notify("READY=1");
         loop {
@@ -483,6 +497,7 @@ impl Postd {
             self.counters.get(COUNTER_DELIVERED),
             self.spool.len()
         );
+        self.failure.map_or(Ok(()), Err)
     }
 
     fn jitter(&mut self) -> f64 {
@@ -614,6 +629,7 @@ impl Postd {
             }
             Event::Watch(WatchEvent::Lost(why)) => {
                 tracing::error!("lost the watch on the spool directory ({why}); exiting");
+                self.failure.get_or_insert(PostdError::WatchLost(why));
                 self.shutting_down.get_or_insert(now + SHUTDOWN_GRACE);
                 self.workers.set_paused(true);
             }
@@ -828,6 +844,7 @@ impl Postd {
             let names: Vec<(String, u64)> = job.records.clone();
             if !self.workers.submit(job) {
                 tracing::error!("delivery workers are gone");
+                self.failure.get_or_insert(PostdError::WorkersGone);
                 let minute = self.minute(now);
                 for (name, size) in names {
                     self.rate.finish(minute, size, false);

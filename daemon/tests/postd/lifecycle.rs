@@ -117,6 +117,22 @@ fn sigterm_finishes_the_post_in_flight() {
 }
 
 #[test]
+fn losing_the_spool_watch_is_a_failure_exit() {
+    let c = Collector::start();
+    let root = root_for(&c, "/v2/collector");
+    let mut d = spawn(&root);
+    assert!(wait_until(SOON, || d.log().contains("starting")));
+    std::fs::remove_dir_all(root.spool_dir()).unwrap();
+    let st = d.wait_timeout(SOON).expect("exits once the watch is gone");
+    assert_eq!(
+        st.code(),
+        Some(i32::from(daemon::postd::EXIT_RUNTIME_FAILURE)),
+        "{st:?}: systemd must see a failure"
+    );
+    assert!(d.log().contains("lost the watch on the spool directory"));
+}
+
+#[test]
 fn idle_exit_with_recycling() {
     let c = Collector::start();
     let root = root_for(&c, "/v2/collector");
