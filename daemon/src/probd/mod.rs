@@ -5,10 +5,14 @@
 //! * [`listener`]: the accept loop (connection cap, SIGHUP reload, idle exit, shutdown);
 //! * [`handler`]: a task per connection whose frame was not complete at accept (frame
 //!   reassembly under a deadline, validation, the one-byte reply);
-//! * [`stager`]: one task owning the spool directory, group-committing records
-//!   (temp → fsync → rename → one directory fsync per batch) before they are acknowledged;
-//!   it answers the connections that held one whole frame at accept itself;
+//! * [`stager`]: one task collecting records into batches, each group-committed (temp →
+//!   fsync → rename → one directory fsync per batch) on a blocking thread before its
+//!   records are acknowledged, so a slow disk never stalls the tasks above; the commit
+//!   answers the connections that held one whole frame at accept itself;
 //! * a status writer (counters for `telemctl status`).
+//!
+//! File work that can wait on the disk runs on tokio's blocking pool, capped at one thread:
+//! the daemon has two threads at most.
 //!
 //! [`socket`] finds the listening socket (systemd activation or bind), [`machine_id`] keeps
 //! the rotating machine id, [`cli`] parses the command line. [`main`] is the whole program;
@@ -97,6 +101,9 @@ pub struct Settings {
     /// `Some` when `daemon_recycling_enabled`.
     pub idle_exit: Option<Duration>,
     pub status_interval: Duration,
+    /// Run before each commit (see [`stager::CommitHook`]).
+    #[cfg(test)]
+    pub commit_hook: Option<stager::CommitHook>,
 }
 
 impl Settings {
@@ -109,6 +116,8 @@ impl Settings {
             max_connections: MAX_CONNECTIONS,
             frame_deadline: FRAME_DEADLINE,
             status_interval: STATUS_INTERVAL,
+            #[cfg(test)]
+            commit_hook: None,
         }
     }
 }
@@ -167,6 +176,8 @@ pub fn run(opts: cli::Options) -> Result<ExitReason, ProbdError> {
     settings.max_connections = connection_limit(raise_fd_limit());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Commits and status writes take turns on one thread (memory stays small).
+        .max_blocking_threads(1)
         .build()
         .map_err(ProbdError::Runtime)?;
     runtime.block_on(async move {
@@ -217,6 +228,8 @@ pub async fn serve(
         settings.config.spool_dir.clone(),
         counters.clone(),
     );
+    #[cfg(test)]
+    let stager = stager.with_commit_hook(settings.commit_hook.clone());
     let stager_task = tokio::spawn(stager.run());
     let status = StatusWriter::new(&settings.paths, counters.clone());
     status.write_now();

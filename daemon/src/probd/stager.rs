@@ -1,21 +1,32 @@
-//! Staging: one task owns the spool directory and group-commits records.
+//! Staging: one task collects records, and a commit on tokio's blocking pool makes each
+//! batch durable.
 //!
-//! Handlers send decoded, validated records here and wait for the [`Ack`]. The stager takes
-//! every request that is queued when it wakes up (at most [`MAX_BATCH`]) and commits them
-//! together:
+//! Handlers send decoded, validated records to the stager task and wait for the [`Ack`]. The
+//! task takes every request that is queued when it wakes up (at most [`MAX_BATCH`]), hands
+//! the batch to the [`Committer`] on a blocking thread and awaits it. The file work, fsyncs
+//! above all, never runs on the runtime thread: while a commit runs (for as long as a slow
+//! disk takes), the listener and the handlers keep accepting, reading, validating and
+//! answering rejections, and the records that arrive meanwhile form the next batch. One
+//! commit runs at a time, so the batch grows with the load (group commit). The committer:
 //!
-//! 1. write each record to a temporary dotfile `.tmp-probd.<pid>.<n>` (mode 0600,
+//! 1. writes each record to a temporary dotfile `.tmp-probd.<pid>.<n>` (mode 0600,
 //!    `O_EXCL`) in `spool_dir`;
-//! 2. fsync each file;
-//! 3. rename each to a fresh final name of 6 random `[A-Za-z0-9]` characters (as `mkstemp`),
-//!    never replacing an existing file (`renameat2(RENAME_NOREPLACE)`, or `link` + `unlink`
-//!    where the filesystem lacks it);
-//! 4. fsync the directory once for the whole batch;
-//! 5. only then answer [`Ack::Accepted`] to every handler of the batch.
+//! 2. fsyncs each file;
+//! 3. renames each to a fresh final name of 6 random `[A-Za-z0-9]` characters (as
+//!    `mkstemp`), never replacing an existing file (`renameat2(RENAME_NOREPLACE)`, or `link`
+//!    + `unlink` where the filesystem lacks it);
+//! 4. fsyncs the directory once for the whole batch;
+//! 5. only then answers [`Ack::Accepted`] to every request of the batch (a waiting handler,
+//!    or the client's connection itself).
+//!
+//! A new `spool_dir` (SIGHUP) and a reload of the static machine id travel in the same
+//! queue as the records and are applied in order: records queued before the new directory
+//! are committed to the old one.
 //!
 //! Architecture Invariant: a final name only ever holds a complete, fsynced record, and a
 //! record is acknowledged only after its rename is durable. A crash leaves at most
-//! temporary dotfiles, which readers skip and the next start removes.
+//! temporary dotfiles, which readers skip and the next start removes. The stager ends once
+//! every handle is dropped, after committing and answering everything queued.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -24,7 +35,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use libtelemetry::client::{is_opted_in, Ack};
 use libtelemetry::record::Header;
@@ -167,11 +178,20 @@ impl StagerHandle {
 /// The stager task's state.
 pub struct Stager {
     rx: mpsc::UnboundedReceiver<Msg>,
-    counters: Arc<Counters>,
-    paths: Paths,
-    spool: Spool,
-    machine_id: MachineId,
-    batch: Vec<Request>,
+    committer: Committer,
+}
+
+/// Run on the committing thread before a batch's files are written, with the batch's
+/// record count (tests make a commit slow with it, as a slow disk would).
+#[cfg(test)]
+#[derive(Clone)]
+pub struct CommitHook(pub Arc<dyn Fn(usize) + Send + Sync>);
+
+#[cfg(test)]
+impl std::fmt::Debug for CommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitHook")
+    }
 }
 
 impl Stager {
@@ -184,64 +204,129 @@ impl Stager {
         counters: Arc<Counters>,
     ) -> (Stager, StagerHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let spool = Spool::new(spool_dir);
-        spool.remove_stale_temps();
-        let stager = Stager {
-            rx,
-            counters: counters.clone(),
-            machine_id: MachineId::new(paths.clone()),
-            paths,
-            spool,
-            batch: Vec::new(),
-        };
-        (stager, StagerHandle { tx, counters })
+        let committer = Committer::new(paths, spool_dir, counters.clone());
+        (Stager { rx, committer }, StagerHandle { tx, counters })
+    }
+
+    /// Call `hook` before each commit.
+    #[cfg(test)]
+    pub fn with_commit_hook(mut self, hook: Option<CommitHook>) -> Stager {
+        self.committer.commit_hook = hook;
+        self
     }
 
     /// Commit batches until every handle is gone and the queue is empty.
-    pub async fn run(mut self) {
+    pub async fn run(self) {
+        let Stager { mut rx, committer } = self;
         // Rotate or create the machine id at startup, as the C daemon does.
-        self.machine_id
-            .current(tokio::time::Instant::now().into_std(), SystemTime::now());
-        while let Some(msg) = self.rx.recv().await {
-            self.take(msg);
-            while self.batch.len() < MAX_BATCH {
-                match self.rx.try_recv() {
-                    Ok(msg) => self.take(msg),
+        let Some(mut committer) = off_thread(committer, |c, (now, wall)| {
+            c.machine_id.current(now, wall);
+        })
+        .await
+        else {
+            return;
+        };
+        while let Some(msg) = rx.recv().await {
+            let mut records = usize::from(matches!(msg, Msg::Stage(_)));
+            let mut msgs = vec![msg];
+            while records < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(msg) => {
+                        records += usize::from(matches!(msg, Msg::Stage(_)));
+                        msgs.push(msg);
+                    }
                     Err(_) => break,
                 }
             }
-            if !self.batch.is_empty() {
-                self.commit();
+            match off_thread(committer, move |c, now| c.process(msgs, now)).await {
+                Some(c) => committer = c,
+                None => return,
             }
         }
     }
+}
 
-    fn take(&mut self, msg: Msg) {
-        match msg {
-            Msg::Stage(req) => self.batch.push(*req),
-            Msg::SetSpoolDir(dir) => {
-                // Records queued so far were accepted for the old directory.
-                if !self.batch.is_empty() {
-                    self.commit();
-                }
-                if dir != self.spool.dir_path {
-                    tracing::info!("staging records in {}", dir.display());
-                    self.spool = Spool::new(dir);
-                    self.spool.remove_stale_temps();
-                }
-            }
-            Msg::ReloadStaticMachineId => self.machine_id.reload_static(),
+/// Run `work` on `committer` on a blocking thread, with the runtime's clocks (tests pause
+/// them), and get the committer back; `None` only when the runtime is shutting down.
+async fn off_thread<F>(mut committer: Committer, work: F) -> Option<Committer>
+where
+    F: FnOnce(&mut Committer, (Instant, SystemTime)) + Send + 'static,
+{
+    let now = (tokio::time::Instant::now().into_std(), SystemTime::now());
+    let done = tokio::task::spawn_blocking(move || {
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut committer, now)));
+        if outcome.is_err() {
+            // The requests of the batch were dropped while unwinding: their clients see a
+            // failure (`F`, or a connection closed without an answer), never a false `A`.
+            // The spool directory is reopened for the next batch.
+            tracing::error!("a commit was aborted by a panic; staging continues");
+            committer.spool.dir = None;
+        }
+        committer
+    });
+    match done.await {
+        Ok(committer) => Some(committer),
+        Err(e) => {
+            tracing::error!("staging stopped: {e}");
+            None
+        }
+    }
+}
+
+/// Everything a commit touches. It belongs to one thread at a time: the blocking thread of
+/// the current commit, or the stager task between commits.
+struct Committer {
+    counters: Arc<Counters>,
+    paths: Paths,
+    spool: Spool,
+    machine_id: MachineId,
+    #[cfg(test)]
+    commit_hook: Option<CommitHook>,
+}
+
+impl Committer {
+    fn new(paths: Paths, spool_dir: PathBuf, counters: Arc<Counters>) -> Committer {
+        let spool = Spool::new(spool_dir);
+        spool.remove_stale_temps();
+        Committer {
+            counters,
+            machine_id: MachineId::new(paths.clone()),
+            paths,
+            spool,
+            #[cfg(test)]
+            commit_hook: None,
         }
     }
 
-    /// Commit the current batch and answer every request in it.
-    fn commit(&mut self) {
-        let mut batch = std::mem::take(&mut self.batch);
+    /// Apply `msgs` in order, committing the records among them; blocking.
+    fn process(&mut self, msgs: Vec<Msg>, now: (Instant, SystemTime)) {
+        let mut batch = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            match msg {
+                Msg::Stage(req) => batch.push(*req),
+                Msg::SetSpoolDir(dir) => {
+                    // Records queued so far were accepted for the old directory.
+                    self.commit(std::mem::take(&mut batch), now);
+                    if dir != self.spool.dir_path {
+                        tracing::info!("staging records in {}", dir.display());
+                        self.spool = Spool::new(dir);
+                        self.spool.remove_stale_temps();
+                    }
+                }
+                Msg::ReloadStaticMachineId => self.machine_id.reload_static(),
+            }
+        }
+        self.commit(batch, now);
+    }
+
+    /// Commit `batch` and answer every request in it.
+    fn commit(&mut self, mut batch: Vec<Request>, (now, wall): (Instant, SystemTime)) {
+        if batch.is_empty() {
+            return;
+        }
         let acks = if is_opted_in(&self.paths) {
-            let machine_id = self
-                .machine_id
-                .current(tokio::time::Instant::now().into_std(), SystemTime::now())
-                .to_string();
+            let machine_id = self.machine_id.current(now, wall).to_string();
             for req in &mut batch {
                 req.record
                     .headers
@@ -251,6 +336,10 @@ impl Stager {
                 .iter()
                 .map(|r| encode_staged(&r.record, r.cfg_path.as_deref()))
                 .collect();
+            #[cfg(test)]
+            if let Some(hook) = &self.commit_hook {
+                (hook.0)(items.len());
+            }
             self.spool.commit(&items)
         } else {
             tracing::warn!(
@@ -275,8 +364,6 @@ impl Stager {
                 }
             }
         }
-        drop(answered);
-        self.batch.shrink_to(MAX_BATCH.min(16));
     }
 }
 
@@ -705,6 +792,87 @@ mod tests {
                 parse_staged(&std::fs::read(paths.default_spool_dir().join(f)).unwrap()).unwrap();
             assert_eq!(s.headers.get(Header::MachineId), "0123456789abcdef");
         }
+    }
+
+    /// A root with the directories the stager needs, opted in.
+    fn opted_in_root(d: &Path) -> Paths {
+        let paths = Paths::new(d.join("root"), "/");
+        for dir in [
+            paths.default_spool_dir(),
+            paths.state_dir(),
+            paths.etc_dir(),
+        ] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(paths.opt_in_file(), "").unwrap();
+        paths
+    }
+
+    #[tokio::test]
+    async fn records_queued_before_a_new_spool_dir_go_to_the_old_one() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = opted_in_root(d.path());
+        let old = paths.default_spool_dir();
+        let new = d.path().join("new-spool");
+        std::fs::create_dir(&new).unwrap();
+        let (stager, handle) = Stager::new(paths, old.clone(), Arc::new(Counters::default()));
+        // All three are queued before the stager looks: one batch.
+        let before = tokio::spawn({
+            let h = handle.clone();
+            async move { h.stage(record("before"), None).await }
+        });
+        tokio::task::yield_now().await;
+        handle.set_spool_dir(new.clone());
+        let after = tokio::spawn({
+            let h = handle.clone();
+            async move { h.stage(record("after"), None).await }
+        });
+        tokio::task::yield_now().await;
+        let task = tokio::spawn(stager.run());
+        assert_eq!(before.await.unwrap(), Ack::Accepted);
+        assert_eq!(after.await.unwrap(), Ack::Accepted);
+        drop(handle);
+        task.await.unwrap();
+        let payloads = |dir: &Path| -> Vec<Vec<u8>> {
+            listing(dir)
+                .iter()
+                .map(|f| {
+                    parse_staged(&std::fs::read(dir.join(f)).unwrap())
+                        .unwrap()
+                        .payload()
+                        .to_vec()
+                })
+                .collect()
+        };
+        assert_eq!(payloads(&old), vec![b"before".to_vec()]);
+        assert_eq!(payloads(&new), vec![b"after".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_commit_fails_its_batch_and_staging_goes_on() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = opted_in_root(d.path());
+        let (stager, handle) = Stager::new(
+            paths.clone(),
+            paths.default_spool_dir(),
+            Arc::new(Counters::default()),
+        );
+        let first = std::sync::atomic::AtomicBool::new(true);
+        let hook = CommitHook(Arc::new(move |_| {
+            if first.swap(false, Ordering::SeqCst) {
+                panic!("simulated bug in a commit");
+            }
+        }));
+        let task = tokio::spawn(stager.with_commit_hook(Some(hook)).run());
+        assert_eq!(handle.stage(record("lost"), None).await, Ack::StagingFailed);
+        assert_eq!(handle.stage(record("kept"), None).await, Ack::Accepted);
+        drop(handle);
+        task.await.unwrap();
+        let staged: Vec<String> = listing(&paths.default_spool_dir())
+            .into_iter()
+            .filter(|n| is_final_name(n))
+            .collect();
+        assert_eq!(staged.len(), 1);
     }
 
     async fn futures_join(handle: &StagerHandle, n: usize) -> Vec<Ack> {

@@ -249,3 +249,95 @@ fn connection_limit_follows_the_fd_limit() {
     assert_eq!(connection_limit(1 << 20), MAX_CONNECTIONS);
     assert_eq!(connection_limit(10), 16);
 }
+
+/// Bytes `client` wrote that the daemon has not read yet (`SIOCOUTQ`: for a Unix stream
+/// socket, data stays charged to the sender until the receiver consumes it).
+fn unread_by_daemon(client: &UnixStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: a valid socket fd and a pointer to a c_int, as SIOCOUTQ (= TIOCOUTQ) expects.
+    let rc = unsafe { libc::ioctl(client.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    assert_eq!(rc, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+    usize::try_from(n).unwrap()
+}
+
+/// Nothing arrives on `c` within `wait`.
+async fn no_reply_within(c: &mut UnixStream, wait: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(wait, c.read(&mut byte)).await.is_err()
+}
+
+/// A commit that takes long (a slow disk) leaves the runtime free: meanwhile new clients
+/// are accepted, their frames read (even in pieces) and validated, an invalid one is
+/// answered at once, and a valid one waits for its own commit.
+#[tokio::test]
+async fn a_slow_commit_does_not_stall_accepting_and_reading() {
+    // How long the first commit waits for the test to release it, at most.
+    const SLOW_COMMIT_LIMIT: Duration = Duration::from_secs(10);
+    let f = Fixture::new();
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(Some(gate));
+    let (commit_started, mut commits) = mpsc::unbounded_channel::<usize>();
+    let released_by_test = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let released = released_by_test.clone();
+    let hook = stager::CommitHook(Arc::new(move |records| {
+        let _ = commit_started.send(records);
+        let first = gate.lock().unwrap().take();
+        if let Some(gate) = first {
+            let by_test = gate.recv_timeout(SLOW_COMMIT_LIMIT).is_ok();
+            released.store(by_test, std::sync::atomic::Ordering::SeqCst);
+        }
+    }));
+    let mut settings = f.settings(false);
+    settings.commit_hook = Some(hook);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (_reload_tx, reload_rx) = mpsc::channel(1);
+    let task = tokio::spawn(serve(f.listener(), settings, reload_rx, async move {
+        let _ = stopped.await;
+    }));
+    let frame = f.frame();
+
+    let mut first = UnixStream::connect(&f.socket).await.unwrap();
+    first.write_all(&frame).await.unwrap();
+    first.shutdown().await.unwrap();
+    assert_eq!(commits.recv().await, Some(1), "the first commit started");
+
+    let mut bad = UnixStream::connect(&f.socket).await.unwrap();
+    let mut garbled = frame.clone();
+    garbled[10] = b'#';
+    bad.write_all(&garbled).await.unwrap();
+    bad.shutdown().await.unwrap();
+    assert_eq!(reply_of(&mut bad).await, b"I", "answered during the commit");
+
+    let mut second = UnixStream::connect(&f.socket).await.unwrap();
+    second.write_all(&frame[..20]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    second.write_all(&frame[20..]).await.unwrap();
+    second.shutdown().await.unwrap();
+    let t0 = Instant::now();
+    while unread_by_daemon(&second) > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "second frame never read"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(no_reply_within(&mut second, Duration::from_millis(100)).await);
+    assert!(no_reply_within(&mut first, Duration::from_millis(1)).await);
+
+    release.send(()).unwrap();
+    assert_eq!(reply_of(&mut first).await, b"A");
+    assert_eq!(reply_of(&mut second).await, b"A");
+    assert_eq!(
+        commits.recv().await,
+        Some(1),
+        "the second record's own commit"
+    );
+    assert!(
+        released_by_test.load(std::sync::atomic::Ordering::SeqCst),
+        "the runtime was blocked while the first commit ran"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(f.staged_count(), 2);
+}
