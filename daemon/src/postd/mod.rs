@@ -283,7 +283,8 @@ impl Settings {
 
 /// Everything the event loop waits for.
 enum Event {
-    Watch(WatchEvent),
+    /// An event of the watch of this generation.
+    Watch(u64, WatchEvent),
     Signal(i32),
     Done(Box<Completion>),
 }
@@ -298,15 +299,10 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
     let (cfg, source) = Config::load(&paths, opts.config_file.as_deref())?;
     let settings = Settings::from_config(cfg)?;
     let spool_dir = settings.cfg.spool_dir.clone();
-    if !spool_dir.is_dir() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .create(&spool_dir)
-            .map_err(|source| PostdError::Spool {
-                path: spool_dir.clone(),
-                source,
-            })?;
-    }
+    create_spool_dir(&spool_dir).map_err(|source| PostdError::Spool {
+        path: spool_dir.clone(),
+        source,
+    })?;
     let (tx, rx) = mpsc::channel::<Event>();
     // Signals are blocked before any thread starts, so every thread inherits the mask and
     // they arrive only through the signalfd.
@@ -314,11 +310,10 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         what: "signal handling",
         source,
     })?;
-    pickup::spawn_watcher(&spool_dir, tx.clone(), Event::Watch).map_err(|source| {
-        PostdError::Setup {
-            what: "the inotify watch on the spool directory",
-            source,
-        }
+    let watcher = pickup::spawn_watcher(&spool_dir, tx.clone(), |ev| Event::Watch(0, ev));
+    let watcher = watcher.map_err(|source| PostdError::Setup {
+        what: "the inotify watch on the spool directory",
+        source,
     })?;
     let sender = Arc::new(HttpSender::new(settings.max_in_flight, settings.keep_alive));
     let workers = Workers::start(
@@ -385,9 +380,21 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         busy_since_release: false,
         dir_sync: None,
         failure: None,
-        _tx: tx,
+        watcher: Some(watcher),
+        watch_generation: 0,
+        pending_spool_dir: None,
+        previous_spool_dirs: Vec::new(),
+        tx,
     };
     postd.run(rx)
+}
+
+/// Create the spool dir (and its parents) when it does not exist.
+fn create_spool_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new().recursive(true).create(dir)
 }
 
 fn spawn_signal_thread(tx: mpsc::Sender<Event>) -> std::io::Result<()> {
@@ -457,8 +464,16 @@ struct Postd {
     busy_since_release: bool,
     /// Why the daemon is stopping, when that is a failure (the exit status says so).
     failure: Option<PostdError>,
-    /// Keeps the channel open even if every producer thread ends.
-    _tx: mpsc::Sender<Event>,
+    /// The watch on `spool_dir`, and its generation (events of a stopped watch are ignored).
+    watcher: Option<pickup::Watcher>,
+    watch_generation: u64,
+    /// A new `spool_dir` from SIGHUP, used once the jobs in flight have finished.
+    pending_spool_dir: Option<PathBuf>,
+    /// Spool dirs used before a SIGHUP changed `spool_dir`: records still appearing there
+    /// are moved into the current one at each rescan.
+    previous_spool_dirs: Vec<PathBuf>,
+    /// For new watches; also keeps the channel open even if every producer thread ends.
+    tx: mpsc::Sender<Event>,
 }
 
 impl Postd {
@@ -520,6 +535,9 @@ impl Postd {
     }
 
     fn maintain(&mut self, now: Instant) {
+        if self.pending_spool_dir.is_some() && self.jobs_in_flight == 0 {
+            self.switch_spool_dir(now);
+        }
         if now >= self.next_rescan {
             self.rescan(now);
         }
@@ -615,19 +633,28 @@ impl Postd {
     fn handle(&mut self, ev: Event) {
         let now = Instant::now();
         match ev {
-            Event::Watch(WatchEvent::File(name)) => {
+            // A stopped watch (the spool dir changed): the sweep of the previous dirs at
+            // each rescan catches what it would have seen.
+            Event::Watch(generation, _) if generation != self.watch_generation => {}
+            Event::Watch(_, WatchEvent::File(name)) => {
                 self.last_activity = now;
                 self.pick(&name, true);
             }
-            Event::Watch(WatchEvent::OddName(name)) => {
+            Event::Watch(_, WatchEvent::OddName(name)) => {
                 self.last_activity = now;
                 self.quarantine(&name, "file name is not UTF-8");
             }
-            Event::Watch(WatchEvent::Overflow) => {
+            Event::Watch(_, WatchEvent::Overflow) => {
                 tracing::warn!("inotify queue overflow; rescanning the spool");
                 self.rescan(now);
             }
-            Event::Watch(WatchEvent::Lost(why)) => {
+            Event::Watch(_, WatchEvent::Lost(why)) if self.pending_spool_dir.is_some() => {
+                tracing::warn!(
+                    "lost the watch on the previous spool directory ({why}); the new one \
+                     is used once the deliveries in flight finish"
+                );
+            }
+            Event::Watch(_, WatchEvent::Lost(why)) => {
                 tracing::error!("lost the watch on the spool directory ({why}); exiting");
                 self.failure.get_or_insert(PostdError::WatchLost(why));
                 self.shutting_down.get_or_insert(now + SHUTDOWN_GRACE);
@@ -696,6 +723,7 @@ impl Postd {
     /// `spool_process_time`).
     fn rescan(&mut self, now: Instant) {
         self.next_rescan = now + self.settings.cap;
+        self.sweep_previous_spool_dirs(false);
         let (names, odd) = match pickup::scan(&self.spool_dir) {
             Ok(v) => v,
             Err(e) => {
@@ -769,7 +797,8 @@ impl Postd {
     // --- delivery --------------------------------------------------------------------
 
     fn dispatch(&mut self, now: Instant) {
-        if self.shutting_down.is_some() {
+        // While switching spool dirs, the jobs in flight finish and no new one starts.
+        if self.shutting_down.is_some() || self.pending_spool_dir.is_some() {
             return;
         }
         if !self.settings.cfg.record_server_delivery_enabled {
@@ -1168,9 +1197,26 @@ impl Postd {
                 return;
             }
         };
-        if new.cfg.spool_dir != self.settings.cfg.spool_dir {
-            tracing::warn!("a new spool_dir takes effect at the next start");
-            new.cfg.spool_dir = self.settings.cfg.spool_dir.clone();
+        self.pending_spool_dir = None;
+        if new.cfg.spool_dir != self.spool_dir {
+            match create_spool_dir(&new.cfg.spool_dir) {
+                Ok(()) => {
+                    tracing::info!(
+                        "spool_dir is now {}: switching once {} deliveries in flight finish",
+                        new.cfg.spool_dir.display(),
+                        self.spool.in_flight()
+                    );
+                    self.pending_spool_dir = Some(new.cfg.spool_dir.clone());
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "cannot use the new spool_dir {}: {e}; keeping {}",
+                        new.cfg.spool_dir.display(),
+                        self.spool_dir.display()
+                    );
+                    new.cfg.spool_dir = self.spool_dir.clone();
+                }
+            }
         }
         if new.max_in_flight > self.workers.count() || new.keep_alive != self.settings.keep_alive {
             tracing::warn!(
@@ -1186,6 +1232,84 @@ impl Postd {
         self.next_rescan = Instant::now();
         self.settings = new;
         tracing::info!("configuration reloaded");
+    }
+}
+
+impl Postd {
+    /// Use the `spool_dir` a reload named (no job in flight): watch it, move the records
+    /// left in the previous one into it (same names, same creation times), and rebuild the
+    /// index from a scan. If the new dir cannot be watched, the previous one stays in use.
+    fn switch_spool_dir(&mut self, now: Instant) {
+        let Some(new) = self.pending_spool_dir.take() else {
+            return;
+        };
+        let generation = self.watch_generation + 1;
+        let watcher = match pickup::spawn_watcher(&new, self.tx.clone(), move |ev| {
+            Event::Watch(generation, ev)
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(
+                    "cannot watch the new spool_dir {}: {e}; keeping {}",
+                    new.display(),
+                    self.spool_dir.display()
+                );
+                self.settings.cfg.spool_dir = self.spool_dir.clone();
+                return;
+            }
+        };
+        if let Some(old) = self.watcher.replace(watcher) {
+            old.stop();
+        }
+        self.watch_generation = generation;
+        // Unlinks in the previous dir are made durable before it is left.
+        self.sync_dir();
+        let previous = std::mem::replace(&mut self.spool_dir, new.clone());
+        self.spool_dir_shared = Arc::new(new.clone());
+        self.previous_spool_dirs.retain(|d| *d != new);
+        if !self.previous_spool_dirs.contains(&previous) {
+            self.previous_spool_dirs.push(previous);
+        }
+        self.spool = Spool::new();
+        self.ignored.clear();
+        self.linger_since = None;
+        tracing::info!("now watching the spool_dir {}", new.display());
+        self.sweep_previous_spool_dirs(true);
+        self.rescan(now);
+    }
+
+    /// Move records found in previous spool dirs into the current one: those left at the
+    /// switch, and any a telemprobd that had not reloaded yet staged there since. Records
+    /// that cannot be moved (another filesystem, a name taken) stay, logged as a warning
+    /// when `loud` (at the switch), quietly afterwards.
+    fn sweep_previous_spool_dirs(&mut self, loud: bool) {
+        for dir in &self.previous_spool_dirs {
+            match pickup::move_records(dir, &self.spool_dir) {
+                Ok(report) => {
+                    if report.moved > 0 {
+                        tracing::info!(
+                            "moved {} records from the previous spool_dir {} into {}",
+                            report.moved,
+                            dir.display(),
+                            self.spool_dir.display()
+                        );
+                    }
+                    for (name, e) in report.left {
+                        if loud {
+                            tracing::warn!(
+                                "cannot move {name} from the previous spool_dir {}: {e}; \
+                                 it stays there, undelivered",
+                                dir.display()
+                            );
+                        } else {
+                            tracing::debug!("cannot move {name} from {}: {e}", dir.display());
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::debug!("cannot sweep {}: {e}", dir.display()),
+            }
+        }
     }
 }
 

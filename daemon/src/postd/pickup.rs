@@ -224,17 +224,30 @@ pub enum WatchEvent {
     Lost(String),
 }
 
+/// A watch in place; [`Watcher::stop`] ends it.
+pub struct Watcher {
+    watches: inotify::Watches,
+    wd: inotify::WatchDescriptor,
+}
+
+impl Watcher {
+    /// Remove the watch: its thread reports [`WatchEvent::Lost`] and ends (the receiver
+    /// tells a stopped watch from a lost one).
+    pub fn stop(mut self) {
+        let _ = self.watches.remove(self.wd);
+    }
+}
+
 /// Watch `dir` for `IN_CLOSE_WRITE | IN_MOVED_TO` in a thread that sends every event through
 /// `tx` (wrapped by `wrap`). Returns once the watch is in place.
 pub fn spawn_watcher<E: Send + 'static>(
     dir: &Path,
     tx: Sender<E>,
-    wrap: fn(WatchEvent) -> E,
-) -> std::io::Result<()> {
+    wrap: impl Fn(WatchEvent) -> E + Send + 'static,
+) -> std::io::Result<Watcher> {
     let mut inotify = Inotify::init()?;
-    inotify
-        .watches()
-        .add(dir, WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO)?;
+    let mut watches = inotify.watches();
+    let wd = watches.add(dir, WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO)?;
     std::thread::Builder::new()
         .name("inotify".into())
         .stack_size(64 * 1024)
@@ -274,7 +287,56 @@ pub fn spawn_watcher<E: Send + 'static>(
                 }
             }
         })?;
-    Ok(())
+    Ok(Watcher { watches, wd })
+}
+
+/// What [`move_records`] did.
+#[derive(Debug, Default)]
+pub struct MoveReport {
+    pub moved: usize,
+    /// Records left where they were, and why (another filesystem, a name taken).
+    pub left: Vec<(String, std::io::Error)>,
+}
+
+/// Move the records of `from` (the names [`scan`] returns) into `to`, keeping their names,
+/// inodes and so their creation times; a name already taken in `to` is never replaced. A
+/// record still being written in place keeps its inode, so its close is seen in `to`.
+pub fn move_records(from: &Path, to: &Path) -> std::io::Result<MoveReport> {
+    let (names, _) = scan(from)?;
+    let mut report = MoveReport::default();
+    for name in names {
+        match rename_noreplace(&from.join(&name), &to.join(&name)) {
+            Ok(()) => report.moved += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => report.left.push((name, e)),
+        }
+    }
+    if report.moved > 0 {
+        libtelemetry::fsutil::fsync_dir(to)?;
+        libtelemetry::fsutil::fsync_dir(from)?;
+    }
+    Ok(report)
+}
+
+/// `rename(2)` that fails with `AlreadyExists` instead of replacing `to`.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::fcntl::{renameat2, RenameFlags};
+        match renameat2(None, from, None, to, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(()),
+            // A filesystem without RENAME_NOREPLACE: check, then rename.
+            Err(nix::errno::Errno::EINVAL) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if std::fs::symlink_metadata(to).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} exists", to.display()),
+        ));
+    }
+    std::fs::rename(from, to)
 }
 
 #[cfg(test)]
@@ -327,6 +389,45 @@ mod tests {
             .set_modified(old)
             .unwrap();
         assert_eq!(inspect(d.path(), "rec").unwrap().created, old);
+    }
+
+    #[test]
+    fn records_move_to_another_spool_dir_without_replacing_any() {
+        let from = tempfile::tempdir().unwrap();
+        let to = tempfile::tempdir().unwrap();
+        for name in ["a", "b", ".tmp-c"] {
+            std::fs::write(from.path().join(name), name).unwrap();
+        }
+        std::fs::create_dir(from.path().join(QUARANTINE_DIR)).unwrap();
+        std::fs::write(to.path().join("b"), b"already there").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(from.path().join("a"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let report = move_records(from.path(), to.path()).unwrap();
+        assert_eq!(report.moved, 1);
+        assert_eq!(report.left.len(), 1);
+        assert_eq!(report.left[0].0, "b");
+        assert_eq!(report.left[0].1.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(to.path().join("a")).unwrap(), b"a");
+        assert_eq!(
+            inspect(to.path(), "a").unwrap().created,
+            old,
+            "its age moves with it"
+        );
+        assert_eq!(
+            std::fs::read(to.path().join("b")).unwrap(),
+            b"already there"
+        );
+        assert_eq!(std::fs::read(from.path().join("b")).unwrap(), b"b");
+        assert!(
+            from.path().join(".tmp-c").exists(),
+            "a temporary file is no record"
+        );
+        assert!(move_records(&from.path().join("gone"), to.path()).is_err());
     }
 
     #[test]

@@ -186,6 +186,65 @@ fn sighup_reloads_the_configuration() {
     assert_eq!(first.attempt_count(), 0);
 }
 
+/// Stage record `i` as `r<i>` into `dir` (dotfile, then rename), 10 s old.
+fn stage_into(dir: &std::path::Path, i: usize) {
+    let tmp = dir.join(format!(".tmp-r{i}"));
+    std::fs::write(&tmp, libtelemetry::encode_staged(&record(i), None)).unwrap();
+    let f = std::fs::File::options().write(true).open(&tmp).unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(10))
+        .unwrap();
+    drop(f);
+    std::fs::rename(&tmp, dir.join(format!("r{i}"))).unwrap();
+}
+
+fn staged_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn sighup_switches_to_a_new_spool_dir() {
+    let c = Collector::start();
+    let mut root = root_for(&c, "/v2/collector");
+    root.set("delivery_max_in_flight", "1");
+    let old = root.spool_dir();
+    let new = root.dir().join("new-spool");
+    c.set_behavior(Behavior::Slow(Duration::from_secs(3)));
+    // r0 in flight at the reload, r1 queued behind it, r3 waiting in the index.
+    for i in [0, 1, 3] {
+        stage_into(&old, i);
+    }
+    let d = spawn(&root);
+    assert!(c.wait_for_requests_read(1, SOON), "r0 is in flight");
+    root.set("spool_dir", &new.display().to_string());
+    d.signal(libc::SIGHUP);
+    assert!(wait_until(SOON, || d.log().contains("switching once")));
+    c.set_behavior(Behavior::Normal);
+    // Staged by a telemprobd that reloaded at once.
+    stage_into(&new, 4);
+    assert!(wait_until(SOON, || d
+        .log()
+        .contains("now watching the spool_dir")));
+    assert!(c.wait_for(4, SOON));
+    // Staged by a telemprobd that had not reloaded yet: moved at the next rescan (a
+    // reload rescans at once).
+    stage_into(&old, 2);
+    d.signal(libc::SIGHUP);
+    assert!(c.wait_for(5, SOON));
+    let mut sent: Vec<usize> = c.requests().iter().map(|r| index_of(&r.text())).collect();
+    sent.sort();
+    assert_eq!(sent, [0, 1, 2, 3, 4], "each once");
+    assert_eq!(c.attempt_count(), 5);
+    assert!(wait_until(SOON, || staged_in(&old).is_empty()
+        && staged_in(&new).is_empty()));
+    assert!(wait_counter(&root, COUNTER_DELIVERED, 5));
+}
+
 #[test]
 fn records_written_in_place_are_read_when_closed() {
     let c = Collector::start();
