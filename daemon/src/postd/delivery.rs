@@ -163,8 +163,13 @@ pub fn v3_request(target: &Target, staged: &StagedRecord) -> HttpRequest {
 /// with the configured extra headers (the `tidheader` line is the telemetrics-backend's and
 /// is not sent).
 pub fn otlp_request(target: &Target, records: &[&StagedRecord]) -> Result<HttpRequest, BuildError> {
-    let settings = target.otlp.clone().unwrap_or_default();
     let json = super::otlp::encode_logs(records, std::time::SystemTime::now());
+    otlp_request_with_body(target, json)
+}
+
+/// The OTLP request carrying `json` (an `ExportLogsServiceRequest`).
+pub fn otlp_request_with_body(target: &Target, json: Vec<u8>) -> Result<HttpRequest, BuildError> {
+    let settings = target.otlp.clone().unwrap_or_default();
     let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
     let body = if settings.gzip {
         headers.push(("Content-Encoding".into(), "gzip".into()));
@@ -432,6 +437,9 @@ pub enum JobResult {
     /// Not attempted: sending was paused (backend gate closed, shutting down) while the job
     /// waited in the queue.
     Skipped,
+    /// Not attempted: the OTLP batch reached `otlp_batch_max_bytes` before it (the event
+    /// loop's choice of records is an estimate); it goes in a later batch.
+    Deferred,
 }
 
 /// What happened to one record of a job.
@@ -494,8 +502,11 @@ fn posted(
 
 fn process(job: &Job, sender: &HttpSender) -> Vec<ItemResult> {
     let mut items = Vec::with_capacity(job.records.len());
-    // Records that go in this job's OTLP batch.
+    // Records that go in this job's OTLP batch, and its body, built as they are added.
     let mut batch: Vec<(String, u64, StagedRecord)> = Vec::new();
+    let mut body = super::otlp::LogBatch::new(std::time::SystemTime::now());
+    let max_bytes = job.target.otlp.as_ref().map_or(usize::MAX, |o| o.max_bytes);
+    let mut full = false;
     for (name, size) in &job.records {
         let mut report = |result| {
             items.push(ItemResult {
@@ -504,6 +515,10 @@ fn process(job: &Job, sender: &HttpSender) -> Vec<ItemResult> {
                 result,
             })
         };
+        if full {
+            report(JobResult::Deferred);
+            continue;
+        }
         let staged = match load(job, name) {
             Ok(s) => s,
             Err(r) => {
@@ -525,7 +540,13 @@ fn process(job: &Job, sender: &HttpSender) -> Vec<ItemResult> {
             }
         };
         if job.target.mode == DeliveryMode::Otlp && *target == *job.target {
-            batch.push((name.clone(), *size, staged));
+            if body.add(&staged, max_bytes) {
+                batch.push((name.clone(), *size, staged));
+            } else {
+                // Oldest first: the rest waits for the next batch too.
+                full = true;
+                report(JobResult::Deferred);
+            }
             continue;
         }
         // A v2/v3 record, or an OTLP record overridden to another backend: alone.
@@ -533,8 +554,7 @@ fn process(job: &Job, sender: &HttpSender) -> Vec<ItemResult> {
         report(posted(job, name, target.mode, outcome, staged));
     }
     if !batch.is_empty() {
-        let refs: Vec<&StagedRecord> = batch.iter().map(|(_, _, s)| s).collect();
-        let outcome = match otlp_request(&job.target, &refs) {
+        let outcome = match otlp_request_with_body(&job.target, body.finish()) {
             Ok(req) => sender.send(&job.target, &req),
             Err(e) => Outcome::Invalid(e.to_string()),
         };

@@ -1052,7 +1052,7 @@ impl Postd {
                         let delay = backoff_delay(1, self.settings.cap, self.jitter());
                         self.spool.requeue(&name, Some(now + delay));
                     }
-                    JobResult::Skipped => self.spool.requeue(&name, None),
+                    JobResult::Skipped | JobResult::Deferred => self.spool.requeue(&name, None),
                     JobResult::Posted { .. } => {}
                 }
                 return;

@@ -224,36 +224,169 @@ pub fn creation_time_ns(timestamp: &str) -> Option<u64> {
 
 /// The `ExportLogsServiceRequest` JSON for `records`, grouped by host.
 pub fn encode_logs(records: &[&StagedRecord], observed: SystemTime) -> Vec<u8> {
-    let observed_ns = observed
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    // Group by resource, keeping first-seen order.
-    let mut groups: Vec<(Vec<Value>, Vec<Value>)> = Vec::new();
+    let mut batch = LogBatch::new(observed);
     for s in records {
-        let res = resource_attributes(&s.headers);
-        let rec = log_record(s, observed_ns);
-        match groups.iter_mut().find(|(r, _)| *r == res) {
-            Some((_, recs)) => recs.push(rec),
-            None => groups.push((res, vec![rec])),
-        }
+        batch.add(s, usize::MAX);
     }
-    let resource_logs: Vec<Value> = groups
-        .into_iter()
-        .map(|(attrs, recs)| {
-            json!({
-                "resource": {"attributes": attrs},
-                "scopeLogs": [{
-                    "scope": {"name": SCOPE_NAME, "version": libtelemetry::VERSION},
-                    "logRecords": recs,
-                }],
-            })
-        })
-        .collect();
-    serde_json::to_vec(&json!({ "resourceLogs": resource_logs })).unwrap_or_default()
+    batch.finish()
 }
 
-/// Bytes a record adds to a request body, roughly (for the batch byte bound): its staged
-/// size plus the JSON around it.
+/// The headers the resource attributes come from ([`resource_attributes`]): records
+/// with the same values share a `ResourceLogs`.
+const RESOURCE_HEADERS: [Header; 9] = [
+    Header::Arch,
+    Header::SystemName,
+    Header::Build,
+    Header::MachineId,
+    Header::HostType,
+    Header::BoardName,
+    Header::CpuModel,
+    Header::BiosVersion,
+    Header::KernelVersion,
+];
+
+const BODY_HEAD: &[u8] = br#"{"resourceLogs":["#;
+const BODY_TAIL: &[u8] = b"]}";
+const GROUP_HEAD: &[u8] = br#"{"resource":{"attributes":"#;
+const GROUP_RECORDS: &[u8] = br#"},"scopeLogs":[{"logRecords":["#;
+
+/// One `ResourceLogs`: a host and its records.
+struct Group {
+    /// The values of [`RESOURCE_HEADERS`].
+    key: Vec<String>,
+    /// The serialized resource attributes.
+    attributes: Vec<u8>,
+    /// The serialized LogRecords, comma-separated.
+    records: Vec<u8>,
+}
+
+/// An `ExportLogsServiceRequest` body built one record at a time. Each LogRecord is
+/// serialized once, when it is added, so the body's length is known exactly before a
+/// record is taken: the batch byte bound is exact, whatever the payloads' escaping costs
+/// (a control character takes 6 bytes of JSON). The body is the same JSON, byte for byte,
+/// as serializing the whole request as one value (keys in serde_json's sorted order).
+pub struct LogBatch {
+    observed_ns: u128,
+    /// `"scope":{…}}]}` closing each group.
+    group_tail: Vec<u8>,
+    groups: Vec<Group>,
+    records: usize,
+    /// Exact length of [`LogBatch::finish`]'s result.
+    bytes: usize,
+}
+
+impl LogBatch {
+    /// An empty batch; `observed` becomes every record's `observedTimeUnixNano`.
+    pub fn new(observed: SystemTime) -> LogBatch {
+        let scope = json!({"name": SCOPE_NAME, "version": libtelemetry::VERSION});
+        let mut group_tail = br#"],"scope":"#.to_vec();
+        group_tail.extend_from_slice(scope.to_string().as_bytes());
+        group_tail.extend_from_slice(b"}]}");
+        LogBatch {
+            observed_ns: observed
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            group_tail,
+            groups: Vec::new(),
+            records: 0,
+            bytes: BODY_HEAD.len() + BODY_TAIL.len(),
+        }
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.records
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Bytes of the body so far.
+    pub fn body_len(&self) -> usize {
+        self.bytes
+    }
+
+    /// Add `s` if the body stays within `max_bytes` (the first record is always added, so
+    /// a record larger than the bound goes alone). Returns false when it does not fit.
+    pub fn add(&mut self, s: &StagedRecord, max_bytes: usize) -> bool {
+        let record = serde_json::to_vec(&log_record(s, self.observed_ns)).unwrap_or_default();
+        let h = &s.headers;
+        let found = self.groups.iter().position(|g| {
+            g.key
+                .iter()
+                .zip(RESOURCE_HEADERS)
+                .all(|(v, k)| v == h.get(k))
+        });
+        let (extra, new_group) = match found {
+            Some(_) => (record.len() + 1, None),
+            None => {
+                let attributes = serde_json::to_vec(&resource_attributes(h)).unwrap_or_default();
+                let comma = usize::from(!self.groups.is_empty());
+                let extra = comma
+                    + GROUP_HEAD.len()
+                    + attributes.len()
+                    + GROUP_RECORDS.len()
+                    + record.len()
+                    + self.group_tail.len();
+                let key = RESOURCE_HEADERS
+                    .iter()
+                    .map(|k| h.get(*k).to_string())
+                    .collect();
+                (
+                    extra,
+                    Some(Group {
+                        key,
+                        attributes,
+                        records: Vec::new(),
+                    }),
+                )
+            }
+        };
+        if self.records > 0 && self.bytes.saturating_add(extra) > max_bytes {
+            return false;
+        }
+        let group = match (found, new_group) {
+            (Some(i), _) => {
+                let g = &mut self.groups[i];
+                g.records.push(b',');
+                g
+            }
+            (None, Some(g)) => {
+                self.groups.push(g);
+                self.groups.last_mut().expect("just pushed")
+            }
+            (None, None) => return false,
+        };
+        group.records.extend_from_slice(&record);
+        self.records += 1;
+        self.bytes += extra;
+        true
+    }
+
+    /// The request body.
+    pub fn finish(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes);
+        out.extend_from_slice(BODY_HEAD);
+        for (i, g) in self.groups.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(GROUP_HEAD);
+            out.extend_from_slice(&g.attributes);
+            out.extend_from_slice(GROUP_RECORDS);
+            out.extend_from_slice(&g.records);
+            out.extend_from_slice(&self.group_tail);
+        }
+        out.extend_from_slice(BODY_TAIL);
+        debug_assert_eq!(out.len(), self.bytes);
+        out
+    }
+}
+
+/// Bytes a record adds to a request body, roughly: its staged size plus the JSON around it.
+/// The event loop uses it to choose how many records a job may carry; the worker's
+/// [`LogBatch`] enforces the byte bound exactly and leaves the rest for the next batch.
 pub fn estimated_size(staged_len: u64) -> u64 {
     staged_len.saturating_mul(2).saturating_add(1024)
 }
@@ -453,6 +586,87 @@ mod tests {
         assert_eq!(creation_time_ns("18446744074"), None, "beyond a fixed64");
         assert_eq!(creation_time_ns("not a number"), None);
         assert_eq!(severity("9"), (0, ""));
+    }
+
+    /// The request as one serialized value (what `LogBatch` must reproduce byte for byte).
+    fn as_one_value(records: &[&StagedRecord], observed: SystemTime) -> Vec<u8> {
+        let observed_ns = observed
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let mut groups: Vec<(Vec<Value>, Vec<Value>)> = Vec::new();
+        for s in records {
+            let res = resource_attributes(&s.headers);
+            let rec = log_record(s, observed_ns);
+            match groups.iter_mut().find(|(r, _)| *r == res) {
+                Some((_, recs)) => recs.push(rec),
+                None => groups.push((res, vec![rec])),
+            }
+        }
+        let resource_logs: Vec<Value> = groups
+            .into_iter()
+            .map(|(attrs, recs)| {
+                json!({
+                    "resource": {"attributes": attrs},
+                    "scopeLogs": [{
+                        "scope": {"name": SCOPE_NAME, "version": libtelemetry::VERSION},
+                        "logRecords": recs,
+                    }],
+                })
+            })
+            .collect();
+        serde_json::to_vec(&json!({ "resourceLogs": resource_logs })).unwrap()
+    }
+
+    #[test]
+    fn a_batch_built_record_by_record_is_the_same_json() {
+        let observed = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let (a, b, c) = (
+            staged("m1", "1", "a \u{1} \"quoted\""),
+            staged("m2", "4", "b"),
+            staged("m1", "3", "c\nd"),
+        );
+        let mut kernel = staged("m1", "2", "other kernel");
+        kernel.headers.0[Header::KernelVersion as usize] = "6.2.0".into();
+        for records in [
+            vec![&a],
+            vec![&a, &b],
+            vec![&a, &b, &c],
+            vec![&a, &kernel, &c, &b],
+        ] {
+            assert_eq!(
+                String::from_utf8(encode_logs(&records, observed)).unwrap(),
+                String::from_utf8(as_one_value(&records, observed)).unwrap()
+            );
+        }
+        assert_eq!(encode_logs(&[], observed), br#"{"resourceLogs":[]}"#);
+    }
+
+    #[test]
+    fn the_batch_byte_bound_is_exact() {
+        // Control characters cost 6 bytes of JSON each: 3× the old estimate's allowance.
+        let heavy = staged("m1", "2", &"\u{1}".repeat(700));
+        let other_host = staged("m2", "2", &"\u{2}".repeat(700));
+        let max = 16 * 1024;
+        let mut batch = LogBatch::new(SystemTime::now());
+        let mut taken = 0;
+        while batch.add(if taken % 2 == 0 { &heavy } else { &other_host }, max) {
+            taken += 1;
+            assert!(batch.body_len() <= max);
+        }
+        assert_eq!(batch.len(), taken);
+        assert!(taken >= 2, "{taken}");
+        let len = batch.body_len();
+        let body = batch.finish();
+        assert_eq!(body.len(), len, "the length is known before finishing");
+        assert!(body.len() <= max);
+        assert!(body.len() + 5000 > max, "full: {} of {max}", body.len());
+        serde_json::from_slice::<Value>(&body).unwrap();
+        // A record larger than the bound goes alone, never nowhere.
+        let mut alone = LogBatch::new(SystemTime::now());
+        assert!(alone.add(&heavy, 100));
+        assert!(!alone.add(&heavy, 100));
+        assert_eq!(alone.len(), 1);
     }
 
     #[test]

@@ -321,3 +321,39 @@ fn a_poisoned_record_is_isolated_from_its_batch() {
     assert!(wait_until(SOON, || spool_names(&root) == ["r0"]));
     assert_eq!(status(&root).counter(COUNTER_QUARANTINED), 0);
 }
+
+#[test]
+fn the_batch_byte_bound_holds_for_payloads_that_escape_large() {
+    let c = Collector::start();
+    let mut root = otlp_root(&c);
+    let max = 16 * 1024;
+    root.set("otlp_batch_max_bytes", &max.to_string());
+    // Each control character is 6 bytes of JSON: an estimate from the staged size would
+    // put about 5 of these in a batch, 1.5× the bound.
+    for i in 0..20 {
+        let mut r = record(i);
+        r.payload = format!("record {i} {}", "\u{1}".repeat(700)).into_bytes();
+        stage_bytes(
+            &root,
+            &format!("r{i}"),
+            &libtelemetry::encode_staged(&r, None),
+            Duration::from_secs(100 - i as u64),
+        );
+    }
+    let _d = spawn(&root);
+    assert!(wait_until(SOON, || delivered(&c).len() == 20));
+    let mut seen = delivered(&c);
+    seen.sort();
+    assert_eq!(seen, (0..20).collect::<Vec<_>>(), "each once");
+    let sizes: Vec<(usize, usize)> = c
+        .requests()
+        .iter()
+        .map(|r| (r.body.len(), otlp_log_records(&r.body).len()))
+        .collect();
+    assert!(sizes.iter().all(|(len, _)| *len <= max), "{sizes:?}");
+    assert!(
+        sizes.iter().any(|(_, n)| *n > 1),
+        "still batched: {sizes:?}"
+    );
+    assert!(wait_until(SOON, || spool_names(&root).is_empty()));
+}
