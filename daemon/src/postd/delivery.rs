@@ -96,6 +96,26 @@ pub fn valid_header_value(v: &str) -> bool {
     v.bytes().all(|b| b == b'\t' || (0x20..=0x7e).contains(&b))
 }
 
+/// `v` as a v2 HTTP header value: every character HTTP (and ureq) cannot carry — non-ASCII
+/// text such as a DMI vendor string, or a control character in a file staged by another
+/// telemprobd — becomes `?`. Lossy, but the record is delivered; refusing it would leave
+/// it in the spool until it expires. (v3 and OTLP carry the exact text.)
+pub fn v2_header_value(v: &str) -> std::borrow::Cow<'_, str> {
+    if valid_header_value(v) {
+        return v.into();
+    }
+    v.chars()
+        .map(|c| {
+            if c == '\t' || (' '..='~').contains(&c) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 /// A request ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRequest {
@@ -106,8 +126,6 @@ pub struct HttpRequest {
 /// Why a request could not be built (a record-level failure).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BuildError {
-    #[error("header {0} has a value that cannot be sent in an HTTP header")]
-    HeaderValue(&'static str),
     #[error("cannot compress the request: {0}")]
     Compression(String),
 }
@@ -116,10 +134,7 @@ pub enum BuildError {
 pub fn v2_request(target: &Target, staged: &StagedRecord) -> Result<HttpRequest, BuildError> {
     let mut headers = Vec::with_capacity(17);
     for (name, value) in HEADER_NAMES.iter().zip(staged.headers.0.iter()) {
-        if !valid_header_value(value) {
-            return Err(BuildError::HeaderValue(name));
-        }
-        headers.push((name.to_string(), value.clone()));
+        headers.push((name.to_string(), v2_header_value(value).into_owned()));
     }
     headers.push((target.tid_name.clone(), target.tid_value.clone()));
     headers.push(("Content-Type".into(), "application/text".into()));
@@ -727,12 +742,11 @@ mod tests {
         assert_eq!(r.headers[12].1, "Intel(R) Xeon(R) Processor");
         assert_eq!(r.headers[16].1, "application/text");
         assert_eq!(r.body, b"hello\n");
-        let mut bad = staged(b"x\n");
-        bad.headers.0[6] = "caf\u{e9}".into();
-        assert_eq!(
-            v2_request(&target(DeliveryMode::V2), &bad),
-            Err(BuildError::HeaderValue("host_type"))
-        );
+        // Text HTTP cannot carry is sent as `?`, not refused.
+        let mut odd = staged(b"x\n");
+        odd.headers.0[6] = "caf\u{e9}|\u{2013}\r|x\ty".into();
+        let r = v2_request(&target(DeliveryMode::V2), &odd).unwrap();
+        assert_eq!(r.headers[6].1, "caf?|??|x\ty");
     }
 
     #[test]
