@@ -24,7 +24,7 @@ use std::path::Path;
 
 use libtelemetry::client::{send_frame, SEND_TIMEOUT};
 use libtelemetry::config::check_config_path;
-use libtelemetry::frame::{encode_frame, MAX_CFG_PATH};
+use libtelemetry::frame::{encode_frame, is_forbidden_cfg_char, MAX_CFG_PATH};
 use libtelemetry::record::MAX_PAYLOAD;
 use libtelemetry::{is_opted_in, Paths, Record};
 
@@ -105,6 +105,11 @@ pub unsafe extern "C" fn tm_set_config_file(c_file: *mut c_char) -> c_int {
         };
         if bytes.len() > MAX_CFG_PATH {
             return -libc::ENAMETOOLONG;
+        }
+        // The path travels on the frame's one-line CFG: field, which the daemon refuses to
+        // split: refuse it here, not at every later send.
+        if String::from_utf8_lossy(bytes).chars().any(is_forbidden_cfg_char) {
+            return -libc::EINVAL;
         }
         if let Err(e) = check_config_path(Path::new(OsStr::from_bytes(bytes))) {
             return -e.errno();

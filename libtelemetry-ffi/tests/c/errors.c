@@ -26,6 +26,7 @@ int main(int argc, char **argv)
         struct telem_ref empty;
         char cls[] = "a/b/c", bad_cls[] = "a/b", empty_cls[] = "";
         char rel[] = "relative.conf", missing[] = "/nonexistent/dir/telemetrics.conf";
+        char newline[] = "/etc/telemetrics/a\nb.conf";
         char bell[] = "bell\a", ok_payload[] = "fine payload\n";
         char id[] = "0123456789abcdef0123456789abcdef";
         char *big;
@@ -39,6 +40,7 @@ int main(int argc, char **argv)
         ok(tm_set_config_file(rel) == -EINVAL, "config: relative path");
         ok(tm_set_config_file(missing) == -ENOENT, "config: missing file");
         ok(tm_set_config_file(argv[1]) == -EINVAL, "config: a directory");
+        ok(tm_set_config_file(newline) == -EINVAL, "config: a control character");
 
         ok(tm_create_record(NULL, 1, cls, 1) == -EINVAL, "create: NULL t_ref");
         ref = &empty;
