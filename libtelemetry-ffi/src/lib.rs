@@ -108,7 +108,10 @@ pub unsafe extern "C" fn tm_set_config_file(c_file: *mut c_char) -> c_int {
         }
         // The path travels on the frame's one-line CFG: field, which the daemon refuses to
         // split: refuse it here, not at every later send.
-        if String::from_utf8_lossy(bytes).chars().any(is_forbidden_cfg_char) {
+        if String::from_utf8_lossy(bytes)
+            .chars()
+            .any(is_forbidden_cfg_char)
+        {
             return -libc::EINVAL;
         }
         if let Err(e) = check_config_path(Path::new(OsStr::from_bytes(bytes))) {
