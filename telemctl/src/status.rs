@@ -448,7 +448,8 @@ pub fn write_text(r: &StatusReport, out: &mut dyn Write) -> io::Result<()> {
             out,
             "Last delivery:  {}, {}, {}",
             if ld.ok { "ok" } else { "failed" },
-            ld.detail,
+            // It may quote a server's answer: never let it drive the terminal.
+            crate::journal::terminal_safe(&ld.detail, &[]),
             when(ld.time, now)
         )?,
         None => writeln!(out, "Last delivery:  none")?,
