@@ -7,8 +7,8 @@
 //!   reassembly under a deadline, validation, the one-byte reply);
 //! * [`stager`]: one task collecting records into batches, each group-committed (temp →
 //!   fsync → rename → one directory fsync per batch) on a blocking thread before its
-//!   records are acknowledged, so a slow disk never stalls the tasks above (a batch the
-//!   last commit predicts to be quick is committed in place, see [`stager`]); the commit
+//!   records are acknowledged, so a slow disk never stalls the tasks above (on a medium
+//!   as quick as tmpfs a small batch is committed in place, see [`stager`]); the commit
 //!   answers the connections that held one whole frame at accept itself;
 //! * a status writer (counters for `telemctl status`).
 //!

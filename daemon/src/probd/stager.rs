@@ -7,9 +7,10 @@
 //! above all, never runs on the runtime thread: while a commit runs (for as long as a slow
 //! disk takes), the listener and the handlers keep accepting, reading, validating and
 //! answering rejections, and the records that arrive meanwhile form the next batch. One
-//! commit runs at a time, so the batch grows with the load (group commit). Only a batch
-//! that the last commit predicts to take at most 250 µs is committed on the runtime thread
-//! ([`commit_inline`]: on tmpfs the hand-off costs more than the commit). The committer:
+//! commit runs at a time, so the batch grows with the load (group commit). Only on a medium
+//! as quick as tmpfs is a batch that the last commit predicts to take at most 1 ms committed
+//! on the runtime thread ([`commit_inline`]: there the hand-off costs more than the commit).
+//! The committer:
 //!
 //! 1. writes each record to a temporary dotfile `.tmp-probd.<pid>.<n>` (mode 0600,
 //!    `O_EXCL`) in `spool_dir`;
@@ -53,9 +54,12 @@ use super::machine_id::MachineId;
 
 /// Most records committed together.
 pub const MAX_BATCH: usize = 256;
-/// Longest commit, as predicted from the last one, that may run on the runtime thread (see
-/// [`commit_inline`]).
-const INLINE_COMMIT_BUDGET: Duration = Duration::from_micros(250);
+/// Longest time per record of a medium whose commits may run on the runtime thread (see
+/// [`commit_inline`]): tmpfs takes tens of µs; a disk that flushes in earnest takes more
+/// (two flushes per record).
+const INLINE_MAX_TIME_PER_RECORD: Duration = Duration::from_micros(100);
+/// Longest commit, as predicted from the last one, that may run on the runtime thread.
+const INLINE_COMMIT_BUDGET: Duration = Duration::from_millis(1);
 /// Prefix of this daemon's temporary files (a dotfile: readers of the spool skip it).
 pub fn temp_prefix() -> String {
     format!("{}probd.", libtelemetry::fsutil::TEMP_PREFIX)
@@ -391,19 +395,22 @@ impl Committer {
 }
 
 /// Commit a batch on the runtime thread itself rather than on the blocking thread? Only
-/// records alone (no change of directory), when the last commit's time per record predicts
-/// at most [`INLINE_COMMIT_BUDGET`] for the batch: on a medium that quick (tmpfs, a
-/// write-back cache) handing the batch to another thread and back costs more than the
-/// commit (measured on tmpfs: a third of a sequential client's throughput and twice the
-/// daemon's CPU time per record, a fifth of the throughput with 8 clients). On a disk that flushes in earnest
-/// no commit is that quick, and a disk that turns slow holds the runtime thread for one
-/// commit, after which commits leave it again until one is quick. The first commit has no
-/// prediction and goes to the blocking thread.
+/// records alone (no change of directory), when the last commit took at most
+/// [`INLINE_MAX_TIME_PER_RECORD`] per record and so predicts at most
+/// [`INLINE_COMMIT_BUDGET`] for the batch. On a medium that quick (tmpfs, a write-back
+/// cache) handing the batch to another thread and back costs more than the commit
+/// (measured on tmpfs: a third of a sequential client's throughput and twice the daemon's
+/// CPU time per record; with 8 clients and a budget of 250 µs still a fifth of the
+/// throughput). A disk that flushes in earnest is never that quick, and one that turns slow
+/// holds the runtime thread for one commit, after which commits leave it again until one is
+/// quick. The first commit has no prediction and goes to the blocking thread.
 fn commit_inline(last_time_per_record: Option<Duration>, records: usize, others: usize) -> bool {
     let records = u32::try_from(records).unwrap_or(u32::MAX);
     others == 0
         && records > 0
-        && last_time_per_record.is_some_and(|t| t.saturating_mul(records) <= INLINE_COMMIT_BUDGET)
+        && last_time_per_record.is_some_and(|t| {
+            t <= INLINE_MAX_TIME_PER_RECORD && t.saturating_mul(records) <= INLINE_COMMIT_BUDGET
+        })
 }
 
 /// The spool directory and the file protocol. Every operation is relative to one open
@@ -848,7 +855,7 @@ mod tests {
     }
 
     #[test]
-    fn only_batches_predicted_quick_are_committed_inline() {
+    fn only_quick_batches_on_a_quick_medium_are_committed_inline() {
         let check = |per_record_us: Option<u64>, records, others, expected| {
             let last = per_record_us.map(Duration::from_micros);
             assert_eq!(
@@ -859,12 +866,13 @@ mod tests {
         };
         check(None, 1, 0, false); // the first commit: speed unknown
         check(Some(40), 1, 0, true);
-        check(Some(250), 1, 0, true);
-        check(Some(251), 1, 0, false); // a slow disk
+        check(Some(100), 1, 0, true);
+        check(Some(101), 1, 0, false); // a disk that flushes
         check(Some(2_000_000), 1, 0, false);
-        check(Some(40), 6, 0, true); // 240 µs
-        check(Some(40), 7, 0, false); // 280 µs: overlaps with reading on the other thread
-        check(Some(1), MAX_BATCH, 0, false);
+        check(Some(40), 25, 0, true); // 1 ms
+        check(Some(40), 26, 0, false); // overlaps with reading on the other thread
+        check(Some(3), MAX_BATCH, 0, true);
+        check(Some(4), MAX_BATCH, 0, false);
         check(Some(u64::MAX / 1_000_000), 2, 0, false); // no overflow
         check(Some(40), 0, 1, false); // a new spool_dir: its stale temps are removed there
         check(Some(40), 1, 1, false);
