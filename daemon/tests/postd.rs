@@ -68,6 +68,19 @@ pub fn stage(root: &TestRoot, i: usize, age: Duration) -> PathBuf {
     )
 }
 
+/// A spool of `bad` as `r0`, the oldest, and 50 good records `r1`..`r50` after it.
+pub fn stage_poisoned_spool(root: &TestRoot, bad: &Record) {
+    stage_bytes(
+        root,
+        "r0",
+        &libtelemetry::encode_staged(bad, None),
+        Duration::from_secs(600),
+    );
+    for i in 1..=50 {
+        stage(root, i, Duration::from_secs(500 - i as u64));
+    }
+}
+
 /// The record number of a request body or journal classification (`… r<i>`).
 pub fn index_of(text: &str) -> usize {
     let start = text.find("record ").map(|p| p + 7).unwrap_or_else(|| {

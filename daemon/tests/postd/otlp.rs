@@ -300,15 +300,7 @@ fn a_poisoned_record_is_isolated_from_its_batch() {
     });
     let mut bad = record(0);
     bad.payload = b"record 0 poison".to_vec();
-    stage_bytes(
-        &root,
-        "r0",
-        &libtelemetry::encode_staged(&bad, None),
-        Duration::from_secs(600),
-    );
-    for i in 1..=50 {
-        stage(&root, i, Duration::from_secs(500 - i as u64));
-    }
+    stage_poisoned_spool(&root, &bad);
     let _d = spawn(&root);
     assert!(
         wait_until(SOON, || delivered(&c).len() == 50),

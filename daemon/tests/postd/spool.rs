@@ -122,15 +122,7 @@ fn a_poisoned_record_does_not_hold_up_the_spool(poison: Poison) {
             });
         }
     }
-    stage_bytes(
-        &root,
-        "r0",
-        &libtelemetry::encode_staged(&bad, None),
-        Duration::from_secs(600),
-    );
-    for i in 1..=50 {
-        stage(&root, i, Duration::from_secs(500 - i as u64));
-    }
+    stage_poisoned_spool(&root, &bad);
     let d = spawn(&root);
     let started = std::time::Instant::now();
     assert!(
