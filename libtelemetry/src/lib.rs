@@ -24,7 +24,10 @@ pub use frame::{decode_frame, encode_frame, Frame, FrameError};
 pub use hostinfo::HostInfo;
 pub use paths::Paths;
 pub use record::{Header, Headers, Record, RecordError};
-pub use staged::{encode_staged, parse_staged, StagedError, StagedRecord};
+pub use staged::{
+    encode_staged, format_staged_name, parse_staged, parse_staged_name, StagedError, StagedRecord,
+    StagedSender,
+};
 
 /// The suite's version, printed by every `-V` (the C client's last release number).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -57,6 +57,65 @@ impl StagedRecord {
     }
 }
 
+/// Who sent a staged record, as its file name says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StagedSender {
+    /// A bare 6-character name: staged by the C telemprobd, or by a version of this suite
+    /// that did not record the sender. Nobody can be charged for it.
+    Unknown,
+    /// The uid telemprobd read from the connection (`SO_PEERCRED`), not a value the sender
+    /// claimed.
+    Uid(u32),
+}
+
+/// Length of the random part of a staged name (mkstemp's `XXXXXX`, as the C telemprobd).
+pub const STAGED_NAME_RANDOM_LEN: usize = 6;
+
+/// The final name of a staged file: the 6 random `[A-Za-z0-9]` of mkstemp's shape, then,
+/// for a record whose sender telemprobd knows, `.u<uid>` (decimal, no leading zero).
+///
+/// ```text
+/// Ab3xY9          C-compatible name, sender unknown
+/// Ab3xY9.u1000    staged for uid 1000
+/// ```
+///
+/// Architecture Invariant: the only encoder and parser of staged file names. telempostd
+/// counts, moves and deletes only files whose names parse here (anything else in the spool
+/// is not a record of this suite or of the C client, and is left alone). A C telempostd
+/// sharing the spool reads any name, so the suffix costs it nothing.
+pub fn format_staged_name(random: &str, sender: StagedSender) -> String {
+    match sender {
+        StagedSender::Unknown => random.to_string(),
+        StagedSender::Uid(uid) => format!("{random}.u{uid}"),
+    }
+}
+
+/// Parse a staged file name; `None` for any name telemprobd (ours or the C one) never
+/// creates, dotfiles and temp files included.
+pub fn parse_staged_name(name: &str) -> Option<StagedSender> {
+    let bytes = name.as_bytes();
+    if bytes.len() < STAGED_NAME_RANDOM_LEN
+        || !bytes[..STAGED_NAME_RANDOM_LEN]
+            .iter()
+            .all(u8::is_ascii_alphanumeric)
+    {
+        return None;
+    }
+    let rest = &name[STAGED_NAME_RANDOM_LEN..];
+    if rest.is_empty() {
+        return Some(StagedSender::Unknown);
+    }
+    let digits = rest.strip_prefix(".u")?;
+    if digits.is_empty()
+        || digits.len() > 10
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || (digits.len() > 1 && digits.starts_with('0'))
+    {
+        return None;
+    }
+    digits.parse::<u32>().ok().map(StagedSender::Uid)
+}
+
 /// Bytes of the staged file for `record`. `cfg_path` must be one [`decode_frame`] accepts
 /// (no control character), or the file will not parse.
 ///
@@ -123,6 +182,30 @@ pub fn parse_staged(bytes: &[u8]) -> Result<StagedRecord, StagedError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn staged_names_round_trip_and_refuse_what_the_stager_never_writes() {
+        for (name, want) in [
+            ("Ab3xY9", Some(StagedSender::Unknown)),
+            ("Ab3xY9.u0", Some(StagedSender::Uid(0))),
+            ("Ab3xY9.u1000", Some(StagedSender::Uid(1000))),
+            ("Ab3xY9.u4294967295", Some(StagedSender::Uid(u32::MAX))),
+            ("Ab3xY9.u4294967296", None),
+            ("Ab3xY9.u01", None),
+            ("Ab3xY9.u", None),
+            ("Ab3xY9.x1", None),
+            ("Ab3xY9x", None),
+            ("Ab3x", None),
+            (".tmp-probd.1.2", None),
+            ("Ab3-Y9", None),
+            ("Ab3xY9.u1000.tmp", None),
+        ] {
+            assert_eq!(parse_staged_name(name), want, "{name}");
+            if let Some(sender) = want {
+                assert_eq!(format_staged_name(&name[..6], sender), name);
+            }
+        }
+    }
     use super::*;
     use crate::frame::tests::golden_record;
 
