@@ -13,6 +13,7 @@
 //! (`evicted`), the `drop` rate-limit strategy (`dropped`), delivery disabled (`local`), or
 //! quarantine (`quarantined`, moved rather than deleted).
 
+pub mod cli;
 pub mod counters;
 pub mod delivery;
 pub mod journal;
@@ -45,6 +46,8 @@ use persist::Persister;
 use pickup::{PickupError, WatchEvent};
 use ratelimit::RateLimiter;
 use spool::{backoff_delay, BackendGate, Blame, GateState, Spool};
+
+pub use cli::Options;
 
 /// Idle time after which the daemon exits when `daemon_recycling_enabled` is set and the
 /// spool is empty (the `.path` unit starts it again when a record is staged).
@@ -114,106 +117,18 @@ impl PostdError {
     }
 }
 
-/// Command-line options.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Options {
-    pub config_file: Option<PathBuf>,
-}
-
-/// What the command line asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cli {
-    Run(Options),
-    Help,
-    Version,
-    /// A usage error, with its message.
-    Usage(String),
-}
-
-/// `getopt_long("f:hV")` with `--config_file`, `--help`, `--version`.
-pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Cli {
-    let mut opts = Options::default();
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        let bytes = arg.as_encoded_bytes();
-        let value_of = |inline: &[u8], it: &mut dyn Iterator<Item = OsString>| {
-            if inline.is_empty() {
-                it.next().map(PathBuf::from)
-            } else {
-                // SAFETY: `inline` is a suffix of an OsStr split after ASCII bytes.
-                Some(PathBuf::from(unsafe {
-                    OsStr::from_encoded_bytes_unchecked(inline)
-                }))
-            }
-        };
-        match bytes {
-            b"-h" | b"--help" => return Cli::Help,
-            b"-V" | b"--version" => return Cli::Version,
-            _ if bytes.starts_with(b"--config_file") => {
-                let rest = &bytes[b"--config_file".len()..];
-                let inline = match rest {
-                    [] => &[][..],
-                    [b'=', v @ ..] => v,
-                    _ => {
-                        return Cli::Usage(format!(
-                            "unrecognized option '{}'",
-                            arg.to_string_lossy()
-                        ))
-                    }
-                };
-                let explicit_empty = rest == b"=";
-                match value_of(inline, &mut it) {
-                    Some(p) if !explicit_empty => opts.config_file = Some(p),
-                    _ => return Cli::Usage("option '--config_file' requires an argument".into()),
-                }
-            }
-            _ if bytes.starts_with(b"-f") => match value_of(&bytes[2..], &mut it) {
-                Some(p) => opts.config_file = Some(p),
-                None => return Cli::Usage("option requires an argument -- 'f'".into()),
-            },
-            _ => return Cli::Usage(format!("invalid option '{}'", arg.to_string_lossy())),
-        }
-    }
-    Cli::Run(opts)
-}
-
-/// The usage text: the same as telemprobd's, as in C.
-pub fn usage(argv0: &str) -> String {
-    crate::probd::cli::usage(argv0)
-}
-
 /// The whole program: parse `args` (with argv0), run, map errors to exit codes.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let mut args = args.into_iter();
-    let argv0 = args
-        .next()
-        .map(|a| a.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "telempostd".into());
-    match parse_args(args) {
-        Cli::Help => {
-            print!("{}", usage(&argv0));
-            ExitCode::SUCCESS
-        }
-        Cli::Version => {
-            println!("{}", libtelemetry::VERSION);
-            ExitCode::SUCCESS
-        }
-        Cli::Usage(msg) => {
-            eprintln!("{argv0}: {msg}");
-            eprint!("{}", usage(&argv0));
-            ExitCode::from(1)
-        }
-        Cli::Run(opts) => {
-            crate::logging::init("telempostd");
-            match run(opts) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    ExitCode::from(e.exit_code())
-                }
+    crate::cli::main(args, "telempostd", cli::usage, |opts| {
+        crate::logging::init("telempostd");
+        match run(opts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::from(e.exit_code())
             }
         }
-    }
+    })
 }
 
 /// Settings derived from a config, checked.
@@ -1321,37 +1236,6 @@ pub fn quarantine_dir(spool_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn check(args: &[&str], expected: Cli) {
-        let parsed = parse_args(args.iter().map(OsString::from));
-        assert_eq!(parsed, expected, "{args:?}");
-    }
-
-    fn run_with(p: &str) -> Cli {
-        Cli::Run(Options {
-            config_file: Some(PathBuf::from(p)),
-        })
-    }
-
-    #[test]
-    fn command_line() {
-        check(&[], Cli::Run(Options::default()));
-        check(&["-f", "/a"], run_with("/a"));
-        check(&["-f/a"], run_with("/a"));
-        check(&["--config_file", "/a"], run_with("/a"));
-        check(&["--config_file=/a"], run_with("/a"));
-        check(&["-h"], Cli::Help);
-        check(&["--version"], Cli::Version);
-        check(&["-f", "/a", "-V"], Cli::Version);
-        assert!(matches!(parse_args([OsString::from("-x")]), Cli::Usage(_)));
-        assert!(matches!(parse_args([OsString::from("-f")]), Cli::Usage(_)));
-        assert!(matches!(
-            parse_args([OsString::from("--config_file=")]),
-            Cli::Usage(_)
-        ));
-        assert!(usage("telempostd").starts_with("telempostd: Usage\n  -f,  --config_file"));
-        assert_eq!(usage("x"), crate::probd::cli::usage("x"));
-    }
 
     #[test]
     fn settings_checks() {
