@@ -5,3 +5,11 @@
 //! once; later calls are no-ops.
 
 pub use probe_support::log::init;
+
+/// Log what the config file holds that is accepted but suspicious (unknown keys, with the
+/// known key they most likely misspell), once per load.
+pub fn warn_config(cfg: &libtelemetry::Config) {
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+}

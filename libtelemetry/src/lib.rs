@@ -1,7 +1,7 @@
 //! libtelemetry — the core of the telemetrics suite.
 //!
 //! Every format of the suite is implemented once, here: the [`record`] model and its
-//! validation, the probe→daemon wire [`frame`], the [`staged`] file, the INI [`config`], the
+//! validation, the probe→daemon wire [`frame`], the [`staged`] file, the [`config`] (in the C client's [`ini`] dialect), the
 //! [`journal`] line, the daemons' [`status`] files, the [`paths`] of everything, and the
 //! [`client`] that sends one record to telemprobd.
 
@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod getopt;
 pub mod hostinfo;
 pub mod ids;
+pub mod ini;
 pub mod journal;
 pub mod paths;
 pub mod record;

@@ -16,6 +16,11 @@ pub const ROOT_ENV: &str = "TELEMETRICS_ROOT";
 /// Environment variable naming the root of the host facts (`/sys`, `/proc`, os-release).
 pub const HOST_ROOT_ENV: &str = "TELEMETRICS_HOST_ROOT";
 
+/// Name of the quarantine subdirectory of a directory a daemon or probe consumes (the spool
+/// dir for telempostd, the drop dir for swupdprobe): files it could never use are moved
+/// there. Hidden, so systemd's `DirectoryNotEmpty=` ignores it.
+pub const QUARANTINE_DIR: &str = ".quarantine";
+
 /// Resolved roots. Cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {

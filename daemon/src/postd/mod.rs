@@ -56,9 +56,10 @@ pub const IDLE_EXIT: Duration = Duration::from_secs(300);
 /// interface: the integration tests use it to see recycling without waiting five minutes.
 pub const IDLE_EXIT_ENV: &str = "TELEMETRICS_POSTD_IDLE_SECS";
 /// Records in flight at once unless `delivery_max_in_flight` says otherwise.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
-/// Upper bound of `delivery_max_in_flight`.
-pub const MAX_IN_FLIGHT_LIMIT: usize = 32;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = libtelemetry::config::DEFAULT_DELIVERY_MAX_IN_FLIGHT;
+/// Upper bound of `delivery_max_in_flight` (checked by `Config::check_delivery`).
+pub const MAX_IN_FLIGHT_LIMIT: usize =
+    *libtelemetry::config::DELIVERY_MAX_IN_FLIGHT_RANGE.end() as usize;
 /// A file found by a scan (not by a close/rename event) is left alone until its mtime is
 /// this old, so a record the C telemprobd is still writing in place is not read half-done.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -150,34 +151,8 @@ impl Settings {
     fn from_config(cfg: Config) -> Result<Settings, PostdError> {
         cfg.check_delivery()?;
         let target = Target::from_config(&cfg)?;
-        let max_in_flight = match cfg.raw.get("delivery_max_in_flight") {
-            None => DEFAULT_MAX_IN_FLIGHT,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=MAX_IN_FLIGHT_LIMIT).contains(n))
-                .ok_or_else(|| PostdError::Setting {
-                    key: "delivery_max_in_flight",
-                    value: v.clone(),
-                    message: format!("expected 1..{MAX_IN_FLIGHT_LIMIT}"),
-                })?,
-        };
-        let keep_alive = match cfg
-            .raw
-            .get("delivery_keep_alive")
-            .map(|v| v.to_ascii_lowercase())
-        {
-            None => true,
-            Some(v) if v == "true" || v == "1" => true,
-            Some(v) if v == "false" || v == "0" => false,
-            Some(v) => {
-                return Err(PostdError::Setting {
-                    key: "delivery_keep_alive",
-                    value: v,
-                    message: "expected true, false, 1 or 0".into(),
-                })
-            }
-        };
+        let max_in_flight = cfg.delivery_max_in_flight;
+        let keep_alive = cfg.delivery_keep_alive;
         Ok(Settings {
             target: Arc::new(target),
             max_in_flight,
@@ -212,6 +187,7 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         check_config_path(p).map_err(PostdError::ConfigPath)?;
     }
     let (cfg, source) = Config::load(&paths, opts.config_file.as_deref())?;
+    crate::logging::warn_config(&cfg);
     let settings = Settings::from_config(cfg)?;
     let spool_dir = settings.cfg.spool_dir.clone();
     create_spool_dir(&spool_dir).map_err(|source| PostdError::Spool {
@@ -1245,10 +1221,15 @@ mod tests {
         assert_eq!(s.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
         assert_eq!(s.quota, Some(5120 * 1024));
         assert_eq!(s.expiry, Duration::from_secs(1200 * 60));
-        c.raw.insert("delivery_max_in_flight".into(), "0".into());
-        assert!(Settings::from_config(c.clone()).is_err());
-        c.raw.insert("delivery_max_in_flight".into(), "8".into());
-        c.raw.insert("delivery_keep_alive".into(), "FALSE".into());
+        let bad = Config::parse(
+            "[settings]\ndelivery_max_in_flight=0\n",
+            Path::new("t.conf"),
+            &paths,
+        )
+        .unwrap();
+        assert!(Settings::from_config(bad).is_err());
+        c.delivery_max_in_flight = 8;
+        c.delivery_keep_alive = false;
         let s = Settings::from_config(c.clone()).unwrap();
         assert_eq!((s.max_in_flight, s.keep_alive), (8, false));
         c.record_window_length = -1;

@@ -155,6 +155,7 @@ pub fn run(opts: cli::Options) -> Result<ExitReason, ProbdError> {
         check_config_path(p).map_err(ProbdError::ConfigPath)?;
     }
     let (config, source) = Config::load(&paths, opts.config_file.as_deref())?;
+    crate::logging::warn_config(&config);
     tracing::info!(
         "{DAEMON} {} starting ({})",
         libtelemetry::VERSION,
