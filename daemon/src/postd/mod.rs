@@ -157,15 +157,9 @@ impl Settings {
             target: Arc::new(target),
             max_in_flight,
             keep_alive,
-            expiry: Duration::from_secs(
-                u64::try_from(cfg.record_expiry)
-                    .unwrap_or(0)
-                    .saturating_mul(60),
-            ),
-            quota: u64::try_from(cfg.spool_max_size)
-                .ok()
-                .map(|k| k.saturating_mul(1024)),
-            cap: Duration::from_secs(u64::try_from(cfg.spool_process_time).unwrap_or(120)),
+            expiry: cfg.record_expiry_duration().unwrap_or_default(),
+            quota: cfg.spool_quota_bytes(),
+            cap: cfg.spool_process_interval(),
             cfg,
         })
     }
