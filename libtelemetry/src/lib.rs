@@ -10,6 +10,7 @@ pub mod config;
 pub mod frame;
 pub mod fsutil;
 pub mod getopt;
+pub mod header_value;
 pub mod hostinfo;
 pub mod ids;
 pub mod ini;
