@@ -1,19 +1,28 @@
 //! Log setup for the probes: stderr, which systemd puts in the journal under the unit's
-//! name. `TELEMETRICS_LOG` (an `EnvFilter` directive, default `info`) sets the level.
+//! name. `TELEMETRICS_LOG` (a `tracing_subscriber::filter::Targets` directive, default
+//! `info`) sets the level.
 
 use std::io::IsTerminal;
+use std::str::FromStr;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Install the global subscriber once; later calls are no-ops.
 pub fn init() {
-    let filter =
-        EnvFilter::try_from_env("TELEMETRICS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = std::env::var("TELEMETRICS_LOG")
+        .ok()
+        .and_then(|v| Targets::from_str(v.trim()).ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    // The builder's own level filter (INFO by default) opened fully: `filter` decides.
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(LevelFilter::TRACE)
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .without_time()
+        .finish()
+        .with(filter)
         .try_init();
 }
