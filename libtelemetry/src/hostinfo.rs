@@ -105,8 +105,10 @@ pub fn read_host_file(path: &Path, nofollow: bool) -> std::io::Result<Vec<u8>> {
 }
 
 fn uname() -> (String, String) {
-    // SAFETY: `uname` fills a zeroed, properly sized struct; the fields are NUL-terminated.
+    // SAFETY: `utsname` is plain C data (byte arrays), for which all zeroes is valid.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uname` fills the properly sized struct it is given; the fields are
+    // NUL-terminated.
     if unsafe { libc::uname(&mut u) } != 0 {
         return ("unknown".into(), "unknown".into());
     }
