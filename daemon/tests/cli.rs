@@ -124,3 +124,40 @@ fn an_abbreviated_config_option_takes_its_path() {
         );
     }
 }
+
+/// Both daemons accept an unknown key, as C did, and log where it is and what it probably
+/// misspells (seen here on the way to a start-up error, so the test need not stop them).
+#[test]
+fn unknown_config_keys_are_logged_with_a_suggestion() {
+    for (daemon, fatal) in [
+        ("telemprobd", ("socket_path", "/nonexistent/dir/telem-0")),
+        ("telempostd", ("record_expiry", "-1")),
+    ] {
+        let mut root = TestRoot::new();
+        root.set("delivery_max_inflight", "8");
+        root.set(fatal.0, fatal.1);
+        let out = root
+            .command(daemon)
+            .env("TELEMETRICS_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{daemon}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let config = root.config_path();
+        let expected = format!(
+            "{}:{}: unknown key \"delivery_max_inflight\" ignored (did you mean \"delivery_max_in_flight\"?)",
+            config.display(),
+            line_of(&config, "delivery_max_inflight=")
+        );
+        assert!(stderr.contains(&expected), "{daemon}: {stderr}");
+    }
+}
+
+fn line_of(path: &std::path::Path, prefix: &str) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    1 + text
+        .lines()
+        .position(|l| l.starts_with(prefix))
+        .expect("key in the config")
+}
