@@ -328,7 +328,10 @@ fn back_to_back_oopses_are_all_reported() {
     );
     assert_eq!(
         reasons("RTNL: assertion failed\nx\nUnable to handle kernel paging request\n"),
-        ["RTNL: assertion failed", "Unable to handle kernel paging request"]
+        [
+            "RTNL: assertion failed",
+            "Unable to handle kernel paging request"
+        ]
     );
 }
 
