@@ -21,6 +21,9 @@ pub const MAX_CONFIG_SIZE: u64 = 1024 * 1024;
 pub const SPOOL_PROCESS_TIME_MIN: i64 = 120;
 pub const SPOOL_PROCESS_TIME_MAX: i64 = 300;
 
+/// Longest `crash_loop_interval` accepted: a year, in seconds.
+pub const CRASH_LOOP_INTERVAL_MAX: u64 = 366 * 24 * 3600;
+
 pub const DEFAULT_SERVER: &str = "https://clr.telemetry.intel.com/v3/collector";
 pub const DEFAULT_TIDHEADER: &str = "X-Telemetry-TID: 6907c830-eed9-4ce9-81ae-76daf8d88f0f";
 
@@ -173,6 +176,10 @@ pub struct Config {
     pub record_server_delivery_enabled: bool,
     /// New: `delivery_mode=auto|v2|v3|otlp`.
     pub delivery_mode: DeliveryMode,
+    /// crashprobe: records sent per crash signature and `crash_loop_interval`; 0 = no limit.
+    pub crash_loop_limit: u32,
+    /// crashprobe: seconds of one crash-loop window, 1..=[`CRASH_LOOP_INTERVAL_MAX`].
+    pub crash_loop_interval: u64,
     /// Every `[settings]` key as read (unescaped), for keys owned by one component only
     /// (e.g. the OTLP exporter's). Last occurrence wins.
     pub raw: BTreeMap<String, String>,
@@ -200,6 +207,8 @@ impl Config {
             record_retention_enabled: false,
             record_server_delivery_enabled: true,
             delivery_mode: DeliveryMode::Auto,
+            crash_loop_limit: 5,
+            crash_loop_interval: 3600,
             raw: BTreeMap::new(),
         }
     }
@@ -282,6 +291,12 @@ impl Config {
                         message: "expected auto, v2, v3 or otlp".into(),
                     })?
             }
+            "crash_loop_limit" => {
+                self.crash_loop_limit = in_range(e, path, 0, u32::MAX.into())? as u32
+            }
+            "crash_loop_interval" => {
+                self.crash_loop_interval = in_range(e, path, 1, CRASH_LOOP_INTERVAL_MAX)?
+            }
             _ => {}
         }
         Ok(())
@@ -339,6 +354,21 @@ fn parse_int(e: &IniEntry, path: &Path) -> Result<i64, ConfigError> {
         value: e.value.clone(),
         message: err.to_string(),
     })
+}
+
+/// An integer within `min..=max`, else a value error naming the range.
+fn in_range(e: &IniEntry, path: &Path, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let v = parse_int(e, path)?;
+    u64::try_from(v)
+        .ok()
+        .filter(|v| (min..=max).contains(v))
+        .ok_or_else(|| ConfigError::Value {
+            path: path.to_path_buf(),
+            line: e.line,
+            key: e.key.clone(),
+            value: e.value.clone(),
+            message: format!("expected {min} to {max}"),
+        })
 }
 
 fn parse_bool(e: &IniEntry, path: &Path) -> Result<bool, ConfigError> {
