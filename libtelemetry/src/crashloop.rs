@@ -166,7 +166,7 @@ impl CrashLoopState {
     /// The file contents: the header, then the signatures most recently seen first.
     pub fn encode(&self) -> String {
         let mut entries: Vec<&SignatureCounts> = self.entries.iter().collect();
-        entries.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.last_seen));
         let mut out = String::with_capacity(64 + entries.len() * 160);
         out.push_str(HEADER);
         out.push('\n');

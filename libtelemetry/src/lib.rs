@@ -3,8 +3,7 @@
 //! Every format of the suite is implemented once, here: the [`record`] model and its
 //! validation, the probe→daemon wire [`frame`], the [`staged`] file, the INI [`config`], the
 //! [`journal`] line, the daemons' [`status`] files, crashprobe's [`crashloop`] state, the
-//! [`paths`] of everything, and the
-//! [`client`] that sends one record to telemprobd.
+//! [`paths`] of everything, and the [`client`] that sends one record to telemprobd.
 
 pub mod client;
 pub mod config;
