@@ -38,20 +38,24 @@ fn backend_view(payload: &str) -> (String, String, String, Vec<String>) {
     (program, pid, signal, frames)
 }
 
+/// 100 crashes of one program in a row (well within the default window of an hour) with
+/// the default limit: 5 records, 95 crashes counted; the next record, in the next window,
+/// says 95 were suppressed since the first of them.
 #[test]
 fn a_crash_loop_sends_the_limit_then_reports_what_it_held_back() {
+    const CRASHES: usize = 100;
+    const LIMIT: usize = 5;
     let lab = Lab::new();
     let looping = lab.cc("looping", LEVELS_C, &["-O0", "-g"]);
     let core = lab.gdb_core(&looping, &[]);
-    let mut root = unfiltered_root();
-    root.set("crash_loop_limit", "3");
+    let root = unfiltered_root();
     let listener = Listener::start(&root);
     let args = ["-p", "looping", "-s", "11"];
     let mut first = None;
-    for i in 0..8 {
+    for i in 0..CRASHES {
         let run = probe(&root, &args, Input::File(&core), None);
         assert_eq!(run.code, 0, "{}", run.stderr);
-        if i < 3 {
+        if i < LIMIT {
             let p = payload(&listener.next());
             assert!(!p.contains("Crash loop:"), "{p}");
             first.get_or_insert(p);
@@ -69,7 +73,11 @@ fn a_crash_loop_sends_the_limit_then_reports_what_it_held_back() {
     let counts = &mut state.entries[0];
     assert_eq!(
         (counts.seen, counts.suppressed, counts.held_back),
-        (8, 5, 5)
+        (
+            CRASHES as u64,
+            (CRASHES - LIMIT) as u64,
+            (CRASHES - LIMIT) as u64
+        )
     );
     assert_eq!(counts.executable, "looping");
     assert!(
@@ -84,7 +92,11 @@ fn a_crash_loop_sends_the_limit_then_reports_what_it_held_back() {
     let run = probe(&root, &args, Input::File(&core), None);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let noted = payload(&listener.next());
-    let note = format!("Crash loop: suppressed 5 since {}\n", utc_timestamp(since));
+    let note = format!(
+        "Crash loop: suppressed {} since {}\n",
+        CRASHES - LIMIT,
+        utc_timestamp(since)
+    );
     assert!(
         noted.contains(&format!("\nSignal: 11\n{note}\nBacktrace (TID ")),
         "{noted}"
