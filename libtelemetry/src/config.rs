@@ -35,6 +35,9 @@ pub const MAX_CONFIG_SIZE: u64 = 1024 * 1024;
 pub const SPOOL_PROCESS_TIME_MIN: i64 = 120;
 pub const SPOOL_PROCESS_TIME_MAX: i64 = 300;
 
+/// Longest `crash_loop_interval` accepted: a year, in seconds.
+pub const CRASH_LOOP_INTERVAL_MAX: u64 = 366 * 24 * 3600;
+
 pub const DEFAULT_SERVER: &str = "https://clr.telemetry.intel.com/v3/collector";
 pub const DEFAULT_TIDHEADER: &str = "X-Telemetry-TID: 6907c830-eed9-4ce9-81ae-76daf8d88f0f";
 
@@ -82,6 +85,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "otlp_linger_ms",
     "otlp_compression",
     "otlp_headers",
+    "crash_loop_limit",
+    "crash_loop_interval",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -368,6 +373,10 @@ pub struct Config {
     pub deferred_errors: Vec<DeferredValueError>,
     /// Accepted but suspicious content (unknown keys), for the daemons to log.
     pub warnings: Vec<ConfigWarning>,
+    /// crashprobe: records sent per crash signature and `crash_loop_interval`; 0 = no limit.
+    pub crash_loop_limit: u32,
+    /// crashprobe: seconds of one crash-loop window, 1..=[`CRASH_LOOP_INTERVAL_MAX`].
+    pub crash_loop_interval: u64,
     /// Every `[settings]` key as read (unescaped), last occurrence winning. Everything the
     /// suite reads has a typed field above; this stays for keys not typed yet.
     pub raw: BTreeMap<String, String>,
@@ -404,6 +413,8 @@ impl Config {
             otlp_headers: Vec::new(),
             deferred_errors: Vec::new(),
             warnings: Vec::new(),
+            crash_loop_limit: 5,
+            crash_loop_interval: 3600,
             raw: BTreeMap::new(),
         }
     }
@@ -489,6 +500,16 @@ impl Config {
                         value: e.value.clone(),
                         message: "expected auto, v2, v3 or otlp".into(),
                     })?
+            }
+            "crash_loop_limit" => {
+                if let Some(n) = self.deferred(e, path, ranged(e, 0..=u64::from(u32::MAX))) {
+                    self.crash_loop_limit = n as u32;
+                }
+            }
+            "crash_loop_interval" => {
+                if let Some(n) = self.deferred(e, path, ranged(e, 1..=CRASH_LOOP_INTERVAL_MAX)) {
+                    self.crash_loop_interval = n;
+                }
             }
             "delivery_max_in_flight" => {
                 if let Some(n) = self.deferred(e, path, ranged(e, DELIVERY_MAX_IN_FLIGHT_RANGE)) {
@@ -617,7 +638,12 @@ impl Config {
                 message: "must not be negative".into(),
             });
         }
-        if let Some(e) = self.deferred_error("") {
+        // crashprobe's keys are its own to report: a bad one must not stop delivery.
+        if let Some(e) = self
+            .deferred_errors
+            .iter()
+            .find(|e| !e.key.starts_with("crash_loop_"))
+        {
             return Err(e.to_error());
         }
         Ok(())

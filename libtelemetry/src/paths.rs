@@ -110,6 +110,14 @@ impl Paths {
     pub fn state_dir(&self) -> PathBuf {
         self.under_root("/var/lib/telemetry")
     }
+    /// crashprobe's crash-loop counts (`crashloop` module).
+    pub fn crash_loop_file(&self) -> PathBuf {
+        self.under_root("/var/lib/telemetry/crash-loops")
+    }
+    /// The lock crashprobe holds while it updates [`Self::crash_loop_file`].
+    pub fn crash_loop_lock_file(&self) -> PathBuf {
+        self.under_root("/var/lib/telemetry/crash-loops.lock")
+    }
     pub fn machine_id_file(&self) -> PathBuf {
         self.under_root("/var/lib/telemetry/machine_id")
     }
