@@ -429,8 +429,16 @@ mod tests {
         ] {
             // A bad value keeps the default (probes and delivery go on) and is reported.
             let c = parse(bad).unwrap();
-            assert_eq!((c.crash_loop_limit, c.crash_loop_interval), (5, 3600), "{bad}");
-            let e = c.deferred_error("crash_loop_").expect(bad).to_error().to_string();
+            assert_eq!(
+                (c.crash_loop_limit, c.crash_loop_interval),
+                (5, 3600),
+                "{bad}"
+            );
+            let e = c
+                .deferred_error("crash_loop_")
+                .expect(bad)
+                .to_error()
+                .to_string();
             assert!(e.starts_with("/t.conf:2: invalid value"), "{bad}: {e}");
             assert!(c.check_delivery().is_ok(), "{bad}");
         }
