@@ -15,6 +15,7 @@ pub mod harden;
 pub mod modules;
 pub mod payload;
 pub mod reader;
+pub mod symbolize;
 pub mod unwind;
 
 pub use analysis::{analyze, report_for, AnalysisOptions, Report};

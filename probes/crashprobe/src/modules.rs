@@ -2,19 +2,19 @@
 //! against the build-id the core holds) and the vDSO (parsed from core memory), with their
 //! unwind tables and symbolizers, built lazily.
 
-use std::borrow::Cow;
-use std::cell::{OnceCell, RefCell};
+use std::cell::OnceCell;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use gimli::{EndianSlice, RunTimeEndian};
 use memmap2::Mmap;
-use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectSection, ObjectSegment};
 
 use crate::arena::Arena;
 use crate::elfcore::{u16_at, u32_at, u64_at, AT_ENTRY, AT_SYSINFO_EHDR};
 use crate::reader::CoreImage;
+use crate::symbolize::Symbolizer;
+pub use crate::symbolize::{demangle, FrameStyle, SymFrame};
 
 pub type Reader<'a> = EndianSlice<'a, RunTimeEndian>;
 
@@ -22,22 +22,21 @@ pub type Reader<'a> = EndianSlice<'a, RunTimeEndian>;
 pub const MAX_MODULES: usize = 1024;
 /// Largest module or debug file opened.
 const MAX_FILE_SIZE: u64 = 4 << 30;
-/// Largest decompressed debug section accepted.
-const MAX_SECTION_SIZE: u64 = 256 << 20;
-/// Inlined frames reported for one address.
-const MAX_INLINE_DEPTH: usize = 16;
 
 /// Where separate debug files are looked up.
 #[derive(Debug, Clone)]
 pub struct SymbolOptions {
     /// Roots of `.build-id/xx/yyyy.debug` trees and debuglink trees, in search order.
     pub debug_roots: Vec<PathBuf>,
+    /// How frames are named.
+    pub style: FrameStyle,
 }
 
 impl Default for SymbolOptions {
     fn default() -> Self {
         SymbolOptions {
             debug_roots: vec![PathBuf::from("/usr/lib/debug")],
+            style: FrameStyle::default(),
         }
     }
 }
@@ -53,10 +52,10 @@ pub enum Unusable {
 
 /// An ELF image usable for unwinding and symbols.
 pub struct Image<'a> {
-    obj: object::File<'a>,
+    pub(crate) obj: object::File<'a>,
     /// `(file offset, file size, vaddr, executable)` of the image's PT_LOAD segments.
     loads: Vec<(u64, u64, u64, bool)>,
-    debug: Option<object::File<'a>>,
+    pub(crate) debug: Option<object::File<'a>>,
 }
 
 pub struct Module<'a> {
@@ -64,6 +63,8 @@ pub struct Module<'a> {
     /// Display name: the executable's full path, else the soname (or file name).
     pub name: String,
     pub core_build_id: Option<Vec<u8>>,
+    /// The main executable (as opposed to a shared library or the vDSO).
+    pub is_exe: bool,
     pub image: Result<Image<'a>, Unusable>,
     unwind: OnceCell<Option<UnwindTables<'a>>>,
     symbols: OnceCell<Symbolizer<'a>>,
@@ -83,13 +84,7 @@ pub struct ModuleMap<'a> {
     mappings: Vec<Mapping>,
     exec: Vec<(u64, u64)>,
     arena: &'a Arena,
-}
-
-/// Symbol information for one address: innermost (inlined) first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SymFrame {
-    pub function: Option<String>,
-    pub location: Option<(String, u32)>,
+    style: FrameStyle,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +170,7 @@ impl<'a> ModuleMap<'a> {
             mappings,
             exec: core.executable_ranges(),
             arena,
+            style: opts.style,
         }
     }
 
@@ -248,7 +244,7 @@ impl<'a> ModuleMap<'a> {
         };
         let sym = module
             .symbols
-            .get_or_init(|| Symbolizer::new(img, self.arena));
+            .get_or_init(|| Symbolizer::new(img, module.is_exe, self.arena, self.style));
         FrameSymbol::Resolved {
             module: module.name.clone(),
             frames: sym.lookup(svma),
@@ -326,6 +322,7 @@ fn open_module<'a>(
         path: path.to_string(),
         name,
         core_build_id,
+        is_exe,
         image,
         unwind: OnceCell::new(),
         symbols: OnceCell::new(),
@@ -342,6 +339,7 @@ fn vdso_module(bytes: &[u8]) -> Module<'_> {
     Module {
         path: "[vdso]".into(),
         name,
+        is_exe: false,
         core_build_id: image
             .as_ref()
             .ok()
@@ -547,273 +545,6 @@ impl<'a> UnwindTables<'a> {
     }
 }
 
-struct Symbol<'a> {
-    addr: u64,
-    size: u64,
-    name: &'a str,
-}
-
-struct Symbolizer<'a> {
-    dwarf: Option<UnitSymbolizer<'a>>,
-    symbols: Vec<Symbol<'a>>,
-}
-
-impl<'a> Symbolizer<'a> {
-    fn new(img: &Image<'a>, arena: &'a Arena) -> Symbolizer<'a> {
-        let has_dwarf = |o: &object::File<'a>| o.section_by_name(".debug_info").is_some();
-        let dwarf_obj = img
-            .debug
-            .as_ref()
-            .filter(|d| has_dwarf(d))
-            .or(Some(&img.obj).filter(|o| has_dwarf(o)));
-        let dwarf = dwarf_obj.and_then(|o| UnitSymbolizer::new(o, arena));
-        let mut symbols = Vec::new();
-        for obj in img.debug.iter().chain(std::iter::once(&img.obj)) {
-            for s in obj.symbols().chain(obj.dynamic_symbols()) {
-                if s.kind() != SymbolKind::Text || !s.is_definition() || s.address() == 0 {
-                    continue;
-                }
-                if let Ok(name) = s.name() {
-                    if !name.is_empty() {
-                        symbols.push(Symbol {
-                            addr: s.address(),
-                            size: s.size(),
-                            name,
-                        });
-                    }
-                }
-            }
-        }
-        // Sized symbols first at equal addresses, so lookups prefer them.
-        symbols.sort_by(|a, b| a.addr.cmp(&b.addr).then(b.size.cmp(&a.size)));
-        symbols.dedup_by_key(|s| s.addr);
-        Symbolizer { dwarf, symbols }
-    }
-
-    fn symbol(&self, svma: u64) -> Option<&'a str> {
-        let i = self
-            .symbols
-            .partition_point(|s| s.addr <= svma)
-            .checked_sub(1)?;
-        let s = &self.symbols[i];
-        (s.size == 0 || svma - s.addr < s.size).then_some(s.name)
-    }
-
-    fn lookup(&self, svma: u64) -> Vec<SymFrame> {
-        let mut frames = self
-            .dwarf
-            .as_ref()
-            .map(|d| d.frames(svma))
-            .unwrap_or_default();
-        if frames.is_empty() {
-            frames.push(SymFrame {
-                function: None,
-                location: None,
-            });
-        }
-        if let Some(outer) = frames.last_mut() {
-            if outer.function.is_none() {
-                outer.function = self.symbol(svma).map(demangle);
-            }
-        }
-        frames
-    }
-}
-
-/// DWARF sections needed for lines and inlined frames.
-const DWARF_SECTIONS: [gimli::SectionId; 10] = [
-    gimli::SectionId::DebugAbbrev,
-    gimli::SectionId::DebugAddr,
-    gimli::SectionId::DebugAranges,
-    gimli::SectionId::DebugInfo,
-    gimli::SectionId::DebugLine,
-    gimli::SectionId::DebugLineStr,
-    gimli::SectionId::DebugStr,
-    gimli::SectionId::DebugStrOffsets,
-    gimli::SectionId::DebugRanges,
-    gimli::SectionId::DebugRngLists,
-];
-/// Compilation units whose symbolizer is kept for later frames.
-const MAX_CACHED_UNITS: usize = 32;
-/// Address ranges indexed per module.
-const MAX_INDEX_RANGES: usize = 1 << 20;
-
-/// DWARF symbolization one compilation unit at a time.
-///
-/// An `addr2line::Context` over a whole file parses every unit and its abbreviations up
-/// front: about 22 MiB for glibc's debug file. Here an index of unit address ranges (from
-/// `.debug_aranges`, completed by the units' own ranges) finds the unit of an address, and an
-/// `addr2line::Context` is built over that unit alone (its `.debug_info` bytes; the other
-/// sections are shared), so memory follows the frames, not the file.
-struct UnitSymbolizer<'a> {
-    sections: std::collections::HashMap<gimli::SectionId, &'a [u8]>,
-    /// `(begin, end, unit offset in .debug_info)`, sorted.
-    index: Vec<(u64, u64, usize)>,
-    contexts: RefCell<std::collections::HashMap<usize, Option<Rc<UnitContext<'a>>>>>,
-}
-
-type UnitContext<'a> = addr2line::Context<Reader<'a>>;
-
-impl<'a> UnitSymbolizer<'a> {
-    fn new(obj: &object::File<'a>, arena: &'a Arena) -> Option<UnitSymbolizer<'a>> {
-        let mut sections = std::collections::HashMap::new();
-        for id in DWARF_SECTIONS {
-            if let Some(data) = section_bytes(obj, id.name(), arena) {
-                sections.insert(id, data);
-            }
-        }
-        if !sections.contains_key(&gimli::SectionId::DebugInfo) {
-            return None;
-        }
-        let mut s = UnitSymbolizer {
-            sections,
-            index: Vec::new(),
-            contexts: RefCell::default(),
-        };
-        s.index = s.build_index()?;
-        Some(s)
-    }
-
-    fn dwarf(&self, unit: Option<&'a [u8]>) -> Option<gimli::Dwarf<Reader<'a>>> {
-        let le = RunTimeEndian::Little;
-        let mut d = gimli::Dwarf::load(|id| {
-            Ok::<_, gimli::Error>(EndianSlice::new(
-                self.sections.get(&id).copied().unwrap_or(&[]),
-                le,
-            ))
-        })
-        .ok()?;
-        if let Some(bytes) = unit {
-            d.debug_info = gimli::DebugInfo::new(bytes, le);
-            d.debug_aranges = gimli::DebugAranges::new(&[], le);
-        }
-        Some(d)
-    }
-
-    fn build_index(&self) -> Option<Vec<(u64, u64, usize)>> {
-        let dwarf = self.dwarf(None)?;
-        let mut index = Vec::new();
-        let mut covered = std::collections::HashSet::new();
-        let mut headers = dwarf.debug_aranges.headers();
-        while let Ok(Some(h)) = headers.next() {
-            let off = h.debug_info_offset().0;
-            let mut entries = h.entries();
-            while let Ok(Some(e)) = entries.next() {
-                if e.length() > 0 && index.len() < MAX_INDEX_RANGES {
-                    index.push((e.address(), e.address().saturating_add(e.length()), off));
-                    covered.insert(off);
-                }
-            }
-        }
-        // Units that .debug_aranges leaves out (LLVM does not write it): their own ranges.
-        let mut units = dwarf.units();
-        while let Ok(Some(header)) = units.next() {
-            let Some(off) = header.offset().as_debug_info_offset().map(|o| o.0) else {
-                continue;
-            };
-            if covered.contains(&off) || index.len() >= MAX_INDEX_RANGES {
-                continue;
-            }
-            let Ok(unit) = dwarf.unit(header) else {
-                continue;
-            };
-            if let Ok(mut ranges) = dwarf.unit_ranges(&unit) {
-                while let Ok(Some(r)) = ranges.next() {
-                    if r.begin < r.end && index.len() < MAX_INDEX_RANGES {
-                        index.push((r.begin, r.end, off));
-                    }
-                }
-            }
-        }
-        index.sort_unstable();
-        Some(index)
-    }
-
-    fn context(&self, off: usize) -> Option<Rc<UnitContext<'a>>> {
-        if let Some(c) = self.contexts.borrow().get(&off) {
-            return c.clone();
-        }
-        let info = self.sections.get(&gimli::SectionId::DebugInfo)?;
-        let full = gimli::DebugInfo::new(info, RunTimeEndian::Little);
-        let ctx = full
-            .header_from_offset(gimli::DebugInfoOffset(off))
-            .ok()
-            .and_then(|h| info.get(off..off.checked_add(h.length_including_self())?))
-            .and_then(|unit| self.dwarf(Some(unit)))
-            .and_then(|d| addr2line::Context::from_dwarf(d).ok())
-            .map(Rc::new);
-        let mut cache = self.contexts.borrow_mut();
-        if cache.len() < MAX_CACHED_UNITS {
-            cache.insert(off, ctx.clone());
-        }
-        ctx
-    }
-
-    /// Inlined and outer frames at `svma`, innermost first (empty when unknown).
-    fn frames(&self, svma: u64) -> Vec<SymFrame> {
-        let mut frames = Vec::new();
-        let end = self.index.partition_point(|r| r.0 <= svma);
-        let unit = self.index[..end]
-            .iter()
-            .rev()
-            .take(64)
-            .find(|r| svma < r.1)
-            .map(|r| r.2);
-        let Some(ctx) = unit.and_then(|u| self.context(u)) else {
-            return frames;
-        };
-        if let Ok(mut iter) = ctx.find_frames(svma).skip_all_loads() {
-            while let Ok(Some(f)) = iter.next() {
-                if frames.len() >= MAX_INLINE_DEPTH {
-                    break;
-                }
-                let function = f
-                    .function
-                    .as_ref()
-                    .and_then(|n| n.demangle().ok())
-                    .map(|n| n.into_owned());
-                let location = f
-                    .location
-                    .as_ref()
-                    .and_then(|l| Some((l.file?.to_string(), l.line.filter(|n| *n > 0)?)));
-                frames.push(SymFrame { function, location });
-            }
-        }
-        frames
-    }
-}
-
-/// A section's bytes, decompressed into the arena when needed; `None` when absent, empty,
-/// or implausibly large once decompressed.
-fn section_bytes<'a>(obj: &object::File<'a>, name: &str, arena: &'a Arena) -> Option<&'a [u8]> {
-    let section = obj.section_by_name(name)?;
-    if let Ok(range) = section.compressed_file_range() {
-        if range.uncompressed_size > MAX_SECTION_SIZE {
-            return None;
-        }
-    }
-    let data: &'a [u8] = match section.uncompressed_data().ok()? {
-        Cow::Borrowed(b) => b,
-        Cow::Owned(v) => arena.keep_vec(v),
-    };
-    (!data.is_empty()).then_some(data)
-}
-
-/// Demangle a Rust or C++ symbol name; other names are returned as they are.
-pub fn demangle(name: &str) -> String {
-    if let Ok(d) = rustc_demangle::try_demangle(name) {
-        return format!("{d:#}");
-    }
-    if name.starts_with("_Z") {
-        if let Ok(sym) = cpp_demangle::Symbol::new(name) {
-            if let Ok(s) = sym.demangle(&cpp_demangle::DemangleOptions::default()) {
-                return s;
-            }
-        }
-    }
-    name.to_string()
-}
-
 /// Lower-case hex of a build-id.
 pub fn build_id_hex(id: &[u8]) -> String {
     hex(id)
@@ -822,17 +553,6 @@ pub fn build_id_hex(id: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn demangling() {
-        assert_eq!(
-            demangle("_ZN6rcrash4boom17h0123456789abcdefE"),
-            "rcrash::boom"
-        );
-        assert_eq!(demangle("_Z3fooi"), "foo(int)");
-        assert_eq!(demangle("level3"), "level3");
-        assert_eq!(demangle("_Z"), "_Z");
-    }
 
     #[test]
     fn build_id_note() {
