@@ -14,9 +14,14 @@ use crate::analysis::{report_for, AnalysisOptions, Report};
 use crate::harden;
 use crate::payload::{privacy_filter, process_label, Filtered, PAYLOAD_FORMAT_VERSION};
 use crate::reader::CoreImage;
+use crate::symbolize::FrameStyle;
 
 /// Environment variable with `:`-separated debug roots (overridden by `--debug-root`).
 pub const DEBUG_ROOT_ENV: &str = "CRASHPROBE_DEBUG_ROOT";
+
+/// Configuration key (in `[settings]` of telemetrics.conf) choosing how frames are named:
+/// `compatible` (the default, as the C probe) or `rich`.
+pub const FRAMES_KEY: &str = "crashprobe_frames";
 
 /// Exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,6 +238,14 @@ pub fn run(opts: Options) -> Exit {
         .and_then(privacy_filter);
 
     let mut analysis = AnalysisOptions::default();
+    if let Some(value) = config.raw.get(FRAMES_KEY) {
+        match FrameStyle::from_config(value) {
+            Some(style) => analysis.symbols.style = style,
+            None => say(&format!(
+                "{FRAMES_KEY}={value} is not compatible or rich; using compatible"
+            )),
+        }
+    }
     let roots = opts
         .debug_roots
         .clone()

@@ -9,6 +9,7 @@
 //!
 //! Backtrace (TID <tid>):
 //! #<n> <function>() - [<module>][ - <file>:<line>]
+//! [Stack memory beyond this frame was not kept. Backtrace truncated.]
 //! ```
 //!
 //! The payload never exceeds [`MAX_PAYLOAD`]: it is cut before the first frame line that
@@ -28,6 +29,9 @@ pub const SEVERITY_FILTERED: u32 = 2;
 pub const PAYLOAD_FORMAT_VERSION: u32 = 1;
 
 pub const TOO_MANY_FRAMES: &str = "Too many frames. Backtrace truncated.\n";
+/// Ends a thread's frames when its unwind reached stack memory the probe did not keep.
+pub const STACK_NOT_KEPT: &str =
+    "Stack memory beyond this frame was not kept. Backtrace truncated.\n";
 /// Appended when the payload size limit cut the backtraces.
 pub const SIZE_MARKER: &str = "Payload size limit reached. Backtrace truncated.\n";
 pub const CLR_BUILD_PAYLOAD: &str = "Crash from Clear package build\n";

@@ -247,6 +247,34 @@ pub fn frame_lines(payload: &str) -> FrameLines {
     }
 }
 
+/// `got` has the frame lines of `want`. The C probe did not bound its payload (a record
+/// over 8 KiB is then dropped by the daemon); this probe stops at a frame line before
+/// the limit and says so. A cut payload matches when every thread it shows completely is
+/// one of the C probe's and the last one shown is the start of one.
+fn same_frames(want: &FrameLines, got: &FrameLines, cut: bool) -> bool {
+    if !cut {
+        return want == got;
+    }
+    if want.too_many != got.too_many || !want.crashing.starts_with(&got.crashing) {
+        return false;
+    }
+    if got.others.is_empty() {
+        return true;
+    }
+    let mut pool: Vec<&Vec<String>> = want.others.iter().collect();
+    let mut partial = 0;
+    for t in &got.others {
+        if let Some(i) = pool.iter().position(|w| *w == t) {
+            pool.remove(i);
+        } else if pool.iter().any(|w| w.starts_with(t)) {
+            partial += 1;
+        } else {
+            return false;
+        }
+    }
+    partial <= 1
+}
+
 /// Lines of `want` and `got` that differ, for the failure message.
 fn diff(want: &FrameLines, got: &FrameLines) -> String {
     let mut out = String::new();
@@ -310,7 +338,7 @@ fn cases() -> Vec<(String, String, Vec<String>)> {
 
 /// Run the probe with the default configuration on a piped core and return the payload.
 pub fn probe_payload(core: &[u8], name: &str, debug_roots: &str) -> String {
-    let root = unfiltered_root();
+    let root = compatible_root();
     let listener = Listener::start(&root);
     let run = probe(
         &root,
@@ -352,7 +380,11 @@ fn frame_lines_equal_the_c_probe_for_every_case() {
         }
         let expected = expected(case, &bin, &work);
         let (want, have) = (frame_lines(&expected), frame_lines(&got));
-        if want != have {
+        if !same_frames(
+            &want,
+            &have,
+            got.ends_with(crashprobe::payload::SIZE_MARKER),
+        ) {
             results.insert(
                 case.clone(),
                 format!("{}payload:\n{got}", diff(&want, &have)),
