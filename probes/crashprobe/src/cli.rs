@@ -23,6 +23,9 @@ pub const DEBUG_ROOT_ENV: &str = "CRASHPROBE_DEBUG_ROOT";
 /// `compatible` (the default, as the C probe) or `rich`.
 pub const FRAMES_KEY: &str = "crashprobe_frames";
 
+/// Where processes' files are opened from (`/proc/<pid>/map_files/`).
+const PROC_ROOT: &str = "/proc";
+
 /// Exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -41,7 +44,7 @@ pub const USAGE: &str = "\
 Usage: crashprobe -p NAME [OPTIONS]
 
 Reads an ELF core (from stdin or -c), unwinds every thread and sends a crash record.
-Meant for kernel.core_pattern = |/usr/bin/crashprobe -p %e -E %E -s %s
+Meant for kernel.core_pattern = |/usr/bin/crashprobe -p %e -E %E -s %s -P %P
 
 Options:
   -f, --config-file FILE   Use FILE as the configuration file
@@ -49,6 +52,8 @@ Options:
   -p, --process-name NAME  Name of the crashed process (required)
   -E, --process-path PATH  Path of the crashed executable ('/' or '!' separated)
   -s, --signal N           Signal number that caused the crash
+  -P, --pid PID            PID of the crashed process (%P): its mapped files are opened
+                           through /proc/PID/map_files/ before dropping root
   -v, --verbose            Print the payload after sending it
   -V, --version            Print the version and exit
   -h, --help               Print this help and exit
@@ -65,6 +70,7 @@ pub struct Options {
     pub process_name: Option<String>,
     pub process_path: Option<String>,
     pub signal: Option<i64>,
+    pub pid: Option<u32>,
     pub verbose: bool,
     pub debug_roots: Option<String>,
     pub user: Option<String>,
@@ -85,6 +91,8 @@ pub enum UsageError {
     MissingValue(String),
     #[error("invalid signal number '{0}'")]
     BadSignal(String),
+    #[error("invalid process id '{0}'")]
+    BadPid(String),
     #[error("unexpected argument '{0}'")]
     Extra(String),
 }
@@ -130,6 +138,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Command, UsageError> {
             "p" | "process-name" => "process-name",
             "E" | "process-path" => "process-path",
             "s" | "signal" => "signal",
+            "P" | "pid" => "pid",
             "debug-root" => "debug-root",
             "user" => "user",
             "verbose" | "version" | "help" => {
@@ -164,6 +173,14 @@ pub fn parse_args(args: &[OsString]) -> Result<Command, UsageError> {
                         .trim()
                         .parse::<i64>()
                         .map_err(|_| UsageError::BadSignal(value.clone()))?,
+                )
+            }
+            "pid" => {
+                o.pid = Some(
+                    value
+                        .trim()
+                        .parse::<u32>()
+                        .map_err(|_| UsageError::BadPid(value.clone()))?,
                 )
             }
             "debug-root" => o.debug_roots = Some(value),
@@ -209,6 +226,14 @@ pub fn run(opts: Options) -> Exit {
         }
         Exit::Setup
     };
+    // The crashed process still exists while the kernel pipes its core: its mapped files
+    // are opened now, as root, and only read after root is dropped.
+    let process_files = opts.pid.filter(|p| *p > 0).map(|pid| {
+        std::sync::Arc::new(crate::modules::ProcessFiles::open(
+            std::path::Path::new(PROC_ROOT),
+            pid,
+        ))
+    });
     if let Err(e) = harden::drop_privileges(&user, &paths.state_dir()) {
         return fail(&format!("cannot drop privileges: {e}"));
     }
@@ -238,6 +263,7 @@ pub fn run(opts: Options) -> Exit {
         .and_then(privacy_filter);
 
     let mut analysis = AnalysisOptions::default();
+    analysis.symbols.process_files = process_files;
     if let Some(value) = config.raw.get(FRAMES_KEY) {
         match FrameStyle::from_config(value) {
             Some(style) => analysis.symbols.style = style,

@@ -30,6 +30,89 @@ pub struct SymbolOptions {
     pub debug_roots: Vec<PathBuf>,
     /// How frames are named.
     pub style: FrameStyle,
+    /// The crashed process's mapped files, opened through `/proc/<pid>/map_files/` while
+    /// the probe was still root (the files the process mapped, even if deleted, replaced
+    /// or in another mount namespace).
+    pub process_files: Option<std::sync::Arc<ProcessFiles>>,
+}
+
+/// Mapped files of a live (crashing) process: `(start, end, index into files)`.
+#[derive(Debug, Default)]
+pub struct ProcessFiles {
+    pub pid: u32,
+    ranges: Vec<(u64, u64, usize)>,
+    files: Vec<File>,
+}
+
+/// Most `/proc/<pid>/map_files/` entries looked at.
+const MAX_MAP_FILES: usize = 65_536;
+
+impl ProcessFiles {
+    /// Open every file mapping of process `pid` under `proc_root` (normally `/proc`).
+    /// Needs root (CAP_SYS_ADMIN); returns what could be opened.
+    pub fn open(proc_root: &Path, pid: u32) -> ProcessFiles {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let mut out = ProcessFiles {
+            pid,
+            ..ProcessFiles::default()
+        };
+        let dir = proc_root.join(pid.to_string()).join("map_files");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return out;
+        };
+        let mut by_inode: std::collections::HashMap<(u64, u64), usize> = Default::default();
+        for e in entries.take(MAX_MAP_FILES).flatten() {
+            let name = e.file_name();
+            let Some((a, b)) = name.to_str().and_then(|n| n.split_once('-')) else {
+                continue;
+            };
+            let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16))
+            else {
+                continue;
+            };
+            let Ok(file) = File::options()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+                .open(e.path())
+            else {
+                continue;
+            };
+            let Ok(md) = file.metadata() else { continue };
+            if !md.is_file() {
+                continue;
+            }
+            let key = (md.dev(), md.ino());
+            let idx = match by_inode.get(&key) {
+                Some(&i) => i,
+                None => {
+                    if out.files.len() >= MAX_MODULES {
+                        continue;
+                    }
+                    out.files.push(file);
+                    by_inode.insert(key, out.files.len() - 1);
+                    out.files.len() - 1
+                }
+            };
+            out.ranges.push((start, end, idx));
+        }
+        out.ranges.sort_unstable();
+        out
+    }
+
+    /// The file mapped at `[start, end)`.
+    fn file_at(&self, start: u64, end: u64) -> Option<&File> {
+        let i = self.ranges.partition_point(|r| r.0 < start);
+        let r = self.ranges.get(i)?;
+        (r.0 == start && r.1 == end).then(|| &self.files[r.2])
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
 }
 
 impl Default for SymbolOptions {
@@ -37,6 +120,7 @@ impl Default for SymbolOptions {
         SymbolOptions {
             debug_roots: vec![PathBuf::from("/usr/lib/debug")],
             style: FrameStyle::default(),
+            process_files: None,
         }
     }
 }
@@ -132,7 +216,20 @@ impl<'a> ModuleMap<'a> {
                         .map(|g| g.start);
                     let core_build_id = head.and_then(|h| build_id_in_memory(core, h));
                     let is_exe = exe_path.as_deref() == Some(f.path.as_str());
-                    modules.push(open_module(&f.path, core_build_id, is_exe, arena, opts));
+                    // The process's own file, when it is still there to ask (same pid).
+                    let own = opts
+                        .process_files
+                        .as_deref()
+                        .filter(|p| notes.pid == Some(p.pid))
+                        .and_then(|p| p.file_at(f.start, f.end));
+                    modules.push(open_module(
+                        &f.path,
+                        own,
+                        core_build_id,
+                        is_exe,
+                        arena,
+                        opts,
+                    ));
                     index.insert(&f.path, modules.len() - 1);
                     modules.len() - 1
                 }
@@ -291,13 +388,16 @@ impl<'a> Image<'a> {
 
 fn open_module<'a>(
     path: &str,
+    own: Option<&File>,
     core_build_id: Option<Vec<u8>>,
     is_exe: bool,
     arena: &'a Arena,
     opts: &SymbolOptions,
 ) -> Module<'a> {
     let disk_path = path.strip_suffix(" (deleted)").unwrap_or(path);
-    let image = map_file(Path::new(disk_path), arena)
+    let image = own
+        .and_then(|f| map_open_file(f, arena))
+        .or_else(|| map_file(Path::new(disk_path), arena))
         .and_then(|d| Image::parse(d, None))
         .ok_or(Unusable::Missing)
         .and_then(|img| match (&core_build_id, img.build_id()) {
@@ -366,13 +466,17 @@ fn map_file<'a>(path: &Path, arena: &'a Arena) -> Option<&'a [u8]> {
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .ok()?;
+    map_open_file(&file, arena)
+}
+
+fn map_open_file<'a>(file: &File, arena: &'a Arena) -> Option<&'a [u8]> {
     let md = file.metadata().ok()?;
     if !md.is_file() || md.len() == 0 || md.len() > MAX_FILE_SIZE {
         return None;
     }
     // SAFETY: read-only mapping of a system file; a concurrent truncation would raise SIGBUS,
     // which the probe accepts (documented) rather than copying every module.
-    let map = unsafe { Mmap::map(&file) }.ok()?;
+    let map = unsafe { Mmap::map(file) }.ok()?;
     Some(arena.keep_map(map))
 }
 

@@ -18,3 +18,6 @@ mod hostile;
 
 #[path = "integration/conformance.rs"]
 mod conformance;
+
+#[path = "integration/live.rs"]
+mod live;
