@@ -44,66 +44,144 @@ pub struct ProcessFiles {
     files: Vec<File>,
 }
 
-/// Most `/proc/<pid>/map_files/` entries looked at.
+/// Most `/proc/<pid>/map_files/` entries and `maps` lines looked at.
 const MAX_MAP_FILES: usize = 65_536;
 
+/// `start-end` in hex, as `map_files/` names and `maps` lines start.
+fn parse_range(s: &str) -> Option<(u64, u64)> {
+    let (a, b) = s.split_once('-')?;
+    Some((
+        u64::from_str_radix(a, 16).ok()?,
+        u64::from_str_radix(b, 16).ok()?,
+    ))
+}
+
+/// A regular file opened read-only without blocking or becoming a controlling tty.
+fn open_regular(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
+}
+
+/// A file-backed line of `/proc/<pid>/maps`:
+/// `start-end perms offset major:minor inode path`.
+struct MapsLine<'l> {
+    start: u64,
+    end: u64,
+    dev: (u32, u32),
+    inode: u64,
+    path: &'l str,
+}
+
+impl<'l> MapsLine<'l> {
+    fn parse(line: &'l [u8]) -> Option<MapsLine<'l>> {
+        let line = std::str::from_utf8(line).ok()?;
+        let mut f = line.splitn(6, ' ');
+        let (start, end) = parse_range(f.next()?)?;
+        let _perms = f.next()?;
+        let _offset = f.next()?;
+        let (major, minor) = f.next()?.split_once(':')?;
+        let dev = (
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        );
+        let inode: u64 = f.next()?.parse().ok()?;
+        let path = f.next()?.trim_start_matches(' ');
+        // Deleted files cannot be reached by path; pseudo-files are not ELF modules.
+        if inode == 0 || !path.starts_with('/') || path.ends_with(" (deleted)") {
+            return None;
+        }
+        Some(MapsLine {
+            start,
+            end,
+            dev,
+            inode,
+            path,
+        })
+    }
+}
+
 impl ProcessFiles {
-    /// Open every file mapping of process `pid` under `proc_root` (normally `/proc`).
-    /// Needs root (CAP_SYS_ADMIN); returns what could be opened.
+    /// Open every file mapping of process `pid` under `proc_root` (normally `/proc`):
+    /// through `map_files/` (the mapped inode itself; needs root), else through `root/`
+    /// plus the path `maps` lists, accepted only when it is the inode `maps` lists.
+    /// Returns what could be opened.
     pub fn open(proc_root: &Path, pid: u32) -> ProcessFiles {
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         let mut out = ProcessFiles {
             pid,
             ..ProcessFiles::default()
         };
-        let dir = proc_root.join(pid.to_string()).join("map_files");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return out;
-        };
+        let base = proc_root.join(pid.to_string());
         let mut by_inode: std::collections::HashMap<(u64, u64), usize> = Default::default();
-        for e in entries.take(MAX_MAP_FILES).flatten() {
-            let name = e.file_name();
-            let Some((a, b)) = name.to_str().and_then(|n| n.split_once('-')) else {
+        if let Ok(entries) = std::fs::read_dir(base.join("map_files")) {
+            for e in entries.take(MAX_MAP_FILES).flatten() {
+                let name = e.file_name();
+                let Some((start, end)) = name.to_str().and_then(parse_range) else {
+                    continue;
+                };
+                if let Some(file) = open_regular(&e.path()) {
+                    out.add(start, end, file, &mut by_inode);
+                }
+            }
+        }
+        // Mappings map_files did not give (no CAP_SYS_ADMIN, or a kernel that hides it).
+        let maps = std::fs::read(base.join("maps")).unwrap_or_default();
+        for line in maps.split(|&b| b == b'\n').take(MAX_MAP_FILES) {
+            let Some(m) = MapsLine::parse(line) else {
                 continue;
             };
-            let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16))
-            else {
-                continue;
-            };
-            let Ok(file) = File::options()
-                .read(true)
-                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-                .open(e.path())
-            else {
-                continue;
-            };
-            let Ok(md) = file.metadata() else { continue };
-            if !md.is_file() {
+            if out.file_at(m.start, m.end).is_some() {
                 continue;
             }
-            let key = (md.dev(), md.ino());
-            let idx = match by_inode.get(&key) {
-                Some(&i) => i,
-                None => {
-                    if out.files.len() >= MAX_MODULES {
-                        continue;
-                    }
-                    out.files.push(file);
-                    by_inode.insert(key, out.files.len() - 1);
-                    out.files.len() - 1
-                }
+            let rel = m.path.trim_start_matches('/');
+            let Some(file) = open_regular(&base.join("root").join(rel)) else {
+                continue;
             };
-            out.ranges.push((start, end, idx));
+            use std::os::unix::fs::MetadataExt;
+            let Ok(md) = file.metadata() else { continue };
+            let dev = (libc::major(md.dev()), libc::minor(md.dev()));
+            if md.ino() == m.inode && dev == m.dev {
+                out.add(m.start, m.end, file, &mut by_inode);
+            }
         }
         out.ranges.sort_unstable();
         out
     }
 
+    fn add(
+        &mut self,
+        start: u64,
+        end: u64,
+        file: File,
+        by_inode: &mut std::collections::HashMap<(u64, u64), usize>,
+    ) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(md) = file.metadata() else { return };
+        let key = (md.dev(), md.ino());
+        let idx = match by_inode.get(&key) {
+            Some(&i) => i,
+            None => {
+                if self.files.len() >= MAX_MODULES {
+                    return;
+                }
+                self.files.push(file);
+                by_inode.insert(key, self.files.len() - 1);
+                self.files.len() - 1
+            }
+        };
+        self.ranges.push((start, end, idx));
+    }
+
     /// The file mapped at `[start, end)`.
-    fn file_at(&self, start: u64, end: u64) -> Option<&File> {
-        let i = self.ranges.partition_point(|r| r.0 < start);
-        let r = self.ranges.get(i)?;
-        (r.0 == start && r.1 == end).then(|| &self.files[r.2])
+    pub fn file_at(&self, start: u64, end: u64) -> Option<&File> {
+        self.ranges
+            .iter()
+            .find(|r| r.0 == start && r.1 == end)
+            .map(|r| &self.files[r.2])
     }
 
     pub fn len(&self) -> usize {
@@ -132,6 +210,9 @@ pub enum Unusable {
     Missing,
     /// The file on disk is not the one that was mapped (updated since the crash).
     BuildIdMismatch,
+    /// Nothing proves the file on disk is the one that was mapped: the core holds no
+    /// build-id for it and the process's own file could not be opened.
+    Unproven,
 }
 
 /// An ELF image usable for unwinding and symbols.
@@ -178,11 +259,13 @@ pub enum FrameSymbol {
         module: String,
         frames: Vec<SymFrame>,
     },
-    /// The module's file is missing or differs from the crashed one: module+offset.
+    /// The module's file is missing, differs from the crashed one, or cannot be shown to
+    /// be it: module+offset.
     Unverified {
         module: String,
         offset: u64,
         build_id: Option<Vec<u8>>,
+        why: Unusable,
     },
     /// The address is in no known module.
     NoModule,
@@ -322,11 +405,12 @@ impl<'a> ModuleMap<'a> {
         };
         let img = match &module.image {
             Ok(img) => img,
-            Err(_) => {
+            Err(why) => {
                 return FrameSymbol::Unverified {
                     module: module.name.clone(),
                     offset: off,
                     build_id: module.core_build_id.clone(),
+                    why: why.clone(),
                 }
             }
         };
@@ -395,13 +479,18 @@ fn open_module<'a>(
     opts: &SymbolOptions,
 ) -> Module<'a> {
     let disk_path = path.strip_suffix(" (deleted)").unwrap_or(path);
-    let image = own
-        .and_then(|f| map_open_file(f, arena))
-        .or_else(|| map_file(Path::new(disk_path), arena))
+    // A file is used only when it is provably the one that was mapped: opened through the
+    // process itself, or with the build-id the core recorded.
+    let (data, proven) = match own.and_then(|f| map_open_file(f, arena)) {
+        Some(d) => (Some(d), true),
+        None => (map_file(Path::new(disk_path), arena), false),
+    };
+    let image = data
         .and_then(|d| Image::parse(d, None))
         .ok_or(Unusable::Missing)
         .and_then(|img| match (&core_build_id, img.build_id()) {
             (Some(core), disk) if disk != Some(core.as_slice()) => Err(Unusable::BuildIdMismatch),
+            (None, _) if !proven => Err(Unusable::Unproven),
             _ => Ok(img),
         })
         .map(|mut img| {

@@ -9,6 +9,7 @@
 //!
 //! Backtrace (TID <tid>):
 //! #<n> <function>() - [<module>][ - <file>:<line>]
+//! #<n> <module>+0x<offset>() - [<module>] - build-id <hex> | file not verified | file unreadable
 //! [Stack memory beyond this frame was not kept. Backtrace truncated.]
 //! ```
 //!
@@ -17,7 +18,7 @@
 
 use libtelemetry::record::MAX_PAYLOAD;
 
-use crate::modules::{build_id_hex, FrameSymbol};
+use crate::modules::{build_id_hex, FrameSymbol, Unusable};
 
 pub const CLASS_CLR: &str = "org.clearlinux/crash/clr";
 pub const CLASS_ERROR: &str = "org.clearlinux/crash/error";
@@ -122,11 +123,14 @@ pub fn frame_lines(n: &mut usize, sym: &FrameSymbol) -> Vec<String> {
             module,
             offset,
             build_id,
+            why,
         } => {
             let module = clean(module);
             let mut line = format!("#{n} {module}+{offset:#x}() - [{module}]");
-            if let Some(id) = build_id {
-                line.push_str(&format!(" - build-id {}", build_id_hex(id)));
+            match (build_id, why) {
+                (Some(id), _) => line.push_str(&format!(" - build-id {}", build_id_hex(id))),
+                (None, Unusable::Unproven) => line.push_str(" - file not verified"),
+                (None, _) => line.push_str(" - file unreadable"),
             }
             line.push('\n');
             out.push(line);
@@ -273,8 +277,27 @@ mod tests {
                 module: "libfoo.so.1".into(),
                 offset: 0x1a2b,
                 build_id: Some(vec![0xab, 0x01]),
+                why: Unusable::BuildIdMismatch,
             },
             &["#3 libfoo.so.1+0x1a2b() - [libfoo.so.1] - build-id ab01\n"],
+        );
+        check(
+            FrameSymbol::Unverified {
+                module: "/opt/x".into(),
+                offset: 0x10,
+                build_id: None,
+                why: Unusable::Unproven,
+            },
+            &["#3 /opt/x+0x10() - [/opt/x] - file not verified\n"],
+        );
+        check(
+            FrameSymbol::Unverified {
+                module: "/opt/x".into(),
+                offset: 0x10,
+                build_id: None,
+                why: Unusable::Missing,
+            },
+            &["#3 /opt/x+0x10() - [/opt/x] - file unreadable\n"],
         );
     }
 

@@ -21,6 +21,11 @@ struct Held {
 
 impl Held {
     fn new(lab: &Lab, exe: &Path) -> Held {
+        Held::with(lab, exe, gdb())
+    }
+
+    /// Run `exe` under `gdb` (a gdb command, maybe wrapped) until its crash.
+    fn with(lab: &Lab, exe: &Path, mut gdb: Command) -> Held {
         let core = lab.path("held.core");
         let ready = lab.path("held.ready");
         let done = lab.path("held.done");
@@ -29,7 +34,7 @@ impl Held {
             ready.display(),
             done.display()
         );
-        let gdb = gdb()
+        let gdb = gdb
             .args(["-ex", "run", "-ex"])
             .arg(format!("generate-core-file {}", core.display()))
             .args(["-ex", &wait])
@@ -64,6 +69,11 @@ impl Drop for Held {
 }
 
 fn payload_with_pid(held: &Held, pid: Option<u32>) -> String {
+    payload_as(held, pid, None)
+}
+
+/// The probe's payload for the held core; `user`: the user it drops root for.
+fn payload_as(held: &Held, pid: Option<u32>, user: Option<&str>) -> String {
     let root = unfiltered_root();
     let listener = Listener::start(&root);
     let pid = pid.map(|p| p.to_string());
@@ -72,6 +82,14 @@ fn payload_with_pid(held: &Held, pid: Option<u32>) -> String {
         args.extend(["-P", p]);
     }
     let bytes = to_notes_first(&std::fs::read(&held.core).unwrap());
+    if let Some(u) = user {
+        args.extend(["--user", u]);
+        // The dropped-to user needs the test root and its socket.
+        let _ = Command::new("chmod")
+            .args(["-R", "o+rwX"])
+            .arg(root.dir())
+            .status();
+    }
     let run = probe(&root, &args, Input::Pipe(&bytes), None);
     assert_eq!(run.code, 0, "{}", run.stderr);
     payload(&listener.next())
@@ -109,6 +127,117 @@ fn replaced_binary_without_build_id_is_not_named_by_the_new_file() {
         assert!(text.contains(&format!(" {f}() - [")), "{f}\n{text}");
     }
     assert!(!text.contains("renamed"), "{text}");
+    // By path only, nothing proves the new file is the crashed one: no names from it.
+    let text = payload_with_pid(&held, None);
+    assert!(!text.contains("renamed"), "{text}");
+    let line0 = text.lines().find(|l| l.starts_with("#0 ")).unwrap_or("");
+    let module = exe.display().to_string();
+    assert!(
+        line0.starts_with(&format!("#0 {module}+0x"))
+            && line0.ends_with(&format!("() - [{module}] - file not verified")),
+        "{text}"
+    );
+}
+
+#[test]
+fn unreadable_binary_is_read_through_map_files_before_dropping_root() {
+    let lab = Lab::new();
+    let private = lab.path("private");
+    std::fs::create_dir(&private).unwrap();
+    let exe = lab.cc("private/unreadable", LEVELS_C, &["-O0", "-g"]);
+    let held = Held::new(&lab, &exe);
+    // Only root may enter the directory; the probe reads as `nobody`.
+    let _ = Command::new("chmod")
+        .arg("755")
+        .arg(lab.dir.path())
+        .status();
+    let _ = Command::new("chmod").arg("700").arg(&private).status();
+    let text = payload_as(&held, Some(held.pid()), Some("nobody"));
+    for f in ["level3", "level2", "level1", "main"] {
+        assert!(text.contains(&format!(" {f}() - [")), "{f}\n{text}");
+    }
+    let text = payload_as(&held, None, Some("nobody"));
+    assert!(!text.contains(" level3() - ["), "{text}");
+    assert!(text.contains(&format!("#0 {}+0x", exe.display())), "{text}");
+}
+
+/// A process in its own mount namespace, whose executable is on a tmpfs only that
+/// namespace sees.
+fn held_in_mount_namespace(lab: &Lab) -> (Held, PathBuf) {
+    let built = lab.cc("nsbuilt", LEVELS_C, &["-O0", "-g"]);
+    let dir = lab.path("ns");
+    std::fs::create_dir(&dir).unwrap();
+    let exe = dir.join("inside");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs none {d} && cp {b} {e} && exec \"$0\" \"$@\"",
+            d = dir.display(),
+            b = built.display(),
+            e = exe.display()
+        ))
+        .arg("gdb");
+    for a in gdb().get_args() {
+        cmd.arg(a);
+    }
+    cmd.env("DEBUGINFOD_URLS", "");
+    (Held::with(lab, &exe, cmd), exe)
+}
+
+#[test]
+fn binary_only_in_the_processs_mount_namespace_is_read_through_proc() {
+    let lab = Lab::new();
+    let (held, exe) = held_in_mount_namespace(&lab);
+    assert!(
+        !exe.exists(),
+        "the probe's namespace must not see the binary"
+    );
+    let text = payload_with_pid(&held, Some(held.pid()));
+    for f in ["level3", "level2", "level1", "main"] {
+        assert!(text.contains(&format!(" {f}() - [")), "{f}\n{text}");
+    }
+    let text = payload_with_pid(&held, None);
+    assert!(!text.contains(" level3() - ["), "{text}");
+}
+
+#[test]
+fn without_map_files_the_process_root_is_used_when_the_inode_matches() {
+    use crashprobe::modules::ProcessFiles;
+    let lab = Lab::new();
+    let (held, exe) = held_in_mount_namespace(&lab);
+    let pid = held.pid();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let exe_line = maps
+        .lines()
+        .find(|l| l.ends_with(exe.to_str().unwrap()))
+        .expect("executable mapped")
+        .to_string();
+    let range = exe_line.split(' ').next().unwrap().to_string();
+    let (a, b) = range.split_once('-').unwrap();
+    let (start, end) = (
+        u64::from_str_radix(a, 16).unwrap(),
+        u64::from_str_radix(b, 16).unwrap(),
+    );
+    // A /proc without map_files: maps and root only.
+    let fake = |maps: &str| {
+        let proc_root = lab.path(&format!("proc{}", maps.len()));
+        let dir = proc_root.join(pid.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("maps"), maps).unwrap();
+        std::os::unix::fs::symlink(format!("/proc/{pid}/root"), dir.join("root")).unwrap();
+        ProcessFiles::open(&proc_root, pid)
+    };
+    let files = fake(&maps);
+    assert!(files.file_at(start, end).is_some(), "{maps}");
+    // The same path with another inode is not the mapped file.
+    let fields: Vec<&str> = exe_line.split_whitespace().collect();
+    let wrong = exe_line.replacen(
+        &format!(" {} ", fields[4]),
+        &format!(" {} ", fields[4].parse::<u64>().unwrap() + 1),
+        1,
+    );
+    let files = fake(&format!("{wrong}\n"));
+    assert!(files.file_at(start, end).is_none());
 }
 
 #[test]
