@@ -11,7 +11,11 @@ use memmap2::Mmap;
 use object::{Object, ObjectSection, ObjectSegment};
 
 use crate::arena::Arena;
-use crate::elfcore::{u16_at, u32_at, u64_at, AT_ENTRY, AT_SYSINFO_EHDR};
+use object::elf;
+use object::read::elf::{Dyn, ElfFile, FileHeader, NoteIterator, ProgramHeader};
+use object::Endianness;
+
+use crate::elfcore::{AT_ENTRY, AT_SYSINFO_EHDR};
 use crate::reader::CoreImage;
 use crate::symbolize::Symbolizer;
 pub use crate::symbolize::{demangle, FrameStyle, SymFrame};
@@ -569,70 +573,83 @@ fn map_open_file<'a>(file: &File, arena: &'a Arena) -> Option<&'a [u8]> {
     Some(arena.keep_map(map))
 }
 
-/// The GNU build-id of the ELF image whose first page is at `base` in core memory.
+/// The GNU build-id of the ELF image whose first page is at `base` in core memory (any
+/// ELF class and byte order).
 pub fn build_id_in_memory(core: &CoreImage, base: u64) -> Option<Vec<u8>> {
-    let ehdr = core.slice(base, 64)?;
-    if &ehdr[..4] != b"\x7fELF" || ehdr[4] != 2 {
-        return None;
+    let head = core.slice_to_segment_end(base, ELF_HEAD)?;
+    match object::FileKind::parse(head).ok()? {
+        object::FileKind::Elf32 => {
+            build_id_in_image::<elf::FileHeader32<Endianness>>(core, base, head)
+        }
+        object::FileKind::Elf64 => {
+            build_id_in_image::<elf::FileHeader64<Endianness>>(core, base, head)
+        }
+        _ => None,
     }
-    let phoff = u64_at(ehdr, 32)?;
-    let phnum = u64::from(u16_at(ehdr, 56)?).min(64);
-    let table = core.slice(base.checked_add(phoff)?, (phnum * 56) as usize)?;
-    for ph in table.chunks_exact(56) {
-        if u32_at(ph, 0)? != crate::elfcore::PT_NOTE {
+}
+
+/// Bytes of an image's start looked at for its program headers.
+const ELF_HEAD: u64 = 4096;
+/// Program headers looked at per image.
+const MAX_IMAGE_PHDRS: usize = 64;
+/// Bytes of one note segment looked at.
+const MAX_NOTE_SEGMENT: u64 = 4096;
+
+fn build_id_in_image<Elf: FileHeader<Endian = Endianness>>(
+    core: &CoreImage,
+    base: u64,
+    head: &[u8],
+) -> Option<Vec<u8>> {
+    let header = Elf::parse(head).ok()?;
+    let endian = header.endian().ok()?;
+    let phdrs = header.program_headers(endian, head).ok()?;
+    for ph in phdrs.iter().take(MAX_IMAGE_PHDRS) {
+        if ph.p_type(endian) != elf::PT_NOTE {
             continue;
         }
         // The first mapping maps file offset 0 at `base`, so p_offset locates the note.
-        let off = u64_at(ph, 8)?;
-        let size = u64_at(ph, 32)?.min(4096);
-        let Some(notes) = base
+        let off: u64 = ph.p_offset(endian).into();
+        let size: u64 = ph.p_filesz(endian).into();
+        let Some(data) = base
             .checked_add(off)
-            .and_then(|a| core.slice(a, size as usize))
+            .and_then(|a| core.slice(a, size.min(MAX_NOTE_SEGMENT) as usize))
         else {
             continue;
         };
-        if let Some(id) = gnu_build_id(notes) {
-            return Some(id.to_vec());
+        let Ok(mut notes) = NoteIterator::<Elf>::new(endian, ph.p_align(endian), data) else {
+            continue;
+        };
+        while let Ok(Some(note)) = notes.next() {
+            if note.name() == elf::ELF_NOTE_GNU && note.n_type(endian) == elf::NT_GNU_BUILD_ID {
+                return Some(note.desc().to_vec());
+            }
         }
     }
     None
 }
 
-/// Find the `NT_GNU_BUILD_ID` note in a note segment.
-fn gnu_build_id(mut notes: &[u8]) -> Option<&[u8]> {
-    while notes.len() >= 12 {
-        let namesz = u32_at(notes, 0)? as usize;
-        let descsz = u32_at(notes, 4)? as usize;
-        let ntype = u32_at(notes, 8)?;
-        let name_end = 12usize.checked_add(namesz)?;
-        let desc_start = 12usize.checked_add(namesz.checked_add(3)? & !3)?;
-        let desc_end = desc_start.checked_add(descsz)?;
-        if desc_end > notes.len() {
-            return None;
-        }
-        if ntype == 3 && notes.get(12..name_end)? == b"GNU\0" {
-            return Some(&notes[desc_start..desc_end]);
-        }
-        let next = desc_start.checked_add(descsz.checked_add(3)? & !3)?;
-        notes = notes.get(next..)?;
-    }
-    None
-}
-
-/// `DT_SONAME` of an ELF file, read through its section headers.
+/// `DT_SONAME` of an ELF file, from its dynamic section (any ELF class and byte order).
 fn soname(obj: &object::File<'_>) -> Option<String> {
-    let dynamic = obj.section_by_name(".dynamic")?.data().ok()?;
-    let dynstr = obj.section_by_name(".dynstr")?.data().ok()?;
-    for entry in dynamic.chunks_exact(16) {
-        let tag = u64_at(entry, 0)?;
-        if tag == 0 {
-            break;
-        }
-        if tag == 14 {
-            let off = usize::try_from(u64_at(entry, 8)?).ok()?;
-            let rest = dynstr.get(off..)?;
-            let end = rest.iter().position(|&c| c == 0)?;
-            return Some(String::from_utf8_lossy(&rest[..end]).into_owned());
+    match obj {
+        object::File::Elf32(f) => soname_of(f),
+        object::File::Elf64(f) => soname_of(f),
+        _ => None,
+    }
+}
+
+fn soname_of<'d, Elf: FileHeader>(f: &ElfFile<'d, Elf, &'d [u8]>) -> Option<String> {
+    let endian = f.endian();
+    let sections = f.elf_section_table();
+    let (dynamic, link) = sections.dynamic(endian, f.data()).ok()??;
+    let strings = sections.strings(endian, f.data(), link).ok()?;
+    for d in dynamic {
+        match d.tag32(endian) {
+            Some(elf::DT_NULL) => break,
+            Some(elf::DT_SONAME) => {
+                let name = d.string(endian, strings).ok()?;
+                return Some(String::from_utf8_lossy(name).into_owned());
+            }
+            _ => {}
         }
     }
     None
@@ -698,7 +715,11 @@ pub struct UnwindTables<'a> {
 
 impl<'a> UnwindTables<'a> {
     fn new(img: &Image<'a>) -> Option<UnwindTables<'a>> {
-        let endian = RunTimeEndian::Little;
+        let endian = if img.obj.is_little_endian() {
+            RunTimeEndian::Little
+        } else {
+            RunTimeEndian::Big
+        };
         let section = |obj: &object::File<'a>, name: &str| {
             obj.section_by_name(name)
                 .and_then(|s| Some((s.address(), s.data().ok()?)))
@@ -741,20 +762,4 @@ impl<'a> UnwindTables<'a> {
 /// Lower-case hex of a build-id.
 pub fn build_id_hex(id: &[u8]) -> String {
     hex(id)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn build_id_note() {
-        let mut n = Vec::new();
-        n.extend_from_slice(&4u32.to_le_bytes());
-        n.extend_from_slice(&3u32.to_le_bytes());
-        n.extend_from_slice(&3u32.to_le_bytes());
-        n.extend_from_slice(b"GNU\0\xaa\xbb\xcc\0");
-        assert_eq!(gnu_build_id(&n), Some(&[0xaa, 0xbb, 0xcc][..]));
-        assert_eq!(gnu_build_id(&n[..15]), None);
-    }
 }

@@ -396,6 +396,7 @@ struct DwarfIndex<'a> {
     /// below it (gaps count as part of the unit before them), up to `runs_end`.
     runs: Vec<(u64, usize)>,
     runs_end: u64,
+    endian: RunTimeEndian,
     contexts: RefCell<Lru<usize, Option<Rc<UnitContext<'a>>>>>,
     lines: RefCell<Lru<usize, Option<Rc<LineTable<'a>>>>>,
 }
@@ -421,10 +422,11 @@ impl<'a> DwarfIndex<'a> {
             index: Vec::new(),
             runs: Vec::new(),
             runs_end: 0,
+            endian,
             contexts: RefCell::new(Lru::new(MAX_CACHED_UNITS)),
             lines: RefCell::new(Lru::new(MAX_CACHED_UNITS)),
         };
-        s.index = s.build_index(endian)?;
+        s.index = s.build_index()?;
         let mut runs: Vec<(u64, usize)> = Vec::new();
         for &(begin, end, unit) in &s.index {
             if runs.last().is_none_or(|r| r.1 != unit) {
@@ -437,7 +439,7 @@ impl<'a> DwarfIndex<'a> {
     }
 
     fn endian(&self) -> RunTimeEndian {
-        RunTimeEndian::Little
+        self.endian
     }
 
     fn dwarf(&self, unit: Option<&'a [u8]>) -> Option<gimli::Dwarf<Reader<'a>>> {
@@ -456,7 +458,7 @@ impl<'a> DwarfIndex<'a> {
         Some(d)
     }
 
-    fn build_index(&self, _endian: RunTimeEndian) -> Option<Vec<(u64, u64, usize)>> {
+    fn build_index(&self) -> Option<Vec<(u64, u64, usize)>> {
         let dwarf = self.dwarf(None)?;
         let mut index = Vec::new();
         let mut covered = std::collections::HashSet::new();

@@ -60,6 +60,29 @@ fn help_version_and_bad_options() {
     );
     let run = probe(&root, &["--bogus"], Input::Pipe(b""), None);
     assert_eq!(run.code, 1);
+    // glibc getopt_long's diagnostics, then the usage.
+    assert!(
+        run.stderr
+            .starts_with("crashprobe: unrecognized option '--bogus'\nUsage: crashprobe -p NAME"),
+        "{}",
+        run.stderr
+    );
+    let run = probe(&root, &["-p", "x", "-x"], Input::Pipe(b""), None);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .starts_with("crashprobe: invalid option -- 'x'\n"),
+        "{}",
+        run.stderr
+    );
+    let run = probe(&root, &["--process"], Input::Pipe(b""), None);
+    assert!(
+        run.stderr.starts_with(
+            "crashprobe: option '--process' is ambiguous; possibilities: '--process-name' '--process-path'\n"
+        ),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
