@@ -97,7 +97,7 @@ pub fn analyze(
                 blocks.push((trace.tid, lines));
                 break 'threads;
             }
-            for l in frame_lines(&mut n, &map.symbolize(f.lookup_pc())) {
+            for l in frame_lines(&mut n, &map.symbolize(f.lookup_pc()), opts.symbols.style) {
                 size += l.len();
                 lines.push(l);
             }

@@ -9,7 +9,8 @@
 //!
 //! Backtrace (TID <tid>):
 //! #<n> <function>() - [<module>][ - <file>:<line>]
-//! #<n> <module>+0x<offset>() - [<module>] - build-id <hex> | file not verified | file unreadable
+//! #<n> ??? - [<module>] - offset 0x<offset>, <build-id <hex> | file not verified | file unreadable>
+//!                                                 (rich style: #<n> <module>+0x<offset>() - ...)
 //! [Stack memory beyond this frame was not kept. Backtrace truncated.]
 //! ```
 //!
@@ -18,7 +19,7 @@
 
 use libtelemetry::record::MAX_PAYLOAD;
 
-use crate::modules::{build_id_hex, FrameSymbol, Unusable};
+use crate::modules::{build_id_hex, FrameStyle, FrameSymbol, Unusable};
 
 pub const CLASS_CLR: &str = "org.clearlinux/crash/clr";
 pub const CLASS_ERROR: &str = "org.clearlinux/crash/error";
@@ -112,7 +113,12 @@ pub fn header(
 }
 
 /// The lines of one unwound frame (several when calls were inlined), numbered from `*n`.
-pub fn frame_lines(n: &mut usize, sym: &FrameSymbol) -> Vec<String> {
+///
+/// A module whose file is not used (missing, replaced, unproven) gives no function name.
+/// In the compatible style that is `???`, as the C probe printed for frames without a
+/// symbol (the backend ranks those below named frames), with the offset and the reason
+/// after the module; in the rich style `<module>+0x<offset>()`.
+pub fn frame_lines(n: &mut usize, sym: &FrameSymbol, style: FrameStyle) -> Vec<String> {
     let mut out = Vec::new();
     match sym {
         FrameSymbol::NoModule => {
@@ -126,12 +132,17 @@ pub fn frame_lines(n: &mut usize, sym: &FrameSymbol) -> Vec<String> {
             why,
         } => {
             let module = clean(module);
-            let mut line = format!("#{n} {module}+{offset:#x}() - [{module}]");
-            match (build_id, why) {
-                (Some(id), _) => line.push_str(&format!(" - build-id {}", build_id_hex(id))),
-                (None, Unusable::Unproven) => line.push_str(" - file not verified"),
-                (None, _) => line.push_str(" - file unreadable"),
-            }
+            let reason = match (build_id, why) {
+                (Some(id), _) => format!("build-id {}", build_id_hex(id)),
+                (None, Unusable::Unproven) => "file not verified".to_string(),
+                (None, _) => "file unreadable".to_string(),
+            };
+            let mut line = match style {
+                FrameStyle::Compatible => {
+                    format!("#{n} ??? - [{module}] - offset {offset:#x}, {reason}")
+                }
+                FrameStyle::Rich => format!("#{n} {module}+{offset:#x}() - [{module}] - {reason}"),
+            };
             line.push('\n');
             out.push(line);
             *n += 1;
@@ -250,7 +261,7 @@ mod tests {
     fn frame_formats() {
         let check = |sym: FrameSymbol, want: &[&str]| {
             let mut n = 3;
-            assert_eq!(frame_lines(&mut n, &sym), want);
+            assert_eq!(frame_lines(&mut n, &sym, FrameStyle::Rich), want);
         };
         check(FrameSymbol::NoModule, &["#3 (no symbols)\n"]);
         check(
@@ -298,6 +309,27 @@ mod tests {
                 why: Unusable::Missing,
             },
             &["#3 /opt/x+0x10() - [/opt/x] - file unreadable\n"],
+        );
+        let mut n = 0;
+        let unproven = FrameSymbol::Unverified {
+            module: "/opt/x".into(),
+            offset: 0x10,
+            build_id: None,
+            why: Unusable::Unproven,
+        };
+        assert_eq!(
+            frame_lines(&mut n, &unproven, FrameStyle::Compatible),
+            ["#0 ??? - [/opt/x] - offset 0x10, file not verified\n"]
+        );
+        let updated = FrameSymbol::Unverified {
+            module: "libfoo.so.1".into(),
+            offset: 0x1a2b,
+            build_id: Some(vec![0xab, 0x01]),
+            why: Unusable::BuildIdMismatch,
+        };
+        assert_eq!(
+            frame_lines(&mut n, &updated, FrameStyle::Compatible),
+            ["#1 ??? - [libfoo.so.1] - offset 0x1a2b, build-id ab01\n"]
         );
     }
 

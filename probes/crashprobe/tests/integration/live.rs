@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use telemetrics_tests::TestRoot;
+
 use crate::backtraces::LEVELS_C;
 use crate::support::*;
 
@@ -74,7 +76,10 @@ fn payload_with_pid(held: &Held, pid: Option<u32>) -> String {
 
 /// The probe's payload for the held core; `user`: the user it drops root for.
 fn payload_as(held: &Held, pid: Option<u32>, user: Option<&str>) -> String {
-    let root = unfiltered_root();
+    payload_in(unfiltered_root(), held, pid, user)
+}
+
+fn payload_in(root: TestRoot, held: &Held, pid: Option<u32>, user: Option<&str>) -> String {
     let listener = Listener::start(&root);
     let pid = pid.map(|p| p.to_string());
     let mut args = vec!["-p", "held", "-s", "11"];
@@ -135,6 +140,14 @@ fn replaced_binary_without_build_id_is_not_named_by_the_new_file() {
     assert!(
         line0.starts_with(&format!("#0 {module}+0x"))
             && line0.ends_with(&format!("() - [{module}] - file not verified")),
+        "{text}"
+    );
+    // The default style names no function either: `???`, which the backend ranks last.
+    let text = payload_in(compatible_root(), &held, None, None);
+    let line0 = text.lines().find(|l| l.starts_with("#0 ")).unwrap_or("");
+    assert!(
+        line0.starts_with(&format!("#0 ??? - [{module}] - offset 0x"))
+            && line0.ends_with(", file not verified"),
         "{text}"
     );
 }
