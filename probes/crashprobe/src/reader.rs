@@ -701,7 +701,18 @@ pub fn wanted_file_ranges(
         } else {
             window
         };
-        want.push((lo, lo.saturating_add(above + STACK_BELOW)));
+        // Frames do not continue into the next mapping (a switch to another stack goes
+        // through a signal frame, handled below), so the window ends with the stack's.
+        let sp = t.rsp();
+        let seg_end = loads_by_vaddr
+            .partition_point(|s| s.vaddr <= sp)
+            .checked_sub(1)
+            .map(|i| &loads_by_vaddr[i])
+            .map(|s| s.vaddr.saturating_add(s.memsz))
+            .filter(|end| *end > sp)
+            .unwrap_or(u64::MAX);
+        let hi = lo.saturating_add(above + STACK_BELOW).min(seg_end);
+        want.push((lo, hi));
     }
     // The main thread's stack holds the auxiliary vector's strings at its top.
     let main_stack = notes
@@ -778,6 +789,61 @@ mod tests {
         assert_eq!(
             merge(vec![(10, 20), (0, 5), (5, 8), (15, 30), (40, 40)]),
             vec![(0, 8), (10, 30)]
+        );
+    }
+
+    fn thread(tid: u32, sp: u64) -> crate::elfcore::ThreadState {
+        let mut regs = [0u64; 17];
+        regs[7] = sp;
+        crate::elfcore::ThreadState {
+            tid,
+            cursig: 11,
+            regs,
+        }
+    }
+
+    fn load(vaddr: u64, size: u64, offset: u64) -> Segment {
+        Segment {
+            p_type: PT_LOAD,
+            flags: PF_W,
+            offset,
+            vaddr,
+            filesz: size,
+            memsz: size,
+        }
+    }
+
+    #[test]
+    fn stack_windows_end_with_their_mapping_and_the_crashing_thread_gets_more() {
+        const MIB: u64 = 1 << 20;
+        // Two thread stacks of 8 MiB side by side, and a main stack far above.
+        let loads = vec![
+            load(0x1000_0000, 8 * MIB, 0x1000),
+            load(0x1000_0000 + 8 * MIB, 8 * MIB, 0x1000 + 8 * MIB),
+            load(0x7000_0000, 16 * MIB, 0x1000 + 16 * MIB),
+        ];
+        let mut notes = CoreNotes::default();
+        // The crashing thread first, 4 MiB below its stack's top; the other near its top.
+        notes.threads.push(thread(1, 0x1000_0000 + 4 * MIB));
+        notes.threads.push(thread(2, 0x1000_0000 + 16 * MIB - 4096));
+        let limits = Limits::default();
+        let want = wanted_file_ranges(&notes, &loads, &limits);
+        let kept: u64 = want.iter().map(|r| r.1).sum();
+        // All 4 MiB above the crashing thread's pointer, and only the 4 KiB above the
+        // other's: neither window runs into the next mapping.
+        assert_eq!(
+            kept,
+            4 * MIB + STACK_BELOW + 4096 + STACK_BELOW,
+            "{want:x?}"
+        );
+        // The crashing thread ran on another stack: the main stack's top is kept too.
+        notes.auxv.push((AT_EXECFN, 0x7000_0000 + 16 * MIB - 100));
+        let want = wanted_file_ranges(&notes, &loads, &limits);
+        let top = 0x1000 + 32 * MIB;
+        assert!(
+            want.iter()
+                .any(|&(o, l)| o + l == top && l == limits.main_stack_top),
+            "{want:x?}"
         );
     }
 
