@@ -1,6 +1,7 @@
-//! The crashed process's modules: the files named in `NT_FILE` (opened from disk and checked
-//! against the build-id the core holds) and the vDSO (parsed from core memory), with their
-//! unwind tables and symbolizers, built lazily.
+//! The crashed process's modules: the files named in `NT_FILE` and the vDSO (parsed from
+//! core memory), with their unwind tables and symbolizers, built lazily. A file is used only
+//! when it is provably the mapped one: opened through the process itself
+//! ([`ProcessFiles`], while the probe is root) or carrying the build-id the core holds.
 
 use std::cell::OnceCell;
 use std::fs::File;
