@@ -157,9 +157,12 @@ impl Programs {
             return core;
         }
         // The programs raise SIGUSR1 on purpose; the core is of the crash that follows.
-        let core = self
-            .lab
-            .gdb_core_with(&exe, args, &["handle SIGUSR1 nostop noprint pass"]);
+        // Address randomization stays on, as for the kernel's cores (see the retries).
+        let pre = [
+            "handle SIGUSR1 nostop noprint pass",
+            "set disable-randomization off",
+        ];
+        let core = self.lab.gdb_core_with(&exe, args, &pre);
         let bytes = std::fs::read(&core).unwrap();
         std::fs::remove_file(core).unwrap();
         to_notes_first(&bytes)
