@@ -64,12 +64,62 @@ fn parse_range(s: &str) -> Option<(u64, u64)> {
 /// A regular file opened read-only without blocking or becoming a controlling tty.
 fn open_regular(path: &Path) -> Option<File> {
     use std::os::unix::fs::OpenOptionsExt;
+    // Looked at before opening: opening a device a process mapped could have effects.
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
     let file = File::options()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
         .open(path)
         .ok()?;
     file.metadata().ok()?.is_file().then_some(file)
+}
+
+/// An `O_PATH` handle on a directory (the process's root).
+fn open_dir_path(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+        .ok()
+}
+
+/// The file of a `maps` line, looked up inside the process's root with symbolic links
+/// resolved in that root (`openat2` `RESOLVE_IN_ROOT`), and opened for reading only when it
+/// is a regular file with the device and inode the process mapped.
+fn open_mapped_in_root(root: &File, m: &MapsLine<'_>) -> Option<File> {
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::fs::MetadataExt;
+    let rel = CString::new(m.path.trim_start_matches('/')).ok()?;
+    // SAFETY: open_how is plain data; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: valid dirfd, NUL-terminated path and an open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            rel.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: a fresh descriptor owned by nothing else.
+    let handle = unsafe { File::from_raw_fd(fd) };
+    let md = handle.metadata().ok()?;
+    let dev = (libc::major(md.dev()), libc::minor(md.dev()));
+    if !md.is_file() || md.ino() != m.inode || dev != m.dev {
+        return None;
+    }
+    // Reopen the very inode for reading through the handle.
+    let file = File::open(format!("/proc/self/fd/{}", handle.as_raw_fd())).ok()?;
+    let again = file.metadata().ok()?;
+    (again.ino() == m.inode && again.dev() == md.dev()).then_some(file)
 }
 
 /// A file-backed line of `/proc/<pid>/maps`:
@@ -135,21 +185,16 @@ impl ProcessFiles {
         }
         // Mappings map_files did not give (no CAP_SYS_ADMIN, or a kernel that hides it).
         let maps = std::fs::read(base.join("maps")).unwrap_or_default();
+        let root = open_dir_path(&base.join("root"));
         for line in maps.split(|&b| b == b'\n').take(MAX_MAP_FILES) {
+            let Some(root) = &root else { break };
             let Some(m) = MapsLine::parse(line) else {
                 continue;
             };
             if out.file_at(m.start, m.end).is_some() {
                 continue;
             }
-            let rel = m.path.trim_start_matches('/');
-            let Some(file) = open_regular(&base.join("root").join(rel)) else {
-                continue;
-            };
-            use std::os::unix::fs::MetadataExt;
-            let Ok(md) = file.metadata() else { continue };
-            let dev = (libc::major(md.dev()), libc::minor(md.dev()));
-            if md.ino() == m.inode && dev == m.dev {
+            if let Some(file) = open_mapped_in_root(root, &m) {
                 out.add(m.start, m.end, file, &mut by_inode);
             }
         }
