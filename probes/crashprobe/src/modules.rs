@@ -44,7 +44,11 @@ pub struct SymbolOptions {
 /// Mapped files of a live (crashing) process: `(start, end, index into files)`.
 #[derive(Debug, Default)]
 pub struct ProcessFiles {
+    /// The PID as the kernel passed it (`%P`, initial PID namespace).
     pub pid: u32,
+    /// The PID in the process's own PID namespace (the last `NSpid` of its status), which is
+    /// what its core records.
+    pub own_ns_pid: u32,
     ranges: Vec<(u64, u64, usize)>,
     files: Vec<File>,
 }
@@ -166,11 +170,19 @@ impl ProcessFiles {
     /// plus the path `maps` lists, accepted only when it is the inode `maps` lists.
     /// Returns what could be opened.
     pub fn open(proc_root: &Path, pid: u32) -> ProcessFiles {
+        let base = proc_root.join(pid.to_string());
+        let own_ns_pid = std::fs::read_to_string(base.join("status"))
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+                line.split_whitespace().last()?.parse().ok()
+            })
+            .unwrap_or(pid);
         let mut out = ProcessFiles {
             pid,
+            own_ns_pid,
             ..ProcessFiles::default()
         };
-        let base = proc_root.join(pid.to_string());
         let mut by_inode: std::collections::HashMap<(u64, u64), usize> = Default::default();
         if let Ok(entries) = std::fs::read_dir(base.join("map_files")) {
             for e in entries.take(MAX_MAP_FILES).flatten() {
@@ -224,6 +236,11 @@ impl ProcessFiles {
             }
         };
         self.ranges.push((start, end, idx));
+    }
+
+    /// Is this the process whose core records `core_pid`?
+    pub fn is_process(&self, core_pid: Option<u32>) -> bool {
+        core_pid == Some(self.own_ns_pid)
     }
 
     /// The file mapped at `[start, end)`.
@@ -353,7 +370,7 @@ impl<'a> ModuleMap<'a> {
                     let own = opts
                         .process_files
                         .as_deref()
-                        .filter(|p| notes.pid == Some(p.pid))
+                        .filter(|p| p.is_process(notes.pid))
                         .and_then(|p| p.file_at(f.start, f.end));
                     modules.push(open_module(
                         &f.path,

@@ -194,27 +194,56 @@ fn unreadable_binary_is_read_through_map_files_before_dropping_root() {
     assert!(text.contains(&format!("#0 {}+0x", exe.display())), "{text}");
 }
 
-/// A process in its own mount namespace, whose executable is on a tmpfs only that
-/// namespace sees.
+/// A process in its own mount and PID namespaces, whose executable is on a tmpfs only that
+/// namespace sees; its core records its PID in its own namespace.
 fn held_in_mount_namespace(lab: &Lab) -> (Held, PathBuf) {
     let built = lab.cc("nsbuilt", LEVELS_C, &["-O0", "-g"]);
     let dir = lab.path("ns");
     std::fs::create_dir(&dir).unwrap();
     let exe = dir.join("inside");
     let mut cmd = Command::new("unshare");
-    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(format!(
-            "mount -t tmpfs none {d} && cp {b} {e} && exec \"$0\" \"$@\"",
-            d = dir.display(),
-            b = built.display(),
-            e = exe.display()
-        ))
-        .arg("gdb");
+    cmd.args([
+        "-m",
+        "-p",
+        "--fork",
+        "--mount-proc",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+    ])
+    .arg(format!(
+        "mount -t tmpfs none {d} && cp {b} {e} && exec \"$0\" \"$@\"",
+        d = dir.display(),
+        b = built.display(),
+        e = exe.display()
+    ))
+    .arg("gdb");
     for a in gdb().get_args() {
         cmd.arg(a);
     }
     cmd.env("DEBUGINFOD_URLS", "");
     (Held::with(lab, &exe, cmd), exe)
+}
+
+/// The PID in this (the initial) namespace of the process named `comm` whose PID in its own
+/// namespace is `ns_pid`.
+fn host_pid(comm: &str, ns_pid: u32) -> u32 {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let name = status.lines().find_map(|l| l.strip_prefix("Name:"));
+        let nspid = status.lines().find_map(|l| l.strip_prefix("NSpid:"));
+        let last = nspid.and_then(|l| l.split_whitespace().last()?.parse::<u32>().ok());
+        if name.map(str::trim) == Some(comm) && last == Some(ns_pid) && pid != ns_pid {
+            return pid;
+        }
+    }
+    panic!("no process {comm} with PID {ns_pid} in its namespace");
 }
 
 #[test]
@@ -228,7 +257,9 @@ fn binary_only_in_the_processs_mount_namespace_is_read_through_proc() {
         !exe.exists(),
         "the probe's namespace must not see the binary"
     );
-    let text = payload_with_pid(&held, Some(held.pid()));
+    // The kernel passes the PID of the initial namespace (%P); the core has its own.
+    let pid = host_pid("inside", held.pid());
+    let text = payload_with_pid(&held, Some(pid));
     for f in ["level3", "level2", "level1", "main"] {
         assert!(text.contains(&format!(" {f}() - [")), "{f}\n{text}");
     }
@@ -244,7 +275,7 @@ fn without_map_files_the_process_root_is_used_when_the_inode_matches() {
     use crashprobe::modules::ProcessFiles;
     let lab = Lab::new();
     let (held, exe) = held_in_mount_namespace(&lab);
-    let pid = held.pid();
+    let pid = host_pid("inside", held.pid());
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let exe_line = maps
         .lines()
