@@ -85,6 +85,7 @@ pub fn core_unwind(data: &[u8]) {
         // No separate debug files: keep the host's /usr/lib/debug out of the loop.
         symbols: SymbolOptions {
             debug_roots: Vec::new(),
+            ..SymbolOptions::default()
         },
         ..AnalysisOptions::default()
     };

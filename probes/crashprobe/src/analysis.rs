@@ -10,6 +10,7 @@ use crate::elfcore::CoreError;
 use crate::modules::{ModuleMap, SymbolOptions};
 use crate::payload::{
     frame_lines, header, PayloadBuilder, CLASS_CLR, CLASS_ERROR, SEVERITY_CLR, SEVERITY_ERROR,
+    STACK_NOT_KEPT,
 };
 use crate::reader::{CoreImage, Limits};
 use crate::unwind::{unwind_thread, ThreadTrace};
@@ -96,10 +97,14 @@ pub fn analyze(
                 blocks.push((trace.tid, lines));
                 break 'threads;
             }
-            for l in frame_lines(&mut n, &map.symbolize(f.lookup_pc())) {
+            for l in frame_lines(&mut n, &map.symbolize(f.lookup_pc()), opts.symbols.style) {
                 size += l.len();
                 lines.push(l);
             }
+        }
+        if trace.cut_at.is_some() {
+            size += STACK_NOT_KEPT.len();
+            lines.push(STACK_NOT_KEPT.to_string());
         }
         size += format!("\nBacktrace (TID {}):\n", trace.tid).len();
         blocks.push((trace.tid, lines));

@@ -8,15 +8,24 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
 
+use libtelemetry::getopt::{Getopt, LongOpt, OptError};
 use libtelemetry::{Config, HostInfo, Paths, Record};
 
 use crate::analysis::{report_for, AnalysisOptions, Report};
 use crate::harden;
 use crate::payload::{privacy_filter, process_label, Filtered, PAYLOAD_FORMAT_VERSION};
 use crate::reader::CoreImage;
+use crate::symbolize::FrameStyle;
 
 /// Environment variable with `:`-separated debug roots (overridden by `--debug-root`).
 pub const DEBUG_ROOT_ENV: &str = "CRASHPROBE_DEBUG_ROOT";
+
+/// Configuration key (in `[settings]` of telemetrics.conf) choosing how frames are named:
+/// `compatible` (the default, as the C probe) or `rich`.
+pub const FRAMES_KEY: &str = "crashprobe_frames";
+
+/// Where processes' files are opened from (`/proc/<pid>/map_files/`).
+const PROC_ROOT: &str = "/proc";
 
 /// Exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +45,7 @@ pub const USAGE: &str = "\
 Usage: crashprobe -p NAME [OPTIONS]
 
 Reads an ELF core (from stdin or -c), unwinds every thread and sends a crash record.
-Meant for kernel.core_pattern = |/usr/bin/crashprobe -p %e -E %E -s %s
+Meant for kernel.core_pattern = |/usr/bin/crashprobe -p %e -E %E -s %s -P %P
 
 Options:
   -f, --config-file FILE   Use FILE as the configuration file
@@ -44,6 +53,8 @@ Options:
   -p, --process-name NAME  Name of the crashed process (required)
   -E, --process-path PATH  Path of the crashed executable ('/' or '!' separated)
   -s, --signal N           Signal number that caused the crash
+  -P, --pid PID            PID of the crashed process (%P): its mapped files are opened
+                           through /proc/PID/map_files/ before dropping root
   -v, --verbose            Print the payload after sending it
   -V, --version            Print the version and exit
   -h, --help               Print this help and exit
@@ -60,6 +71,7 @@ pub struct Options {
     pub process_name: Option<String>,
     pub process_path: Option<String>,
     pub signal: Option<i64>,
+    pub pid: Option<u32>,
     pub verbose: bool,
     pub debug_roots: Option<String>,
     pub user: Option<String>,
@@ -74,86 +86,55 @@ pub enum Command {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UsageError {
-    #[error("unrecognized option '{0}'")]
-    Unknown(String),
-    #[error("option '{0}' requires an argument")]
-    MissingValue(String),
+    /// glibc getopt_long's diagnostic (`invalid option -- 'x'`, ...).
+    #[error("{0}")]
+    Getopt(OptError),
     #[error("invalid signal number '{0}'")]
     BadSignal(String),
+    #[error("invalid process id '{0}'")]
+    BadPid(String),
     #[error("unexpected argument '{0}'")]
     Extra(String),
 }
 
-/// getopt_long-style parsing: `-pNAME`, `-p NAME`, `--process-name=NAME`, `--process-name
-/// NAME`, bundled flags (`-vV`).
+/// getopt_long's option string, as the C probe's plus `-P`.
+const SHORT_OPTS: &str = "f:c:p:E:s:P:vVh";
+/// Long options without a short form are reported with these private codes.
+const OPT_DEBUG_ROOT: char = '\u{100}';
+const OPT_USER: char = '\u{101}';
+const LONG_OPTS: &[LongOpt] = &[
+    LongOpt::with_arg("config-file", 'f'),
+    LongOpt::with_arg("core-file", 'c'),
+    LongOpt::with_arg("process-name", 'p'),
+    LongOpt::with_arg("process-path", 'E'),
+    LongOpt::with_arg("signal", 's'),
+    LongOpt::with_arg("pid", 'P'),
+    LongOpt::flag("verbose", 'v'),
+    LongOpt::flag("version", 'V'),
+    LongOpt::flag("help", 'h'),
+    LongOpt::with_arg("debug-root", OPT_DEBUG_ROOT),
+    LongOpt::with_arg("user", OPT_USER),
+];
+
+/// getopt_long parsing, as glibc does it (`-pNAME`, `-p NAME`, `--process-name=NAME`,
+/// unambiguous prefixes such as `--proc`, clustered flags, `--`); `-h` and `-V` act when
+/// reached, as in the C probe. Operands are refused.
 pub fn parse_args(args: &[OsString]) -> Result<Command, UsageError> {
     let mut o = Options::default();
-    let mut help = false;
-    let mut version = false;
-    let mut i = 0;
-    let text = |s: &OsString| s.to_string_lossy().into_owned();
-    while i < args.len() {
-        let arg = text(&args[i]);
-        i += 1;
-        let (key, inline): (String, Option<String>) = if let Some(long) = arg.strip_prefix("--") {
-            match long.split_once('=') {
-                Some((k, v)) => (k.to_string(), Some(v.to_string())),
-                None => (long.to_string(), None),
-            }
-        } else if arg.len() >= 2 && arg.starts_with('-') {
-            let mut chars = arg[1..].chars();
-            let c = chars.next().unwrap_or('-');
-            let rest: String = chars.collect();
-            if matches!(c, 'v' | 'V' | 'h') {
-                for f in std::iter::once(c).chain(rest.chars()) {
-                    match f {
-                        'v' => o.verbose = true,
-                        'V' => version = true,
-                        'h' => help = true,
-                        _ => return Err(UsageError::Unknown(format!("-{f}"))),
-                    }
-                }
-                continue;
-            }
-            (c.to_string(), (!rest.is_empty()).then_some(rest))
-        } else {
-            return Err(UsageError::Extra(arg));
-        };
-        let name = match key.as_str() {
-            "f" | "config-file" => "config-file",
-            "c" | "core-file" => "core-file",
-            "p" | "process-name" => "process-name",
-            "E" | "process-path" => "process-path",
-            "s" | "signal" => "signal",
-            "debug-root" => "debug-root",
-            "user" => "user",
-            "verbose" | "version" | "help" => {
-                match key.as_str() {
-                    "verbose" => o.verbose = true,
-                    "version" => version = true,
-                    _ => help = true,
-                }
-                continue;
-            }
-            _ => return Err(UsageError::Unknown(arg)),
-        };
-        let value = match inline {
-            Some(v) => v,
-            None => {
-                let v = args
-                    .get(i)
-                    .map(text)
-                    .ok_or_else(|| UsageError::MissingValue(arg.clone()))?;
-                i += 1;
-                v
-            }
-        };
-        match name {
-            "config-file" => o.config_file = Some(PathBuf::from(value)),
-            "core-file" => o.core_file = Some(PathBuf::from(value)),
-            "process-name" => o.process_name = Some(value),
-            "process-path" => o.process_path = Some(value),
-            "signal" => {
+    let mut getopt = Getopt::new(args.to_vec(), SHORT_OPTS, LONG_OPTS);
+    for item in getopt.by_ref() {
+        let opt = item.map_err(UsageError::Getopt)?;
+        let value = opt
+            .arg
+            .as_ref()
+            .map(|v| v.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match opt.short {
+            'f' => o.config_file = Some(PathBuf::from(&value)),
+            'c' => o.core_file = Some(PathBuf::from(&value)),
+            'p' => o.process_name = Some(value),
+            'E' => o.process_path = Some(value),
+            's' => {
                 o.signal = Some(
                     value
                         .trim()
@@ -161,17 +142,26 @@ pub fn parse_args(args: &[OsString]) -> Result<Command, UsageError> {
                         .map_err(|_| UsageError::BadSignal(value.clone()))?,
                 )
             }
-            "debug-root" => o.debug_roots = Some(value),
-            _ => o.user = Some(value),
+            'P' => {
+                o.pid = Some(
+                    value
+                        .trim()
+                        .parse::<u32>()
+                        .map_err(|_| UsageError::BadPid(value.clone()))?,
+                )
+            }
+            'v' => o.verbose = true,
+            'V' => return Ok(Command::Version),
+            'h' => return Ok(Command::Help),
+            OPT_DEBUG_ROOT => o.debug_roots = Some(value),
+            OPT_USER => o.user = Some(value),
+            _ => {}
         }
     }
-    Ok(if help {
-        Command::Help
-    } else if version {
-        Command::Version
-    } else {
-        Command::Run(o)
-    })
+    if let Some(extra) = getopt.operands().first() {
+        return Err(UsageError::Extra(extra.to_string_lossy().into_owned()));
+    }
+    Ok(Command::Run(o))
 }
 
 fn say(msg: &str) {
@@ -204,6 +194,14 @@ pub fn run(opts: Options) -> Exit {
         }
         Exit::Setup
     };
+    // The crashed process still exists while the kernel pipes its core: its mapped files
+    // are opened now, as root, and only read after root is dropped.
+    let process_files = opts.pid.filter(|p| *p > 0).map(|pid| {
+        std::sync::Arc::new(crate::modules::ProcessFiles::open(
+            std::path::Path::new(PROC_ROOT),
+            pid,
+        ))
+    });
     if let Err(e) = harden::drop_privileges(&user, &paths.state_dir()) {
         return fail(&format!("cannot drop privileges: {e}"));
     }
@@ -233,6 +231,15 @@ pub fn run(opts: Options) -> Exit {
         .and_then(privacy_filter);
 
     let mut analysis = AnalysisOptions::default();
+    analysis.symbols.process_files = process_files;
+    if let Some(value) = config.raw.get(FRAMES_KEY) {
+        match FrameStyle::from_config(value) {
+            Some(style) => analysis.symbols.style = style,
+            None => say(&format!(
+                "{FRAMES_KEY}={value} is not compatible or rich; using compatible"
+            )),
+        }
+    }
     let roots = opts
         .debug_roots
         .clone()
@@ -404,9 +411,42 @@ mod tests {
         );
         check(&["-h"], Ok(Command::Help));
         check(&["-vV"], Ok(Command::Version));
-        check(&["-x"], Err(UsageError::Unknown("-x".into())));
-        check(&["-p"], Err(UsageError::MissingValue("-p".into())));
+        check(
+            &["-x"],
+            Err(UsageError::Getopt(OptError::InvalidShort('x'))),
+        );
+        check(
+            &["-p"],
+            Err(UsageError::Getopt(OptError::ShortNeedsArg('p'))),
+        );
+        check(
+            &["--bogus"],
+            Err(UsageError::Getopt(OptError::UnrecognizedLong(
+                "bogus".into(),
+            ))),
+        );
         check(&["-s", "x"], Err(UsageError::BadSignal("x".into())));
+        check(&["-P", "-3"], Err(UsageError::BadPid("-3".into())));
+        check(
+            &[
+                "--process-n=x",
+                "-P",
+                "42",
+                "--debug-root",
+                "/d",
+                "--user=u",
+            ],
+            run(|o| {
+                o.process_name = Some("x".into());
+                o.pid = Some(42);
+                o.debug_roots = Some("/d".into());
+                o.user = Some("u".into());
+            }),
+        );
+        assert_eq!(
+            parse_args(&args(&["-x"])).unwrap_err().to_string(),
+            "invalid option -- 'x'"
+        );
         check(&["stray"], Err(UsageError::Extra("stray".into())));
     }
 }

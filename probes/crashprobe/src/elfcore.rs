@@ -32,6 +32,10 @@ const NT_FILE: u32 = 0x4649_4c45;
 pub const AT_ENTRY: u64 = 9;
 /// `AT_SYSINFO_EHDR`: base address of the vDSO image.
 pub const AT_SYSINFO_EHDR: u64 = 33;
+/// Address of 16 random bytes near the top of the main thread's stack.
+pub const AT_RANDOM: u64 = 25;
+/// Address of the executable's file name, at the top of the main thread's stack.
+pub const AT_EXECFN: u64 = 31;
 
 /// Offset of `pr_reg` in `struct elf_prstatus` on x86_64, and its size (27 × u64).
 const PR_REG_OFFSET: usize = 112;

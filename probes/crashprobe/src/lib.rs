@@ -1,12 +1,14 @@
 //! crashprobe: the kernel's `core_pattern` handler. It reads an ELF core once (streaming from
 //! the pipe, keeping only stacks, ELF headers and the vDSO), unwinds every thread with CFI
-//! and frame pointers, symbolizes with DWARF (inlined frames, file:line), symbol tables and
-//! separate debug files, and sends one crash record through libtelemetry.
+//! and frame pointers, names the frames as the C probe did (ELF symbols, line rows) or with
+//! inlined DWARF frames, and sends one crash record through libtelemetry. With the crashed
+//! process's PID it reads the files that process mapped, opened while still root.
 //!
 //! Layers: [`elfcore`] (ELF core layout and notes) → [`reader`] (pipe/file input) →
-//! [`modules`] (files and vDSO, unwind tables, symbols) → [`unwind`] → [`analysis`] and
-//! [`payload`] (the record) → [`cli`] (options, hardening, sending), with [`crashloop`]
-//! (per-signature limits on the finished payload) just before the send.
+//! [`modules`] (the process's files and the vDSO, proof that they are the mapped ones,
+//! debug files, unwind tables) → [`symbolize`] → [`unwind`] → [`analysis`] and [`payload`]
+//! (the record) → [`cli`] (options, hardening, sending), with [`crashloop`] (per-signature
+//! limits on the finished payload) just before the send.
 
 pub mod analysis;
 pub mod arena;
@@ -17,6 +19,7 @@ pub mod harden;
 pub mod modules;
 pub mod payload;
 pub mod reader;
+pub mod symbolize;
 pub mod unwind;
 
 pub use analysis::{analyze, report_for, AnalysisOptions, Report};

@@ -1,20 +1,25 @@
-//! The crashed process's modules: the files named in `NT_FILE` (opened from disk and checked
-//! against the build-id the core holds) and the vDSO (parsed from core memory), with their
-//! unwind tables and symbolizers, built lazily.
+//! The crashed process's modules: the files named in `NT_FILE` and the vDSO (parsed from
+//! core memory), with their unwind tables and symbolizers, built lazily. A file is used only
+//! when it is provably the mapped one: opened through the process itself
+//! ([`ProcessFiles`], while the probe is root) or carrying the build-id the core holds.
 
-use std::borrow::Cow;
-use std::cell::{OnceCell, RefCell};
+use std::cell::OnceCell;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use gimli::{EndianSlice, RunTimeEndian};
 use memmap2::Mmap;
-use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectSection, ObjectSegment};
 
 use crate::arena::Arena;
-use crate::elfcore::{u16_at, u32_at, u64_at, AT_ENTRY, AT_SYSINFO_EHDR};
+use object::elf;
+use object::read::elf::{Dyn, ElfFile, FileHeader, NoteIterator, ProgramHeader};
+use object::Endianness;
+
+use crate::elfcore::{AT_ENTRY, AT_SYSINFO_EHDR};
 use crate::reader::CoreImage;
+use crate::symbolize::Symbolizer;
+pub use crate::symbolize::{demangle, FrameStyle, SymFrame};
 
 pub type Reader<'a> = EndianSlice<'a, RunTimeEndian>;
 
@@ -22,22 +27,245 @@ pub type Reader<'a> = EndianSlice<'a, RunTimeEndian>;
 pub const MAX_MODULES: usize = 1024;
 /// Largest module or debug file opened.
 const MAX_FILE_SIZE: u64 = 4 << 30;
-/// Largest decompressed debug section accepted.
-const MAX_SECTION_SIZE: u64 = 256 << 20;
-/// Inlined frames reported for one address.
-const MAX_INLINE_DEPTH: usize = 16;
 
 /// Where separate debug files are looked up.
 #[derive(Debug, Clone)]
 pub struct SymbolOptions {
     /// Roots of `.build-id/xx/yyyy.debug` trees and debuglink trees, in search order.
     pub debug_roots: Vec<PathBuf>,
+    /// How frames are named.
+    pub style: FrameStyle,
+    /// The crashed process's mapped files, opened through `/proc/<pid>/map_files/` while
+    /// the probe was still root (the files the process mapped, even if deleted, replaced
+    /// or in another mount namespace).
+    pub process_files: Option<std::sync::Arc<ProcessFiles>>,
+}
+
+/// Mapped files of a live (crashing) process: `(start, end, index into files)`.
+#[derive(Debug, Default)]
+pub struct ProcessFiles {
+    /// The PID as the kernel passed it (`%P`, initial PID namespace).
+    pub pid: u32,
+    /// The PID in the process's own PID namespace (the last `NSpid` of its status), which is
+    /// what its core records.
+    pub own_ns_pid: u32,
+    ranges: Vec<(u64, u64, usize)>,
+    files: Vec<File>,
+}
+
+/// Most `/proc/<pid>/map_files/` entries and `maps` lines looked at.
+const MAX_MAP_FILES: usize = 65_536;
+
+/// `start-end` in hex, as `map_files/` names and `maps` lines start.
+fn parse_range(s: &str) -> Option<(u64, u64)> {
+    let (a, b) = s.split_once('-')?;
+    Some((
+        u64::from_str_radix(a, 16).ok()?,
+        u64::from_str_radix(b, 16).ok()?,
+    ))
+}
+
+/// A regular file opened read-only without blocking or becoming a controlling tty.
+fn open_regular(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Looked at before opening: opening a device a process mapped could have effects.
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
+}
+
+/// An `O_PATH` handle on a directory (the process's root).
+fn open_dir_path(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+        .ok()
+}
+
+/// The file of a `maps` line, looked up inside the process's root with symbolic links
+/// resolved in that root (`openat2` `RESOLVE_IN_ROOT`), and opened for reading only when it
+/// is a regular file with the device and inode the process mapped.
+fn open_mapped_in_root(root: &File, m: &MapsLine<'_>) -> Option<File> {
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::fs::MetadataExt;
+    let rel = CString::new(m.path.trim_start_matches('/')).ok()?;
+    // SAFETY: open_how is plain data; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: valid dirfd, NUL-terminated path and an open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            rel.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: a fresh descriptor owned by nothing else.
+    let handle = unsafe { File::from_raw_fd(fd) };
+    let md = handle.metadata().ok()?;
+    let dev = (libc::major(md.dev()), libc::minor(md.dev()));
+    if !md.is_file() || md.ino() != m.inode || dev != m.dev {
+        return None;
+    }
+    // Reopen the very inode for reading through the handle.
+    let file = File::open(format!("/proc/self/fd/{}", handle.as_raw_fd())).ok()?;
+    let again = file.metadata().ok()?;
+    (again.ino() == m.inode && again.dev() == md.dev()).then_some(file)
+}
+
+/// A file-backed line of `/proc/<pid>/maps`:
+/// `start-end perms offset major:minor inode path`.
+struct MapsLine<'l> {
+    start: u64,
+    end: u64,
+    dev: (u32, u32),
+    inode: u64,
+    path: &'l str,
+}
+
+impl<'l> MapsLine<'l> {
+    fn parse(line: &'l [u8]) -> Option<MapsLine<'l>> {
+        let line = std::str::from_utf8(line).ok()?;
+        let mut f = line.splitn(6, ' ');
+        let (start, end) = parse_range(f.next()?)?;
+        let _perms = f.next()?;
+        let _offset = f.next()?;
+        let (major, minor) = f.next()?.split_once(':')?;
+        let dev = (
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        );
+        let inode: u64 = f.next()?.parse().ok()?;
+        let path = f.next()?.trim_start_matches(' ');
+        // Deleted files cannot be reached by path; pseudo-files are not ELF modules.
+        if inode == 0 || !path.starts_with('/') || path.ends_with(" (deleted)") {
+            return None;
+        }
+        Some(MapsLine {
+            start,
+            end,
+            dev,
+            inode,
+            path,
+        })
+    }
+}
+
+impl ProcessFiles {
+    /// Open every file mapping of process `pid` under `proc_root` (normally `/proc`):
+    /// through `map_files/` (the mapped inode itself; needs root), else through `root/`
+    /// plus the path `maps` lists, accepted only when it is the inode `maps` lists.
+    /// Returns what could be opened.
+    pub fn open(proc_root: &Path, pid: u32) -> ProcessFiles {
+        let base = proc_root.join(pid.to_string());
+        let own_ns_pid = std::fs::read_to_string(base.join("status"))
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+                line.split_whitespace().last()?.parse().ok()
+            })
+            .unwrap_or(pid);
+        let mut out = ProcessFiles {
+            pid,
+            own_ns_pid,
+            ..ProcessFiles::default()
+        };
+        let mut by_inode: std::collections::HashMap<(u64, u64), usize> = Default::default();
+        if let Ok(entries) = std::fs::read_dir(base.join("map_files")) {
+            for e in entries.take(MAX_MAP_FILES).flatten() {
+                let name = e.file_name();
+                let Some((start, end)) = name.to_str().and_then(parse_range) else {
+                    continue;
+                };
+                if let Some(file) = open_regular(&e.path()) {
+                    out.add(start, end, file, &mut by_inode);
+                }
+            }
+        }
+        // Mappings map_files did not give (no CAP_SYS_ADMIN, or a kernel that hides it).
+        let maps = std::fs::read(base.join("maps")).unwrap_or_default();
+        let root = open_dir_path(&base.join("root"));
+        for line in maps.split(|&b| b == b'\n').take(MAX_MAP_FILES) {
+            let Some(root) = &root else { break };
+            let Some(m) = MapsLine::parse(line) else {
+                continue;
+            };
+            if out.file_at(m.start, m.end).is_some() {
+                continue;
+            }
+            if let Some(file) = open_mapped_in_root(root, &m) {
+                out.add(m.start, m.end, file, &mut by_inode);
+            }
+        }
+        out.ranges.sort_unstable();
+        out
+    }
+
+    fn add(
+        &mut self,
+        start: u64,
+        end: u64,
+        file: File,
+        by_inode: &mut std::collections::HashMap<(u64, u64), usize>,
+    ) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(md) = file.metadata() else { return };
+        let key = (md.dev(), md.ino());
+        let idx = match by_inode.get(&key) {
+            Some(&i) => i,
+            None => {
+                if self.files.len() >= MAX_MODULES {
+                    return;
+                }
+                self.files.push(file);
+                by_inode.insert(key, self.files.len() - 1);
+                self.files.len() - 1
+            }
+        };
+        self.ranges.push((start, end, idx));
+    }
+
+    /// Is this the process whose core records `core_pid`?
+    pub fn is_process(&self, core_pid: Option<u32>) -> bool {
+        core_pid == Some(self.own_ns_pid)
+    }
+
+    /// The file mapped at `[start, end)`.
+    pub fn file_at(&self, start: u64, end: u64) -> Option<&File> {
+        self.ranges
+            .iter()
+            .find(|r| r.0 == start && r.1 == end)
+            .map(|r| &self.files[r.2])
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
 }
 
 impl Default for SymbolOptions {
     fn default() -> Self {
         SymbolOptions {
             debug_roots: vec![PathBuf::from("/usr/lib/debug")],
+            style: FrameStyle::default(),
+            process_files: None,
         }
     }
 }
@@ -49,14 +277,17 @@ pub enum Unusable {
     Missing,
     /// The file on disk is not the one that was mapped (updated since the crash).
     BuildIdMismatch,
+    /// Nothing proves the file on disk is the one that was mapped: the core holds no
+    /// build-id for it and the process's own file could not be opened.
+    Unproven,
 }
 
 /// An ELF image usable for unwinding and symbols.
 pub struct Image<'a> {
-    obj: object::File<'a>,
+    pub(crate) obj: object::File<'a>,
     /// `(file offset, file size, vaddr, executable)` of the image's PT_LOAD segments.
     loads: Vec<(u64, u64, u64, bool)>,
-    debug: Option<object::File<'a>>,
+    pub(crate) debug: Option<object::File<'a>>,
 }
 
 pub struct Module<'a> {
@@ -64,6 +295,8 @@ pub struct Module<'a> {
     /// Display name: the executable's full path, else the soname (or file name).
     pub name: String,
     pub core_build_id: Option<Vec<u8>>,
+    /// The main executable (as opposed to a shared library or the vDSO).
+    pub is_exe: bool,
     pub image: Result<Image<'a>, Unusable>,
     unwind: OnceCell<Option<UnwindTables<'a>>>,
     symbols: OnceCell<Symbolizer<'a>>,
@@ -83,13 +316,7 @@ pub struct ModuleMap<'a> {
     mappings: Vec<Mapping>,
     exec: Vec<(u64, u64)>,
     arena: &'a Arena,
-}
-
-/// Symbol information for one address: innermost (inlined) first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SymFrame {
-    pub function: Option<String>,
-    pub location: Option<(String, u32)>,
+    style: FrameStyle,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,11 +326,13 @@ pub enum FrameSymbol {
         module: String,
         frames: Vec<SymFrame>,
     },
-    /// The module's file is missing or differs from the crashed one: module+offset.
+    /// The module's file is missing, differs from the crashed one, or cannot be shown to
+    /// be it: module+offset.
     Unverified {
         module: String,
         offset: u64,
         build_id: Option<Vec<u8>>,
+        why: Unusable,
     },
     /// The address is in no known module.
     NoModule,
@@ -137,7 +366,20 @@ impl<'a> ModuleMap<'a> {
                         .map(|g| g.start);
                     let core_build_id = head.and_then(|h| build_id_in_memory(core, h));
                     let is_exe = exe_path.as_deref() == Some(f.path.as_str());
-                    modules.push(open_module(&f.path, core_build_id, is_exe, arena, opts));
+                    // The process's own file, when it is still there to ask (same pid).
+                    let own = opts
+                        .process_files
+                        .as_deref()
+                        .filter(|p| p.is_process(notes.pid))
+                        .and_then(|p| p.file_at(f.start, f.end));
+                    modules.push(open_module(
+                        &f.path,
+                        own,
+                        core_build_id,
+                        is_exe,
+                        arena,
+                        opts,
+                    ));
                     index.insert(&f.path, modules.len() - 1);
                     modules.len() - 1
                 }
@@ -175,6 +417,7 @@ impl<'a> ModuleMap<'a> {
             mappings,
             exec: core.executable_ranges(),
             arena,
+            style: opts.style,
         }
     }
 
@@ -229,11 +472,12 @@ impl<'a> ModuleMap<'a> {
         };
         let img = match &module.image {
             Ok(img) => img,
-            Err(_) => {
+            Err(why) => {
                 return FrameSymbol::Unverified {
                     module: module.name.clone(),
                     offset: off,
                     build_id: module.core_build_id.clone(),
+                    why: why.clone(),
                 }
             }
         };
@@ -248,7 +492,7 @@ impl<'a> ModuleMap<'a> {
         };
         let sym = module
             .symbols
-            .get_or_init(|| Symbolizer::new(img, self.arena));
+            .get_or_init(|| Symbolizer::new(img, module.is_exe, self.arena, self.style));
         FrameSymbol::Resolved {
             module: module.name.clone(),
             frames: sym.lookup(svma),
@@ -295,17 +539,25 @@ impl<'a> Image<'a> {
 
 fn open_module<'a>(
     path: &str,
+    own: Option<&File>,
     core_build_id: Option<Vec<u8>>,
     is_exe: bool,
     arena: &'a Arena,
     opts: &SymbolOptions,
 ) -> Module<'a> {
     let disk_path = path.strip_suffix(" (deleted)").unwrap_or(path);
-    let image = map_file(Path::new(disk_path), arena)
+    // A file is used only when it is provably the one that was mapped: opened through the
+    // process itself, or with the build-id the core recorded.
+    let (data, proven) = match own.and_then(|f| map_open_file(f, arena)) {
+        Some(d) => (Some(d), true),
+        None => (map_file(Path::new(disk_path), arena), false),
+    };
+    let image = data
         .and_then(|d| Image::parse(d, None))
         .ok_or(Unusable::Missing)
         .and_then(|img| match (&core_build_id, img.build_id()) {
             (Some(core), disk) if disk != Some(core.as_slice()) => Err(Unusable::BuildIdMismatch),
+            (None, _) if !proven => Err(Unusable::Unproven),
             _ => Ok(img),
         })
         .map(|mut img| {
@@ -326,6 +578,7 @@ fn open_module<'a>(
         path: path.to_string(),
         name,
         core_build_id,
+        is_exe,
         image,
         unwind: OnceCell::new(),
         symbols: OnceCell::new(),
@@ -342,6 +595,7 @@ fn vdso_module(bytes: &[u8]) -> Module<'_> {
     Module {
         path: "[vdso]".into(),
         name,
+        is_exe: false,
         core_build_id: image
             .as_ref()
             .ok()
@@ -368,80 +622,97 @@ fn map_file<'a>(path: &Path, arena: &'a Arena) -> Option<&'a [u8]> {
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .ok()?;
+    map_open_file(&file, arena)
+}
+
+fn map_open_file<'a>(file: &File, arena: &'a Arena) -> Option<&'a [u8]> {
     let md = file.metadata().ok()?;
     if !md.is_file() || md.len() == 0 || md.len() > MAX_FILE_SIZE {
         return None;
     }
     // SAFETY: read-only mapping of a system file; a concurrent truncation would raise SIGBUS,
     // which the probe accepts (documented) rather than copying every module.
-    let map = unsafe { Mmap::map(&file) }.ok()?;
+    let map = unsafe { Mmap::map(file) }.ok()?;
     Some(arena.keep_map(map))
 }
 
-/// The GNU build-id of the ELF image whose first page is at `base` in core memory.
+/// The GNU build-id of the ELF image whose first page is at `base` in core memory (any
+/// ELF class and byte order).
 pub fn build_id_in_memory(core: &CoreImage, base: u64) -> Option<Vec<u8>> {
-    let ehdr = core.slice(base, 64)?;
-    if &ehdr[..4] != b"\x7fELF" || ehdr[4] != 2 {
-        return None;
+    let head = core.slice_to_segment_end(base, ELF_HEAD)?;
+    match object::FileKind::parse(head).ok()? {
+        object::FileKind::Elf32 => {
+            build_id_in_image::<elf::FileHeader32<Endianness>>(core, base, head)
+        }
+        object::FileKind::Elf64 => {
+            build_id_in_image::<elf::FileHeader64<Endianness>>(core, base, head)
+        }
+        _ => None,
     }
-    let phoff = u64_at(ehdr, 32)?;
-    let phnum = u64::from(u16_at(ehdr, 56)?).min(64);
-    let table = core.slice(base.checked_add(phoff)?, (phnum * 56) as usize)?;
-    for ph in table.chunks_exact(56) {
-        if u32_at(ph, 0)? != crate::elfcore::PT_NOTE {
+}
+
+/// Bytes of an image's start looked at for its program headers.
+const ELF_HEAD: u64 = 4096;
+/// Program headers looked at per image.
+const MAX_IMAGE_PHDRS: usize = 64;
+/// Bytes of one note segment looked at.
+const MAX_NOTE_SEGMENT: u64 = 4096;
+
+fn build_id_in_image<Elf: FileHeader<Endian = Endianness>>(
+    core: &CoreImage,
+    base: u64,
+    head: &[u8],
+) -> Option<Vec<u8>> {
+    let header = Elf::parse(head).ok()?;
+    let endian = header.endian().ok()?;
+    let phdrs = header.program_headers(endian, head).ok()?;
+    for ph in phdrs.iter().take(MAX_IMAGE_PHDRS) {
+        if ph.p_type(endian) != elf::PT_NOTE {
             continue;
         }
         // The first mapping maps file offset 0 at `base`, so p_offset locates the note.
-        let off = u64_at(ph, 8)?;
-        let size = u64_at(ph, 32)?.min(4096);
-        let Some(notes) = base
+        let off: u64 = ph.p_offset(endian).into();
+        let size: u64 = ph.p_filesz(endian).into();
+        let Some(data) = base
             .checked_add(off)
-            .and_then(|a| core.slice(a, size as usize))
+            .and_then(|a| core.slice(a, size.min(MAX_NOTE_SEGMENT) as usize))
         else {
             continue;
         };
-        if let Some(id) = gnu_build_id(notes) {
-            return Some(id.to_vec());
+        let Ok(mut notes) = NoteIterator::<Elf>::new(endian, ph.p_align(endian), data) else {
+            continue;
+        };
+        while let Ok(Some(note)) = notes.next() {
+            if note.name() == elf::ELF_NOTE_GNU && note.n_type(endian) == elf::NT_GNU_BUILD_ID {
+                return Some(note.desc().to_vec());
+            }
         }
     }
     None
 }
 
-/// Find the `NT_GNU_BUILD_ID` note in a note segment.
-fn gnu_build_id(mut notes: &[u8]) -> Option<&[u8]> {
-    while notes.len() >= 12 {
-        let namesz = u32_at(notes, 0)? as usize;
-        let descsz = u32_at(notes, 4)? as usize;
-        let ntype = u32_at(notes, 8)?;
-        let name_end = 12usize.checked_add(namesz)?;
-        let desc_start = 12usize.checked_add(namesz.checked_add(3)? & !3)?;
-        let desc_end = desc_start.checked_add(descsz)?;
-        if desc_end > notes.len() {
-            return None;
-        }
-        if ntype == 3 && notes.get(12..name_end)? == b"GNU\0" {
-            return Some(&notes[desc_start..desc_end]);
-        }
-        let next = desc_start.checked_add(descsz.checked_add(3)? & !3)?;
-        notes = notes.get(next..)?;
-    }
-    None
-}
-
-/// `DT_SONAME` of an ELF file, read through its section headers.
+/// `DT_SONAME` of an ELF file, from its dynamic section (any ELF class and byte order).
 fn soname(obj: &object::File<'_>) -> Option<String> {
-    let dynamic = obj.section_by_name(".dynamic")?.data().ok()?;
-    let dynstr = obj.section_by_name(".dynstr")?.data().ok()?;
-    for entry in dynamic.chunks_exact(16) {
-        let tag = u64_at(entry, 0)?;
-        if tag == 0 {
-            break;
-        }
-        if tag == 14 {
-            let off = usize::try_from(u64_at(entry, 8)?).ok()?;
-            let rest = dynstr.get(off..)?;
-            let end = rest.iter().position(|&c| c == 0)?;
-            return Some(String::from_utf8_lossy(&rest[..end]).into_owned());
+    match obj {
+        object::File::Elf32(f) => soname_of(f),
+        object::File::Elf64(f) => soname_of(f),
+        _ => None,
+    }
+}
+
+fn soname_of<'d, Elf: FileHeader>(f: &ElfFile<'d, Elf, &'d [u8]>) -> Option<String> {
+    let endian = f.endian();
+    let sections = f.elf_section_table();
+    let (dynamic, link) = sections.dynamic(endian, f.data()).ok()??;
+    let strings = sections.strings(endian, f.data(), link).ok()?;
+    for d in dynamic {
+        match d.tag32(endian) {
+            Some(elf::DT_NULL) => break,
+            Some(elf::DT_SONAME) => {
+                let name = d.string(endian, strings).ok()?;
+                return Some(String::from_utf8_lossy(name).into_owned());
+            }
+            _ => {}
         }
     }
     None
@@ -507,7 +778,11 @@ pub struct UnwindTables<'a> {
 
 impl<'a> UnwindTables<'a> {
     fn new(img: &Image<'a>) -> Option<UnwindTables<'a>> {
-        let endian = RunTimeEndian::Little;
+        let endian = if img.obj.is_little_endian() {
+            RunTimeEndian::Little
+        } else {
+            RunTimeEndian::Big
+        };
         let section = |obj: &object::File<'a>, name: &str| {
             obj.section_by_name(name)
                 .and_then(|s| Some((s.address(), s.data().ok()?)))
@@ -547,301 +822,7 @@ impl<'a> UnwindTables<'a> {
     }
 }
 
-struct Symbol<'a> {
-    addr: u64,
-    size: u64,
-    name: &'a str,
-}
-
-struct Symbolizer<'a> {
-    dwarf: Option<UnitSymbolizer<'a>>,
-    symbols: Vec<Symbol<'a>>,
-}
-
-impl<'a> Symbolizer<'a> {
-    fn new(img: &Image<'a>, arena: &'a Arena) -> Symbolizer<'a> {
-        let has_dwarf = |o: &object::File<'a>| o.section_by_name(".debug_info").is_some();
-        let dwarf_obj = img
-            .debug
-            .as_ref()
-            .filter(|d| has_dwarf(d))
-            .or(Some(&img.obj).filter(|o| has_dwarf(o)));
-        let dwarf = dwarf_obj.and_then(|o| UnitSymbolizer::new(o, arena));
-        let mut symbols = Vec::new();
-        for obj in img.debug.iter().chain(std::iter::once(&img.obj)) {
-            for s in obj.symbols().chain(obj.dynamic_symbols()) {
-                if s.kind() != SymbolKind::Text || !s.is_definition() || s.address() == 0 {
-                    continue;
-                }
-                if let Ok(name) = s.name() {
-                    if !name.is_empty() {
-                        symbols.push(Symbol {
-                            addr: s.address(),
-                            size: s.size(),
-                            name,
-                        });
-                    }
-                }
-            }
-        }
-        // Sized symbols first at equal addresses, so lookups prefer them.
-        symbols.sort_by(|a, b| a.addr.cmp(&b.addr).then(b.size.cmp(&a.size)));
-        symbols.dedup_by_key(|s| s.addr);
-        Symbolizer { dwarf, symbols }
-    }
-
-    fn symbol(&self, svma: u64) -> Option<&'a str> {
-        let i = self
-            .symbols
-            .partition_point(|s| s.addr <= svma)
-            .checked_sub(1)?;
-        let s = &self.symbols[i];
-        (s.size == 0 || svma - s.addr < s.size).then_some(s.name)
-    }
-
-    fn lookup(&self, svma: u64) -> Vec<SymFrame> {
-        let mut frames = self
-            .dwarf
-            .as_ref()
-            .map(|d| d.frames(svma))
-            .unwrap_or_default();
-        if frames.is_empty() {
-            frames.push(SymFrame {
-                function: None,
-                location: None,
-            });
-        }
-        if let Some(outer) = frames.last_mut() {
-            if outer.function.is_none() {
-                outer.function = self.symbol(svma).map(demangle);
-            }
-        }
-        frames
-    }
-}
-
-/// DWARF sections needed for lines and inlined frames.
-const DWARF_SECTIONS: [gimli::SectionId; 10] = [
-    gimli::SectionId::DebugAbbrev,
-    gimli::SectionId::DebugAddr,
-    gimli::SectionId::DebugAranges,
-    gimli::SectionId::DebugInfo,
-    gimli::SectionId::DebugLine,
-    gimli::SectionId::DebugLineStr,
-    gimli::SectionId::DebugStr,
-    gimli::SectionId::DebugStrOffsets,
-    gimli::SectionId::DebugRanges,
-    gimli::SectionId::DebugRngLists,
-];
-/// Compilation units whose symbolizer is kept for later frames.
-const MAX_CACHED_UNITS: usize = 32;
-/// Address ranges indexed per module.
-const MAX_INDEX_RANGES: usize = 1 << 20;
-
-/// DWARF symbolization one compilation unit at a time.
-///
-/// An `addr2line::Context` over a whole file parses every unit and its abbreviations up
-/// front: about 22 MiB for glibc's debug file. Here an index of unit address ranges (from
-/// `.debug_aranges`, completed by the units' own ranges) finds the unit of an address, and an
-/// `addr2line::Context` is built over that unit alone (its `.debug_info` bytes; the other
-/// sections are shared), so memory follows the frames, not the file.
-struct UnitSymbolizer<'a> {
-    sections: std::collections::HashMap<gimli::SectionId, &'a [u8]>,
-    /// `(begin, end, unit offset in .debug_info)`, sorted.
-    index: Vec<(u64, u64, usize)>,
-    contexts: RefCell<std::collections::HashMap<usize, Option<Rc<UnitContext<'a>>>>>,
-}
-
-type UnitContext<'a> = addr2line::Context<Reader<'a>>;
-
-impl<'a> UnitSymbolizer<'a> {
-    fn new(obj: &object::File<'a>, arena: &'a Arena) -> Option<UnitSymbolizer<'a>> {
-        let mut sections = std::collections::HashMap::new();
-        for id in DWARF_SECTIONS {
-            if let Some(data) = section_bytes(obj, id.name(), arena) {
-                sections.insert(id, data);
-            }
-        }
-        if !sections.contains_key(&gimli::SectionId::DebugInfo) {
-            return None;
-        }
-        let mut s = UnitSymbolizer {
-            sections,
-            index: Vec::new(),
-            contexts: RefCell::default(),
-        };
-        s.index = s.build_index()?;
-        Some(s)
-    }
-
-    fn dwarf(&self, unit: Option<&'a [u8]>) -> Option<gimli::Dwarf<Reader<'a>>> {
-        let le = RunTimeEndian::Little;
-        let mut d = gimli::Dwarf::load(|id| {
-            Ok::<_, gimli::Error>(EndianSlice::new(
-                self.sections.get(&id).copied().unwrap_or(&[]),
-                le,
-            ))
-        })
-        .ok()?;
-        if let Some(bytes) = unit {
-            d.debug_info = gimli::DebugInfo::new(bytes, le);
-            d.debug_aranges = gimli::DebugAranges::new(&[], le);
-        }
-        Some(d)
-    }
-
-    fn build_index(&self) -> Option<Vec<(u64, u64, usize)>> {
-        let dwarf = self.dwarf(None)?;
-        let mut index = Vec::new();
-        let mut covered = std::collections::HashSet::new();
-        let mut headers = dwarf.debug_aranges.headers();
-        while let Ok(Some(h)) = headers.next() {
-            let off = h.debug_info_offset().0;
-            let mut entries = h.entries();
-            while let Ok(Some(e)) = entries.next() {
-                if e.length() > 0 && index.len() < MAX_INDEX_RANGES {
-                    index.push((e.address(), e.address().saturating_add(e.length()), off));
-                    covered.insert(off);
-                }
-            }
-        }
-        // Units that .debug_aranges leaves out (LLVM does not write it): their own ranges.
-        let mut units = dwarf.units();
-        while let Ok(Some(header)) = units.next() {
-            let Some(off) = header.offset().as_debug_info_offset().map(|o| o.0) else {
-                continue;
-            };
-            if covered.contains(&off) || index.len() >= MAX_INDEX_RANGES {
-                continue;
-            }
-            let Ok(unit) = dwarf.unit(header) else {
-                continue;
-            };
-            if let Ok(mut ranges) = dwarf.unit_ranges(&unit) {
-                while let Ok(Some(r)) = ranges.next() {
-                    if r.begin < r.end && index.len() < MAX_INDEX_RANGES {
-                        index.push((r.begin, r.end, off));
-                    }
-                }
-            }
-        }
-        index.sort_unstable();
-        Some(index)
-    }
-
-    fn context(&self, off: usize) -> Option<Rc<UnitContext<'a>>> {
-        if let Some(c) = self.contexts.borrow().get(&off) {
-            return c.clone();
-        }
-        let info = self.sections.get(&gimli::SectionId::DebugInfo)?;
-        let full = gimli::DebugInfo::new(info, RunTimeEndian::Little);
-        let ctx = full
-            .header_from_offset(gimli::DebugInfoOffset(off))
-            .ok()
-            .and_then(|h| info.get(off..off.checked_add(h.length_including_self())?))
-            .and_then(|unit| self.dwarf(Some(unit)))
-            .and_then(|d| addr2line::Context::from_dwarf(d).ok())
-            .map(Rc::new);
-        let mut cache = self.contexts.borrow_mut();
-        if cache.len() < MAX_CACHED_UNITS {
-            cache.insert(off, ctx.clone());
-        }
-        ctx
-    }
-
-    /// Inlined and outer frames at `svma`, innermost first (empty when unknown).
-    fn frames(&self, svma: u64) -> Vec<SymFrame> {
-        let mut frames = Vec::new();
-        let end = self.index.partition_point(|r| r.0 <= svma);
-        let unit = self.index[..end]
-            .iter()
-            .rev()
-            .take(64)
-            .find(|r| svma < r.1)
-            .map(|r| r.2);
-        let Some(ctx) = unit.and_then(|u| self.context(u)) else {
-            return frames;
-        };
-        if let Ok(mut iter) = ctx.find_frames(svma).skip_all_loads() {
-            while let Ok(Some(f)) = iter.next() {
-                if frames.len() >= MAX_INLINE_DEPTH {
-                    break;
-                }
-                let function = f
-                    .function
-                    .as_ref()
-                    .and_then(|n| n.demangle().ok())
-                    .map(|n| n.into_owned());
-                let location = f
-                    .location
-                    .as_ref()
-                    .and_then(|l| Some((l.file?.to_string(), l.line.filter(|n| *n > 0)?)));
-                frames.push(SymFrame { function, location });
-            }
-        }
-        frames
-    }
-}
-
-/// A section's bytes, decompressed into the arena when needed; `None` when absent, empty,
-/// or implausibly large once decompressed.
-fn section_bytes<'a>(obj: &object::File<'a>, name: &str, arena: &'a Arena) -> Option<&'a [u8]> {
-    let section = obj.section_by_name(name)?;
-    if let Ok(range) = section.compressed_file_range() {
-        if range.uncompressed_size > MAX_SECTION_SIZE {
-            return None;
-        }
-    }
-    let data: &'a [u8] = match section.uncompressed_data().ok()? {
-        Cow::Borrowed(b) => b,
-        Cow::Owned(v) => arena.keep_vec(v),
-    };
-    (!data.is_empty()).then_some(data)
-}
-
-/// Demangle a Rust or C++ symbol name; other names are returned as they are.
-pub fn demangle(name: &str) -> String {
-    if let Ok(d) = rustc_demangle::try_demangle(name) {
-        return format!("{d:#}");
-    }
-    if name.starts_with("_Z") {
-        if let Ok(sym) = cpp_demangle::Symbol::new(name) {
-            if let Ok(s) = sym.demangle(&cpp_demangle::DemangleOptions::default()) {
-                return s;
-            }
-        }
-    }
-    name.to_string()
-}
-
 /// Lower-case hex of a build-id.
 pub fn build_id_hex(id: &[u8]) -> String {
     hex(id)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn demangling() {
-        assert_eq!(
-            demangle("_ZN6rcrash4boom17h0123456789abcdefE"),
-            "rcrash::boom"
-        );
-        assert_eq!(demangle("_Z3fooi"), "foo(int)");
-        assert_eq!(demangle("level3"), "level3");
-        assert_eq!(demangle("_Z"), "_Z");
-    }
-
-    #[test]
-    fn build_id_note() {
-        let mut n = Vec::new();
-        n.extend_from_slice(&4u32.to_le_bytes());
-        n.extend_from_slice(&3u32.to_le_bytes());
-        n.extend_from_slice(&3u32.to_le_bytes());
-        n.extend_from_slice(b"GNU\0\xaa\xbb\xcc\0");
-        assert_eq!(gnu_build_id(&n), Some(&[0xaa, 0xbb, 0xcc][..]));
-        assert_eq!(gnu_build_id(&n[..15]), None);
-    }
 }

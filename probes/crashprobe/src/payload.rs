@@ -9,6 +9,9 @@
 //!
 //! Backtrace (TID <tid>):
 //! #<n> <function>() - [<module>][ - <file>:<line>]
+//! #<n> ??? - [<module>] - offset 0x<offset>, <build-id <hex> | file not verified | file unreadable>
+//!                                                 (rich style: #<n> <module>+0x<offset>() - ...)
+//! [Stack memory beyond this frame was not kept. Backtrace truncated.]
 //! ```
 //!
 //! The payload never exceeds [`MAX_PAYLOAD`]: it is cut before the first frame line that
@@ -16,7 +19,7 @@
 
 use libtelemetry::record::MAX_PAYLOAD;
 
-use crate::modules::{build_id_hex, FrameSymbol};
+use crate::modules::{build_id_hex, FrameStyle, FrameSymbol, Unusable};
 
 pub const CLASS_CLR: &str = "org.clearlinux/crash/clr";
 pub const CLASS_ERROR: &str = "org.clearlinux/crash/error";
@@ -28,6 +31,9 @@ pub const SEVERITY_FILTERED: u32 = 2;
 pub const PAYLOAD_FORMAT_VERSION: u32 = 1;
 
 pub const TOO_MANY_FRAMES: &str = "Too many frames. Backtrace truncated.\n";
+/// Ends a thread's frames when its unwind reached stack memory the probe did not keep.
+pub const STACK_NOT_KEPT: &str =
+    "Stack memory beyond this frame was not kept. Backtrace truncated.\n";
 /// Appended when the payload size limit cut the backtraces.
 pub const SIZE_MARKER: &str = "Payload size limit reached. Backtrace truncated.\n";
 pub const CLR_BUILD_PAYLOAD: &str = "Crash from Clear package build\n";
@@ -107,7 +113,12 @@ pub fn header(
 }
 
 /// The lines of one unwound frame (several when calls were inlined), numbered from `*n`.
-pub fn frame_lines(n: &mut usize, sym: &FrameSymbol) -> Vec<String> {
+///
+/// A module whose file is not used (missing, replaced, unproven) gives no function name.
+/// In the compatible style that is `???`, as the C probe printed for frames without a
+/// symbol (the backend ranks those below named frames), with the offset and the reason
+/// after the module; in the rich style `<module>+0x<offset>()`.
+pub fn frame_lines(n: &mut usize, sym: &FrameSymbol, style: FrameStyle) -> Vec<String> {
     let mut out = Vec::new();
     match sym {
         FrameSymbol::NoModule => {
@@ -118,12 +129,20 @@ pub fn frame_lines(n: &mut usize, sym: &FrameSymbol) -> Vec<String> {
             module,
             offset,
             build_id,
+            why,
         } => {
             let module = clean(module);
-            let mut line = format!("#{n} {module}+{offset:#x}() - [{module}]");
-            if let Some(id) = build_id {
-                line.push_str(&format!(" - build-id {}", build_id_hex(id)));
-            }
+            let reason = match (build_id, why) {
+                (Some(id), _) => format!("build-id {}", build_id_hex(id)),
+                (None, Unusable::Unproven) => "file not verified".to_string(),
+                (None, _) => "file unreadable".to_string(),
+            };
+            let mut line = match style {
+                FrameStyle::Compatible => {
+                    format!("#{n} ??? - [{module}] - offset {offset:#x}, {reason}")
+                }
+                FrameStyle::Rich => format!("#{n} {module}+{offset:#x}() - [{module}] - {reason}"),
+            };
             line.push('\n');
             out.push(line);
             *n += 1;
@@ -242,7 +261,7 @@ mod tests {
     fn frame_formats() {
         let check = |sym: FrameSymbol, want: &[&str]| {
             let mut n = 3;
-            assert_eq!(frame_lines(&mut n, &sym), want);
+            assert_eq!(frame_lines(&mut n, &sym, FrameStyle::Rich), want);
         };
         check(FrameSymbol::NoModule, &["#3 (no symbols)\n"]);
         check(
@@ -269,8 +288,48 @@ mod tests {
                 module: "libfoo.so.1".into(),
                 offset: 0x1a2b,
                 build_id: Some(vec![0xab, 0x01]),
+                why: Unusable::BuildIdMismatch,
             },
             &["#3 libfoo.so.1+0x1a2b() - [libfoo.so.1] - build-id ab01\n"],
+        );
+        check(
+            FrameSymbol::Unverified {
+                module: "/opt/x".into(),
+                offset: 0x10,
+                build_id: None,
+                why: Unusable::Unproven,
+            },
+            &["#3 /opt/x+0x10() - [/opt/x] - file not verified\n"],
+        );
+        check(
+            FrameSymbol::Unverified {
+                module: "/opt/x".into(),
+                offset: 0x10,
+                build_id: None,
+                why: Unusable::Missing,
+            },
+            &["#3 /opt/x+0x10() - [/opt/x] - file unreadable\n"],
+        );
+        let mut n = 0;
+        let unproven = FrameSymbol::Unverified {
+            module: "/opt/x".into(),
+            offset: 0x10,
+            build_id: None,
+            why: Unusable::Unproven,
+        };
+        assert_eq!(
+            frame_lines(&mut n, &unproven, FrameStyle::Compatible),
+            ["#0 ??? - [/opt/x] - offset 0x10, file not verified\n"]
+        );
+        let updated = FrameSymbol::Unverified {
+            module: "libfoo.so.1".into(),
+            offset: 0x1a2b,
+            build_id: Some(vec![0xab, 0x01]),
+            why: Unusable::BuildIdMismatch,
+        };
+        assert_eq!(
+            frame_lines(&mut n, &updated, FrameStyle::Compatible),
+            ["#1 ??? - [libfoo.so.1] - offset 0x1a2b, build-id ab01\n"]
         );
     }
 

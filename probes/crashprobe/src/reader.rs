@@ -21,7 +21,8 @@ use memmap2::Mmap;
 
 use crate::elfcore::{
     parse_notes_in, parse_segments, u32_at, u64_at, CoreError, CoreNotes, ElfHeader, Segment,
-    AT_SYSINFO_EHDR, EHDR_SIZE, MAX_NOTES_BYTES, PF_W, PHDR_SIZE, PN_XNUM, PT_LOAD, PT_NOTE,
+    AT_EXECFN, AT_RANDOM, AT_SYSINFO_EHDR, EHDR_SIZE, MAX_NOTES_BYTES, PF_W, PHDR_SIZE, PN_XNUM,
+    PT_LOAD, PT_NOTE,
 };
 
 /// Bounds of what the reader keeps.
@@ -29,6 +30,12 @@ use crate::elfcore::{
 pub struct Limits {
     /// Stack bytes kept above each thread's stack pointer.
     pub stack_window: u64,
+    /// Stack bytes kept above the crashing thread's stack pointer (its frames matter most,
+    /// and large frames must not hide its callers).
+    pub crash_stack_window: u64,
+    /// Bytes kept at the top of the main thread's stack when the crashing thread runs
+    /// elsewhere (a signal handler on an alternate stack): the interrupted frames are there.
+    pub main_stack_top: u64,
     /// Stack bytes kept for all threads together (the per-thread window shrinks to fit).
     pub stack_budget: u64,
     /// Threads whose stacks are kept (and unwound).
@@ -54,6 +61,8 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             stack_window: 256 << 10,
+            crash_stack_window: 8 << 20,
+            main_stack_top: 1 << 20,
             stack_budget: 16 << 20,
             max_threads: 256,
             elf_head: 4096,
@@ -120,6 +129,9 @@ pub struct CoreImage {
     loads: Vec<Segment>,
     data: CoreData,
     pub stats: ReadStats,
+    /// The last address read that the process had (its segment was dumped) but that was
+    /// not kept: an unwind that stops there stopped at the edge of the kept bytes.
+    dropped_read: std::cell::Cell<Option<u64>>,
 }
 
 impl CoreImage {
@@ -202,6 +214,7 @@ impl CoreImage {
             loads,
             data,
             stats,
+            dropped_read: std::cell::Cell::new(None),
         }
     }
 
@@ -265,7 +278,17 @@ impl CoreImage {
             return None;
         }
         let off = seg.offset.checked_add(rel)?;
-        self.file_bytes(off, len)
+        let bytes = self.file_bytes(off, len);
+        if bytes.is_none() {
+            self.dropped_read.set(Some(addr));
+        }
+        bytes
+    }
+
+    /// Take the address of the last read of dumped but not kept memory (see
+    /// [`CoreImage::slice`]), clearing it.
+    pub fn take_dropped_read(&self) -> Option<u64> {
+        self.dropped_read.take()
     }
 
     /// The bytes of the load segment containing `addr`, from `addr` to its end, at most
@@ -577,47 +600,69 @@ fn spill<R: Read>(
     file.write_all_at(&table, phoff).map_err(io_err)?;
     let mut present = vec![(0, EHDR_SIZE as u64), (phoff, phoff + table.len() as u64)];
 
+    // Memory ranges count against the cap; the notes (bounded by MAX_NOTES_BYTES) are
+    // always kept, wherever they are, or nothing at all could be unwound.
     let mut keep: Vec<(u64, u64)> = Vec::new();
+    let mut notes: Vec<(u64, u64)> = Vec::new();
     for seg in &segments {
         let Some(end) = seg.file_end() else { continue };
         if seg.filesz == 0 {
             continue;
         }
-        let whole = seg.p_type == PT_NOTE
-            || (seg.p_type == PT_LOAD && (seg.flags & PF_W != 0 || seg.filesz <= limits.vdso_max));
-        if whole {
+        if seg.p_type == PT_NOTE {
+            notes.push((seg.offset, end));
+        } else if seg.p_type == PT_LOAD && (seg.flags & PF_W != 0 || seg.filesz <= limits.vdso_max)
+        {
             keep.push((seg.offset, end));
         } else if seg.p_type == PT_LOAD {
             keep.push((seg.offset, seg.offset + seg.filesz.min(limits.elf_head)));
         }
     }
-    let keep = merge(keep);
+    let notes = merge(notes);
+    let mut ranges: Vec<(u64, u64, bool)> = merge(keep)
+        .into_iter()
+        .map(|(a, b)| (a, b, false))
+        .chain(notes.iter().map(|&(a, b)| (a, b, true)))
+        .collect();
+    ranges.sort_unstable();
     let mut written = 0u64;
+    let mut on_disk = 0u64;
     let mut buf = vec![0u8; IO_CHUNK];
-    'ranges: for (start, end) in keep {
+    for (start, end, is_note) in ranges {
         let start = start.max(s.pos);
         if start >= end {
             continue;
         }
+        let room = if is_note {
+            u64::MAX
+        } else {
+            limits.spill_cap.saturating_sub(written)
+        };
+        if room == 0 {
+            continue;
+        }
         s.skip_to(start).map_err(io_err)?;
         let mut off = start;
-        while off < end {
-            if written >= limits.spill_cap {
-                break 'ranges;
-            }
-            let want = (end - off)
-                .min(IO_CHUNK as u64)
-                .min(limits.spill_cap - written) as usize;
+        let mut copied = 0u64;
+        while off < end && copied < room {
+            let want = (end - off).min(IO_CHUNK as u64).min(room - copied) as usize;
             let n = s.fill(&mut buf[..want]).map_err(io_err)?;
             file.write_all_at(&buf[..n], off).map_err(io_err)?;
             if n > 0 {
                 present.push((off, off + n as u64));
             }
             off += n as u64;
-            written += n as u64;
-            if n < want {
-                break 'ranges;
+            copied += n as u64;
+            on_disk += n as u64;
+            if !is_note {
+                written += n as u64;
             }
+            if n < want {
+                break;
+            }
+        }
+        if s.eof {
+            break;
         }
     }
     drop(buf);
@@ -631,7 +676,7 @@ fn spill<R: Read>(
         Some(present),
         ReadMode::Spilled,
         0,
-        written,
+        on_disk,
     )
 }
 
@@ -648,9 +693,43 @@ pub fn wanted_file_ranges(
         MIN_STACK_WINDOW.min(limits.stack_window),
         limits.stack_window,
     );
-    for t in notes.threads.iter().take(nthreads) {
+    for (i, t) in notes.threads.iter().take(nthreads).enumerate() {
         let lo = t.rsp().saturating_sub(STACK_BELOW);
-        want.push((lo, lo.saturating_add(window + STACK_BELOW)));
+        // The kernel writes the dumping (crashing) thread first.
+        let above = if i == 0 {
+            window.max(limits.crash_stack_window)
+        } else {
+            window
+        };
+        // Frames do not continue into the next mapping (a switch to another stack goes
+        // through a signal frame, handled below), so the window ends with the stack's.
+        let sp = t.rsp();
+        let seg_end = loads_by_vaddr
+            .partition_point(|s| s.vaddr <= sp)
+            .checked_sub(1)
+            .map(|i| &loads_by_vaddr[i])
+            .map(|s| s.vaddr.saturating_add(s.memsz))
+            .filter(|end| *end > sp)
+            .unwrap_or(u64::MAX);
+        let hi = lo.saturating_add(above + STACK_BELOW).min(seg_end);
+        want.push((lo, hi));
+    }
+    // The main thread's stack holds the auxiliary vector's strings at its top.
+    let main_stack = notes
+        .auxv_value(AT_EXECFN)
+        .or_else(|| notes.auxv_value(AT_RANDOM))
+        .and_then(|a| {
+            let i = loads_by_vaddr
+                .partition_point(|s| s.vaddr <= a)
+                .checked_sub(1)?;
+            let seg = &loads_by_vaddr[i];
+            let end = seg.vaddr.saturating_add(seg.filesz);
+            (a < end).then_some((seg.vaddr, end))
+        });
+    if let (Some((start, end)), Some(t)) = (main_stack, notes.threads.first()) {
+        if !(start..end).contains(&t.rsp()) && limits.main_stack_top > 0 {
+            want.push((end.saturating_sub(limits.main_stack_top).max(start), end));
+        }
     }
     let head = limits.elf_head.max(notes.page_size.min(64 << 10));
     let mut heads = 0usize;
@@ -710,6 +789,61 @@ mod tests {
         assert_eq!(
             merge(vec![(10, 20), (0, 5), (5, 8), (15, 30), (40, 40)]),
             vec![(0, 8), (10, 30)]
+        );
+    }
+
+    fn thread(tid: u32, sp: u64) -> crate::elfcore::ThreadState {
+        let mut regs = [0u64; 17];
+        regs[7] = sp;
+        crate::elfcore::ThreadState {
+            tid,
+            cursig: 11,
+            regs,
+        }
+    }
+
+    fn load(vaddr: u64, size: u64, offset: u64) -> Segment {
+        Segment {
+            p_type: PT_LOAD,
+            flags: PF_W,
+            offset,
+            vaddr,
+            filesz: size,
+            memsz: size,
+        }
+    }
+
+    #[test]
+    fn stack_windows_end_with_their_mapping_and_the_crashing_thread_gets_more() {
+        const MIB: u64 = 1 << 20;
+        // Two thread stacks of 8 MiB side by side, and a main stack far above.
+        let loads = vec![
+            load(0x1000_0000, 8 * MIB, 0x1000),
+            load(0x1000_0000 + 8 * MIB, 8 * MIB, 0x1000 + 8 * MIB),
+            load(0x7000_0000, 16 * MIB, 0x1000 + 16 * MIB),
+        ];
+        let mut notes = CoreNotes::default();
+        // The crashing thread first, 4 MiB below its stack's top; the other near its top.
+        notes.threads.push(thread(1, 0x1000_0000 + 4 * MIB));
+        notes.threads.push(thread(2, 0x1000_0000 + 16 * MIB - 4096));
+        let limits = Limits::default();
+        let want = wanted_file_ranges(&notes, &loads, &limits);
+        let kept: u64 = want.iter().map(|r| r.1).sum();
+        // All 4 MiB above the crashing thread's pointer, and only the 4 KiB above the
+        // other's: neither window runs into the next mapping.
+        assert_eq!(
+            kept,
+            4 * MIB + STACK_BELOW + 4096 + STACK_BELOW,
+            "{want:x?}"
+        );
+        // The crashing thread ran on another stack: the main stack's top is kept too.
+        notes.auxv.push((AT_EXECFN, 0x7000_0000 + 16 * MIB - 100));
+        let want = wanted_file_ranges(&notes, &loads, &limits);
+        let top = 0x1000 + 32 * MIB;
+        assert!(
+            want.iter()
+                .any(|&(o, l)| o + l == top && l == limits.main_stack_top),
+            "{want:x?}"
         );
     }
 

@@ -67,6 +67,9 @@ pub struct ThreadTrace {
     pub truncated: bool,
     /// Why unwinding stopped early on a corrupt stack, if it did.
     pub error: Option<String>,
+    /// Unwinding stopped because the next frame lies in memory the core had but the
+    /// reader did not keep (beyond a stack window or the spill cap).
+    pub cut_at: Option<u64>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -92,7 +95,9 @@ pub fn unwind_thread(
     let mut ctx = gimli::UnwindContext::<usize>::new();
     let mut truncated = false;
     let mut error = None;
+    let mut cut_at = None;
     loop {
+        core.take_dropped_read();
         if Instant::now() > deadline {
             return Err(CoreError::Timeout);
         }
@@ -122,9 +127,11 @@ pub fn unwind_thread(
                 .or_else(|| fp_step(&regs, map, core).map(|r| (r, false, Trust::FramePointer)))
         };
         let Some((next, signal, how)) = step else {
+            cut_at = core.take_dropped_read();
             break;
         };
         let (Some(npc), Some(nsp)) = (next.get(RA), next.get(RSP)) else {
+            cut_at = core.take_dropped_read();
             break;
         };
         if npc == 0 || !map.is_executable(npc) {
@@ -162,6 +169,7 @@ pub fn unwind_thread(
         frames,
         truncated,
         error,
+        cut_at,
     })
 }
 

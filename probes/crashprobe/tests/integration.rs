@@ -18,3 +18,9 @@ mod hostile;
 
 #[path = "integration/crashloop.rs"]
 mod crashloop;
+
+#[path = "integration/conformance.rs"]
+mod conformance;
+
+#[path = "integration/live.rs"]
+mod live;

@@ -318,7 +318,7 @@ fn units_use_the_suite_paths() {
     }
     assert_eq!(
         values(&read("sysctl.d/40-crash-probe.conf"), "kernel.core_pattern"),
-        ["|/usr/bin/crashprobe -p %e -E %E -s %s"]
+        ["|/usr/bin/crashprobe -p %e -E %E -s %s -P %P"]
     );
     let ulimit = read("system.conf.d/40-core-ulimit.conf");
     assert!(ulimit.contains("[Manager]"));

@@ -60,6 +60,29 @@ fn help_version_and_bad_options() {
     );
     let run = probe(&root, &["--bogus"], Input::Pipe(b""), None);
     assert_eq!(run.code, 1);
+    // glibc getopt_long's diagnostics, then the usage.
+    assert!(
+        run.stderr
+            .starts_with("crashprobe: unrecognized option '--bogus'\nUsage: crashprobe -p NAME"),
+        "{}",
+        run.stderr
+    );
+    let run = probe(&root, &["-p", "x", "-x"], Input::Pipe(b""), None);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .starts_with("crashprobe: invalid option -- 'x'\n"),
+        "{}",
+        run.stderr
+    );
+    let run = probe(&root, &["--process"], Input::Pipe(b""), None);
+    assert!(
+        run.stderr.starts_with(
+            "crashprobe: option '--process' is ambiguous; possibilities: '--process-name' '--process-path'\n"
+        ),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -219,4 +242,43 @@ fn closed_stderr_is_reopened_on_dev_null() {
     // The "Missing -p" message goes to /dev/null instead of failing or landing elsewhere.
     let status = cmd.status().expect("run crashprobe");
     assert_eq!(status.code(), Some(1));
+}
+
+#[test]
+fn frame_style_comes_from_the_configuration() {
+    let lab = Lab::new();
+    // level2 is inlined into level1 at -O2: a frame of its own only in the rich style.
+    let src = r#"
+int *volatile nullp;
+__attribute__((noinline)) void level3(int *p) { *p = 42; }
+static inline void level2(int *p) { level3(p); __asm__ volatile("" ::: "memory"); }
+__attribute__((noinline)) void level1(int *p) { level2(p); __asm__ volatile("" ::: "memory"); }
+int main(void) { level1(nullp); return 0; }
+"#;
+    let exe = lab.cc("styled", src, &["-O2", "-g"]);
+    let core = to_notes_first(&std::fs::read(lab.gdb_core(&exe, &[])).unwrap());
+    let run_with = |value: Option<&str>| {
+        let mut root = compatible_root();
+        if let Some(v) = value {
+            root.set(crashprobe::cli::FRAMES_KEY, v);
+        }
+        let listener = Listener::start(&root);
+        let run = probe(&root, &["-p", "styled"], Input::Pipe(&core), None);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        (payload(&listener.next()), run.stderr)
+    };
+    let src_file = lab.path("styled.c").display().to_string();
+    let (default, _) = run_with(None);
+    assert!(default.contains("\n#1 level1() - ["), "{default}");
+    assert!(!default.contains("level2"), "{default}");
+    // The file name as the line table records it (here an absolute one).
+    assert!(default.contains(&format!("{src_file}:")), "{default}");
+    let (compatible, _) = run_with(Some("compatible"));
+    assert_eq!(compatible, default);
+    let (rich, _) = run_with(Some("rich"));
+    assert!(rich.contains("\n#1 level2() - ["), "{rich}");
+    assert!(rich.contains("\n#2 level1() - ["), "{rich}");
+    let (bogus, stderr) = run_with(Some("fancy"));
+    assert_eq!(bogus, default);
+    assert!(stderr.contains("crashprobe_frames=fancy"), "{stderr}");
 }

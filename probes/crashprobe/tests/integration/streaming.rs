@@ -74,7 +74,7 @@ fn stream_modes_and_kept_bytes() {
 }
 
 #[test]
-fn spill_cap_bounds_the_temp_file() {
+fn spill_cap_bounds_memory_but_the_notes_are_always_kept() {
     let lab = Lab::new();
     let exe = lab.cc("capped", THREADS_C, &["-O0", "-g"]);
     let gdb_layout = std::fs::read(lab.gdb_core(&exe, &[])).unwrap();
@@ -84,11 +84,75 @@ fn spill_cap_bounds_the_temp_file() {
     };
     let (r, total) = CoreImage::from_stream(&gdb_layout[..], None, &limits);
     assert_eq!(total, gdb_layout.len() as u64, "stdin drained");
-    // The notes sit past the cap: the core cannot be analysed, and says so.
-    match r {
-        Err(e) => assert!(!e.to_string().is_empty()),
-        Ok(img) => assert!(img.stats.spilled <= 64 << 10),
+    // gdb writes the notes last, past the cap: they are kept anyway, the memory is not.
+    let img = r.expect("notes kept beyond the cap");
+    assert_eq!(img.stats.mode, ReadMode::Spilled);
+    assert_eq!(img.notes.threads.len(), 3);
+    let notes: u64 = img
+        .segments
+        .iter()
+        .filter(|s| s.p_type == crashprobe::elfcore::PT_NOTE)
+        .map(|s| s.filesz)
+        .sum();
+    assert!(img.stats.spilled <= (64 << 10) + notes, "{:?}", img.stats);
+    // Every thread is reported, and the stacks that were past the cap say so.
+    let report = crashprobe::analyze(&img, "capped", Some(11), &AnalysisOptions::default());
+    assert_eq!(
+        report.payload.matches("\nBacktrace (TID ").count(),
+        3,
+        "{}",
+        report.payload
+    );
+    assert!(
+        report.payload.contains(crashprobe::payload::STACK_NOT_KEPT),
+        "{}",
+        report.payload
+    );
+}
+
+const BIG_FRAMES_C: &str = r#"
+#include <string.h>
+int *volatile nullp;
+__attribute__((noinline)) void small_crash(int *p) { *p = 5; }
+__attribute__((noinline)) void big_frame2(int n) { volatile char buf[100000]; memset((char *)buf, n, sizeof buf); small_crash(nullp); __asm__ volatile("" ::: "memory"); }
+__attribute__((noinline)) void big_frame1(int n) { volatile char buf[200000]; memset((char *)buf, n, sizeof buf); big_frame2(buf[5]); __asm__ volatile("" ::: "memory"); }
+int main(int argc, char **argv) { big_frame1(argc); return 0; }
+"#;
+
+#[test]
+fn big_frames_of_the_crashing_thread_are_kept_and_a_cut_is_marked() {
+    let lab = Lab::new();
+    let exe = lab.cc("bigframes", BIG_FRAMES_C, &["-O2", "-g"]);
+    let kernel_layout = to_notes_first(&std::fs::read(lab.gdb_core(&exe, &[])).unwrap());
+    let names = |limits: &Limits| {
+        let (img, _) = CoreImage::from_stream(&kernel_layout[..], None, limits);
+        let report = crashprobe::analyze(
+            &img.unwrap(),
+            "bigframes",
+            Some(11),
+            &AnalysisOptions::default(),
+        );
+        report.payload
+    };
+    // The defaults: 300 KB of frames above the stack pointer are no obstacle.
+    let full = names(&Limits::default());
+    for f in ["small_crash", "big_frame2", "big_frame1", "main"] {
+        assert!(full.contains(&format!(" {f}() - [")), "{f}\n{full}");
     }
+    assert!(
+        !full.contains(crashprobe::payload::STACK_NOT_KEPT),
+        "{full}"
+    );
+    // A window smaller than the frames: the unwind stops there, visibly.
+    let small = Limits {
+        stack_window: 64 << 10,
+        crash_stack_window: 64 << 10,
+        ..Limits::default()
+    };
+    let cut = names(&small);
+    assert!(cut.contains(" big_frame2() - ["), "{cut}");
+    assert!(!cut.contains(" main() - ["), "{cut}");
+    assert!(cut.contains(crashprobe::payload::STACK_NOT_KEPT), "{cut}");
 }
 
 #[test]

@@ -352,8 +352,16 @@ impl Listener {
     }
 }
 
-/// A root with the privacy filters off (test programs live outside /usr).
+/// A root with the privacy filters off (test programs live outside /usr) and the rich
+/// frame style (inlined frames, demangled names), which is what gdb shows.
 pub fn unfiltered_root() -> TestRoot {
+    let mut root = compatible_root();
+    root.set(crashprobe::cli::FRAMES_KEY, "rich");
+    root
+}
+
+/// A root with the privacy filters off and the default configuration.
+pub fn compatible_root() -> TestRoot {
     let root = TestRoot::new();
     std::fs::write(root.paths.no_privacy_filters_file(), "").unwrap();
     root
