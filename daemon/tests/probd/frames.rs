@@ -174,6 +174,10 @@ fn bad_frames_get_a_reply_and_a_log_line_and_the_daemon_keeps_serving() {
     let good = frame_with(&root, |_| {});
     let mut wrong_header_size = good.clone();
     wrong_header_size[4..8].copy_from_slice(&9000u32.to_ne_bytes());
+    // header_size reaching 10 bytes into the payload (it would be staged cut).
+    let mut long_header_size = good.clone();
+    let hs = u32::from_ne_bytes(good[4..8].try_into().unwrap());
+    long_header_size[4..8].copy_from_slice(&(hs + 10).to_ne_bytes());
     let mut renamed_header = good.clone();
     let pos = renamed_header
         .windows(8)
@@ -226,6 +230,12 @@ fn bad_frames_get_a_reply_and_a_log_line_and_the_daemon_keeps_serving() {
         b"I",
         "header_size 9000",
     );
+    check(
+        "header size 10 too large",
+        &[&long_header_size],
+        b"I",
+        &format!("header_size {}", hs + 10),
+    );
     check("header name", &[&renamed_header], b"I", "incorrect headers");
     check(
         "terminator",
@@ -269,7 +279,7 @@ fn bad_frames_get_a_reply_and_a_log_line_and_the_daemon_keeps_serving() {
     check("CFG newline", &[&split_cfg], b"I", "control character");
     // Only the good probes' records were staged.
     let s = staged(&root);
-    assert_eq!(s.len(), 13);
+    assert_eq!(s.len(), 14);
     assert!(s.iter().all(|r| r.payload() != b"payload"));
 }
 
