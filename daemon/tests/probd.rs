@@ -3,6 +3,7 @@
 mod frames;
 mod lifecycle;
 mod load;
+mod trust;
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -75,4 +76,103 @@ pub fn raise_fd_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+}
+
+/// Are the tests running as root (needed to act as a second user)?
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Let other users reach the daemon's socket (and files under the root): add search
+/// permission on every directory from the temp root down to the socket.
+pub fn allow_other_users(root: &TestRoot) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut dir = root.socket_path().parent().unwrap().to_path_buf();
+    loop {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o011)).unwrap();
+        if dir == root.dir() || !dir.pop() {
+            break;
+        }
+    }
+}
+
+/// What a sender running as another user got back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentAs {
+    Reply(u8),
+    /// The connection was closed without a reply.
+    NoReply,
+    ConnectFailed,
+}
+
+/// Send `frame` from a forked child that drops to `uid`/`gid` (the tests must run as root,
+/// see [`is_root`]). The child uses raw system calls only: it is forked from a process
+/// with other threads.
+pub fn send_as(uid: u32, gid: u32, socket: &Path, frame: &[u8]) -> SentAs {
+    use std::os::unix::ffi::OsStrExt;
+    // Everything the child needs is prepared before the fork.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = socket.as_os_str().as_bytes();
+    assert!(bytes.len() < addr.sun_path.len());
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: the child calls only async-signal-safe functions, then _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        unsafe {
+            let code = (|| {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return 202;
+                }
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                if fd < 0
+                    || libc::connect(
+                        fd,
+                        &addr as *const libc::sockaddr_un as *const libc::sockaddr,
+                        std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+                    ) != 0
+                {
+                    return 201;
+                }
+                let mut off = 0;
+                while off < frame.len() {
+                    let n = libc::write(
+                        fd,
+                        frame[off..].as_ptr() as *const libc::c_void,
+                        frame.len() - off,
+                    );
+                    if n <= 0 {
+                        break;
+                    }
+                    off += n as usize;
+                }
+                libc::shutdown(fd, libc::SHUT_WR);
+                let mut reply = 0u8;
+                let n = libc::read(fd, &mut reply as *mut u8 as *mut libc::c_void, 1);
+                if n == 1 {
+                    i32::from(reply)
+                } else {
+                    200
+                }
+            })();
+            libc::_exit(code);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child forked above.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status), "sender child crashed: {status}");
+    match libc::WEXITSTATUS(status) {
+        202 => panic!("cannot switch to uid {uid}"),
+        201 => SentAs::ConnectFailed,
+        200 => SentAs::NoReply,
+        b => SentAs::Reply(b as u8),
+    }
 }

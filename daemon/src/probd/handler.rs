@@ -26,6 +26,7 @@ use tokio::io::Interest;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
+use super::peer::Peer;
 use super::stager::{Counters, StagerHandle};
 
 /// Bytes read at once while the frame size is still unknown.
@@ -160,6 +161,8 @@ pub fn decode_valid(frame: &[u8]) -> Result<Frame, Ack> {
 /// State of one connection.
 pub struct Handler {
     pub conn: Conn,
+    /// The sender's credentials, read at accept.
+    pub peer: Peer,
     buf: Vec<u8>,
     pub stager: StagerHandle,
     pub counters: std::sync::Arc<Counters>,
@@ -172,8 +175,10 @@ pub struct Handler {
 impl Handler {
     /// `received`: bytes already read from the connection (the start of a frame, or
     /// several frames).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         conn: Conn,
+        peer: Peer,
         received: &[u8],
         stager: StagerHandle,
         counters: std::sync::Arc<Counters>,
@@ -183,6 +188,7 @@ impl Handler {
     ) -> Handler {
         Handler {
             conn,
+            peer,
             buf: received.to_vec(),
             stager,
             counters,
@@ -222,7 +228,11 @@ impl Handler {
     /// Decode, validate and stage one complete frame.
     async fn process(&self, frame: &[u8]) -> Ack {
         match decode_valid(frame) {
-            Ok(decoded) => self.stager.stage(decoded.record, decoded.cfg_path).await,
+            Ok(decoded) => {
+                self.stager
+                    .stage(decoded.record, decoded.cfg_path, self.peer)
+                    .await
+            }
             Err(ack) => ack,
         }
     }

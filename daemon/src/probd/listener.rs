@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::handler::{decode_valid, recv_now, send_ack, Conn, Handler};
+use super::peer::Peer;
 use super::stager::{Counters, FinalConn, StagerHandle};
 use super::{ExitReason, Settings};
 use crate::notify::notify;
@@ -160,13 +161,22 @@ impl Listener {
     /// Serve a new connection: a lone frame goes straight to the stager, anything else to
     /// a handler task.
     fn serve_connection(&mut self, stream: UnixStream, permit: OwnedSemaphorePermit) {
+        let peer = match Peer::of(&stream) {
+            Ok(p) => p,
+            Err(e) => {
+                // Never on a connected Unix socket; without a sender nothing is staged.
+                tracing::warn!("closing a connection whose sender is unknown: {e}");
+                return;
+            }
+        };
         match read_at_accept(&stream, &mut self.buf) {
             Ok(AtAccept::LoneFrame(len)) => {
                 let conn = FinalConn { stream, permit };
                 match decode_valid(&self.buf[..len]) {
-                    Ok(frame) => self
-                        .stager
-                        .stage_and_answer(frame.record, frame.cfg_path, conn),
+                    Ok(frame) => {
+                        self.stager
+                            .stage_and_answer(frame.record, frame.cfg_path, peer, conn)
+                    }
                     Err(ack) => {
                         self.counters.count(ack);
                         if let Err(e) = send_ack(&conn.stream, ack) {
@@ -178,15 +188,22 @@ impl Listener {
             Ok(AtAccept::Closed) => {}
             Ok(AtAccept::More(received)) => {
                 let received = &self.buf[..received];
-                self.spawn_handler(stream, permit, received)
+                self.spawn_handler(stream, peer, permit, received)
             }
             Err(e) => tracing::debug!("connection error: {e}"),
         }
     }
 
-    fn spawn_handler(&self, stream: UnixStream, permit: OwnedSemaphorePermit, received: &[u8]) {
+    fn spawn_handler(
+        &self,
+        stream: UnixStream,
+        peer: Peer,
+        permit: OwnedSemaphorePermit,
+        received: &[u8],
+    ) {
         let handler = Handler::new(
             Conn::new(stream),
+            peer,
             received,
             self.stager.clone(),
             self.counters.clone(),

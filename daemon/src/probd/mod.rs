@@ -26,6 +26,7 @@ pub mod cli;
 pub mod handler;
 pub mod listener;
 pub mod machine_id;
+pub mod peer;
 pub mod socket;
 pub mod stager;
 mod status;

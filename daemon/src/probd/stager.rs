@@ -42,7 +42,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use libtelemetry::client::{is_opted_in, Ack};
 use libtelemetry::record::Header;
-use libtelemetry::{encode_staged, Paths, Record};
+use libtelemetry::{
+    encode_staged, format_staged_name, parse_staged_name, staged::STAGED_NAME_RANDOM_LEN, Paths,
+    Record, StagedSender,
+};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, RenameFlags};
 use nix::sys::stat::Mode;
@@ -51,6 +54,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use super::handler::send_ack;
 use super::machine_id::MachineId;
+use super::peer::Peer;
 
 /// Most records committed together.
 pub const MAX_BATCH: usize = 256;
@@ -66,7 +70,6 @@ pub fn temp_prefix() -> String {
 }
 /// Attempts to find an unused final name before giving up on a record.
 const NAME_ATTEMPTS: usize = 32;
-const NAME_CHARS: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// The daemon's record counters (reported in the status file).
 #[derive(Debug, Default)]
@@ -104,7 +107,15 @@ enum Msg {
 struct Request {
     record: Record,
     cfg_path: Option<String>,
+    /// Who sent it (the staged file's name records the uid).
+    sender: Peer,
     reply: Reply,
+}
+
+/// One record's staged bytes and the sender its name records.
+pub struct Item {
+    pub bytes: Vec<u8>,
+    pub sender: StagedSender,
 }
 
 /// Where a request's outcome goes.
@@ -143,11 +154,12 @@ pub struct StagerHandle {
 
 impl StagerHandle {
     /// Stage `record` and wait for the outcome.
-    pub async fn stage(&self, record: Record, cfg_path: Option<String>) -> Ack {
+    pub async fn stage(&self, record: Record, cfg_path: Option<String>, sender: Peer) -> Ack {
         let (reply, rx) = oneshot::channel();
         let req = Request {
             record,
             cfg_path,
+            sender,
             reply: Reply::Waiting(reply),
         };
         if self.tx.send(Msg::Stage(Box::new(req))).is_err() {
@@ -158,10 +170,17 @@ impl StagerHandle {
 
     /// Stage `record` and let the stager answer on `conn` (and count the answer) once the
     /// record is durable, without a task waiting for it.
-    pub fn stage_and_answer(&self, record: Record, cfg_path: Option<String>, conn: FinalConn) {
+    pub fn stage_and_answer(
+        &self,
+        record: Record,
+        cfg_path: Option<String>,
+        sender: Peer,
+        conn: FinalConn,
+    ) {
         let req = Request {
             record,
             cfg_path,
+            sender,
             reply: Reply::Direct(conn),
         };
         if let Err(mpsc::error::SendError(Msg::Stage(req))) =
@@ -357,9 +376,12 @@ impl Committer {
                     .headers
                     .set(Header::MachineId, machine_id.as_str());
             }
-            let items: Vec<Vec<u8>> = batch
+            let items: Vec<Item> = batch
                 .iter()
-                .map(|r| encode_staged(&r.record, r.cfg_path.as_deref()))
+                .map(|r| Item {
+                    bytes: encode_staged(&r.record, r.cfg_path.as_deref()),
+                    sender: StagedSender::Uid(r.sender.uid),
+                })
                 .collect();
             #[cfg(test)]
             if let Some(hook) = &self.commit_hook {
@@ -421,16 +443,24 @@ struct Spool {
     dir: Option<File>,
     temp_prefix: String,
     temp_seq: u64,
-    rng: NameRng,
     /// Cleared when the filesystem refuses `RENAME_NOREPLACE`; `link` + `unlink` then.
     noreplace: bool,
 }
 
 /// One record's progress through a commit.
 enum Step {
-    Written { tmp: String, file: File },
-    Synced { tmp: String },
-    Published { name: String },
+    Written {
+        tmp: String,
+        file: File,
+        sender: StagedSender,
+    },
+    Synced {
+        tmp: String,
+        sender: StagedSender,
+    },
+    Published {
+        name: String,
+    },
     Failed,
 }
 
@@ -441,13 +471,12 @@ impl Spool {
             dir: None,
             temp_prefix: format!("{}{}.", temp_prefix(), std::process::id()),
             temp_seq: 0,
-            rng: NameRng::new(),
             noreplace: true,
         }
     }
 
     /// Write, fsync, publish and make durable each of `items`; one Ack per item.
-    fn commit(&mut self, items: &[Vec<u8>]) -> Vec<Ack> {
+    fn commit(&mut self, items: &[Item]) -> Vec<Ack> {
         // The directory stays open between batches; any error drops it, so a replaced
         // directory is picked up by the next batch.
         let cached = self.dir.take().map(Ok);
@@ -470,15 +499,19 @@ impl Spool {
         };
         let mut steps: Vec<Step> = items
             .iter()
-            .map(|bytes| match self.write_temp(dirfd, bytes) {
-                Ok((tmp, file)) => Step::Written { tmp, file },
+            .map(|item| match self.write_temp(dirfd, &item.bytes) {
+                Ok((tmp, file)) => Step::Written {
+                    tmp,
+                    file,
+                    sender: item.sender,
+                },
                 Err(e) => note(e),
             })
             .collect();
         for step in &mut steps {
-            if let Step::Written { tmp, file } = std::mem::replace(step, Step::Failed) {
+            if let Step::Written { tmp, file, sender } = std::mem::replace(step, Step::Failed) {
                 *step = match file.sync_all() {
-                    Ok(()) => Step::Synced { tmp },
+                    Ok(()) => Step::Synced { tmp, sender },
                     Err(e) => {
                         remove(dirfd, &tmp);
                         note(e)
@@ -487,8 +520,8 @@ impl Spool {
             }
         }
         for step in &mut steps {
-            if let Step::Synced { tmp } = std::mem::replace(step, Step::Failed) {
-                *step = match self.publish(dirfd, &tmp) {
+            if let Step::Synced { tmp, sender } = std::mem::replace(step, Step::Failed) {
+                *step = match self.publish(dirfd, &tmp, sender) {
                     Ok(name) => Step::Published { name },
                     Err(e) => {
                         remove(dirfd, &tmp);
@@ -560,9 +593,9 @@ impl Spool {
     }
 
     /// Move `tmp` to a fresh random final name without ever replacing a file.
-    fn publish(&mut self, dirfd: RawFd, tmp: &str) -> io::Result<String> {
+    fn publish(&mut self, dirfd: RawFd, tmp: &str, sender: StagedSender) -> io::Result<String> {
         for _ in 0..NAME_ATTEMPTS {
-            let name = self.rng.name();
+            let name = format_staged_name(&random_name_part(), sender);
             let result = if self.noreplace {
                 match nix::fcntl::renameat2(
                     Some(dirfd),
@@ -645,42 +678,17 @@ fn link_then_unlink(dirfd: RawFd, tmp: &str, name: &str) -> nix::Result<()> {
     nix::unistd::unlinkat(Some(dirfd), tmp, UnlinkatFlags::NoRemoveDir)
 }
 
-/// Names like `mkstemp`'s: 6 characters of `[A-Za-z0-9]` from a xorshift generator seeded
-/// by the kernel's randomness (exclusivity comes from the no-replace rename, not from the
-/// generator).
-struct NameRng(u64);
-
-impl NameRng {
-    fn new() -> NameRng {
-        let id = libtelemetry::ids::random_id();
-        let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(0x9e37_79b9_7f4a_7c15);
-        NameRng(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn name(&mut self) -> String {
-        let mut bits = self.next();
-        let mut s = String::with_capacity(6);
-        for _ in 0..6 {
-            s.push(char::from(NAME_CHARS[(bits % 62) as usize]));
-            bits /= 62;
-        }
-        s
-    }
+/// 6 random `[A-Za-z0-9]` characters, the shape of `mkstemp`'s names (exclusivity comes
+/// from the no-replace rename, not from the generator).
+fn random_name_part() -> String {
+    (0..STAGED_NAME_RANDOM_LEN)
+        .map(|_| fastrand::alphanumeric())
+        .collect()
 }
 
-/// Is `name` one of the final names this daemon creates?
+/// Is `name` one of the final names telemprobd creates (what telempostd picks up)?
 pub fn is_final_name(name: &str) -> bool {
-    name.len() == 6 && name.bytes().all(|b| b.is_ascii_alphanumeric())
+    parse_staged_name(name).is_some()
 }
 
 #[cfg(test)]
@@ -701,6 +709,21 @@ mod tests {
         r
     }
 
+    fn item(bytes: Vec<u8>) -> Item {
+        Item {
+            bytes,
+            sender: StagedSender::Uid(1000),
+        }
+    }
+
+    fn me() -> Peer {
+        Peer {
+            uid: 1000,
+            gid: 1000,
+            pid: 1,
+        }
+    }
+
     fn listing(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
@@ -714,8 +737,8 @@ mod tests {
     fn batch_commit_publishes_complete_files_only() {
         let d = tempfile::tempdir().unwrap();
         let mut spool = Spool::new(d.path().to_path_buf());
-        let items: Vec<Vec<u8>> = (0..5)
-            .map(|i| encode_staged(&record(&format!("p{i}")), None))
+        let items: Vec<Item> = (0..5)
+            .map(|i| item(encode_staged(&record(&format!("p{i}")), None)))
             .collect();
         let acks = spool.commit(&items);
         assert_eq!(acks, vec![Ack::Accepted; 5]);
@@ -734,7 +757,7 @@ mod tests {
             parse_staged(&bytes).unwrap();
         }
         contents.sort();
-        let mut expected = items.clone();
+        let mut expected: Vec<Vec<u8>> = items.iter().map(|i| i.bytes.clone()).collect();
         expected.sort();
         assert_eq!(contents, expected);
     }
@@ -744,7 +767,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("spool");
         let mut spool = Spool::new(dir.clone());
-        let item = vec![encode_staged(&record("x"), None)];
+        let item = vec![item(encode_staged(&record("x"), None))];
         assert_eq!(spool.commit(&item), vec![Ack::StagingFailed]);
         std::fs::create_dir(&dir).unwrap();
         assert_eq!(spool.commit(&item), vec![Ack::Accepted]);
@@ -761,7 +784,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut spool = Spool::new(d.path().to_path_buf());
         spool.noreplace = false;
-        let item = vec![encode_staged(&record("y"), None)];
+        let item = vec![item(encode_staged(&record("y"), None))];
         assert_eq!(spool.commit(&item), vec![Ack::Accepted]);
         let existing = listing(d.path());
         std::fs::write(d.path().join(".t"), b"new").unwrap();
@@ -770,7 +793,7 @@ mod tests {
         assert_eq!(err, Errno::EEXIST);
         assert_eq!(
             std::fs::read(d.path().join(&existing[0])).unwrap(),
-            item[0],
+            item[0].bytes,
             "existing record untouched"
         );
     }
@@ -792,11 +815,17 @@ mod tests {
     }
 
     #[test]
-    fn names_look_like_mkstemp() {
-        let mut rng = NameRng::new();
-        let names: std::collections::HashSet<String> = (0..1000).map(|_| rng.name()).collect();
+    fn names_look_like_mkstemp_and_carry_the_sender() {
+        let names: std::collections::HashSet<String> = (0..1000)
+            .map(|_| format_staged_name(&random_name_part(), StagedSender::Uid(1000)))
+            .collect();
         assert!(names.len() > 990);
-        assert!(names.iter().all(|n| is_final_name(n)));
+        for n in &names {
+            assert_eq!(parse_staged_name(n), Some(StagedSender::Uid(1000)), "{n}");
+            assert!(is_final_name(n));
+        }
+        assert!(!is_final_name(".tmp-probd.1.1"));
+        assert!(!is_final_name("Ab3xY9.u01"));
     }
 
     #[tokio::test]
@@ -813,13 +842,13 @@ mod tests {
             Arc::new(Counters::default()),
         );
         let task = tokio::spawn(stager.run());
-        assert_eq!(handle.stage(record("a"), None).await, Ack::NotOptedIn);
+        assert_eq!(handle.stage(record("a"), None, me()).await, Ack::NotOptedIn);
         std::fs::write(paths.opt_in_file(), "").unwrap();
         let acks = futures_join(&handle, 20).await;
         assert!(acks.iter().all(|a| *a == Ack::Accepted));
         assert_eq!(
             handle
-                .stage(record("c"), Some("/etc/t.conf".to_string()))
+                .stage(record("c"), Some("/etc/t.conf".to_string()), me())
                 .await,
             Ack::Accepted
         );
@@ -889,13 +918,13 @@ mod tests {
         // All three are queued before the stager looks: one batch.
         let before = tokio::spawn({
             let h = handle.clone();
-            async move { h.stage(record("before"), None).await }
+            async move { h.stage(record("before"), None, me()).await }
         });
         tokio::task::yield_now().await;
         handle.set_spool_dir(new.clone());
         let after = tokio::spawn({
             let h = handle.clone();
-            async move { h.stage(record("after"), None).await }
+            async move { h.stage(record("after"), None, me()).await }
         });
         tokio::task::yield_now().await;
         let task = tokio::spawn(stager.run());
@@ -934,8 +963,14 @@ mod tests {
             }
         }));
         let task = tokio::spawn(stager.with_commit_hook(Some(hook)).run());
-        assert_eq!(handle.stage(record("lost"), None).await, Ack::StagingFailed);
-        assert_eq!(handle.stage(record("kept"), None).await, Ack::Accepted);
+        assert_eq!(
+            handle.stage(record("lost"), None, me()).await,
+            Ack::StagingFailed
+        );
+        assert_eq!(
+            handle.stage(record("kept"), None, me()).await,
+            Ack::Accepted
+        );
         drop(handle);
         task.await.unwrap();
         let staged: Vec<String> = listing(&paths.default_spool_dir())
@@ -949,7 +984,7 @@ mod tests {
         let tasks: Vec<_> = (0..n)
             .map(|i| {
                 let h = handle.clone();
-                tokio::spawn(async move { h.stage(record(&format!("b{i}")), None).await })
+                tokio::spawn(async move { h.stage(record(&format!("b{i}")), None, me()).await })
             })
             .collect();
         let mut acks = Vec::new();

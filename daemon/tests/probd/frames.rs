@@ -73,9 +73,12 @@ fn golden_staged_bytes_from_the_rust_library() {
         GOLDEN_STAGED
     );
     let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
-    assert!(
-        name.len() == 6 && name.bytes().all(|b| b.is_ascii_alphanumeric()),
-        "mkstemp-style name: {name}"
+    assert_eq!(
+        libtelemetry::parse_staged_name(&name),
+        Some(libtelemetry::StagedSender::Uid(
+            nix::unistd::geteuid().as_raw()
+        )),
+        "mkstemp-style name with the sender's uid: {name}"
     );
     let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
