@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use super::peer::Peer;
 use super::stager::{Counters, StagerHandle};
+use super::trust::check_cfg_path;
 
 /// Bytes read at once while the frame size is still unknown.
 const FIRST_READ: usize = 2048;
@@ -133,8 +134,9 @@ pub fn recv_now(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Decode a complete frame and validate its headers; a rejection is logged.
-pub fn decode_valid(frame: &[u8]) -> Result<Frame, Ack> {
+/// Decode a complete frame from `peer`, validate its headers and check that its `CFG:`
+/// path is one the sender may name ([`super::trust`]); a rejection is logged.
+pub fn decode_valid(frame: &[u8], peer: &Peer) -> Result<Frame, Ack> {
     let decoded = match decode_frame(frame) {
         Ok(f) => f,
         Err(e) => {
@@ -152,6 +154,14 @@ pub fn decode_valid(frame: &[u8]) -> Result<Frame, Ack> {
     if let Some(p) = &decoded.cfg_path {
         if p.chars().any(char::is_control) {
             tracing::warn!("rejected record: CFG path {p:?} contains a control character");
+            return Err(Ack::Invalid);
+        }
+        if let Err(e) = check_cfg_path(p, peer) {
+            tracing::warn!(
+                "rejected record from uid {} (pid {}): CFG path {p:?} refused: {e}",
+                peer.uid,
+                peer.pid
+            );
             return Err(Ack::Invalid);
         }
     }
@@ -227,7 +237,7 @@ impl Handler {
 
     /// Decode, validate and stage one complete frame.
     async fn process(&self, frame: &[u8]) -> Ack {
-        match decode_valid(frame) {
+        match decode_valid(frame, &self.peer) {
             Ok(decoded) => {
                 self.stager
                     .stage(decoded.record, decoded.cfg_path, self.peer)

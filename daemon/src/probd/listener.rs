@@ -172,7 +172,7 @@ impl Listener {
         match read_at_accept(&stream, &mut self.buf) {
             Ok(AtAccept::LoneFrame(len)) => {
                 let conn = FinalConn { stream, permit };
-                match decode_valid(&self.buf[..len]) {
+                match decode_valid(&self.buf[..len], &peer) {
                     Ok(frame) => {
                         self.stager
                             .stage_and_answer(frame.record, frame.cfg_path, peer, conn)

@@ -30,6 +30,7 @@ pub mod peer;
 pub mod socket;
 pub mod stager;
 mod status;
+pub mod trust;
 
 use std::ffi::OsString;
 use std::future::Future;
