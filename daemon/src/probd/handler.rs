@@ -27,6 +27,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::peer::Peer;
+use super::refusals::RefusalLog;
 use super::stager::{Counters, StagerHandle};
 use super::trust::check_cfg_path;
 
@@ -136,16 +137,16 @@ pub fn recv_now(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Decode a complete frame from `peer`, validate its headers and check that its `CFG:`
 /// path is one the sender may name ([`super::trust`]); a rejection is logged.
-pub fn decode_valid(frame: &[u8], peer: &Peer) -> Result<Frame, Ack> {
+pub fn decode_valid(frame: &[u8], peer: &Peer, log: &RefusalLog) -> Result<Frame, Ack> {
     let decoded = match decode_frame(frame) {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!("rejected frame: {e}");
+            log.refused("bad frame", format_args!("rejected frame: {e}"));
             return Err(Ack::Invalid);
         }
     };
     if let Err(e) = decoded.record.headers.validate() {
-        tracing::warn!("rejected record: {e}");
+        log.refused("bad header value", format_args!("rejected record: {e}"));
         return Err(Ack::Invalid);
     }
     // The staged file holds the path on a line of its own: a control character (a newline
@@ -153,14 +154,19 @@ pub fn decode_valid(frame: &[u8], peer: &Peer) -> Result<Frame, Ack> {
     // the record was accepted.
     if let Some(p) = &decoded.cfg_path {
         if p.chars().any(char::is_control) {
-            tracing::warn!("rejected record: CFG path {p:?} contains a control character");
+            log.refused(
+                "CFG path refused",
+                format_args!("rejected record: CFG path {p:?} contains a control character"),
+            );
             return Err(Ack::Invalid);
         }
         if let Err(e) = check_cfg_path(p, peer) {
-            tracing::warn!(
-                "rejected record from uid {} (pid {}): CFG path {p:?} refused: {e}",
-                peer.uid,
-                peer.pid
+            log.refused(
+                "CFG path refused",
+                format_args!(
+                    "rejected record from uid {} (pid {}): CFG path {p:?} refused: {e}",
+                    peer.uid, peer.pid
+                ),
             );
             return Err(Ack::Invalid);
         }
@@ -223,7 +229,9 @@ impl Handler {
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!("rejected frame: {e}");
+                    self.counters
+                        .refusals
+                        .refused("incomplete frame", format_args!("rejected frame: {e}"));
                     self.answer(Ack::Invalid);
                     return;
                 }
@@ -237,7 +245,7 @@ impl Handler {
 
     /// Decode, validate and stage one complete frame.
     async fn process(&self, frame: &[u8]) -> Ack {
-        match decode_valid(frame, &self.peer) {
+        match decode_valid(frame, &self.peer, &self.counters.refusals) {
             Ok(decoded) => {
                 self.stager
                     .stage(decoded.record, decoded.cfg_path, self.peer)

@@ -172,7 +172,7 @@ impl Listener {
         match read_at_accept(&stream, &mut self.buf) {
             Ok(AtAccept::LoneFrame(len)) => {
                 let conn = FinalConn { stream, permit };
-                match decode_valid(&self.buf[..len], &peer) {
+                match decode_valid(&self.buf[..len], &peer, &self.counters.refusals) {
                     Ok(frame) => {
                         self.stager
                             .stage_and_answer(frame.record, frame.cfg_path, peer, conn)
@@ -232,6 +232,14 @@ impl Listener {
         notify("RELOADING=1");
         match Config::load(&self.paths, self.config_file.as_deref()) {
             Ok((config, source)) => {
+                if let Err(e) = super::stager::check_spool_dir(&config.spool_dir) {
+                    tracing::error!(
+                        "spool_dir {} is not usable ({e}); keeping the current configuration",
+                        config.spool_dir.display()
+                    );
+                    notify("READY=1");
+                    return;
+                }
                 self.stager.set_spool_dir(config.spool_dir.clone());
                 self.stager.reload_static_machine_id();
                 if config.socket_path != self.socket_path {

@@ -27,6 +27,7 @@ pub mod handler;
 pub mod listener;
 pub mod machine_id;
 pub mod peer;
+pub mod refusals;
 pub mod socket;
 pub mod stager;
 mod status;
@@ -72,6 +73,12 @@ pub enum ProbdError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Socket(#[from] SocketError),
+    #[error("spool_dir {path} is not usable: {source}")]
+    SpoolDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot set up the runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -175,6 +182,20 @@ pub fn run(opts: cli::Options) -> Result<ExitReason, ProbdError> {
         libtelemetry::VERSION,
         describe(&source)
     );
+    socket::check_socket_path(&config.socket_path)?;
+    match stager::check_spool_dir(&config.spool_dir) {
+        Ok(stager::SpoolDirState::Usable) => {}
+        Ok(stager::SpoolDirState::Missing) => tracing::warn!(
+            "spool_dir {} does not exist yet: records are refused until it does",
+            config.spool_dir.display()
+        ),
+        Err(source) => {
+            return Err(ProbdError::SpoolDir {
+                path: config.spool_dir.clone(),
+                source,
+            })
+        }
+    }
     let mut settings = Settings::new(paths, opts.config_file, config);
     settings.max_connections = connection_limit(raise_fd_limit());
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -239,7 +260,11 @@ pub async fn serve(
     let (stop_status, status_stopped) = watch::channel(false);
     let status_task = tokio::spawn(status.clone().run(settings.status_interval, status_stopped));
 
-    let mut listener = Listener::new(listener, &settings, stager_handle, counters)?;
+    let refusal_summaries = tokio::spawn({
+        let counters = counters.clone();
+        async move { counters.refusals.run().await }
+    });
+    let mut listener = Listener::new(listener, &settings, stager_handle, counters.clone())?;
     notify("READY=1");
     let reason = listener.run(reload, shutdown).await;
     notify("STOPPING=1");
@@ -248,6 +273,8 @@ pub async fn serve(
     let _ = stager_task.await;
     let _ = stop_status.send(true);
     let _ = status_task.await;
+    refusal_summaries.abort();
+    counters.refusals.flush();
     status.write_now();
     Ok(reason)
 }

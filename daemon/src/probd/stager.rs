@@ -55,6 +55,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use super::handler::send_ack;
 use super::machine_id::MachineId;
 use super::peer::Peer;
+use super::refusals::RefusalLog;
 
 /// Most records committed together.
 pub const MAX_BATCH: usize = 256;
@@ -72,10 +73,12 @@ pub fn temp_prefix() -> String {
 const NAME_ATTEMPTS: usize = 32;
 
 /// The daemon's record counters (reported in the status file).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Counters {
     staged: AtomicU64,
     rejected: AtomicU64,
+    /// Log lines for refused records, bounded per interval.
+    pub refusals: RefusalLog,
 }
 
 impl Counters {
@@ -387,12 +390,15 @@ impl Committer {
             if let Some(hook) = &self.commit_hook {
                 (hook.0)(items.len());
             }
-            self.spool.commit(&items)
+            self.spool.commit(&items, &self.counters.refusals)
         } else {
-            tracing::warn!(
-                "not opted in ({} missing): {} record(s) refused",
-                self.paths.opt_in_file().display(),
-                batch.len()
+            self.counters.refusals.refused(
+                "not opted in",
+                format_args!(
+                    "not opted in ({} missing): {} record(s) refused",
+                    self.paths.opt_in_file().display(),
+                    batch.len()
+                ),
             );
             vec![Ack::NotOptedIn; batch.len()]
         };
@@ -476,17 +482,20 @@ impl Spool {
     }
 
     /// Write, fsync, publish and make durable each of `items`; one Ack per item.
-    fn commit(&mut self, items: &[Item]) -> Vec<Ack> {
+    fn commit(&mut self, items: &[Item], refusals: &RefusalLog) -> Vec<Ack> {
         // The directory stays open between batches; any error drops it, so a replaced
         // directory is picked up by the next batch.
         let cached = self.dir.take().map(Ok);
         let dir = match cached.unwrap_or_else(|| open_dir(&self.dir_path)) {
             Ok(d) => d,
             Err(e) => {
-                tracing::error!(
-                    "cannot stage {} record(s) in {}: {e}",
-                    items.len(),
-                    self.dir_path.display()
+                refusals.refused(
+                    "staging failed",
+                    format_args!(
+                        "cannot stage {} record(s) in {}: {e}",
+                        items.len(),
+                        self.dir_path.display()
+                    ),
                 );
                 return vec![Ack::StagingFailed; items.len()];
             }
@@ -545,9 +554,12 @@ impl Spool {
             }
         }
         if let Some(e) = first_error {
-            tracing::error!(
-                "staging in {} failed for some records: {e}",
-                self.dir_path.display()
+            refusals.refused(
+                "staging failed",
+                format_args!(
+                    "staging in {} failed for some records: {e}",
+                    self.dir_path.display()
+                ),
             );
         } else {
             self.dir = Some(dir);
@@ -656,6 +668,60 @@ impl Spool {
     }
 }
 
+/// What [`check_spool_dir`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SpoolDirState {
+    Usable,
+    /// Missing for now: records get `F` until it is created.
+    Missing,
+}
+
+/// Is `dir` a directory this daemon can stage records in? It must be a directory where a
+/// file can be created (tried: a directory of `/proc` passes `access` for root but takes
+/// no file). A world-writable directory is usable but warned about: any local user could
+/// remove or replace staged records there.
+pub fn check_spool_dir(dir: &Path) -> io::Result<SpoolDirState> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SpoolDirState::Missing),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            "not a directory",
+        ));
+    }
+    let probe = dir.join(format!("{}{}.check", temp_prefix(), std::process::id()));
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe);
+    match created {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&probe);
+        }
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot create a file: {e}"),
+            ))
+        }
+    }
+    if meta.permissions().mode() & 0o002 != 0 {
+        tracing::warn!(
+            "spool_dir {} is writable by every user: any of them can remove or replace \
+             staged records (make it 0700, owned by the daemon's user)",
+            dir.display()
+        );
+    }
+    Ok(SpoolDirState::Usable)
+}
+
 fn open_dir(path: &Path) -> io::Result<File> {
     let d = File::open(path)?;
     if !d.metadata()?.is_dir() {
@@ -740,7 +806,7 @@ mod tests {
         let items: Vec<Item> = (0..5)
             .map(|i| item(encode_staged(&record(&format!("p{i}")), None)))
             .collect();
-        let acks = spool.commit(&items);
+        let acks = spool.commit(&items, &RefusalLog::default());
         assert_eq!(acks, vec![Ack::Accepted; 5]);
         let names = listing(d.path());
         assert_eq!(names.len(), 5);
@@ -768,14 +834,26 @@ mod tests {
         let dir = d.path().join("spool");
         let mut spool = Spool::new(dir.clone());
         let item = vec![item(encode_staged(&record("x"), None))];
-        assert_eq!(spool.commit(&item), vec![Ack::StagingFailed]);
+        assert_eq!(
+            spool.commit(&item, &RefusalLog::default()),
+            vec![Ack::StagingFailed]
+        );
         std::fs::create_dir(&dir).unwrap();
-        assert_eq!(spool.commit(&item), vec![Ack::Accepted]);
+        assert_eq!(
+            spool.commit(&item, &RefusalLog::default()),
+            vec![Ack::Accepted]
+        );
         // The directory replaced under the daemon: the next batch reopens it.
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::create_dir(&dir).unwrap();
-        assert_eq!(spool.commit(&item), vec![Ack::StagingFailed]);
-        assert_eq!(spool.commit(&item), vec![Ack::Accepted]);
+        assert_eq!(
+            spool.commit(&item, &RefusalLog::default()),
+            vec![Ack::StagingFailed]
+        );
+        assert_eq!(
+            spool.commit(&item, &RefusalLog::default()),
+            vec![Ack::Accepted]
+        );
         assert_eq!(listing(&dir).len(), 1);
     }
 
@@ -785,7 +863,10 @@ mod tests {
         let mut spool = Spool::new(d.path().to_path_buf());
         spool.noreplace = false;
         let item = vec![item(encode_staged(&record("y"), None))];
-        assert_eq!(spool.commit(&item), vec![Ack::Accepted]);
+        assert_eq!(
+            spool.commit(&item, &RefusalLog::default()),
+            vec![Ack::Accepted]
+        );
         let existing = listing(d.path());
         std::fs::write(d.path().join(".t"), b"new").unwrap();
         let dir = File::open(d.path()).unwrap();

@@ -243,3 +243,76 @@ fn static_machine_id_overrides_the_rotating_one() {
     // The rotating file is still maintained.
     assert!(root.paths.machine_id_file().exists());
 }
+
+/// F10: settings that cannot work are refused at start, with the reason, exit status 1.
+#[test]
+fn unusable_socket_path_or_spool_dir_is_refused_at_start() {
+    let mut root = TestRoot::new();
+    let long = root.dir().join("s".repeat(205));
+    root.set("socket_path", long.to_str().unwrap());
+    let cfg = root.config_path();
+    let out = run_cli(&root, &["-f", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("at most 107 bytes"), "{err}");
+    assert!(!long.exists(), "no socket file left behind");
+
+    let mut root = TestRoot::new();
+    root.set("spool_dir", "/proc/1");
+    let out = run_cli(&root, &["-f", cfg_of(&root).as_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("spool_dir /proc/1 is not usable"), "{err}");
+    assert!(!root.socket_path().exists());
+
+    let mut root = TestRoot::new();
+    let file = root.dir().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    root.set("spool_dir", file.to_str().unwrap());
+    let out = run_cli(&root, &["-f", cfg_of(&root).as_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
+}
+
+fn cfg_of(root: &TestRoot) -> String {
+    root.config_path().to_str().unwrap().to_string()
+}
+
+/// F10: a spool every user may write to is served, with a warning.
+#[test]
+fn a_world_writable_spool_is_warned_about() {
+    let root = TestRoot::new();
+    std::fs::set_permissions(root.spool_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let d = start(&root);
+    assert!(d.wait_for_log("writable by every user", Duration::from_secs(5)));
+    assert_eq!(
+        send(&root, &new_record(&root, "x")).unwrap(),
+        Delivery::Acknowledged
+    );
+}
+
+/// F10: a flood of refused records gives a bounded number of log lines and one summary.
+#[test]
+fn refused_records_are_logged_in_bounded_summaries() {
+    let root = TestRoot::new();
+    let d = start(&root);
+    let garbage = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for _ in 0..200 {
+        let reply = super::exchange(&root.socket_path(), &[garbage], Duration::ZERO);
+        assert_eq!(reply, b"I");
+    }
+    assert!(
+        d.wait_for_log(
+            "199 more records refused in the last",
+            Duration::from_secs(40)
+        ),
+        "{}",
+        d.log()
+    );
+    let lines = d
+        .log()
+        .lines()
+        .filter(|l| l.contains("rejected frame"))
+        .count();
+    assert_eq!(lines, 1, "{}", d.log());
+}
