@@ -176,3 +176,84 @@ pub fn send_as(uid: u32, gid: u32, socket: &Path, frame: &[u8]) -> SentAs {
         b => SentAs::Reply(b as u8),
     }
 }
+
+/// A forked child running as `uid`/`gid` that opens up to `n` connections to `socket`
+/// (non-blocking, for at most 30 s), writes `half` on each and holds them all until killed.
+/// Returns its pid once it has made every attempt, and how many connections it opened.
+pub fn hold_connections_as(
+    uid: u32,
+    gid: u32,
+    socket: &Path,
+    n: usize,
+    half: &[u8],
+) -> (libc::pid_t, usize) {
+    use std::os::unix::ffi::OsStrExt;
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(socket.as_os_str().as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    let mut pipe = [0i32; 2];
+    // SAFETY: a two-element array for pipe(2).
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    // SAFETY: the child calls only async-signal-safe functions.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        unsafe {
+            libc::close(pipe[0]);
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                libc::_exit(2);
+            }
+            let start = libc::time(std::ptr::null_mut());
+            let mut held: u64 = 0;
+            while (held as usize) < n && libc::time(std::ptr::null_mut()) - start < 30 {
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+                if fd < 0 {
+                    break;
+                }
+                let rc = libc::connect(
+                    fd,
+                    &addr as *const libc::sockaddr_un as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+                );
+                if rc != 0 {
+                    libc::close(fd);
+                    libc::usleep(1000);
+                    continue;
+                }
+                libc::send(
+                    fd,
+                    half.as_ptr() as *const libc::c_void,
+                    half.len(),
+                    libc::MSG_NOSIGNAL,
+                );
+                held += 1;
+            }
+            let bytes = held.to_ne_bytes();
+            libc::write(pipe[1], bytes.as_ptr() as *const libc::c_void, 8);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    // SAFETY: closing our copy of the write end; reading 8 bytes into a local array.
+    unsafe { libc::close(pipe[1]) };
+    let mut bytes = [0u8; 8];
+    let n = unsafe { libc::read(pipe[0], bytes.as_mut_ptr() as *mut libc::c_void, 8) };
+    unsafe { libc::close(pipe[0]) };
+    assert_eq!(n, 8, "the connection holder did not report");
+    (pid, u64::from_ne_bytes(bytes) as usize)
+}
+
+/// Resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

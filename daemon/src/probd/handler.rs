@@ -23,7 +23,9 @@ use libtelemetry::frame::{decode_frame, frame_len, Frame, FrameError, MAX_FRAME_
 use nix::sys::socket::MsgFlags;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
+
+use super::connections::ConnPermit;
 use tokio::time::Instant;
 
 use super::peer::Peer;
@@ -185,7 +187,7 @@ pub struct Handler {
     pub shutdown: watch::Receiver<bool>,
     pub deadline: Duration,
     /// Returned to the listener's semaphore when the handler ends.
-    pub _permit: OwnedSemaphorePermit,
+    pub _permit: ConnPermit,
 }
 
 impl Handler {
@@ -200,7 +202,7 @@ impl Handler {
         counters: std::sync::Arc<Counters>,
         shutdown: watch::Receiver<bool>,
         deadline: Duration,
-        permit: OwnedSemaphorePermit,
+        permit: ConnPermit,
     ) -> Handler {
         Handler {
             conn,

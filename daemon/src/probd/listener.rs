@@ -1,8 +1,10 @@
 //! The accept loop.
 //!
-//! * A semaphore caps the connections being served; the loop takes a permit before it
-//!   accepts, so past the cap new clients wait in the kernel backlog rather than costing
-//!   memory, and each handler's deadline guarantees permits come back.
+//! * Accepting never waits: the backlog is drained as fast as clients connect, and each
+//!   connection is admitted or closed at once by its sender's uid ([`super::connections`]:
+//!   a share per unprivileged uid, a cap for all, a reserve for root), so a user holding
+//!   connections open never keeps another user's probe waiting in the backlog. Each
+//!   handler's deadline guarantees admitted connections end.
 //! * Accepting never waits on a client. Most probes have sent their whole frame and shut
 //!   down their side before the daemon accepts: such a connection is read once at accept,
 //!   and its record goes straight to the stager, which answers and closes it (no task, no
@@ -29,9 +31,10 @@ use nix::errno::Errno;
 use nix::sys::socket::SockFlag;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::connections::{ConnPermit, Connections, Refusal};
 use super::handler::{decode_valid, recv_now, send_ack, Conn, Handler};
 use super::peer::Peer;
 use super::stager::{Counters, FinalConn, StagerHandle};
@@ -43,8 +46,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 pub struct Listener {
     listener: AsyncFd<UnixListener>,
-    limit: Arc<Semaphore>,
-    max_connections: usize,
+    connections: Arc<Connections>,
     stager: StagerHandle,
     counters: Arc<Counters>,
     shutdown_tx: watch::Sender<bool>,
@@ -77,15 +79,17 @@ impl Listener {
         stager: StagerHandle,
         counters: Arc<Counters>,
     ) -> io::Result<Listener> {
-        let max = settings.max_connections.clamp(1, Semaphore::MAX_PERMITS);
         // SAFETY: the UnixListener owns its fd, always reports that same fd, and lives as
         // long as the AsyncFd.
         let listener = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }
             .map_err(io::Error::from)?;
         Ok(Listener {
             listener,
-            limit: Arc::new(Semaphore::new(max)),
-            max_connections: max,
+            connections: Connections::new(
+                settings.max_connections,
+                settings.connections_per_uid,
+                settings.root_reserve,
+            ),
             stager,
             counters,
             shutdown_tx: watch::channel(false).0,
@@ -116,9 +120,9 @@ impl Listener {
                     self.reload();
                     continue;
                 }
-                r = accept(&self.listener, &self.limit) => r,
+                r = accept(&self.listener) => r,
                 _ = tokio::time::sleep_until(idle_deadline), if idle_exit.is_some() => {
-                    if self.limit.available_permits() == self.max_connections {
+                    if self.connections.open() == 0 {
                         tracing::info!("Daemon exiting for recycling");
                         return ExitReason::Idle;
                     }
@@ -128,9 +132,9 @@ impl Listener {
                 }
             };
             match accepted {
-                Ok((stream, permit)) => {
+                Ok(stream) => {
                     self.last_activity = Instant::now();
-                    self.serve_connection(stream, permit);
+                    self.serve_connection(stream);
                 }
                 Err(e) => self.accept_error(e).await,
             }
@@ -142,30 +146,48 @@ impl Listener {
     pub async fn finish(mut self) {
         let _ = self.shutdown_tx.send(true);
         let mut drained = 0usize;
-        while let Ok(permit) = self.limit.clone().try_acquire_owned() {
-            match accept_now(self.listener.get_ref()) {
-                Ok(stream) => {
-                    drained += 1;
-                    self.serve_connection(stream, permit);
-                }
-                Err(_) => break,
-            }
+        while let Ok(stream) = accept_now(self.listener.get_ref()) {
+            drained += 1;
+            self.serve_connection(stream);
         }
         if drained > 0 {
             tracing::info!("serving {drained} connection(s) queued at shutdown");
         }
-        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
-        let _ = self.limit.acquire_many(all).await;
+        self.connections.all_closed().await;
     }
 
     /// Serve a new connection: a lone frame goes straight to the stager, anything else to
     /// a handler task.
-    fn serve_connection(&mut self, stream: UnixStream, permit: OwnedSemaphorePermit) {
+    fn serve_connection(&mut self, stream: UnixStream) {
         let peer = match Peer::of(&stream) {
             Ok(p) => p,
             Err(e) => {
                 // Never on a connected Unix socket; without a sender nothing is staged.
                 tracing::warn!("closing a connection whose sender is unknown: {e}");
+                return;
+            }
+        };
+        let permit = match self.connections.admit(peer.uid) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                // Closed without reading or answering: the cheapest way out.
+                let (kind, why) = match refusal {
+                    Refusal::OverShare { held, share } => (
+                        "connections over the sender's share",
+                        format!("it holds {held} connections, its whole share of {share}"),
+                    ),
+                    Refusal::Full { cap } => (
+                        "connections over the cap",
+                        format!("all {cap} connections are in use"),
+                    ),
+                };
+                self.counters.refusals.refused(
+                    kind,
+                    format_args!(
+                        "closed a new connection of uid {} (pid {}): {why}",
+                        peer.uid, peer.pid
+                    ),
+                );
                 return;
             }
         };
@@ -194,13 +216,7 @@ impl Listener {
         }
     }
 
-    fn spawn_handler(
-        &self,
-        stream: UnixStream,
-        peer: Peer,
-        permit: OwnedSemaphorePermit,
-        received: &[u8],
-    ) {
+    fn spawn_handler(&self, stream: UnixStream, peer: Peer, permit: ConnPermit, received: &[u8]) {
         let handler = Handler::new(
             Conn::new(stream),
             peer,
@@ -256,20 +272,12 @@ impl Listener {
     }
 }
 
-/// Take a permit, then the next connection (cancel-safe: an unused permit is returned).
-async fn accept(
-    listener: &AsyncFd<UnixListener>,
-    limit: &Arc<Semaphore>,
-) -> io::Result<(UnixStream, OwnedSemaphorePermit)> {
-    let permit = limit
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| io::Error::other("connection semaphore closed"))?;
+/// The next connection (cancel-safe).
+async fn accept(listener: &AsyncFd<UnixListener>) -> io::Result<UnixStream> {
     loop {
         let mut guard = listener.readable().await?;
         match guard.try_io(|l| accept_now(l.get_ref())) {
-            Ok(result) => return result.map(|s| (s, permit)),
+            Ok(result) => return result,
             Err(_would_block) => continue,
         }
     }

@@ -23,6 +23,7 @@
 //! socket error (as the C daemon).
 
 pub mod cli;
+pub mod connections;
 pub mod handler;
 pub mod listener;
 pub mod machine_id;
@@ -107,6 +108,10 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     pub config: Config,
     pub max_connections: usize,
+    /// Connections one unprivileged uid may hold at once ([`connections::share_of`]).
+    pub connections_per_uid: usize,
+    /// Connections root may hold beyond `max_connections`.
+    pub root_reserve: usize,
     pub frame_deadline: Duration,
     /// `Some` when `daemon_recycling_enabled`.
     pub idle_exit: Option<Duration>,
@@ -124,6 +129,8 @@ impl Settings {
             config_file,
             config,
             max_connections: MAX_CONNECTIONS,
+            connections_per_uid: connections::share_of(MAX_CONNECTIONS),
+            root_reserve: connections::ROOT_RESERVE,
             frame_deadline: FRAME_DEADLINE,
             status_interval: STATUS_INTERVAL,
             #[cfg(test)]
@@ -198,6 +205,7 @@ pub fn run(opts: cli::Options) -> Result<ExitReason, ProbdError> {
     }
     let mut settings = Settings::new(paths, opts.config_file, config);
     settings.max_connections = connection_limit(raise_fd_limit());
+    settings.connections_per_uid = connections::share_of(settings.max_connections);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         // Commits and status writes take turns on one thread (memory stays small).
@@ -212,10 +220,11 @@ pub fn run(opts: cli::Options) -> Result<ExitReason, ProbdError> {
         let mut hup = signal(SignalKind::hangup()).map_err(ProbdError::Runtime)?;
         let (listener, source) = socket::open_listener(&settings.config.socket_path)?;
         tracing::info!(
-            "listening on {} ({:?}), at most {} connections",
+            "listening on {} ({:?}), at most {} connections, {} per unprivileged uid",
             settings.config.socket_path.display(),
             source,
-            settings.max_connections
+            settings.max_connections,
+            settings.connections_per_uid
         );
         let (reload_tx, reload_rx) = mpsc::channel(1);
         tokio::spawn(async move {
@@ -302,7 +311,9 @@ fn raise_fd_limit() -> u64 {
 }
 
 fn connection_limit(nofile: u64) -> usize {
-    let usable = nofile.saturating_sub(RESERVED_FDS).max(16);
+    let usable = nofile
+        .saturating_sub(RESERVED_FDS + connections::ROOT_RESERVE as u64)
+        .max(16);
     usize::try_from(usable).map_or(MAX_CONNECTIONS, |u| u.min(MAX_CONNECTIONS))
 }
 

@@ -50,7 +50,9 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, RenameFlags};
 use nix::sys::stat::Mode;
 use nix::unistd::UnlinkatFlags;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot};
+
+use super::connections::ConnPermit;
 
 use super::handler::send_ack;
 use super::machine_id::MachineId;
@@ -134,7 +136,7 @@ enum Reply {
 pub struct FinalConn {
     pub stream: UnixStream,
     /// Returned to the listener's semaphore when the connection is closed.
-    pub permit: OwnedSemaphorePermit,
+    pub permit: ConnPermit,
 }
 
 impl FinalConn {

@@ -134,3 +134,58 @@ fn cfg_files_the_sender_cannot_read_are_refused() {
         SentAs::Reply(b'A')
     );
 }
+
+/// F5: one unprivileged uid holding ~9,000 half-sent connections does not keep root's
+/// probes waiting: each of root's records is acknowledged within the client's own budget.
+#[test]
+fn a_user_holding_thousands_of_connections_does_not_delay_root() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to attack as a second user");
+        return;
+    }
+    super::raise_fd_limit();
+    let root = TestRoot::new();
+    let d = start(&root);
+    allow_other_users(&root);
+    let frame = encode_frame(&new_record(&root, "half"), None);
+    let rss_before = super::rss_kib(d.pid());
+    let (attacker, held) = super::hold_connections_as(
+        NOBODY,
+        NOBODY,
+        &root.socket_path(),
+        9000,
+        &frame[..frame.len() / 2],
+    );
+    eprintln!("attacker opened {held} connections");
+    let mut slowest = std::time::Duration::ZERO;
+    for i in 0..30 {
+        let r = new_record(&root, &format!("root {i}"));
+        let t0 = std::time::Instant::now();
+        let sent = super::send(&root, &r);
+        slowest = slowest.max(t0.elapsed());
+        assert_eq!(
+            sent.unwrap(),
+            libtelemetry::client::Delivery::Acknowledged,
+            "record {i}"
+        );
+    }
+    let rss_attack = super::rss_kib(d.pid());
+    // SAFETY: killing and reaping the child forked above.
+    unsafe {
+        libc::kill(attacker, libc::SIGKILL);
+        libc::waitpid(attacker, std::ptr::null_mut(), 0);
+    }
+    // Figures for the record (memory is measured, not asserted, in tests).
+    let t_end = std::time::Instant::now();
+    let mut rss_after = rss_attack;
+    while t_end.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        rss_after = super::rss_kib(d.pid());
+    }
+    eprintln!(
+        "slowest root send {slowest:?}; daemon RSS KiB before {rss_before:?}, under attack \
+         {rss_attack:?}, 10 s after {rss_after:?}"
+    );
+    assert!(d.log().contains("over the sender's share"), "{}", d.log());
+    assert_eq!(root.staged_files().len(), 30);
+}
