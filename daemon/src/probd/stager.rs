@@ -81,6 +81,8 @@ pub struct Counters {
     rejected: AtomicU64,
     /// Log lines for refused records, bounded per interval.
     pub refusals: RefusalLog,
+    /// Signalled at each count, so the status writer sleeps while nothing changes.
+    pub changed: tokio::sync::Notify,
 }
 
 impl Counters {
@@ -92,6 +94,7 @@ impl Counters {
             &self.rejected
         };
         c.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_one();
     }
 
     /// (staged, rejected)

@@ -316,3 +316,34 @@ fn refused_records_are_logged_in_bounded_summaries() {
         .count();
     assert_eq!(lines, 1, "{}", d.log());
 }
+
+/// Voluntary context switches of every thread of `pid` (each is a wakeup after a wait).
+fn voluntary_switches(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// An idle daemon sleeps: no periodic timer (status writes, summaries, machine id and idle
+/// exit are computed deadlines, armed only when due).
+#[test]
+fn an_idle_daemon_does_not_wake_up() {
+    let root = TestRoot::new();
+    let d = start(&root);
+    assert_eq!(
+        send(&root, &new_record(&root, "x")).unwrap(),
+        Delivery::Acknowledged
+    );
+    // Let the status write after that record and the blocking thread's exit pass.
+    std::thread::sleep(Duration::from_secs(12));
+    let before = voluntary_switches(d.pid());
+    std::thread::sleep(Duration::from_secs(5));
+    let woke = voluntary_switches(d.pid()) - before;
+    assert!(woke <= 2, "{woke} wakeups in 5 s of idleness");
+}
