@@ -2,7 +2,7 @@
 //!
 //! Accepting never waits: the listener drains the kernel's backlog as fast as clients
 //! connect and decides at once, from the sender's uid ([`super::peer`]), whether a
-//! connection is served or closed (no reply). A client that holds connections open, or
+//! connection is served or answered `O` (overloaded) and closed unread. A client that holds connections open, or
 //! sends half a frame and stalls, thus never keeps another user's probe waiting in the
 //! backlog:
 //!
@@ -15,7 +15,9 @@
 //!   [`ROOT_RESERVE`] connections beyond the cap, so no number of unprivileged users can
 //!   keep it out.
 //!
-//! A connection over its uid's share or over the cap is closed at once: the newest
+//! A connection over its uid's share or over the cap is answered `O` and closed at once
+//! (one non-blocking send; a close without a byte would read as the C daemon's silent
+//! success, `tm_send_record` returns `-EAGAIN` instead): the newest
 //! connections of the heaviest sender go, the connections already served stay (each is
 //! bounded by the frame deadline). Memory per connection is bounded by the frame size, and
 //! once a busy period ends (no connection left after at least [`TRIM_AFTER_PEAK`] at

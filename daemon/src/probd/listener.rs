@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use libtelemetry::client::Ack;
 use libtelemetry::frame::{frame_len, MAX_FRAME_SIZE};
 use libtelemetry::{Config, Paths};
 use nix::errno::Errno;
@@ -170,7 +171,11 @@ impl Listener {
         let permit = match self.connections.admit(peer.uid) {
             Ok(permit) => permit,
             Err(refusal) => {
-                // Closed without reading or answering: the cheapest way out.
+                // Answered `O` and closed without reading: the cheapest way out that still
+                // tells a probe its record was not taken (a close without a byte would
+                // read as the C daemon's silent success).
+                self.counters.count(Ack::Overloaded);
+                let _ = send_ack(&stream, Ack::Overloaded);
                 let (kind, why) = match refusal {
                     Refusal::OverShare { held, share } => (
                         "connections over the sender's share",
