@@ -262,6 +262,10 @@ impl Listener {
                     return;
                 }
                 self.stager.set_spool_dir(config.spool_dir.clone());
+                match super::durability::Durability::from_config(&config) {
+                    Ok(d) => self.stager.set_durability(d),
+                    Err(e) => tracing::error!("{e}; keeping the current durability"),
+                }
                 self.stager.reload_static_machine_id();
                 if config.socket_path != self.socket_path {
                     tracing::warn!(

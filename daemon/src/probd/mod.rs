@@ -24,6 +24,7 @@
 
 pub mod cli;
 pub mod connections;
+pub mod durability;
 pub mod handler;
 pub mod listener;
 pub mod machine_id;
@@ -80,6 +81,8 @@ pub enum ProbdError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Durability(#[from] durability::BadDurability),
     #[error("cannot set up the runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -116,6 +119,8 @@ pub struct Settings {
     /// `Some` when `daemon_recycling_enabled`.
     pub idle_exit: Option<Duration>,
     pub status_interval: Duration,
+    /// When records are acknowledged relative to the disk (`durability`).
+    pub durability: durability::Durability,
     /// Run before each commit (see [`stager::CommitHook`]).
     #[cfg(test)]
     pub commit_hook: Option<stager::CommitHook>,
@@ -123,6 +128,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn new(paths: Paths, config_file: Option<PathBuf>, config: Config) -> Settings {
+        let durability = durability::Durability::from_config(&config).unwrap_or_default();
         Settings {
             idle_exit: config.daemon_recycling_enabled.then_some(IDLE_EXIT),
             paths,
@@ -133,6 +139,8 @@ impl Settings {
             root_reserve: connections::ROOT_RESERVE,
             frame_deadline: FRAME_DEADLINE,
             status_interval: STATUS_INTERVAL,
+            // A bad value is refused by `run`; in-process callers get the default.
+            durability,
             #[cfg(test)]
             commit_hook: None,
         }
@@ -190,6 +198,7 @@ pub fn run(opts: cli::Options) -> Result<ExitReason, ProbdError> {
         describe(&source)
     );
     socket::check_socket_path(&config.socket_path)?;
+    let durability = durability::Durability::from_config(&config)?;
     match stager::check_spool_dir(&config.spool_dir) {
         Ok(stager::SpoolDirState::Usable) => {}
         Ok(stager::SpoolDirState::Missing) => tracing::warn!(
@@ -204,6 +213,7 @@ pub fn run(opts: cli::Options) -> Result<ExitReason, ProbdError> {
         }
     }
     let mut settings = Settings::new(paths, opts.config_file, config);
+    settings.durability = durability;
     settings.max_connections = connection_limit(raise_fd_limit());
     settings.connections_per_uid = connections::share_of(settings.max_connections);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -220,11 +230,13 @@ pub fn run(opts: cli::Options) -> Result<ExitReason, ProbdError> {
         let mut hup = signal(SignalKind::hangup()).map_err(ProbdError::Runtime)?;
         let (listener, source) = socket::open_listener(&settings.config.socket_path)?;
         tracing::info!(
-            "listening on {} ({:?}), at most {} connections, {} per unprivileged uid",
+            "listening on {} ({:?}), at most {} connections, {} per unprivileged uid; \
+             durability={}",
             settings.config.socket_path.display(),
             source,
             settings.max_connections,
-            settings.connections_per_uid
+            settings.connections_per_uid,
+            settings.durability.name()
         );
         let (reload_tx, reload_rx) = mpsc::channel(1);
         tokio::spawn(async move {
@@ -259,6 +271,7 @@ pub async fn serve(
     let (stager, stager_handle) = Stager::new(
         settings.paths.clone(),
         settings.config.spool_dir.clone(),
+        settings.durability,
         counters.clone(),
     );
     #[cfg(test)]

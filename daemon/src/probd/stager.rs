@@ -1,35 +1,43 @@
-//! Staging: one task collects records, and a commit on tokio's blocking pool makes each
-//! batch durable.
+//! Staging: one task collects records, and a commit on tokio's blocking pool publishes each
+//! batch (and, as the `durability` setting says, makes it durable: [`super::durability`]).
 //!
 //! Handlers send decoded, validated records to the stager task and wait for the [`Ack`]. The
 //! task takes every request that is queued when it wakes up (at most [`MAX_BATCH`]), hands
-//! the batch to the [`Committer`] on a blocking thread and awaits it. The file work, fsyncs
+//! the batch to the [`Committer`] on a blocking thread and awaits it. The file work, flushes
 //! above all, never runs on the runtime thread: while a commit runs (for as long as a slow
 //! disk takes), the listener and the handlers keep accepting, reading, validating and
 //! answering rejections, and the records that arrive meanwhile form the next batch. One
 //! commit runs at a time, so the batch grows with the load (group commit). Only on a medium
-//! as quick as tmpfs is a batch that the last commit predicts to take at most 1 ms committed
-//! on the runtime thread ([`commit_inline`]: there the hand-off costs more than the commit).
-//! The committer:
+//! as quick as tmpfs (or with no flush to wait for) is a batch that the last commit
+//! predicts to take at most 1 ms committed on the runtime thread ([`commit_inline`]: there
+//! the hand-off costs more than the commit). The committer:
 //!
-//! 1. writes each record to a temporary dotfile `.tmp-probd.<pid>.<n>` (mode 0600,
-//!    `O_EXCL`) in `spool_dir`;
-//! 2. fsyncs each file;
-//! 3. renames each to a fresh final name of 6 random `[A-Za-z0-9]` characters (as
-//!    `mkstemp`), never replacing an existing file (`renameat2(RENAME_NOREPLACE)`, or `link`
-//!    + `unlink` where the filesystem lacks it);
-//! 4. fsyncs the directory once for the whole batch;
+//! 1. writes each record to a temporary file `<pid>.<n>` (mode 0600, `O_EXCL`) in the
+//!    hidden subdirectory [`TEMP_DIR`] of `spool_dir` (mode 0700, created when missing,
+//!    refused unless it is a real directory of the daemon's user), where a watcher of the
+//!    spool does not see it;
+//! 2. when the batch is to be flushed (`strict`, or `batched` with a critical record):
+//!    flushes the batch's files in one round (`fdatasync` for one, `syncfs` for more);
+//! 3. renames each into `spool_dir` under a fresh final name
+//!    ([`libtelemetry::format_staged_name`]: 6 random `[A-Za-z0-9]` characters, as
+//!    `mkstemp`, then `.u<sender uid>`), never replacing an existing file
+//!    (`renameat2(RENAME_NOREPLACE)`, or `link` + `unlink` where the filesystem lacks it);
+//! 4. when flushing, fsyncs `spool_dir` once for the whole batch; otherwise (`batched`)
+//!    the stager task starts a background `syncfs` at most
+//!    [`super::durability::BATCHED_SYNC_INTERVAL`] later, and again at exit;
 //! 5. only then answers [`Ack::Accepted`] to every request of the batch (a waiting handler,
 //!    or the client's connection itself).
 //!
-//! A new `spool_dir` (SIGHUP) and a reload of the static machine id travel in the same
-//! queue as the records and are applied in order: records queued before the new directory
-//! are committed to the old one.
+//! A new `spool_dir` or `durability` (SIGHUP) and a reload of the static machine id travel
+//! in the same queue as the records and are applied in order: records queued before the new
+//! directory are committed to the old one (and flushed there first).
 //!
-//! Architecture Invariant: a final name only ever holds a complete, fsynced record, and a
-//! record is acknowledged only after its rename is durable. A crash leaves at most
-//! temporary dotfiles, which readers skip and the next start removes. The stager ends once
-//! every handle is dropped, after committing and answering everything queued.
+//! Architecture Invariant: a final name only ever appears by rename of a complete file, and
+//! in `strict` mode only after the file was flushed; a record is acknowledged only after its
+//! rename (and, when flushing, the directory's flush). A crash of the process leaves at most
+//! temporary files, which readers never see and the next start removes. The stager ends
+//! once every handle is dropped, after committing, answering and flushing everything
+//! queued.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -53,6 +61,7 @@ use nix::unistd::UnlinkatFlags;
 use tokio::sync::{mpsc, oneshot};
 
 use super::connections::ConnPermit;
+use super::durability::{sync_filesystem, Durability, BATCHED_SYNC_INTERVAL};
 
 use super::handler::send_ack;
 use super::machine_id::MachineId;
@@ -71,6 +80,8 @@ const INLINE_COMMIT_BUDGET: Duration = Duration::from_millis(1);
 pub fn temp_prefix() -> String {
     format!("{}probd.", libtelemetry::fsutil::TEMP_PREFIX)
 }
+/// Severity of the records `batched` flushes before their ack (crashes and the like).
+const CRITICAL_SEVERITY: &str = "4";
 /// Attempts to find an unused final name before giving up on a record.
 const NAME_ATTEMPTS: usize = 32;
 
@@ -109,6 +120,7 @@ impl Counters {
 enum Msg {
     Stage(Box<Request>),
     SetSpoolDir(PathBuf),
+    SetDurability(Durability),
     ReloadStaticMachineId,
 }
 
@@ -205,6 +217,11 @@ impl StagerHandle {
         let _ = self.tx.send(Msg::SetSpoolDir(dir));
     }
 
+    /// Acknowledge records relative to the disk as `durability` says from now on (SIGHUP).
+    pub fn set_durability(&self, durability: Durability) {
+        let _ = self.tx.send(Msg::SetDurability(durability));
+    }
+
     /// Re-read the static machine id override (SIGHUP).
     pub fn reload_static_machine_id(&self) {
         let _ = self.tx.send(Msg::ReloadStaticMachineId);
@@ -237,10 +254,11 @@ impl Stager {
     pub fn new(
         paths: Paths,
         spool_dir: PathBuf,
+        durability: Durability,
         counters: Arc<Counters>,
     ) -> (Stager, StagerHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let committer = Committer::new(paths, spool_dir, counters.clone());
+        let committer = Committer::new(paths, spool_dir, durability, counters.clone());
         (Stager { rx, committer }, StagerHandle { tx, counters })
     }
 
@@ -262,7 +280,28 @@ impl Stager {
         else {
             return;
         };
-        while let Some(msg) = rx.recv().await {
+        // `batched`: when the flush of the records published unsynced is due.
+        let mut sync_due: Option<tokio::time::Instant> = None;
+        let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
+        loop {
+            let msg = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => msg,
+                    None => break,
+                },
+                _ = sleep_until_due(sync_due), if sync_due.is_some() => {
+                    sync_due = None;
+                    // One flush at a time; a record published during one is flushed by
+                    // the next.
+                    if let Some(previous) = syncing.take() {
+                        let _ = previous.await;
+                    }
+                    if let Some(fs) = committer.spool.take_unsynced() {
+                        syncing = Some(tokio::task::spawn_blocking(move || flush_spool(&fs)));
+                    }
+                    continue;
+                }
+            };
             let mut records = usize::from(matches!(msg, Msg::Stage(_)));
             let mut msgs = vec![msg];
             while records < MAX_BATCH {
@@ -278,13 +317,38 @@ impl Stager {
             if commit_inline(committer.last_time_per_record, records, others) {
                 let now = (tokio::time::Instant::now().into_std(), SystemTime::now());
                 committer.process_guarded(msgs, now);
-                continue;
+            } else {
+                match off_thread(committer, move |c, now| c.process_guarded(msgs, now)).await {
+                    Some(c) => committer = c,
+                    None => return,
+                }
             }
-            match off_thread(committer, move |c, now| c.process_guarded(msgs, now)).await {
-                Some(c) => committer = c,
-                None => return,
+            if committer.spool.unsynced && sync_due.is_none() {
+                sync_due = Some(tokio::time::Instant::now() + BATCHED_SYNC_INTERVAL);
             }
         }
+        // Stopping: what was acknowledged unsynced is flushed before the daemon exits.
+        if let Some(previous) = syncing.take() {
+            let _ = previous.await;
+        }
+        if let Some(fs) = committer.spool.take_unsynced() {
+            let _ = tokio::task::spawn_blocking(move || flush_spool(&fs)).await;
+        }
+    }
+}
+
+/// Sleep until `due` (forever when `None`; the caller's guard never polls that).
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The background flush of `batched` records.
+fn flush_spool(fs: &File) {
+    if let Err(e) = sync_filesystem(fs) {
+        tracing::error!("cannot flush the spool's filesystem: {e}; records acknowledged since the last flush may not survive a power loss");
     }
 }
 
@@ -314,6 +378,7 @@ struct Committer {
     counters: Arc<Counters>,
     paths: Paths,
     spool: Spool,
+    durability: Durability,
     machine_id: MachineId,
     /// How long the last commit took per record (`None` before the first).
     last_time_per_record: Option<Duration>,
@@ -322,11 +387,17 @@ struct Committer {
 }
 
 impl Committer {
-    fn new(paths: Paths, spool_dir: PathBuf, counters: Arc<Counters>) -> Committer {
+    fn new(
+        paths: Paths,
+        spool_dir: PathBuf,
+        durability: Durability,
+        counters: Arc<Counters>,
+    ) -> Committer {
         let spool = Spool::new(spool_dir);
         spool.remove_stale_temps();
         Committer {
             counters,
+            durability,
             machine_id: MachineId::new(paths.clone()),
             paths,
             spool,
@@ -344,7 +415,7 @@ impl Committer {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.process(msgs, now)));
         if outcome.is_err() {
             tracing::error!("a commit was aborted by a panic; staging continues");
-            self.spool.dir = None;
+            self.spool.dirs = None;
             self.last_time_per_record = None;
         }
     }
@@ -360,8 +431,17 @@ impl Committer {
                     self.commit(std::mem::take(&mut batch), now);
                     if dir != self.spool.dir_path {
                         tracing::info!("staging records in {}", dir.display());
+                        if let Some(fs) = self.spool.take_unsynced() {
+                            flush_spool(&fs);
+                        }
                         self.spool = Spool::new(dir);
                         self.spool.remove_stale_temps();
+                    }
+                }
+                Msg::SetDurability(d) => {
+                    if d != self.durability {
+                        tracing::info!("durability={}", d.name());
+                        self.durability = d;
                     }
                 }
                 Msg::ReloadStaticMachineId => self.machine_id.reload_static(),
@@ -395,7 +475,15 @@ impl Committer {
             if let Some(hook) = &self.commit_hook {
                 (hook.0)(items.len());
             }
-            self.spool.commit(&items, &self.counters.refusals)
+            let flush = match self.durability {
+                Durability::Strict => true,
+                // Critical records are worth a flush before their ack.
+                Durability::Batched => batch
+                    .iter()
+                    .any(|r| r.record.headers.get(Header::Severity) == CRITICAL_SEVERITY),
+                Durability::None => false,
+            };
+            self.spool.commit(&items, flush, &self.counters.refusals)
         } else {
             self.counters.refusals.refused(
                 "not opted in",
@@ -446,16 +534,24 @@ fn commit_inline(last_time_per_record: Option<Duration>, records: usize, others:
         })
 }
 
-/// The spool directory and the file protocol. Every operation is relative to one open
-/// directory fd, so the files written, renamed and fsynced are all in the same directory
-/// even if the path is replaced meanwhile.
+/// Name of the hidden subdirectory of the spool where records are written before they are
+/// renamed into the spool. A watcher of the spool directory (inotify is not recursive) sees
+/// only complete records arrive, and a C telempostd scanning the spool skips a directory.
+pub const TEMP_DIR: &str = ".tmp-probd";
+
+/// The spool directory and the file protocol. Every operation is relative to the open
+/// spool directory and its temporary subdirectory, so the files written, renamed and
+/// flushed stay in the same directories even if a path is replaced meanwhile.
 struct Spool {
     dir_path: PathBuf,
-    dir: Option<File>,
+    /// The spool directory and its temporary subdirectory, opened by the first commit.
+    dirs: Option<(File, File)>,
     temp_prefix: String,
     temp_seq: u64,
     /// Cleared when the filesystem refuses `RENAME_NOREPLACE`; `link` + `unlink` then.
     noreplace: bool,
+    /// Records were published since the last flush (`batched`).
+    unsynced: bool,
 }
 
 /// One record's progress through a commit.
@@ -463,10 +559,6 @@ enum Step {
     Written {
         tmp: String,
         file: File,
-        sender: StagedSender,
-    },
-    Synced {
-        tmp: String,
         sender: StagedSender,
     },
     Published {
@@ -479,19 +571,56 @@ impl Spool {
     fn new(dir_path: PathBuf) -> Spool {
         Spool {
             dir_path,
-            dir: None,
-            temp_prefix: format!("{}{}.", temp_prefix(), std::process::id()),
+            dirs: None,
+            temp_prefix: format!("{}.", std::process::id()),
             temp_seq: 0,
             noreplace: true,
+            unsynced: false,
         }
     }
 
-    /// Write, fsync, publish and make durable each of `items`; one Ack per item.
-    fn commit(&mut self, items: &[Item], refusals: &RefusalLog) -> Vec<Ack> {
-        // The directory stays open between batches; any error drops it, so a replaced
+    /// The spool directory and its temporary subdirectory (created, mode 0700, if
+    /// missing; refused unless it is a directory of this daemon's user).
+    fn open_dirs(&self) -> io::Result<(File, File)> {
+        let dir = open_dir(&self.dir_path)?;
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let open_temp =
+            || nix::fcntl::openat(Some(dir.as_raw_fd()), TEMP_DIR, flags, Mode::empty());
+        let fd = match open_temp() {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => {
+                match nix::sys::stat::mkdirat(Some(dir.as_raw_fd()), TEMP_DIR, Mode::S_IRWXU) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                open_temp()?
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("cannot open {TEMP_DIR} (not a directory?): {e}"),
+                ))
+            }
+        };
+        // SAFETY: openat returned a new fd that nothing else owns.
+        let temp = unsafe { File::from_raw_fd(fd) };
+        let owner = std::os::unix::fs::MetadataExt::uid(&temp.metadata()?);
+        if owner != nix::unistd::geteuid().as_raw() {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{TEMP_DIR} belongs to uid {owner}, not to this daemon"),
+            ));
+        }
+        Ok((dir, temp))
+    }
+
+    /// Write, publish (and, when `flush`, make durable) each of `items`; one Ack per item.
+    /// Without `flush` the published records are left for [`Spool::take_unsynced`].
+    fn commit(&mut self, items: &[Item], flush: bool, refusals: &RefusalLog) -> Vec<Ack> {
+        // The directories stay open between batches; any error drops them, so a replaced
         // directory is picked up by the next batch.
-        let cached = self.dir.take().map(Ok);
-        let dir = match cached.unwrap_or_else(|| open_dir(&self.dir_path)) {
+        let cached = self.dirs.take().map(Ok);
+        let (dir, temp) = match cached.unwrap_or_else(|| self.open_dirs()) {
             Ok(d) => d,
             Err(e) => {
                 refusals.refused(
@@ -505,7 +634,7 @@ impl Spool {
                 return vec![Ack::StagingFailed; items.len()];
             }
         };
-        let dirfd = dir.as_raw_fd();
+        let (dirfd, tempfd) = (dir.as_raw_fd(), temp.as_raw_fd());
         let mut first_error: Option<io::Error> = None;
         let mut note = |e: io::Error| {
             first_error.get_or_insert(e);
@@ -513,7 +642,7 @@ impl Spool {
         };
         let mut steps: Vec<Step> = items
             .iter()
-            .map(|item| match self.write_temp(dirfd, &item.bytes) {
+            .map(|item| match self.write_temp(tempfd, &item.bytes) {
                 Ok((tmp, file)) => Step::Written {
                     tmp,
                     file,
@@ -522,30 +651,44 @@ impl Spool {
                 Err(e) => note(e),
             })
             .collect();
-        for step in &mut steps {
-            if let Step::Written { tmp, file, sender } = std::mem::replace(step, Step::Failed) {
-                *step = match file.sync_all() {
-                    Ok(()) => Step::Synced { tmp, sender },
-                    Err(e) => {
-                        remove(dirfd, &tmp);
-                        note(e)
+        if flush {
+            // One round of flushes for the whole batch (see `durability`).
+            let written: Vec<&File> = steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Written { file, .. } => Some(file),
+                    _ => None,
+                })
+                .collect();
+            let flushed = match written.as_slice() {
+                [] => Ok(()),
+                [one] => one.sync_data(),
+                _ => sync_filesystem(&temp),
+            };
+            if let Err(e) = flushed {
+                for step in &mut steps {
+                    if let Step::Written { tmp, .. } = step {
+                        remove(tempfd, tmp);
+                        *step = Step::Failed;
                     }
-                };
+                }
+                note(e);
             }
         }
         for step in &mut steps {
-            if let Step::Synced { tmp, sender } = std::mem::replace(step, Step::Failed) {
-                *step = match self.publish(dirfd, &tmp, sender) {
+            if let Step::Written { tmp, file, sender } = std::mem::replace(step, Step::Failed) {
+                drop(file);
+                *step = match self.publish(tempfd, dirfd, &tmp, sender) {
                     Ok(name) => Step::Published { name },
                     Err(e) => {
-                        remove(dirfd, &tmp);
+                        remove(tempfd, &tmp);
                         note(e)
                     }
                 };
             }
         }
         let published = steps.iter().any(|s| matches!(s, Step::Published { .. }));
-        if published {
+        if published && flush {
             if let Err(e) = dir.sync_all() {
                 // Durability of the renames is unknown: take the records back so that a
                 // failure reply never leaves a duplicate behind.
@@ -557,6 +700,8 @@ impl Spool {
                 }
                 note(e);
             }
+        } else if published {
+            self.unsynced = true;
         }
         if let Some(e) = first_error {
             refusals.refused(
@@ -567,7 +712,7 @@ impl Spool {
                 ),
             );
         } else {
-            self.dir = Some(dir);
+            self.dirs = Some((dir, temp));
         }
         steps
             .iter()
@@ -578,8 +723,20 @@ impl Spool {
             .collect()
     }
 
-    /// A new temporary file in the directory holding `bytes` (not yet fsynced).
-    fn write_temp(&mut self, dirfd: RawFd, bytes: &[u8]) -> io::Result<(String, File)> {
+    /// A handle on the spool's filesystem to flush, if records were published since the
+    /// last flush (the flag is cleared: the caller flushes).
+    fn take_unsynced(&mut self) -> Option<File> {
+        if !std::mem::take(&mut self.unsynced) {
+            return None;
+        }
+        match &self.dirs {
+            Some((dir, _)) => dir.try_clone().ok(),
+            None => open_dir(&self.dir_path).ok(),
+        }
+    }
+
+    /// A new temporary file in the temporary directory holding `bytes` (not flushed).
+    fn write_temp(&mut self, tempfd: RawFd, bytes: &[u8]) -> io::Result<(String, File)> {
         loop {
             self.temp_seq += 1;
             let tmp = format!("{}{}", self.temp_prefix, self.temp_seq);
@@ -589,7 +746,7 @@ impl Spool {
                 | OFlag::O_NOFOLLOW
                 | OFlag::O_CLOEXEC;
             let fd = match nix::fcntl::openat(
-                Some(dirfd),
+                Some(tempfd),
                 tmp.as_str(),
                 flags,
                 Mode::S_IRUSR | Mode::S_IWUSR,
@@ -602,20 +759,26 @@ impl Spool {
             // SAFETY: `fd` was just returned by openat and is owned by nothing else.
             let mut file = unsafe { File::from_raw_fd(fd) };
             if let Err(e) = file.write_all(bytes) {
-                remove(dirfd, &tmp);
+                remove(tempfd, &tmp);
                 return Err(e);
             }
             return Ok((tmp, file));
         }
     }
 
-    /// Move `tmp` to a fresh random final name without ever replacing a file.
-    fn publish(&mut self, dirfd: RawFd, tmp: &str, sender: StagedSender) -> io::Result<String> {
+    /// Move `tmp` to a fresh random final name in the spool without ever replacing a file.
+    fn publish(
+        &mut self,
+        tempfd: RawFd,
+        dirfd: RawFd,
+        tmp: &str,
+        sender: StagedSender,
+    ) -> io::Result<String> {
         for _ in 0..NAME_ATTEMPTS {
             let name = format_staged_name(&random_name_part(), sender);
             let result = if self.noreplace {
                 match nix::fcntl::renameat2(
-                    Some(dirfd),
+                    Some(tempfd),
                     tmp,
                     Some(dirfd),
                     name.as_str(),
@@ -624,12 +787,12 @@ impl Spool {
                     Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
                         tracing::info!("RENAME_NOREPLACE unsupported; using link + unlink");
                         self.noreplace = false;
-                        link_then_unlink(dirfd, tmp, &name)
+                        link_then_unlink(tempfd, dirfd, tmp, &name)
                     }
                     r => r,
                 }
             } else {
-                link_then_unlink(dirfd, tmp, &name)
+                link_then_unlink(tempfd, dirfd, tmp, &name)
             };
             match result {
                 Ok(()) => return Ok(name),
@@ -643,17 +806,33 @@ impl Spool {
         ))
     }
 
-    /// Remove temporary files left by telemprobd processes that no longer run.
+    /// Remove temporary files left by telemprobd processes that no longer run: in the
+    /// temporary directory (`<pid>.<n>`), and those of versions that wrote them in the
+    /// spool itself (`.tmp-probd.<pid>.<n>`).
     fn remove_stale_temps(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir_path) else {
-            return;
-        };
-        let prefix = temp_prefix();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-                continue;
-            };
+        let old_prefix = temp_prefix();
+        let in_spool = std::fs::read_dir(&self.dir_path)
+            .into_iter()
+            .flatten()
+            .flatten();
+        let in_temp = std::fs::read_dir(self.dir_path.join(TEMP_DIR))
+            .into_iter()
+            .flatten()
+            .flatten();
+        let candidates = in_spool
+            .filter_map(|e| {
+                let pid = e
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix(&old_prefix)?
+                    .to_string();
+                Some((e, pid))
+            })
+            .chain(in_temp.filter_map(|e| {
+                let pid = e.file_name().to_str()?.to_string();
+                Some((e, pid))
+            }));
+        for (entry, rest) in candidates {
             let pid = rest.split('.').next().and_then(|p| p.parse::<i32>().ok());
             let stale = match pid {
                 Some(pid) if pid as u32 == std::process::id() => true,
@@ -664,6 +843,7 @@ impl Spool {
                 _ => false,
             };
             if stale {
+                let name = entry.file_name();
                 match std::fs::remove_file(entry.path()) {
                     Ok(()) => tracing::info!("removed stale temporary file {:?}", name),
                     Err(e) => tracing::warn!("cannot remove {:?}: {e}", name),
@@ -744,9 +924,9 @@ fn remove(dirfd: RawFd, name: &str) {
 }
 
 /// Exclusive publication without `RENAME_NOREPLACE`: `link` fails if `name` exists.
-fn link_then_unlink(dirfd: RawFd, tmp: &str, name: &str) -> nix::Result<()> {
-    nix::unistd::linkat(Some(dirfd), tmp, Some(dirfd), name, AtFlags::empty())?;
-    nix::unistd::unlinkat(Some(dirfd), tmp, UnlinkatFlags::NoRemoveDir)
+fn link_then_unlink(tempfd: RawFd, dirfd: RawFd, tmp: &str, name: &str) -> nix::Result<()> {
+    nix::unistd::linkat(Some(tempfd), tmp, Some(dirfd), name, AtFlags::empty())?;
+    nix::unistd::unlinkat(Some(tempfd), tmp, UnlinkatFlags::NoRemoveDir)
 }
 
 /// 6 random `[A-Za-z0-9]` characters, the shape of `mkstemp`'s names (exclusivity comes
@@ -799,6 +979,7 @@ mod tests {
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
             .collect();
         v.sort();
         v
@@ -811,7 +992,7 @@ mod tests {
         let items: Vec<Item> = (0..5)
             .map(|i| item(encode_staged(&record(&format!("p{i}")), None)))
             .collect();
-        let acks = spool.commit(&items, &RefusalLog::default());
+        let acks = spool.commit(&items, true, &RefusalLog::default());
         assert_eq!(acks, vec![Ack::Accepted; 5]);
         let names = listing(d.path());
         assert_eq!(names.len(), 5);
@@ -840,23 +1021,23 @@ mod tests {
         let mut spool = Spool::new(dir.clone());
         let item = vec![item(encode_staged(&record("x"), None))];
         assert_eq!(
-            spool.commit(&item, &RefusalLog::default()),
+            spool.commit(&item, true, &RefusalLog::default()),
             vec![Ack::StagingFailed]
         );
         std::fs::create_dir(&dir).unwrap();
         assert_eq!(
-            spool.commit(&item, &RefusalLog::default()),
+            spool.commit(&item, true, &RefusalLog::default()),
             vec![Ack::Accepted]
         );
         // The directory replaced under the daemon: the next batch reopens it.
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::create_dir(&dir).unwrap();
         assert_eq!(
-            spool.commit(&item, &RefusalLog::default()),
+            spool.commit(&item, true, &RefusalLog::default()),
             vec![Ack::StagingFailed]
         );
         assert_eq!(
-            spool.commit(&item, &RefusalLog::default()),
+            spool.commit(&item, true, &RefusalLog::default()),
             vec![Ack::Accepted]
         );
         assert_eq!(listing(&dir).len(), 1);
@@ -869,19 +1050,63 @@ mod tests {
         spool.noreplace = false;
         let item = vec![item(encode_staged(&record("y"), None))];
         assert_eq!(
-            spool.commit(&item, &RefusalLog::default()),
+            spool.commit(&item, true, &RefusalLog::default()),
             vec![Ack::Accepted]
         );
         let existing = listing(d.path());
         std::fs::write(d.path().join(".t"), b"new").unwrap();
         let dir = File::open(d.path()).unwrap();
-        let err = link_then_unlink(dir.as_raw_fd(), ".t", &existing[0]).unwrap_err();
+        let err =
+            link_then_unlink(dir.as_raw_fd(), dir.as_raw_fd(), ".t", &existing[0]).unwrap_err();
         assert_eq!(err, Errno::EEXIST);
         assert_eq!(
             std::fs::read(d.path().join(&existing[0])).unwrap(),
             item[0].bytes,
             "existing record untouched"
         );
+    }
+
+    #[test]
+    fn records_are_written_out_of_sight_and_renamed_into_the_spool() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let mut spool = Spool::new(d.path().to_path_buf());
+        let items: Vec<Item> = (0..3)
+            .map(|i| item(encode_staged(&record(&format!("u{i}")), None)))
+            .collect();
+        // Unflushed (batched, none): published, left for the background flush.
+        assert_eq!(
+            spool.commit(&items, false, &RefusalLog::default()),
+            vec![Ack::Accepted; 3]
+        );
+        assert!(spool.take_unsynced().is_some());
+        assert!(spool.take_unsynced().is_none(), "flag cleared");
+        assert_eq!(listing(d.path()).len(), 3);
+        let temp = d.path().join(TEMP_DIR);
+        let meta = std::fs::metadata(&temp).unwrap();
+        assert!(meta.is_dir() && meta.mode() & 0o777 == 0o700);
+        assert_eq!(std::fs::read_dir(&temp).unwrap().count(), 0);
+        // Flushed (strict): nothing left to flush.
+        assert_eq!(
+            spool.commit(&items, true, &RefusalLog::default()),
+            vec![Ack::Accepted; 3]
+        );
+        assert!(spool.take_unsynced().is_none());
+        assert_eq!(listing(d.path()).len(), 6);
+    }
+
+    #[test]
+    fn a_temp_dir_that_is_a_symlink_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), d.path().join(TEMP_DIR)).unwrap();
+        let mut spool = Spool::new(d.path().to_path_buf());
+        let one = vec![item(encode_staged(&record("s"), None))];
+        assert_eq!(
+            spool.commit(&one, true, &RefusalLog::default()),
+            vec![Ack::StagingFailed]
+        );
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
     }
 
     #[test]
@@ -895,9 +1120,16 @@ mod tests {
         for f in [&dead, &alive, &own, &other] {
             std::fs::write(f, b"partial").unwrap();
         }
+        let temp = d.path().join(TEMP_DIR);
+        std::fs::create_dir(&temp).unwrap();
+        let dead_in_temp = temp.join("999999999.7");
+        let alive_in_temp = temp.join("1.7");
+        for f in [&dead_in_temp, &alive_in_temp] {
+            std::fs::write(f, b"partial").unwrap();
+        }
         Spool::new(d.path().to_path_buf()).remove_stale_temps();
-        assert!(!dead.exists() && !own.exists());
-        assert!(alive.exists() && other.exists());
+        assert!(!dead.exists() && !own.exists() && !dead_in_temp.exists());
+        assert!(alive.exists() && other.exists() && alive_in_temp.exists());
     }
 
     #[test]
@@ -925,6 +1157,7 @@ mod tests {
         let (stager, handle) = Stager::new(
             paths.clone(),
             paths.default_spool_dir(),
+            Durability::Strict,
             Arc::new(Counters::default()),
         );
         let task = tokio::spawn(stager.run());
@@ -1000,7 +1233,12 @@ mod tests {
         let old = paths.default_spool_dir();
         let new = d.path().join("new-spool");
         std::fs::create_dir(&new).unwrap();
-        let (stager, handle) = Stager::new(paths, old.clone(), Arc::new(Counters::default()));
+        let (stager, handle) = Stager::new(
+            paths,
+            old.clone(),
+            Durability::Strict,
+            Arc::new(Counters::default()),
+        );
         // All three are queued before the stager looks: one batch.
         let before = tokio::spawn({
             let h = handle.clone();
@@ -1040,6 +1278,7 @@ mod tests {
         let (stager, handle) = Stager::new(
             paths.clone(),
             paths.default_spool_dir(),
+            Durability::Strict,
             Arc::new(Counters::default()),
         );
         let first = std::sync::atomic::AtomicBool::new(true);

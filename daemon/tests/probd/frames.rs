@@ -319,3 +319,83 @@ fn not_opted_in_is_refused_and_nothing_is_staged() {
     );
     assert_eq!(root.staged_files().len(), 1);
 }
+
+/// A watcher of the spool (telempostd, or a C telempostd that reads whatever is closed
+/// there) sees complete records arrive by rename, and never a temporary file.
+#[test]
+fn a_spool_watcher_sees_only_complete_records() {
+    use inotify::{Inotify, WatchMask};
+    let root = TestRoot::new();
+    let _d = start(&root);
+    // The first record creates the temporary directory.
+    assert_eq!(
+        send(&root, &new_record(&root, "first")).unwrap(),
+        Delivery::Acknowledged
+    );
+    let mut inotify = Inotify::init().unwrap();
+    inotify
+        .watches()
+        .add(root.spool_dir(), WatchMask::ALL_EVENTS)
+        .unwrap();
+    for i in 0..20 {
+        let r = new_record(&root, &format!("watched {i}"));
+        assert_eq!(send(&root, &r).unwrap(), Delivery::Acknowledged);
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut moved_in = 0;
+    let mut names = Vec::new();
+    loop {
+        let events = match inotify.read_events(&mut buf) {
+            Ok(events) => events,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        };
+        let mut any = false;
+        for e in events {
+            any = true;
+            if let Some(name) = e.name {
+                let name = name.to_string_lossy().into_owned();
+                if e.mask.contains(inotify::EventMask::MOVED_TO) {
+                    moved_in += 1;
+                }
+                names.push(name);
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    assert_eq!(moved_in, 20, "{names:?}");
+    for n in &names {
+        assert!(
+            libtelemetry::parse_staged_name(n).is_some(),
+            "the watcher saw {n:?}"
+        );
+    }
+}
+
+/// `durability` takes strict, batched or none; anything else is refused at start.
+#[test]
+fn every_durability_mode_acknowledges_and_a_bad_one_is_refused() {
+    for mode in ["strict", "batched", "none"] {
+        let mut root = TestRoot::new();
+        root.set("durability", mode);
+        let d = start(&root);
+        assert!(d.wait_for_log(&format!("durability={mode}"), Duration::from_secs(5)));
+        let r = new_record(&root, mode);
+        assert_eq!(send(&root, &r).unwrap(), Delivery::Acknowledged);
+        let mut crash = new_record(&root, "critical");
+        crash.headers.set(Header::Severity, "4");
+        assert_eq!(send(&root, &crash).unwrap(), Delivery::Acknowledged);
+        assert_eq!(staged(&root).len(), 2);
+    }
+    let mut root = TestRoot::new();
+    root.set("durability", "sometimes");
+    let out = root
+        .command("telemprobd")
+        .args(["-f", root.config_path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not strict, batched or none"));
+}
