@@ -3,6 +3,7 @@
 mod frames;
 mod lifecycle;
 mod load;
+mod powerloss;
 mod trust;
 
 use std::io::{Read, Write};

@@ -314,7 +314,8 @@ impl Stager {
                 }
             }
             let others = msgs.len() - records;
-            if commit_inline(committer.last_time_per_record, records, others) {
+            let estimate = committer.last_time_per_record[usize::from(committer.flushes(&msgs))];
+            if commit_inline(estimate, records, others) {
                 let now = (tokio::time::Instant::now().into_std(), SystemTime::now());
                 committer.process_guarded(msgs, now);
             } else {
@@ -380,8 +381,10 @@ struct Committer {
     spool: Spool,
     durability: Durability,
     machine_id: MachineId,
-    /// How long the last commit took per record (`None` before the first).
-    last_time_per_record: Option<Duration>,
+    /// How long the last commit took per record (`None` before the first), for commits
+    /// without and with a flush (a `batched` spool flushes only critical records' batches:
+    /// the two take very different times on a disk).
+    last_time_per_record: [Option<Duration>; 2],
     #[cfg(test)]
     commit_hook: Option<CommitHook>,
 }
@@ -401,7 +404,7 @@ impl Committer {
             machine_id: MachineId::new(paths.clone()),
             paths,
             spool,
-            last_time_per_record: None,
+            last_time_per_record: [None, None],
             #[cfg(test)]
             commit_hook: None,
         }
@@ -416,7 +419,7 @@ impl Committer {
         if outcome.is_err() {
             tracing::error!("a commit was aborted by a panic; staging continues");
             self.spool.dirs = None;
-            self.last_time_per_record = None;
+            self.last_time_per_record = [None, None];
         }
     }
 
@@ -457,6 +460,7 @@ impl Committer {
         }
         let started = Instant::now();
         let records = batch.len();
+        let flush = self.batch_flushes(batch.iter().map(|r| &r.record));
         let acks = if is_opted_in(&self.paths) {
             let machine_id = self.machine_id.current(now, wall).to_string();
             for req in &mut batch {
@@ -475,14 +479,6 @@ impl Committer {
             if let Some(hook) = &self.commit_hook {
                 (hook.0)(items.len());
             }
-            let flush = match self.durability {
-                Durability::Strict => true,
-                // Critical records are worth a flush before their ack.
-                Durability::Batched => batch
-                    .iter()
-                    .any(|r| r.record.headers.get(Header::Severity) == CRITICAL_SEVERITY),
-                Durability::None => false,
-            };
             self.spool.commit(&items, flush, &self.counters.refusals)
         } else {
             self.counters.refusals.refused(
@@ -511,7 +507,27 @@ impl Committer {
             }
         }
         let records = u32::try_from(records).unwrap_or(u32::MAX);
-        self.last_time_per_record = Some(started.elapsed() / records);
+        self.last_time_per_record[usize::from(flush)] = Some(started.elapsed() / records);
+    }
+
+    /// Does a batch of `records` get flushed before its ack?
+    fn batch_flushes<'a>(&self, mut records: impl Iterator<Item = &'a Record>) -> bool {
+        match self.durability {
+            Durability::Strict => true,
+            // Critical records are worth a flush before their ack.
+            Durability::Batched => {
+                records.any(|r| r.headers.get(Header::Severity) == CRITICAL_SEVERITY)
+            }
+            Durability::None => false,
+        }
+    }
+
+    /// Does the batch in `msgs` get flushed?
+    fn flushes(&self, msgs: &[Msg]) -> bool {
+        self.batch_flushes(msgs.iter().filter_map(|m| match m {
+            Msg::Stage(req) => Some(&req.record),
+            _ => None,
+        }))
     }
 }
 
