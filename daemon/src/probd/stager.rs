@@ -94,6 +94,8 @@ pub struct Counters {
     pub refusals: RefusalLog,
     /// Signalled at each count, so the status writer sleeps while nothing changes.
     pub changed: tokio::sync::Notify,
+    /// Background flushes of `batched` records done.
+    pub background_flushes: AtomicU64,
 }
 
 impl Counters {
@@ -297,7 +299,11 @@ impl Stager {
                         let _ = previous.await;
                     }
                     if let Some(fs) = committer.spool.take_unsynced() {
-                        syncing = Some(tokio::task::spawn_blocking(move || flush_spool(&fs)));
+                        let counters = committer.counters.clone();
+                        syncing = Some(tokio::task::spawn_blocking(move || {
+                            flush_spool(&fs);
+                            counters.background_flushes.fetch_add(1, Ordering::Relaxed);
+                        }));
                     }
                     continue;
                 }
@@ -1319,6 +1325,43 @@ mod tests {
             .filter(|n| is_final_name(n))
             .collect();
         assert_eq!(staged.len(), 1);
+    }
+
+    /// `batched`: acknowledged before any flush, then one background flush within the
+    /// interval covers the records; nothing is flushed again while nothing new comes.
+    /// `strict`: never a background flush (each batch was flushed before its ack).
+    #[tokio::test]
+    async fn batched_records_are_flushed_in_the_background_within_the_interval() {
+        for (durability, expected) in [(Durability::Batched, 1), (Durability::Strict, 0)] {
+            let d = tempfile::tempdir().unwrap();
+            let paths = opted_in_root(d.path());
+            let counters = Arc::new(Counters::default());
+            let (stager, handle) = Stager::new(
+                paths.clone(),
+                paths.default_spool_dir(),
+                durability,
+                counters.clone(),
+            );
+            let task = tokio::spawn(stager.run());
+            let acks = futures_join(&handle, 5).await;
+            assert!(acks.iter().all(|a| *a == Ack::Accepted));
+            let flushes = || counters.background_flushes.load(Ordering::Relaxed);
+            let t0 = Instant::now();
+            while flushes() < expected && t0.elapsed() < Duration::from_secs(20) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let done = flushes();
+            assert!(done >= expected, "{durability:?}");
+            // Quiet now: no further flush comes.
+            tokio::time::sleep(BATCHED_SYNC_INTERVAL * 3).await;
+            assert_eq!(flushes(), done, "{durability:?}");
+            if expected == 0 {
+                assert_eq!(done, 0);
+            }
+            drop(handle);
+            task.await.unwrap();
+            assert_eq!(listing(&paths.default_spool_dir()).len(), 5);
+        }
     }
 
     async fn futures_join(handle: &StagerHandle, n: usize) -> Vec<Ack> {
