@@ -107,6 +107,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     let mut best: Option<ProbeRun> = None;
     for _ in 0..opts.runs {
+        // Each run is the first crash of its signature: past crash_loop_limit (5) a crash
+        // loop is counted, not sent, and there would be no record to wait for.
+        let _ = std::fs::remove_file(root.paths.crash_loop_file());
         let r = probe_run(&root, &probe, &core, true)?;
         if records.recv_timeout(Duration::from_secs(10)).is_err() {
             return Err(format!("crashprobe sent no record (exit {})", r.code));
@@ -116,6 +119,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
     }
     let best = best.ok_or("no run")?;
+    let _ = std::fs::remove_file(root.paths.crash_loop_file());
     let mapped = probe_run(&root, &probe, &core, false)?;
     let _ = records.recv_timeout(Duration::from_secs(10));
 

@@ -1,4 +1,5 @@
 //! Integration tests of both daemons, run as real processes in temp roots.
 
+mod cli;
 mod postd;
 mod probd;

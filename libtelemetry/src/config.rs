@@ -7,11 +7,25 @@
 //! * range problems that made the C telempostd exit on its first delivery (a window length
 //!   outside 0..59, a negative `record_expiry`) are reported by [`Config::check_delivery`],
 //!   which telempostd calls at start-up; probes, which only need `socket_path`, are not
-//!   affected by them.
+//!   affected by them;
+//! * the keys this suite added for telempostd alone (`delivery_*`, `otlp_*`) are typed here
+//!   too, but a bad value of one is also kept for [`Config::check_delivery`] (with its
+//!   `path:line`) rather than failing the parse, for the same reason;
+//! * a key this suite does not know is still accepted, as C did, but reported in
+//!   [`Config::warnings`] with its `path:line` and the known key it most likely misspells.
+//!
+//! Rust callers get `Option`s and enums ([`Config::spool_quota_bytes`],
+//! [`Config::record_burst`], ...); the `i64` fields keep the C getters' numbers (−1 =
+//! unlimited/disabled/invalid), as the C library returned them.
+//!
+//! The INI dialect itself is in [`crate::ini`].
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use crate::ini::{parse_ini, IniEntry};
 use crate::paths::Paths;
 
 /// Largest config file read (the shipped one is ~3 KiB).
@@ -21,8 +35,59 @@ pub const MAX_CONFIG_SIZE: u64 = 1024 * 1024;
 pub const SPOOL_PROCESS_TIME_MIN: i64 = 120;
 pub const SPOOL_PROCESS_TIME_MAX: i64 = 300;
 
+/// Longest `crash_loop_interval` accepted: a year, in seconds.
+pub const CRASH_LOOP_INTERVAL_MAX: u64 = 366 * 24 * 3600;
+
 pub const DEFAULT_SERVER: &str = "https://clr.telemetry.intel.com/v3/collector";
 pub const DEFAULT_TIDHEADER: &str = "X-Telemetry-TID: 6907c830-eed9-4ce9-81ae-76daf8d88f0f";
+
+/// `delivery_max_in_flight` default: records telempostd posts at once.
+pub const DEFAULT_DELIVERY_MAX_IN_FLIGHT: usize = 4;
+/// `otlp_batch_max_records` default: records per OTLP request.
+pub const DEFAULT_OTLP_BATCH_MAX_RECORDS: usize = 100;
+/// `otlp_batch_max_bytes` default: request body bytes before compression.
+pub const DEFAULT_OTLP_BATCH_MAX_BYTES: usize = 1024 * 1024;
+/// `otlp_linger_ms` default: wait for more records before sending a batch that is not full.
+pub const DEFAULT_OTLP_LINGER: Duration = Duration::from_millis(200);
+/// `delivery_max_in_flight` range.
+pub const DELIVERY_MAX_IN_FLIGHT_RANGE: std::ops::RangeInclusive<u64> = 1..=32;
+/// `otlp_batch_max_records` range.
+pub const OTLP_BATCH_MAX_RECORDS_RANGE: std::ops::RangeInclusive<u64> = 1..=10_000;
+/// `otlp_batch_max_bytes` range (bytes of a request body before compression).
+pub const OTLP_BATCH_MAX_BYTES_RANGE: std::ops::RangeInclusive<u64> = 4096..=64 << 20;
+/// `otlp_linger_ms` range.
+pub const OTLP_LINGER_MS_RANGE: std::ops::RangeInclusive<u64> = 0..=60_000;
+
+/// Every `[settings]` key this suite reads: the C client's, then the ones it added.
+pub const KNOWN_KEYS: &[&str] = &[
+    "server",
+    "socket_path",
+    "spool_dir",
+    "cainfo",
+    "tidheader",
+    "rate_limit_strategy",
+    "record_expiry",
+    "spool_max_size",
+    "spool_process_time",
+    "record_window_length",
+    "byte_window_length",
+    "record_burst_limit",
+    "byte_burst_limit",
+    "rate_limit_enabled",
+    "daemon_recycling_enabled",
+    "record_retention_enabled",
+    "record_server_delivery_enabled",
+    "delivery_mode",
+    "delivery_max_in_flight",
+    "delivery_keep_alive",
+    "otlp_batch_max_records",
+    "otlp_batch_max_bytes",
+    "otlp_linger_ms",
+    "otlp_compression",
+    "otlp_headers",
+    "crash_loop_limit",
+    "crash_loop_interval",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -115,6 +180,16 @@ impl DeliveryMode {
         }
     }
 
+    /// The config spelling (`auto`, `v2`, `v3`, `otlp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryMode::Auto => "auto",
+            DeliveryMode::V2 => "v2",
+            DeliveryMode::V3 => "v3",
+            DeliveryMode::Otlp => "otlp",
+        }
+    }
+
     /// The concrete mode for `server` (resolves `Auto`).
     pub fn resolve(self, server: &str) -> DeliveryMode {
         if self != DeliveryMode::Auto {
@@ -138,11 +213,118 @@ fn url_path(url: &str) -> &str {
     path.split(['?', '#']).next().unwrap_or("")
 }
 
+impl fmt::Display for DeliveryMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Rate-limit strategy when a record may not be sent now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateLimitStrategy {
     Spool,
     Drop,
+}
+
+impl RateLimitStrategy {
+    /// The config spelling (`spool`, `drop`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateLimitStrategy::Spool => "spool",
+            RateLimitStrategy::Drop => "drop",
+        }
+    }
+}
+
+impl fmt::Display for RateLimitStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `otlp_compression`: how telempostd compresses OTLP request bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OtlpCompression {
+    #[default]
+    None,
+    Gzip,
+}
+
+impl OtlpCompression {
+    /// The config spelling (`none`, `gzip`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpCompression::None => "none",
+            OtlpCompression::Gzip => "gzip",
+        }
+    }
+}
+
+impl fmt::Display for OtlpCompression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A value of a telempostd-only key that cannot be used, kept for
+/// [`Config::check_delivery`] (as a [`ConfigError::Value`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeferredValueError {
+    pub path: PathBuf,
+    pub line: usize,
+    /// One of [`KNOWN_KEYS`].
+    pub key: &'static str,
+    pub value: String,
+    pub message: String,
+}
+
+impl DeferredValueError {
+    /// `path:line`, for messages.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.path.display(), self.line)
+    }
+
+    pub fn to_error(&self) -> ConfigError {
+        ConfigError::Value {
+            path: self.path.clone(),
+            line: self.line,
+            key: self.key.to_string(),
+            value: self.value.clone(),
+            message: self.message.clone(),
+        }
+    }
+}
+
+/// Something in a config file that is accepted but probably not what was meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigWarning {
+    /// A `[settings]` key this suite does not read (C ignored them too).
+    UnknownKey {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        /// The known key it is closest to, when it is a likely misspelling.
+        did_you_mean: Option<&'static str>,
+    },
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigWarning::UnknownKey {
+                path,
+                line,
+                key,
+                did_you_mean,
+            } => {
+                write!(f, "{}:{line}: unknown key {key:?} ignored", path.display())?;
+                if let Some(k) = did_you_mean {
+                    write!(f, " (did you mean {k:?}?)")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The settings in effect. Field values are already clamped as the C getters did.
@@ -173,8 +355,30 @@ pub struct Config {
     pub record_server_delivery_enabled: bool,
     /// New: `delivery_mode=auto|v2|v3|otlp`.
     pub delivery_mode: DeliveryMode,
-    /// Every `[settings]` key as read (unescaped), for keys owned by one component only
-    /// (e.g. the OTLP exporter's). Last occurrence wins.
+    /// New: `delivery_max_in_flight` (within [`DELIVERY_MAX_IN_FLIGHT_RANGE`]).
+    pub delivery_max_in_flight: usize,
+    /// New: `delivery_keep_alive` (reuse HTTP connections; default true).
+    pub delivery_keep_alive: bool,
+    /// New: `otlp_batch_max_records` (within [`OTLP_BATCH_MAX_RECORDS_RANGE`]).
+    pub otlp_batch_max_records: usize,
+    /// New: `otlp_batch_max_bytes` (within [`OTLP_BATCH_MAX_BYTES_RANGE`]).
+    pub otlp_batch_max_bytes: usize,
+    /// New: `otlp_linger_ms` (within [`OTLP_LINGER_MS_RANGE`]).
+    pub otlp_linger: Duration,
+    /// New: `otlp_compression=none|gzip`.
+    pub otlp_compression: OtlpCompression,
+    /// New: `otlp_headers`, `Name: value` pairs separated by `;` (e.g. authorization).
+    pub otlp_headers: Vec<(String, String)>,
+    /// Unusable values of the keys above, reported by [`Config::check_delivery`].
+    pub deferred_errors: Vec<DeferredValueError>,
+    /// Accepted but suspicious content (unknown keys), for the daemons to log.
+    pub warnings: Vec<ConfigWarning>,
+    /// crashprobe: records sent per crash signature and `crash_loop_interval`; 0 = no limit.
+    pub crash_loop_limit: u32,
+    /// crashprobe: seconds of one crash-loop window, 1..=[`CRASH_LOOP_INTERVAL_MAX`].
+    pub crash_loop_interval: u64,
+    /// Every `[settings]` key as read (unescaped), last occurrence winning. Everything the
+    /// suite reads has a typed field above; this stays for keys not typed yet.
     pub raw: BTreeMap<String, String>,
 }
 
@@ -200,6 +404,17 @@ impl Config {
             record_retention_enabled: false,
             record_server_delivery_enabled: true,
             delivery_mode: DeliveryMode::Auto,
+            delivery_max_in_flight: DEFAULT_DELIVERY_MAX_IN_FLIGHT,
+            delivery_keep_alive: true,
+            otlp_batch_max_records: DEFAULT_OTLP_BATCH_MAX_RECORDS,
+            otlp_batch_max_bytes: DEFAULT_OTLP_BATCH_MAX_BYTES,
+            otlp_linger: DEFAULT_OTLP_LINGER,
+            otlp_compression: OtlpCompression::None,
+            otlp_headers: Vec::new(),
+            deferred_errors: Vec::new(),
+            warnings: Vec::new(),
+            crash_loop_limit: 5,
+            crash_loop_interval: 3600,
             raw: BTreeMap::new(),
         }
     }
@@ -207,7 +422,11 @@ impl Config {
     /// Parse `text` (the contents of `path`, used in messages) over the built-in defaults.
     /// Keys missing from the file keep their built-in default (no merging between files).
     pub fn parse(text: &str, path: &Path, paths: &Paths) -> Result<Config, ConfigError> {
-        let ini = parse_ini(text, path)?;
+        let ini = parse_ini(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line: e.line,
+            message: e.message.to_string(),
+        })?;
         let mut cfg = Config::defaults(paths);
         for entry in ini.settings() {
             cfg.apply(entry, path)?;
@@ -282,9 +501,120 @@ impl Config {
                         message: "expected auto, v2, v3 or otlp".into(),
                     })?
             }
-            _ => {}
+            "crash_loop_limit" => {
+                if let Some(n) = self.deferred(e, path, ranged(e, 0..=u64::from(u32::MAX))) {
+                    self.crash_loop_limit = n as u32;
+                }
+            }
+            "crash_loop_interval" => {
+                if let Some(n) = self.deferred(e, path, ranged(e, 1..=CRASH_LOOP_INTERVAL_MAX)) {
+                    self.crash_loop_interval = n;
+                }
+            }
+            "delivery_max_in_flight" => {
+                if let Some(n) = self.deferred(e, path, ranged(e, DELIVERY_MAX_IN_FLIGHT_RANGE)) {
+                    self.delivery_max_in_flight = n as usize;
+                }
+            }
+            "delivery_keep_alive" => {
+                if let Some(b) = self.deferred(e, path, bool_value(&e.value)) {
+                    self.delivery_keep_alive = b;
+                }
+            }
+            "otlp_batch_max_records" => {
+                if let Some(n) = self.deferred(e, path, ranged(e, OTLP_BATCH_MAX_RECORDS_RANGE)) {
+                    self.otlp_batch_max_records = n as usize;
+                }
+            }
+            "otlp_batch_max_bytes" => {
+                if let Some(n) = self.deferred(e, path, ranged(e, OTLP_BATCH_MAX_BYTES_RANGE)) {
+                    self.otlp_batch_max_bytes = n as usize;
+                }
+            }
+            "otlp_linger_ms" => {
+                if let Some(n) = self.deferred(e, path, ranged(e, OTLP_LINGER_MS_RANGE)) {
+                    self.otlp_linger = Duration::from_millis(n);
+                }
+            }
+            "otlp_compression" => {
+                let parsed = match e.value.to_ascii_lowercase().as_str() {
+                    "gzip" => Ok(OtlpCompression::Gzip),
+                    "none" | "" => Ok(OtlpCompression::None),
+                    _ => Err("expected none or gzip".to_string()),
+                };
+                self.otlp_compression = self.deferred(e, path, parsed).unwrap_or_default();
+            }
+            "otlp_headers" => {
+                self.otlp_headers = self
+                    .deferred(e, path, header_list(&e.value))
+                    .unwrap_or_default()
+            }
+            _ => self.warnings.push(ConfigWarning::UnknownKey {
+                path: path.to_path_buf(),
+                line: e.line,
+                key: e.key.clone(),
+                did_you_mean: closest_known_key(&e.key),
+            }),
         }
         Ok(())
+    }
+
+    /// `parsed`'s value, or `None` with the problem kept for [`Config::check_delivery`].
+    fn deferred<T>(&mut self, e: &IniEntry, path: &Path, parsed: Result<T, String>) -> Option<T> {
+        match parsed {
+            Ok(v) => Some(v),
+            Err(message) => {
+                let key = KNOWN_KEYS.iter().find(|k| **k == e.key).copied();
+                self.deferred_errors.push(DeferredValueError {
+                    path: path.to_path_buf(),
+                    line: e.line,
+                    key: key.unwrap_or("?"),
+                    value: e.value.clone(),
+                    message,
+                });
+                None
+            }
+        }
+    }
+
+    /// `spool_max_size` in bytes; `None` = unlimited.
+    pub fn spool_quota_bytes(&self) -> Option<u64> {
+        u64::try_from(self.spool_max_size)
+            .ok()
+            .map(|k| k.saturating_mul(1024))
+    }
+
+    /// `record_expiry` as a duration; `None` when the file had a negative value (refused by
+    /// [`Config::check_delivery`]).
+    pub fn record_expiry_duration(&self) -> Option<Duration> {
+        u64::try_from(self.record_expiry)
+            .ok()
+            .map(|m| Duration::from_secs(m.saturating_mul(60)))
+    }
+
+    /// `spool_process_time` as a duration (already clamped to 120..=300 s).
+    pub fn spool_process_interval(&self) -> Duration {
+        Duration::from_secs(u64::try_from(self.spool_process_time).unwrap_or(120))
+    }
+
+    /// `record_burst_limit`; `None` = no record limit.
+    pub fn record_burst(&self) -> Option<u64> {
+        u64::try_from(self.record_burst_limit).ok()
+    }
+
+    /// `byte_burst_limit`; `None` = no byte limit.
+    pub fn byte_burst(&self) -> Option<u64> {
+        u64::try_from(self.byte_burst_limit).ok()
+    }
+
+    /// `record_window_length` in minutes; `None` when the file's value was out of 0..=59.
+    pub fn record_window_minutes(&self) -> Option<u32> {
+        u32::try_from(self.record_window_length).ok()
+    }
+
+    /// `byte_window_length` in minutes; `None` when the file's value was out of 0..=59.
+    pub fn byte_window_minutes(&self) -> Option<u32> {
+        u32::try_from(self.byte_window_length).ok()
     }
 
     /// Settings telempostd needs in range before it delivers anything. The C daemon found
@@ -308,7 +638,23 @@ impl Config {
                 message: "must not be negative".into(),
             });
         }
+        // crashprobe's keys are its own to report: a bad one must not stop delivery.
+        if let Some(e) = self
+            .deferred_errors
+            .iter()
+            .find(|e| !e.key.starts_with("crash_loop_"))
+        {
+            return Err(e.to_error());
+        }
         Ok(())
+    }
+
+    /// The first unusable value of a telempostd-only key starting with `key_prefix`
+    /// (`"otlp_"`: the OTLP exporter's, also checked in a record's `CFG:` file).
+    pub fn deferred_error(&self, key_prefix: &str) -> Option<&DeferredValueError> {
+        self.deferred_errors
+            .iter()
+            .find(|e| e.key.starts_with(key_prefix))
     }
 
     /// The delivery mode for this config's `server`.
@@ -331,6 +677,80 @@ fn window(v: i64) -> i64 {
     }
 }
 
+/// A decimal integer within `range` (the message names the range).
+fn ranged(e: &IniEntry, range: std::ops::RangeInclusive<u64>) -> Result<u64, String> {
+    e.value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| format!("expected {}..{}", range.start(), range.end()))
+}
+
+fn bool_value(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err("expected true, false, 1 or 0".into()),
+    }
+}
+
+/// `Name: value; Name: value` (empty parts skipped).
+fn header_list(v: &str) -> Result<Vec<(String, String)>, String> {
+    v.split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            split_header_line(part)
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .ok_or_else(|| format!("{part:?} is not a `Name: value` header"))
+        })
+        .collect()
+}
+
+/// `Name: value` → (`Name`, `value`), trimmed, the name an HTTP token and the value only
+/// bytes HTTP carries in a header (tab and visible ASCII).
+pub fn split_header_line(line: &str) -> Option<(&str, &str)> {
+    let (name, value) = line.split_once(':')?;
+    let (name, value) = (name.trim(), value.trim());
+    let token = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let visible = value
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..=0x7e).contains(&b));
+    (token && visible).then_some((name, value))
+}
+
+/// The known key `key` most likely misspells: at most two edits away (or a quarter of its
+/// length for long keys), e.g. `delivery_max_inflight` → `delivery_max_in_flight`.
+fn closest_known_key(key: &str) -> Option<&'static str> {
+    let key = key.to_ascii_lowercase();
+    let limit = (key.len() / 4).max(2);
+    KNOWN_KEYS
+        .iter()
+        .map(|k| (edit_distance(&key, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance over bytes (keys are short ASCII names).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 fn parse_int(e: &IniEntry, path: &Path) -> Result<i64, ConfigError> {
     e.value.parse::<i64>().map_err(|err| ConfigError::Value {
         path: path.to_path_buf(),
@@ -342,17 +762,13 @@ fn parse_int(e: &IniEntry, path: &Path) -> Result<i64, ConfigError> {
 }
 
 fn parse_bool(e: &IniEntry, path: &Path) -> Result<bool, ConfigError> {
-    match e.value.to_ascii_lowercase().as_str() {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(ConfigError::Value {
-            path: path.to_path_buf(),
-            line: e.line,
-            key: e.key.clone(),
-            value: e.value.clone(),
-            message: "expected true, false, 1 or 0".into(),
-        }),
-    }
+    bool_value(&e.value).map_err(|message| ConfigError::Value {
+        path: path.to_path_buf(),
+        line: e.line,
+        key: e.key.clone(),
+        value: e.value.clone(),
+        message,
+    })
 }
 
 /// Which file the C client would read (§9 "Which file").
@@ -420,100 +836,6 @@ fn read_bounded(path: &Path) -> Result<String, ConfigError> {
     }
     // Bytes that are not UTF-8 only matter inside values; keep them visible but harmless.
     Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
-/// One `key=value` line of an INI file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IniEntry {
-    pub section: String,
-    pub key: String,
-    pub value: String,
-    /// 1-based line number.
-    pub line: usize,
-}
-
-/// A parsed INI file: entries in file order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Ini {
-    pub entries: Vec<IniEntry>,
-}
-
-impl Ini {
-    /// Entries of section `[settings]` in file order (repeated sections merge).
-    pub fn settings(&self) -> impl Iterator<Item = &IniEntry> {
-        self.entries.iter().filter(|e| e.section == "settings")
-    }
-
-    /// Last value of `key` in `section`.
-    pub fn get(&self, section: &str, key: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|e| e.section == section && e.key == key)
-            .map(|e| e.value.as_str())
-    }
-}
-
-/// The libnica INI dialect: trimmed lines, `#`/`;` comments (whole lines only), `[section]`,
-/// `key=value` split at the first `=` with both sides trimmed, `\s` → space and `\x` → `x`
-/// in values. A key before any section, an empty key, a line without `=`, or a section
-/// header without `]` is an error.
-pub fn parse_ini(text: &str, path: &Path) -> Result<Ini, ConfigError> {
-    let mut ini = Ini::default();
-    let mut section: Option<String> = None;
-    let err = |line: usize, message: &str| ConfigError::Syntax {
-        path: path.to_path_buf(),
-        line,
-        message: message.to_string(),
-    };
-    for (idx, raw_line) in text.lines().enumerate() {
-        let line_no = idx + 1;
-        let line = raw_line.trim_matches(|c| c == ' ' || c == '\t' || c == '\r');
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix('[') {
-            let name = rest
-                .strip_suffix(']')
-                .ok_or_else(|| err(line_no, "section header must end with ']'"))?;
-            section = Some(name.to_string());
-            continue;
-        }
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| err(line_no, "expected key=value"))?;
-        let key = key.trim_matches(|c| c == ' ' || c == '\t');
-        if key.is_empty() {
-            return Err(err(line_no, "empty key"));
-        }
-        let section = section
-            .clone()
-            .ok_or_else(|| err(line_no, "key=value before any [section]"))?;
-        ini.entries.push(IniEntry {
-            section,
-            key: key.to_string(),
-            value: unescape(value.trim_matches(|c| c == ' ' || c == '\t')),
-            line: line_no,
-        });
-    }
-    Ok(ini)
-}
-
-fn unescape(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    let mut chars = v.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
-                Some('s') => out.push(' '),
-                Some(other) => out.push(other),
-                None => {}
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -658,6 +980,112 @@ daemon_recycling_enabled=true
         )
         .unwrap();
         assert!(c.rate_limit_enabled && !c.daemon_recycling_enabled);
+    }
+
+    #[test]
+    fn telempostd_keys_are_typed_and_checked_at_delivery() {
+        let text = "[settings]\ndelivery_max_in_flight=8\ndelivery_keep_alive=FALSE\n\
+otlp_batch_max_records=50\notlp_batch_max_bytes=4096\notlp_linger_ms=0\n\
+otlp_compression=GZIP\notlp_headers=Authorization: Bearer abc; X-A: b;\n";
+        let c = check(text, None).unwrap();
+        assert_eq!(c.delivery_max_in_flight, 8);
+        assert!(!c.delivery_keep_alive);
+        assert_eq!(c.otlp_batch_max_records, 50);
+        assert_eq!(c.otlp_batch_max_bytes, 4096);
+        assert_eq!(c.otlp_linger, Duration::ZERO);
+        assert_eq!(c.otlp_compression, OtlpCompression::Gzip);
+        assert_eq!(
+            c.otlp_headers,
+            [
+                ("Authorization".to_string(), "Bearer abc".to_string()),
+                ("X-A".into(), "b".into())
+            ]
+        );
+        assert!(c.warnings.is_empty() && c.check_delivery().is_ok());
+        let d = Config::defaults(&paths());
+        assert_eq!(
+            (
+                d.delivery_max_in_flight,
+                d.delivery_keep_alive,
+                d.otlp_linger
+            ),
+            (4, true, Duration::from_millis(200))
+        );
+        // Bad values do not fail the parse (probes only need the socket); telempostd's
+        // start-up check names the file and line.
+        for (line, expected) in [
+            ("delivery_max_in_flight=0", "t.conf:3: invalid value \"0\" for delivery_max_in_flight: expected 1..32"),
+            ("delivery_max_in_flight=x", "t.conf:3: invalid value \"x\" for delivery_max_in_flight: expected 1..32"),
+            ("delivery_keep_alive=maybe", "t.conf:3: invalid value \"maybe\" for delivery_keep_alive: expected true, false, 1 or 0"),
+            ("otlp_batch_max_bytes=100", "t.conf:3: invalid value \"100\" for otlp_batch_max_bytes: expected 4096..67108864"),
+            ("otlp_linger_ms=60001", "t.conf:3: invalid value \"60001\" for otlp_linger_ms: expected 0..60000"),
+            ("otlp_compression=zstd", "t.conf:3: invalid value \"zstd\" for otlp_compression: expected none or gzip"),
+            ("otlp_headers=Bad Name: x", "t.conf:3: invalid value \"Bad Name: x\" for otlp_headers: \"Bad Name: x\" is not a `Name: value` header"),
+        ] {
+            let c = check(&format!("[settings]\nserver=x\n{line}\n"), None).unwrap();
+            assert_eq!(c.check_delivery().unwrap_err().to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_accepted_and_reported() {
+        let c = check(
+            "[settings]\nserver=x\ndelivery_max_inflight=8\nfrobnicate=1\nSERVER=y\n[other]\nzzz=1\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.server, "x");
+        assert_eq!(c.delivery_max_in_flight, DEFAULT_DELIVERY_MAX_IN_FLIGHT);
+        assert_eq!(
+            c.raw.get("delivery_max_inflight").map(String::as_str),
+            Some("8")
+        );
+        let shown: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "t.conf:3: unknown key \"delivery_max_inflight\" ignored (did you mean \"delivery_max_in_flight\"?)",
+                "t.conf:4: unknown key \"frobnicate\" ignored",
+                "t.conf:5: unknown key \"SERVER\" ignored (did you mean \"server\"?)",
+            ]
+        );
+        assert!(c.check_delivery().is_ok());
+        assert_eq!(closest_known_key("otlp_header"), Some("otlp_headers"));
+        assert_eq!(closest_known_key("record_expiry_days"), None);
+    }
+
+    #[test]
+    fn typed_views_of_the_c_sentinels() {
+        let mut c = Config::defaults(&paths());
+        assert_eq!(c.spool_quota_bytes(), Some(5120 * 1024));
+        assert_eq!(
+            c.record_expiry_duration(),
+            Some(Duration::from_secs(1200 * 60))
+        );
+        assert_eq!(c.spool_process_interval(), Duration::from_secs(120));
+        assert_eq!((c.record_burst(), c.byte_burst()), (Some(1000), None));
+        assert_eq!(
+            (c.record_window_minutes(), c.byte_window_minutes()),
+            (Some(15), Some(20))
+        );
+        c.spool_max_size = -1;
+        c.record_expiry = -1;
+        c.record_window_length = -1;
+        assert_eq!(c.spool_quota_bytes(), None);
+        assert_eq!(c.record_expiry_duration(), None);
+        assert_eq!(c.record_window_minutes(), None);
+        assert_eq!(DeliveryMode::Otlp.to_string(), "otlp");
+        assert_eq!(DeliveryMode::Auto.as_str(), "auto");
+        assert_eq!(RateLimitStrategy::Drop.to_string(), "drop");
+        assert_eq!(OtlpCompression::Gzip.as_str(), "gzip");
+        for m in [
+            DeliveryMode::Auto,
+            DeliveryMode::V2,
+            DeliveryMode::V3,
+            DeliveryMode::Otlp,
+        ] {
+            assert_eq!(DeliveryMode::parse(m.as_str()), Some(m));
+        }
     }
 
     #[test]

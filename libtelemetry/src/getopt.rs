@@ -3,6 +3,11 @@
 //! `-c a/b/c`), `--name=value` / `--name value`, unambiguous prefixes of long names
 //! (`--sev 2`), argument permutation (options after operands), `--` ending the options, and
 //! glibc's diagnostics (`prog: invalid option -- 'x'`, ...), which the caller prints.
+//!
+//! Hand-written on purpose: these messages and rules are a compatibility contract with the
+//! C tools' command lines (scripts and units call them), and no argument-parsing crate
+//! reproduces glibc's. Every program that keeps a C command line uses this one (hprobe,
+//! telem-record-gen, telemprobd and telempostd through `daemon::cli`).
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;

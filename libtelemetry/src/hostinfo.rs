@@ -8,7 +8,7 @@
 //! Every value is bounded here to the bytes the C client's buffers kept (cut at a UTF-8
 //! character boundary), and control characters other than tab become `?`: telemprobd
 //! refuses a header value that is too long or holds a control character
-//! ([`Headers::validate`](crate::record::Headers::validate)), so one odd host file would
+//! (`Headers::validate` in `record`), so one odd host file would
 //! otherwise make every record of the host unsendable. The largest composite value,
 //! `host_type`, stays under 250 bytes, the backend collector's limit.
 
@@ -16,8 +16,8 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use crate::header_value::is_forbidden_header_char;
 use crate::paths::Paths;
-use crate::record::is_forbidden_header_char;
 
 /// Bytes read from any one host file.
 const MAX_HOST_FILE: u64 = 256 * 1024;
@@ -105,8 +105,10 @@ pub fn read_host_file(path: &Path, nofollow: bool) -> std::io::Result<Vec<u8>> {
 }
 
 fn uname() -> (String, String) {
-    // SAFETY: `uname` fills a zeroed, properly sized struct; the fields are NUL-terminated.
+    // SAFETY: `utsname` is plain C data (byte arrays), for which all zeroes is valid.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uname` fills the properly sized struct it is given; the fields are
+    // NUL-terminated.
     if unsafe { libc::uname(&mut u) } != 0 {
         return ("unknown".into(), "unknown".into());
     }

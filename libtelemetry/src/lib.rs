@@ -1,17 +1,21 @@
 //! libtelemetry — the core of the telemetrics suite.
 //!
 //! Every format of the suite is implemented once, here: the [`record`] model and its
-//! validation, the probe→daemon wire [`frame`], the [`staged`] file, the INI [`config`], the
-//! [`journal`] line, the daemons' [`status`] files, the [`paths`] of everything, and the
-//! [`client`] that sends one record to telemprobd.
+//! validation, the probe→daemon wire [`frame`], the [`staged`] file, the [`config`] (in the
+//! C client's [`ini`] dialect), the [`journal`] line, the daemons' [`status`] files,
+//! crashprobe's [`crashloop`] state, the [`paths`] of everything, and the [`client`] that
+//! sends one record to telemprobd.
 
 pub mod client;
 pub mod config;
+pub mod crashloop;
 pub mod frame;
 pub mod fsutil;
 pub mod getopt;
+pub mod header_value;
 pub mod hostinfo;
 pub mod ids;
+pub mod ini;
 pub mod journal;
 pub mod paths;
 pub mod record;

@@ -16,6 +16,11 @@ pub const ROOT_ENV: &str = "TELEMETRICS_ROOT";
 /// Environment variable naming the root of the host facts (`/sys`, `/proc`, os-release).
 pub const HOST_ROOT_ENV: &str = "TELEMETRICS_HOST_ROOT";
 
+/// Name of the quarantine subdirectory of a directory a daemon or probe consumes (the spool
+/// dir for telempostd, the drop dir for swupdprobe): files it could never use are moved
+/// there. Hidden, so systemd's `DirectoryNotEmpty=` ignores it.
+pub const QUARANTINE_DIR: &str = ".quarantine";
+
 /// Resolved roots. Cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
@@ -104,6 +109,14 @@ impl Paths {
     /// `/var/lib/telemetry`: machine id and the daemons' status files.
     pub fn state_dir(&self) -> PathBuf {
         self.under_root("/var/lib/telemetry")
+    }
+    /// crashprobe's crash-loop counts (`crashloop` module).
+    pub fn crash_loop_file(&self) -> PathBuf {
+        self.under_root("/var/lib/telemetry/crash-loops")
+    }
+    /// The lock crashprobe holds while it updates [`Self::crash_loop_file`].
+    pub fn crash_loop_lock_file(&self) -> PathBuf {
+        self.under_root("/var/lib/telemetry/crash-loops.lock")
     }
     pub fn machine_id_file(&self) -> PathBuf {
         self.under_root("/var/lib/telemetry/machine_id")

@@ -287,14 +287,7 @@ impl Record {
     }
 }
 
-/// Whether `c` may not appear in a header value: every control character (C0, DEL, C1)
-/// except tab. A value is sent verbatim as an HTTP header in the v2 format, where only
-/// HTAB, SP and visible characters are allowed (a `\r` or `\n` would also end the header),
-/// and the backend collector accepts whitespace including tab. The C client checked none
-/// of this.
-pub fn is_forbidden_header_char(c: char) -> bool {
-    c.is_control() && c != '\t'
-}
+pub use crate::header_value::is_forbidden_header_char;
 
 /// Severity clamped to 1..=4, as `tm_create_record` does.
 pub fn clamp_severity(severity: u32) -> u32 {

@@ -23,6 +23,8 @@ pub const COUNTER_EVICTED: &str = "evicted";
 pub const COUNTER_DROPPED: &str = "dropped";
 pub const COUNTER_QUARANTINED: &str = "quarantined";
 pub const COUNTER_FAILED_ATTEMPTS: &str = "failed_attempts";
+/// Records telempostd kept local because `record_server_delivery_enabled` is false.
+pub const COUNTER_LOCAL: &str = "local";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastDelivery {

@@ -32,6 +32,8 @@ pub enum Cmd {
     Journal(JournalArgs),
     /// Reports the state of the telemetry services
     Status(StatusArgs),
+    /// Lists crash signatures with their counts (crash-loop control)
+    Crashes(CrashesArgs),
 }
 
 /// The C `telem_journal` options (long forms with underscores as in C, dashes accepted too)
@@ -99,6 +101,13 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct CrashesArgs {
+    /// Print the signatures as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Width of the command column in the usage text (C: `"  %-9s %s\n"`).
 const COMMAND_WIDTH: usize = 9;
 
@@ -117,6 +126,7 @@ pub fn usage(argv0: &str) -> String {
             "Prints telemetry journal contents. Use -h argument for journal\n            command for more options",
         ),
         ("status", "Reports the state of the telemetry services (--json)"),
+        ("crashes", "Lists crash signatures with their counts (--json)"),
     ];
     for (cmd, text) in lines {
         s.push_str(&format!("  {cmd:<COMMAND_WIDTH$} {text}\n"));

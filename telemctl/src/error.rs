@@ -48,6 +48,8 @@ pub enum CtlError {
     JournalOpen(#[source] std::io::Error),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("cannot read {}: {message}", path.display())]
+    CrashLoopState { path: PathBuf, message: String },
     #[error("{0}")]
     Usage(String),
     #[error("cannot write output: {0}")]

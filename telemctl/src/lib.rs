@@ -1,10 +1,12 @@
 //! telemctl — the control tool of the telemetrics suite: opt-in/opt-out, service control,
-//! the journal viewer (the C `telem_journal`, built in) and a live status report.
+//! the journal viewer (the C `telem_journal`, built in), a live status report and
+//! crashprobe's crash signatures (`crashes`).
 //!
 //! [`run`] parses the command line, dispatches, prints errors and returns the exit code
 //! (0 success, 1 failure, 2 usage; see [`error`]).
 
 pub mod cli;
+pub mod crashes;
 pub mod error;
 pub mod journal;
 pub mod optin;
@@ -83,7 +85,7 @@ fn report_usage_error(e: &clap::Error, argv0: &str) -> u8 {
 /// Commands that change the system (and `journal`, whose files are the telemetry user's)
 /// need root, unless the suite is relocated with `TELEMETRICS_ROOT`.
 fn needs_root(cmd: &Cmd) -> bool {
-    !matches!(cmd, Cmd::IsActive | Cmd::Status(_))
+    !matches!(cmd, Cmd::IsActive | Cmd::Status(_) | Cmd::Crashes(_))
 }
 
 fn dispatch(
@@ -124,6 +126,15 @@ fn dispatch(
                 status::write_text(&report, &mut out)
             }
             .map_err(error::output)
+        }
+        Cmd::Crashes(args) => {
+            let (config, state) = crashes::collect(paths)?;
+            let mut out = std::io::stdout().lock();
+            if args.json {
+                crashes::write_json(&config, &state, &mut out)
+            } else {
+                crashes::write_text(&config, &state, &mut out)
+            }
         }
     }
 }

@@ -10,7 +10,6 @@ use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use libtelemetry::config::{DeliveryMode, RateLimitStrategy};
 use libtelemetry::journal::read_journal;
 use libtelemetry::status::{
     now_secs, read_status, status_file, LastDelivery, COUNTER_DELIVERED, COUNTER_DROPPED,
@@ -23,9 +22,7 @@ use serde::Serialize;
 use crate::services::Services;
 use crate::timefmt::journal_time;
 
-/// Subdirectory of `spool_dir` where telempostd moves files it cannot parse (hidden, so
-/// `DirectoryNotEmpty=` of telempostd.path ignores it; telempostd's `pickup::QUARANTINE_DIR`).
-pub const QUARANTINE_DIR: &str = ".quarantine";
+pub use libtelemetry::paths::QUARANTINE_DIR;
 
 /// Counters always shown, in this order (others found in status files follow).
 pub const REPORTED_COUNTERS: &[&str] = &[
@@ -122,15 +119,6 @@ pub struct JournalReport {
     pub last_entry_time: Option<i64>,
 }
 
-fn mode_name(m: DeliveryMode) -> &'static str {
-    match m {
-        DeliveryMode::Auto => "auto",
-        DeliveryMode::V2 => "v2",
-        DeliveryMode::V3 => "v3",
-        DeliveryMode::Otlp => "otlp",
-    }
-}
-
 fn config_report(paths: &Paths) -> ConfigReport {
     let (cfg, source, error) = match Config::load(paths, None) {
         Ok((cfg, source)) => (cfg, source, None),
@@ -149,18 +137,15 @@ fn config_report(paths: &Paths) -> ConfigReport {
             ConfigSource::BuiltIn => "built-in",
         },
         error,
-        delivery_mode: mode_name(cfg.delivery_mode),
-        effective_delivery_mode: mode_name(cfg.effective_delivery_mode()),
+        delivery_mode: cfg.delivery_mode.as_str(),
+        effective_delivery_mode: cfg.effective_delivery_mode().as_str(),
         server: cfg.server,
         socket_path: cfg.socket_path,
         spool_dir: cfg.spool_dir,
         record_server_delivery_enabled: cfg.record_server_delivery_enabled,
         record_retention_enabled: cfg.record_retention_enabled,
         rate_limit_enabled: cfg.rate_limit_enabled,
-        rate_limit_strategy: match cfg.rate_limit_strategy {
-            RateLimitStrategy::Spool => "spool",
-            RateLimitStrategy::Drop => "drop",
-        },
+        rate_limit_strategy: cfg.rate_limit_strategy.as_str(),
         record_expiry_minutes: cfg.record_expiry,
         spool_max_size_kib: cfg.spool_max_size,
         daemon_recycling_enabled: cfg.daemon_recycling_enabled,

@@ -2,6 +2,9 @@
 //!
 //! Both go through the C library (`localtime_r`, `strftime`, `mktime`) so `TZ` and the
 //! system time zone database are honoured exactly as the C `telem_journal` honoured them.
+//! Hand-written on purpose: the column and the accepted dates are a compatibility contract
+//! with the C tool's output and scripts, which a Rust date crate (its own `%Z`, its own
+//! zone data) would not keep.
 
 use std::ffi::CStr;
 

@@ -3,6 +3,8 @@
 
 #[path = "integration/common.rs"]
 mod common;
+#[path = "integration/crashes.rs"]
+mod crashes;
 #[path = "integration/install.rs"]
 mod install;
 #[path = "integration/journal.rs"]

@@ -8,8 +8,7 @@ use libtelemetry::status::{now_secs, DaemonStatus, LastDelivery};
 
 pub const WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Records kept local because `record_server_delivery_enabled` is false.
-pub const COUNTER_LOCAL: &str = "local";
+pub use libtelemetry::status::COUNTER_LOCAL;
 
 pub struct Counters {
     status: DaemonStatus,

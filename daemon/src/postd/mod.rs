@@ -13,6 +13,7 @@
 //! (`evicted`), the `drop` rate-limit strategy (`dropped`), delivery disabled (`local`), or
 //! quarantine (`quarantined`, moved rather than deleted).
 
+pub mod cli;
 pub mod counters;
 pub mod delivery;
 pub mod journal;
@@ -46,6 +47,8 @@ use pickup::{PickupError, WatchEvent};
 use ratelimit::RateLimiter;
 use spool::{backoff_delay, BackendGate, Blame, GateState, Spool};
 
+pub use cli::Options;
+
 /// Idle time after which the daemon exits when `daemon_recycling_enabled` is set and the
 /// spool is empty (the `.path` unit starts it again when a record is staged).
 pub const IDLE_EXIT: Duration = Duration::from_secs(300);
@@ -53,9 +56,10 @@ pub const IDLE_EXIT: Duration = Duration::from_secs(300);
 /// interface: the integration tests use it to see recycling without waiting five minutes.
 pub const IDLE_EXIT_ENV: &str = "TELEMETRICS_POSTD_IDLE_SECS";
 /// Records in flight at once unless `delivery_max_in_flight` says otherwise.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
-/// Upper bound of `delivery_max_in_flight`.
-pub const MAX_IN_FLIGHT_LIMIT: usize = 32;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = libtelemetry::config::DEFAULT_DELIVERY_MAX_IN_FLIGHT;
+/// Upper bound of `delivery_max_in_flight` (checked by `Config::check_delivery`).
+pub const MAX_IN_FLIGHT_LIMIT: usize =
+    *libtelemetry::config::DELIVERY_MAX_IN_FLIGHT_RANGE.end() as usize;
 /// A file found by a scan (not by a close/rename event) is left alone until its mtime is
 /// this old, so a record the C telemprobd is still writing in place is not read half-done.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -114,106 +118,18 @@ impl PostdError {
     }
 }
 
-/// Command-line options.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Options {
-    pub config_file: Option<PathBuf>,
-}
-
-/// What the command line asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cli {
-    Run(Options),
-    Help,
-    Version,
-    /// A usage error, with its message.
-    Usage(String),
-}
-
-/// `getopt_long("f:hV")` with `--config_file`, `--help`, `--version`.
-pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Cli {
-    let mut opts = Options::default();
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        let bytes = arg.as_encoded_bytes();
-        let value_of = |inline: &[u8], it: &mut dyn Iterator<Item = OsString>| {
-            if inline.is_empty() {
-                it.next().map(PathBuf::from)
-            } else {
-                // SAFETY: `inline` is a suffix of an OsStr split after ASCII bytes.
-                Some(PathBuf::from(unsafe {
-                    OsStr::from_encoded_bytes_unchecked(inline)
-                }))
-            }
-        };
-        match bytes {
-            b"-h" | b"--help" => return Cli::Help,
-            b"-V" | b"--version" => return Cli::Version,
-            _ if bytes.starts_with(b"--config_file") => {
-                let rest = &bytes[b"--config_file".len()..];
-                let inline = match rest {
-                    [] => &[][..],
-                    [b'=', v @ ..] => v,
-                    _ => {
-                        return Cli::Usage(format!(
-                            "unrecognized option '{}'",
-                            arg.to_string_lossy()
-                        ))
-                    }
-                };
-                let explicit_empty = rest == b"=";
-                match value_of(inline, &mut it) {
-                    Some(p) if !explicit_empty => opts.config_file = Some(p),
-                    _ => return Cli::Usage("option '--config_file' requires an argument".into()),
-                }
-            }
-            _ if bytes.starts_with(b"-f") => match value_of(&bytes[2..], &mut it) {
-                Some(p) => opts.config_file = Some(p),
-                None => return Cli::Usage("option requires an argument -- 'f'".into()),
-            },
-            _ => return Cli::Usage(format!("invalid option '{}'", arg.to_string_lossy())),
-        }
-    }
-    Cli::Run(opts)
-}
-
-/// The usage text: the same as telemprobd's, as in C.
-pub fn usage(argv0: &str) -> String {
-    crate::probd::cli::usage(argv0)
-}
-
 /// The whole program: parse `args` (with argv0), run, map errors to exit codes.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let mut args = args.into_iter();
-    let argv0 = args
-        .next()
-        .map(|a| a.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "telempostd".into());
-    match parse_args(args) {
-        Cli::Help => {
-            print!("{}", usage(&argv0));
-            ExitCode::SUCCESS
-        }
-        Cli::Version => {
-            println!("{}", libtelemetry::VERSION);
-            ExitCode::SUCCESS
-        }
-        Cli::Usage(msg) => {
-            eprintln!("{argv0}: {msg}");
-            eprint!("{}", usage(&argv0));
-            ExitCode::from(1)
-        }
-        Cli::Run(opts) => {
-            crate::logging::init("telempostd");
-            match run(opts) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    ExitCode::from(e.exit_code())
-                }
+    crate::cli::main(args, "telempostd", cli::usage, |opts| {
+        crate::logging::init("telempostd");
+        match run(opts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::from(e.exit_code())
             }
         }
-    }
+    })
 }
 
 /// Settings derived from a config, checked.
@@ -235,47 +151,15 @@ impl Settings {
     fn from_config(cfg: Config) -> Result<Settings, PostdError> {
         cfg.check_delivery()?;
         let target = Target::from_config(&cfg)?;
-        let max_in_flight = match cfg.raw.get("delivery_max_in_flight") {
-            None => DEFAULT_MAX_IN_FLIGHT,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=MAX_IN_FLIGHT_LIMIT).contains(n))
-                .ok_or_else(|| PostdError::Setting {
-                    key: "delivery_max_in_flight",
-                    value: v.clone(),
-                    message: format!("expected 1..{MAX_IN_FLIGHT_LIMIT}"),
-                })?,
-        };
-        let keep_alive = match cfg
-            .raw
-            .get("delivery_keep_alive")
-            .map(|v| v.to_ascii_lowercase())
-        {
-            None => true,
-            Some(v) if v == "true" || v == "1" => true,
-            Some(v) if v == "false" || v == "0" => false,
-            Some(v) => {
-                return Err(PostdError::Setting {
-                    key: "delivery_keep_alive",
-                    value: v,
-                    message: "expected true, false, 1 or 0".into(),
-                })
-            }
-        };
+        let max_in_flight = cfg.delivery_max_in_flight;
+        let keep_alive = cfg.delivery_keep_alive;
         Ok(Settings {
             target: Arc::new(target),
             max_in_flight,
             keep_alive,
-            expiry: Duration::from_secs(
-                u64::try_from(cfg.record_expiry)
-                    .unwrap_or(0)
-                    .saturating_mul(60),
-            ),
-            quota: u64::try_from(cfg.spool_max_size)
-                .ok()
-                .map(|k| k.saturating_mul(1024)),
-            cap: Duration::from_secs(u64::try_from(cfg.spool_process_time).unwrap_or(120)),
+            expiry: cfg.record_expiry_duration().unwrap_or_default(),
+            quota: cfg.spool_quota_bytes(),
+            cap: cfg.spool_process_interval(),
             cfg,
         })
     }
@@ -297,6 +181,7 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         check_config_path(p).map_err(PostdError::ConfigPath)?;
     }
     let (cfg, source) = Config::load(&paths, opts.config_file.as_deref())?;
+    crate::logging::warn_config(&cfg);
     let settings = Settings::from_config(cfg)?;
     let spool_dir = settings.cfg.spool_dir.clone();
     create_spool_dir(&spool_dir).map_err(|source| PostdError::Spool {
@@ -1322,37 +1207,6 @@ pub fn quarantine_dir(spool_dir: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn check(args: &[&str], expected: Cli) {
-        let parsed = parse_args(args.iter().map(OsString::from));
-        assert_eq!(parsed, expected, "{args:?}");
-    }
-
-    fn run_with(p: &str) -> Cli {
-        Cli::Run(Options {
-            config_file: Some(PathBuf::from(p)),
-        })
-    }
-
-    #[test]
-    fn command_line() {
-        check(&[], Cli::Run(Options::default()));
-        check(&["-f", "/a"], run_with("/a"));
-        check(&["-f/a"], run_with("/a"));
-        check(&["--config_file", "/a"], run_with("/a"));
-        check(&["--config_file=/a"], run_with("/a"));
-        check(&["-h"], Cli::Help);
-        check(&["--version"], Cli::Version);
-        check(&["-f", "/a", "-V"], Cli::Version);
-        assert!(matches!(parse_args([OsString::from("-x")]), Cli::Usage(_)));
-        assert!(matches!(parse_args([OsString::from("-f")]), Cli::Usage(_)));
-        assert!(matches!(
-            parse_args([OsString::from("--config_file=")]),
-            Cli::Usage(_)
-        ));
-        assert!(usage("telempostd").starts_with("telempostd: Usage\n  -f,  --config_file"));
-        assert_eq!(usage("x"), crate::probd::cli::usage("x"));
-    }
-
     #[test]
     fn settings_checks() {
         let paths = Paths::default();
@@ -1361,10 +1215,15 @@ mod tests {
         assert_eq!(s.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
         assert_eq!(s.quota, Some(5120 * 1024));
         assert_eq!(s.expiry, Duration::from_secs(1200 * 60));
-        c.raw.insert("delivery_max_in_flight".into(), "0".into());
-        assert!(Settings::from_config(c.clone()).is_err());
-        c.raw.insert("delivery_max_in_flight".into(), "8".into());
-        c.raw.insert("delivery_keep_alive".into(), "FALSE".into());
+        let bad = Config::parse(
+            "[settings]\ndelivery_max_in_flight=0\n",
+            Path::new("t.conf"),
+            &paths,
+        )
+        .unwrap();
+        assert!(Settings::from_config(bad).is_err());
+        c.delivery_max_in_flight = 8;
+        c.delivery_keep_alive = false;
         let s = Settings::from_config(c.clone()).unwrap();
         assert_eq!((s.max_in_flight, s.keep_alive), (8, false));
         c.record_window_length = -1;

@@ -25,16 +25,17 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
+use libtelemetry::config::OtlpCompression;
 use libtelemetry::record::Header;
 use libtelemetry::{Config, StagedRecord};
 use serde_json::{json, Map, Value};
 
 /// Records per request unless `otlp_batch_max_records` says otherwise.
-pub const DEFAULT_BATCH_RECORDS: usize = 100;
+pub const DEFAULT_BATCH_RECORDS: usize = libtelemetry::config::DEFAULT_OTLP_BATCH_MAX_RECORDS;
 /// Request body bytes (before compression) unless `otlp_batch_max_bytes` says otherwise.
-pub const DEFAULT_BATCH_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_BATCH_BYTES: usize = libtelemetry::config::DEFAULT_OTLP_BATCH_MAX_BYTES;
 /// Wait for more records before sending a batch that is not full.
-pub const DEFAULT_LINGER: Duration = Duration::from_millis(200);
+pub const DEFAULT_LINGER: Duration = libtelemetry::config::DEFAULT_OTLP_LINGER;
 /// Instrumentation scope name.
 pub const SCOPE_NAME: &str = "telemetrics-client";
 
@@ -73,54 +74,21 @@ impl OtlpSettings {
     /// Read `otlp_batch_max_records` (1..=10000), `otlp_batch_max_bytes` (4096..=64 MiB),
     /// `otlp_linger_ms` (0..=60000), `otlp_compression` (`none`|`gzip`) and `otlp_headers`
     /// (`Name: value` pairs separated by `;`).
+    /// (Parsed and checked by `libtelemetry::config`; a bad value is an error here.)
     pub fn from_config(c: &Config) -> Result<OtlpSettings, OtlpSettingError> {
-        let mut s = OtlpSettings::default();
-        let num = |key: &'static str, lo: u64, hi: u64| -> Result<Option<u64>, OtlpSettingError> {
-            let Some(v) = c.raw.get(key) else {
-                return Ok(None);
-            };
-            v.parse::<u64>()
-                .ok()
-                .filter(|n| (lo..=hi).contains(n))
-                .map(Some)
-                .ok_or_else(|| OtlpSettingError {
-                    key,
-                    value: v.clone(),
-                    message: format!("expected {lo}..{hi}"),
-                })
+        let s = OtlpSettings {
+            max_records: c.otlp_batch_max_records,
+            max_bytes: c.otlp_batch_max_bytes,
+            linger: c.otlp_linger,
+            gzip: c.otlp_compression == OtlpCompression::Gzip,
+            headers: c.otlp_headers.clone(),
         };
-        if let Some(n) = num("otlp_batch_max_records", 1, 10_000)? {
-            s.max_records = n as usize;
-        }
-        if let Some(n) = num("otlp_batch_max_bytes", 4096, 64 << 20)? {
-            s.max_bytes = n as usize;
-        }
-        if let Some(n) = num("otlp_linger_ms", 0, 60_000)? {
-            s.linger = Duration::from_millis(n);
-        }
-        if let Some(v) = c.raw.get("otlp_compression") {
-            s.gzip = match v.to_ascii_lowercase().as_str() {
-                "gzip" => true,
-                "none" | "" => false,
-                _ => {
-                    return Err(OtlpSettingError {
-                        key: "otlp_compression",
-                        value: v.clone(),
-                        message: "expected none or gzip".into(),
-                    })
-                }
-            };
-        }
-        if let Some(v) = c.raw.get("otlp_headers") {
-            for part in v.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-                let (n, val) =
-                    super::delivery::split_header_line(part).ok_or_else(|| OtlpSettingError {
-                        key: "otlp_headers",
-                        value: v.clone(),
-                        message: format!("{part:?} is not a `Name: value` header"),
-                    })?;
-                s.headers.push((n.to_string(), val.to_string()));
-            }
+        if let Some(e) = c.deferred_error("otlp_") {
+            return Err(OtlpSettingError {
+                key: e.key,
+                value: e.value.clone(),
+                message: format!("{}: {}", e.location(), e.message),
+            });
         }
         Ok(s)
     }
@@ -688,17 +656,20 @@ mod tests {
             Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784111777))
         );
         assert_eq!(parse_retry_after("soon"), None);
-        let mut c = Config::defaults(&libtelemetry::Paths::default());
+        let paths = libtelemetry::Paths::default();
+        let c = Config::defaults(&paths);
         assert_eq!(
             OtlpSettings::from_config(&c).unwrap(),
             OtlpSettings::default()
         );
-        c.raw.insert(
-            "otlp_headers".into(),
-            "Authorization: Bearer abc; X-A: b".into(),
+        let conf = |text: &str| {
+            let text = format!("[settings]\n{text}");
+            Config::parse(&text, std::path::Path::new("t.conf"), &paths).unwrap()
+        };
+        let c = conf(
+            "otlp_headers=Authorization: Bearer abc; X-A: b\n\
+otlp_compression=gzip\notlp_linger_ms=50\n",
         );
-        c.raw.insert("otlp_compression".into(), "gzip".into());
-        c.raw.insert("otlp_linger_ms".into(), "50".into());
         let s = OtlpSettings::from_config(&c).unwrap();
         assert_eq!(
             s.headers,
@@ -709,8 +680,11 @@ mod tests {
         );
         assert!(s.gzip);
         assert_eq!(s.linger, Duration::from_millis(50));
-        c.raw.insert("otlp_batch_max_records".into(), "0".into());
-        assert!(OtlpSettings::from_config(&c).is_err());
+        let e = OtlpSettings::from_config(&conf("otlp_batch_max_records=0\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid otlp_batch_max_records value \"0\": t.conf:2: expected 1..10000"
+        );
         let gz = gzip(b"hello").unwrap();
         let mut out = String::new();
         std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut out)

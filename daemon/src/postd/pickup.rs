@@ -23,8 +23,7 @@ use std::time::SystemTime;
 use inotify::{EventMask, Inotify, WatchMask};
 use libtelemetry::staged::MAX_STAGED_SIZE;
 
-/// Name of the quarantine subdirectory of the spool dir.
-pub const QUARANTINE_DIR: &str = ".quarantine";
+pub use libtelemetry::paths::QUARANTINE_DIR;
 /// Files kept in quarantine.
 pub const QUARANTINE_MAX_FILES: usize = 100;
 

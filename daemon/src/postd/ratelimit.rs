@@ -10,6 +10,10 @@
 //!   shift the windows, and a slot last written an hour or more ago counts as empty (the C
 //!   arrays kept stale counts when nothing was sent for a long time);
 //! * records in flight are reserved, so parallel deliveries cannot overshoot a limit.
+//!
+//! Hand-written on purpose: the slot arithmetic decides which records a configured limit
+//! lets through, a compatibility contract with the C daemon that a generic rate-limiting
+//! crate (token bucket, GCRA) would not keep.
 
 /// Slots per array: one per minute of an hour.
 pub const SLOTS: usize = 60;

@@ -159,30 +159,17 @@ pub fn main() -> ExitCode {
 
 /// The program with explicit arguments (after `argv[0]`).
 pub fn main_with_args(argv0: &str, args: Vec<OsString>) -> ExitCode {
-    let opts = match cli::parse(args) {
-        Ok(cli::Command::Run(opts)) => opts,
-        Ok(cli::Command::Help) => {
-            print!("{}", cli::usage(argv0));
-            return ExitCode::SUCCESS;
+    let argv = std::iter::once(OsString::from(argv0)).chain(args);
+    crate::cli::main(argv, DAEMON, cli::usage, |opts| {
+        crate::logging::init(DAEMON);
+        match run(opts) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::from(e.exit_code())
+            }
         }
-        Ok(cli::Command::Version) => {
-            println!("{}", libtelemetry::VERSION);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("{argv0}: {e}");
-            eprint!("{}", cli::usage(argv0));
-            return ExitCode::from(1);
-        }
-    };
-    crate::logging::init(DAEMON);
-    match run(opts) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            ExitCode::from(e.exit_code())
-        }
-    }
+    })
 }
 
 /// Load the configuration, open the socket and serve until a signal or the idle exit.
@@ -192,6 +179,7 @@ pub fn run(opts: cli::Options) -> Result<ExitReason, ProbdError> {
         check_config_path(p).map_err(ProbdError::ConfigPath)?;
     }
     let (config, source) = Config::load(&paths, opts.config_file.as_deref())?;
+    crate::logging::warn_config(&config);
     tracing::info!(
         "{DAEMON} {} starting ({})",
         libtelemetry::VERSION,

@@ -258,7 +258,15 @@ pub fn run(opts: Options) -> Exit {
         };
         report_for(core, &process, opts.signal, &analysis)
     };
-    send(&paths, &config, &opts, &report)
+    // Crash loops: past the per-signature limit a crash is counted, not sent.
+    let mut report = report;
+    let gate = crate::crashloop::gate(&paths, &config, &mut report.payload);
+    if gate.is_suppressed() {
+        return Exit::Ok;
+    }
+    let exit = send(&paths, &config, &opts, &report);
+    gate.finish(&paths, exit != Exit::Send);
+    exit
 }
 
 fn filtered_report(f: Filtered) -> Report {

@@ -5,11 +5,13 @@
 //!
 //! Layers: [`elfcore`] (ELF core layout and notes) → [`reader`] (pipe/file input) →
 //! [`modules`] (files and vDSO, unwind tables, symbols) → [`unwind`] → [`analysis`] and
-//! [`payload`] (the record) → [`cli`] (options, hardening, sending).
+//! [`payload`] (the record) → [`cli`] (options, hardening, sending), with [`crashloop`]
+//! (per-signature limits on the finished payload) just before the send.
 
 pub mod analysis;
 pub mod arena;
 pub mod cli;
+pub mod crashloop;
 pub mod elfcore;
 pub mod harden;
 pub mod modules;

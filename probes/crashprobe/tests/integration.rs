@@ -15,3 +15,6 @@ mod options;
 
 #[path = "integration/hostile.rs"]
 mod hostile;
+
+#[path = "integration/crashloop.rs"]
+mod crashloop;

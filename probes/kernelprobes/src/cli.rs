@@ -10,8 +10,8 @@ use libtelemetry::{Paths, SendError};
 
 use crate::error::{ProbeError, EXIT_OK, EXIT_USAGE};
 use crate::oops::{Oops, PayloadOptions};
-use crate::send::Sender;
 use crate::{journal, kmsg, oops, privs, pstore};
+use probe_support::deliver::Sender;
 
 /// Largest file `klogscanner --parse-file` reads.
 const MAX_PARSE_FILE: u64 = 64 * 1024 * 1024;
@@ -101,8 +101,8 @@ pub struct JournalprobeArgs {
 
 /// A probe's `main()`: set up logging, parse the command line `T` (on error or
 /// `--help`/`--version`, exit as clap says), run, and map the error to its exit code.
-fn probe_main<T: Parser>(name: &str, run: fn(&T) -> Result<(), ProbeError>) -> ExitCode {
-    crate::logging::init();
+fn probe_main<T: Parser>(name: &'static str, run: fn(&T) -> Result<(), ProbeError>) -> ExitCode {
+    probe_support::log::init(name);
     let args = match T::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -119,9 +119,33 @@ fn probe_main<T: Parser>(name: &str, run: fn(&T) -> Result<(), ProbeError>) -> E
     }
 }
 
+/// Payload format version of every record these probes send.
+pub const PAYLOAD_VERSION: u32 = 1;
+
+/// Whether the host turned the privacy filters off (register values may be sent).
+fn privacy_filters_disabled(paths: &Paths) -> bool {
+    std::fs::symlink_metadata(paths.no_privacy_filters_file()).is_ok()
+}
+
+/// Build and send one record.
+fn send(
+    sender: &Sender,
+    classification: &str,
+    severity: u32,
+    payload: &str,
+) -> Result<Delivery, ProbeError> {
+    let record = sender.build(
+        severity,
+        classification,
+        PAYLOAD_VERSION,
+        payload.as_bytes(),
+    )?;
+    Ok(sender.send_delivery(&record)?)
+}
+
 /// Send one payload; true when telemprobd took it. Failures are logged, not fatal.
 fn deliver(sender: &Sender, classification: &str, severity: u32, payload: &str) -> bool {
-    match sender.send(classification, severity, payload) {
+    match send(sender, classification, severity, payload) {
         // No reply in time: telemprobd is still starting (socket activation) and the
         // record waits in the socket's queue.
         Ok(Delivery::Acknowledged) | Ok(Delivery::ReplyTimedOut) => true,
@@ -145,7 +169,7 @@ fn deliver(sender: &Sender, classification: &str, severity: u32, payload: &str) 
 }
 
 fn deliver_oops(sender: &Sender, oops: &Oops) -> bool {
-    let options = kmsg::payload_options(sender.privacy_filters_disabled());
+    let options = kmsg::payload_options(privacy_filters_disabled(sender.paths()));
     tracing::info!("{}: {}", oops.classification(), oops.reason());
     deliver(
         sender,
@@ -170,7 +194,7 @@ fn run_klogscanner(args: &KlogscannerArgs) -> Result<(), ProbeError> {
         );
         return Ok(());
     }
-    let sender = Sender::new(paths.clone(), args.config.config_file.as_deref())?;
+    let sender = Sender::new(&paths, args.config.config_file.as_deref())?;
     let path = kmsg::kmsg_path(&paths);
     let mut file = kmsg::open_kmsg(&path, args.from_start)?;
     if let Some(uid) = privs::drop_root(&args.user)? {
@@ -220,7 +244,7 @@ fn run_pstoreprobe(args: &PstoreprobeArgs) -> Result<(), ProbeError> {
         .cache_dir
         .clone()
         .unwrap_or_else(|| paths.pstore_cache_dir());
-    let sender = Sender::new(paths, args.config.config_file.as_deref())?;
+    let sender = Sender::new(&paths, args.config.config_file.as_deref())?;
     let summary = pstore::probe(&cache_dir, |oops| deliver_oops(&sender, oops))?;
     tracing::info!(
         dumps = summary.dumps,
@@ -279,10 +303,10 @@ pub fn journalprobe_main() -> ExitCode {
 
 fn run_journalprobe(args: &JournalprobeArgs) -> Result<(), ProbeError> {
     let paths = Paths::from_env();
-    let sender = Sender::new(paths.clone(), args.config.config_file.as_deref())?;
+    let sender = Sender::new(&paths, args.config.config_file.as_deref())?;
     let boot_id = libtelemetry::journal::read_boot_id(&paths)
         .map_err(|e| ProbeError::io(paths.boot_id_file(), e))?;
-    let filter = journal::EntryFilter::new(&boot_id, sender.privacy_filters_disabled());
+    let filter = journal::EntryFilter::new(&boot_id, privacy_filters_disabled(&paths));
     let program = journal::journalctl_program(args.journalctl.as_deref());
     let argv = journal::journalctl_args(&filter, args.tail);
     let summary = journal::follow(&program, &argv, &filter, |payload| {

@@ -14,7 +14,19 @@
 //!   `general protection fault, ` (5.x–6.9) as `kernel/bug` 4; `watchdog: BUG:` (soft lockup)
 //!   and `watchdog: … Watchdog detected hard LOCKUP` (4.x `NMI watchdog: ` too) as `kernel/bug`
 //!   4; hung tasks (`INFO: task … blocked for more than`), RCU stalls (`rcu: INFO: `, 4.18 and
-//!   older `INFO: rcu_… stall`) and `UBSAN: ` as `kernel/warning` 2.
+//!   older `INFO: rcu_… stall`) and `UBSAN: ` as `kernel/warning` 2;
+//!   arm64's fault and die headers (`Unable to handle kernel …`, `Internal error: …`) as
+//!   `kernel/bug` 4.
+//!
+//! arm64 reports (5.x, 6.x) differ from x86 in three ways the parser knows: the stack dump
+//! opens with `Call trace:` (lower-case `t`; accepted for every pattern, so an arm64
+//! `WARNING:` or `kernel BUG at` keeps its frames under the C rules too), frames are
+//! ` function+0x24/0x50 [module]` (6.14+ may add ` (P)`/` (L)`), and the registers are
+//! `pc : symbol+off/size`, `lr : …`, `sp : …`, `pstate: …` and `x29: … x28: …` lines: `pc`
+//! and `lr` are reported as their symbol (kernel text, not data), the others as
+//! `Zero`/`Non-zero` like the x86 ones. A fault header and the `Internal error: Oops: …`
+//! line after it are one oops; the die report ends at its `Code:` line, before the
+//! `Kernel panic - not syncing: Oops: Fatal exception` it may cause (a record of its own).
 //!
 //! An extension oops ends, besides the C end conditions, at any line that opens an oops, so
 //! the reports of separate events are never merged. A report of the x86 `die()` path
@@ -85,6 +97,10 @@ pub enum Rules {
     /// registers, `Modules linked in:`, `CR2:`) still belongs to the oops, up to
     /// `[ end trace`.
     Die,
+    /// [`Rules::Trace`] for arm64's `die()`: a fault header (`Unable to handle kernel …`)
+    /// keeps the `Internal error: …` line that follows it, so the fault and its die report
+    /// are one oops; the stack dump ends at the `Code:` line printed after it.
+    Arm64,
 }
 
 /// One start pattern: what opens an oops, and how the record is classified.
@@ -184,7 +200,7 @@ pub static PATTERNS: [Pattern; 22] = [
 ];
 
 /// Headers of newer kernels that no C pattern matches, tried after [`PATTERNS`].
-pub static EXTENSION_PATTERNS: [Pattern; 10] = [
+pub static EXTENSION_PATTERNS: [Pattern; 12] = [
     // x86 die() since 6.10: `Oops: <trap>: <code> [#n]`, e.g. `Oops: Oops: 0002 [#1] SMP`.
     extension("Oops: ", "", BUG, 4, Rules::Die),
     // 5.x to 6.9: `general protection fault, probably for non-canonical address 0x…: 0000`.
@@ -224,6 +240,15 @@ pub static EXTENSION_PATTERNS: [Pattern; 10] = [
     extension("INFO: rcu_", " stall", WARNING, 2, Rules::Trace),
     // `UBSAN: array-index-out-of-bounds in drivers/foo.c:123:45`.
     extension("UBSAN: ", "", WARNING, 2, Rules::Trace),
+    // arm64 faults: `Unable to handle kernel NULL pointer dereference at virtual address …`,
+    // `… paging request at …`, `… execute from non-executable memory at …`, `… access to
+    // user memory outside uaccess routines at …`; `Internal error: Oops: …` follows.
+    extension("Unable to handle kernel ", "", BUG, 4, Rules::Arm64),
+    // arm64 die() on its own: `Internal error: Oops: 0000000096000004 [#1] PREEMPT SMP`
+    // (5.x prints the ESR with 8 digits), `Internal error: Oops - BUG: …` (after `kernel BUG
+    // at`, which the C pattern already holds), `… Oops - Undefined instruction: …`,
+    // `Internal error: synchronous external abort: …`, `… SP/PC alignment exception: …`.
+    extension("Internal error: ", "", BUG, 4, Rules::Arm64),
 ];
 
 impl Pattern {
@@ -344,7 +369,7 @@ struct Collecting {
 /// Where in an oops the collection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    /// Before `Call Trace:`.
+    /// Before `Call Trace:` (arm64: `Call trace:`).
     Head,
     /// After `Call Trace:`, in the stack dump.
     StackDump,
@@ -364,7 +389,7 @@ impl Collecting {
         } else {
             match self.stage {
                 Stage::Head => {
-                    if line.starts_with("Call Trace:") {
+                    if is_call_trace_header(line) {
                         self.stage = Stage::StackDump;
                     }
                 }
@@ -385,11 +410,31 @@ impl Collecting {
         {
             end = true;
         }
-        if self.pattern.rules != Rules::C && match_start(line).is_some() {
+        if self.pattern.rules != Rules::C
+            && match_start(line).is_some()
+            && !self.is_die_after_fault(line)
+        {
             end = true;
         }
         end
     }
+
+    /// `Internal error: …`, the first one, after an arm64 `Unable to handle kernel …` header
+    /// and before the stack dump: the die report of that fault, not a new oops.
+    fn is_die_after_fault(&self, line: &str) -> bool {
+        self.pattern.rules == Rules::Arm64
+            && self.pattern.text.starts_with("Unable to handle")
+            && self.stage == Stage::Head
+            && line.starts_with(ARM64_DIE_HEADER)
+            && !self.lines.iter().any(|l| l.starts_with(ARM64_DIE_HEADER))
+    }
+}
+
+const ARM64_DIE_HEADER: &str = "Internal error: ";
+
+/// `Call Trace:` (x86 and most architectures) or `Call trace:` (arm64).
+fn is_call_trace_header(line: &str) -> bool {
+    line.starts_with("Call Trace:") || line.starts_with("Call trace:")
 }
 
 /// In stack-dump mode, the C parser ends the dump at a line that does not start with a
@@ -562,7 +607,15 @@ struct Backtrace<'a> {
     /// Innermost first.
     frames: Vec<&'a str>,
     /// In the C parser's list order (it prepends while scanning lines backwards).
-    registers: Vec<(&'static str, u64)>,
+    registers: Vec<(&'a str, RegisterValue<'a>)>,
+}
+
+/// A register as the report prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RegisterValue<'a> {
+    Number(u64),
+    /// arm64 `pc`/`lr` as `symbol+0x24/0x50 [module]`.
+    Symbol(&'a str),
 }
 
 impl<'a> Backtrace<'a> {
@@ -592,7 +645,7 @@ impl<'a> Backtrace<'a> {
                 bt.tainted = tainted.or(bt.tainted);
                 continue;
             }
-            parse_registers(line, &mut registers_rev);
+            parse_any_registers(line, &mut registers_rev);
         }
         frames_rev.reverse();
         bt.frames = frames_rev;
@@ -608,7 +661,7 @@ impl<'a> Backtrace<'a> {
     /// `Not tainted …`/`Tainted: …` line).
     fn parse_first_trace(lines: &'a [String]) -> Backtrace<'a> {
         let mut bt = Backtrace::default();
-        let trace = lines.iter().position(|l| l.starts_with("Call Trace:"));
+        let trace = lines.iter().position(|l| is_call_trace_header(l));
         let head = &lines[..trace.unwrap_or(lines.len())];
         if let Some(start) = trace {
             bt.frames = lines[start + 1..]
@@ -635,7 +688,7 @@ impl<'a> Backtrace<'a> {
                 && !is_cpu_line(line)
                 && !is_taint_line(line)
             {
-                parse_registers(line, &mut registers_rev);
+                parse_any_registers(line, &mut registers_rev);
             }
         }
         registers_rev.reverse();
@@ -658,11 +711,17 @@ impl<'a> Backtrace<'a> {
             out.push_str("Backtrace :\n");
         }
         for (name, value) in &self.registers {
-            if options.register_values {
-                let _ = writeln!(out, "Register {name}: {value:x}");
-            } else {
-                let zero = if *value == 0 { "Zero" } else { "Non-zero" };
-                let _ = writeln!(out, "Register {name}: {zero}");
+            match *value {
+                RegisterValue::Symbol(symbol) => {
+                    let _ = writeln!(out, "Register {name}: {symbol}");
+                }
+                RegisterValue::Number(value) if options.register_values => {
+                    let _ = writeln!(out, "Register {name}: {value:x}");
+                }
+                RegisterValue::Number(value) => {
+                    let zero = if value == 0 { "Zero" } else { "Non-zero" };
+                    let _ = writeln!(out, "Register {name}: {zero}");
+                }
             }
         }
         for (i, function) in self.frames.iter().enumerate() {
@@ -776,7 +835,7 @@ const REGISTERS: [&str; 33] = [
 /// The C `parse_registers`, step for step, so payloads stay identical: `NAME: value`
 /// pairs, `NAME: seg:value`, `NAME: value(...)` (which ends the line's scan), `NAME <value>`
 /// and `NAME is at sym+off`. Anything else stops at the first unknown word.
-fn parse_registers(line: &str, found: &mut Vec<(&'static str, u64)>) {
+fn parse_registers<'a>(line: &str, found: &mut Vec<(&'a str, RegisterValue<'a>)>) {
     let b = line.as_bytes();
     let at = |p: usize| b.get(p).copied().unwrap_or(0);
     let mut p = 0;
@@ -835,8 +894,87 @@ fn parse_registers(line: &str, found: &mut Vec<(&'static str, u64)>) {
         } else if at(p) != 0 && !is_c_space(at(p) as char) {
             continue;
         }
-        found.push((name, value));
+        found.push((name, RegisterValue::Number(value)));
     }
+}
+
+/// The registers of one line: arm64's when the line is an arm64 register line, else the C
+/// parser's (x86 names).
+fn parse_any_registers<'a>(line: &'a str, found: &mut Vec<(&'a str, RegisterValue<'a>)>) {
+    if !parse_arm64_registers(line, found) {
+        parse_registers(line, found);
+    }
+}
+
+/// Highest arm64 general-purpose register number printed (`x0`…`x30`).
+const ARM64_MAX_X: u32 = 30;
+
+/// An arm64 register name as `__show_regs` prints it: `pc`, `lr`, `sp`, `pstate`, `x0`…`x30`.
+fn is_arm64_register(name: &str) -> bool {
+    matches!(name, "pc" | "lr" | "sp" | "pstate")
+        || name.strip_prefix('x').is_some_and(|n| {
+            !n.is_empty()
+                && n.len() <= 2
+                && n.chars().all(|c| c.is_ascii_digit())
+                && n.parse::<u32>().is_ok_and(|n| n <= ARM64_MAX_X)
+        })
+}
+
+/// An arm64 register line: `pc : mutex_lock+0x24/0x64`, `lr : …`, `sp : ffffffc00aadbaf0`,
+/// `pstate: 60000005 (nZCv daif …)`, `x29: ffff… x28: 0000… x27: …`, `x9 : …` (names of one
+/// character are padded before the colon); 4.x: `pc : [<ffff…>] lr : [<ffff…>] pstate: …`.
+/// Pushes the line's registers so that, after the caller's final reversal, they read in
+/// the printed order; false (nothing pushed) when the line is not one.
+fn parse_arm64_registers<'a>(line: &'a str, found: &mut Vec<(&'a str, RegisterValue<'a>)>) -> bool {
+    let mut parsed = Vec::new();
+    let mut rest = line;
+    loop {
+        rest = rest.trim_start_matches(is_c_space);
+        if rest.is_empty() {
+            break;
+        }
+        let name_end = rest
+            .find(|c: char| c == ':' || is_c_space(c))
+            .unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        let after_name = rest[name_end..].trim_start_matches(' ');
+        let Some(value_text) = after_name.strip_prefix(':') else {
+            break;
+        };
+        if !is_arm64_register(name) {
+            break;
+        }
+        let value_text = value_text.trim_start_matches(is_c_space);
+        let token_end = value_text.find(is_c_space).unwrap_or(value_text.len());
+        let token = &value_text[..token_end];
+        if matches!(name, "pc" | "lr") && token.contains('+') {
+            // A symbol, possibly followed by ` [module]`: the rest of the line.
+            parsed.push((
+                name,
+                RegisterValue::Symbol(value_text.trim_end_matches(is_c_space)),
+            ));
+            break;
+        }
+        let digits = token
+            .strip_prefix("[<")
+            .and_then(|t| t.strip_suffix(">]"))
+            .unwrap_or(token);
+        let digits = digits.strip_prefix("0x").unwrap_or(digits);
+        let Ok(value) = u64::from_str_radix(digits, 16) else {
+            break;
+        };
+        parsed.push((name, RegisterValue::Number(value)));
+        rest = &value_text[token_end..];
+        if name == "pstate" {
+            // `(nZCv daif -PAN …)`, the flags spelled out, ends the line.
+            break;
+        }
+    }
+    if parsed.is_empty() {
+        return false;
+    }
+    found.extend(parsed.into_iter().rev());
+    true
 }
 
 /// C `strtoll(s, &end, 16)`: leading whitespace, a sign, an optional `0x`, hex digits;

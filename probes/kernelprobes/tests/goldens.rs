@@ -5,7 +5,7 @@ use std::process::Command;
 
 use crate::support::fixture;
 
-const FIXTURES: [&str; 19] = [
+const FIXTURES: [&str; 23] = [
     "warning_addresses",
     "warning_no_addresses",
     "bug_unable_to_handle",
@@ -26,6 +26,11 @@ const FIXTURES: [&str; 19] = [
     "hung_task",
     "rcu_stall",
     "ubsan",
+    // arm64 (5.x, 6.x): the sources are listed in fixtures/oops/README.md.
+    "arm64_die_6x",
+    "arm64_uaccess_panic_5x",
+    "arm64_bug_5x",
+    "arm64_warning_6x",
 ];
 
 fn check(name: &str) {
@@ -159,4 +164,50 @@ fn newer_kernel_payloads_hold_modules_version_and_frames() {
         "{rcu}"
     );
     assert!(!rcu.contains("rcu_gp_kthread"), "{rcu}");
+}
+
+#[test]
+fn arm64_reports_parse_with_reason_version_taint_modules_and_frames() {
+    let records =
+        |name: &str| crate::support::parse_file_records(&fixture(&format!("oops/{name}.txt")));
+    const BUG: &str = "org.clearlinux/kernel/bug severity 4";
+    const WARNING: &str = "org.clearlinux/kernel/warning severity 2";
+    const PANIC: &str = "org.clearlinux/kernel/panic severity 4";
+    let heads = |name: &str| -> Vec<String> { records(name).into_iter().map(|r| r.0).collect() };
+    assert_eq!(heads("arm64_die_6x"), [BUG]);
+    // The fault header and its `Internal error: Oops: …` are one record, the panic another.
+    assert_eq!(heads("arm64_uaccess_panic_5x"), [BUG, PANIC]);
+    assert_eq!(heads("arm64_bug_5x"), [BUG]);
+    assert_eq!(heads("arm64_warning_6x"), [WARNING]);
+
+    let fault = &records("arm64_uaccess_panic_5x")[0].1;
+    assert!(fault.starts_with("Crash Report:\nReason: Unable to handle kernel access to user memory outside uaccess routines at virtual address 0000000000001008\nKernel Version : 5.13.16-200.fc34.aarch64 #1\nTainted : Not tainted\nModules : virtio_gpu joydev "), "{fault}");
+    assert!(
+        fault.contains("\nRegister pc: __pi_memset+0x16c/0x188\n"),
+        "{fault}"
+    );
+    assert!(fault.contains("\n#1 __pi_memset - [kernel]\n"), "{fault}");
+    assert!(
+        fault.ends_with("\n#17 el0t_64_sync - [kernel]\n"),
+        "{fault}"
+    );
+
+    let bug = &records("arm64_bug_5x")[0].1;
+    assert!(bug.contains("\nReason: kernel BUG at mm/page_table_check.c:136!\nKernel Version : 5.19.0-0.rc5.20220705gitc1084b6c5620.40.fc37.aarch64 #1\n"), "{bug}");
+    assert!(bug.contains("\nModules : xt_comment "), "{bug}");
+    assert!(bug.ends_with("\n#11 el0t_64_sync - [kernel]\n"), "{bug}");
+
+    let warning = &records("arm64_warning_6x")[0].1;
+    assert!(warning.contains("\nKernel Version : 6.12.20+rpt-rpi-v8 #1  Debian 1:6.12.20-1+rpt1~bpo12+1\nTainted : G        WC     \nModules : snd_seq_dummy "), "{warning}");
+    assert!(
+        warning.contains("\n#1 vc4_atomic_commit_tail - [kernel]\n#2 commit_tail - [kernel]\n"),
+        "{warning}"
+    );
+
+    let die = &records("arm64_die_6x")[0].1;
+    assert!(
+        die.contains("\nKernel Version : 6.1.65-ophub #1\nTainted : Not tainted\n"),
+        "{die}"
+    );
+    assert!(die.ends_with("\n#17 ret_from_fork - [kernel]\n"), "{die}");
 }

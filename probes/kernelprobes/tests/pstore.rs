@@ -60,6 +60,28 @@ fn single_part_ramoops_dump() {
     assert!(names(&cache).is_empty());
 }
 
+/// An arm64 host's ramoops dump (the `arm64_uaccess_panic_5x` report, as pstore saves it).
+#[test]
+fn arm64_ramoops_dump() {
+    let root = TestRoot::new();
+    let cache = root.paths.pstore_cache_dir();
+    copy_fixture_dir("pstore/ramoops_arm64", &cache);
+    let daemon = FakeDaemon::start(&root);
+    run_expect(&mut probe(&root, "pstoreprobe"), 0);
+    let got = daemon.received();
+    let expected = parse_file_records(&fixture("oops/arm64_uaccess_panic_5x.txt"));
+    assert_eq!(got.len(), 2, "{got:#?}");
+    for (record, (head, payload)) in got.iter().zip(&expected) {
+        assert_eq!(
+            format!("{} severity {}", record.classification(), record.severity()),
+            *head
+        );
+        assert_eq!(record.payload(), *payload);
+    }
+    assert!(got[0].payload().contains("\n#1 __pi_memset - [kernel]\n"));
+    assert!(names(&cache).is_empty());
+}
+
 #[test]
 fn dump_without_final_newline_is_read_to_its_end() {
     let root = TestRoot::new();

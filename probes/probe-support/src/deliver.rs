@@ -93,15 +93,25 @@ impl Sender {
         Ok(r)
     }
 
-    /// Send one record and wait for telemprobd's verdict: `Accepted` only on its
-    /// acknowledgement.
-    pub fn send(&self, record: &Record) -> Result<Outcome, DeliverError> {
-        match send_record(
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// Send one record and return telemprobd's answer as the client saw it, for a probe
+    /// with its own policy for a reply that did not come (most use [`Self::send`]).
+    pub fn send_delivery(&self, record: &Record) -> Result<Delivery, SendError> {
+        send_record(
             &self.paths,
             &self.socket_path,
             record,
             self.cfg_arg.as_deref(),
-        ) {
+        )
+    }
+
+    /// Send one record and wait for telemprobd's verdict: `Accepted` only on its
+    /// acknowledgement.
+    pub fn send(&self, record: &Record) -> Result<Outcome, DeliverError> {
+        match self.send_delivery(record) {
             Ok(Delivery::Acknowledged) => Ok(Outcome::Accepted),
             // This suite's telemprobd answers every record it read; a connection closed
             // without an answer means it stopped before staging the record (killed, or

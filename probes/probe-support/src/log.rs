@@ -1,18 +1,31 @@
 //! Log setup of the probes and of both daemons (telemprobd, telempostd): the systemd
 //! journal when started by systemd (`JOURNAL_STREAM` set and the journald socket
-//! reachable), stderr otherwise. `TELEMETRICS_LOG` (an `EnvFilter` directive, default
-//! `info`) sets the level.
+//! reachable), stderr otherwise. `TELEMETRICS_LOG` sets the level: a level (`debug`) or
+//! comma-separated `target=level` directives with an optional default level
+//! (`daemon::postd=debug,warn`), as `tracing_subscriber::filter::Targets` reads them;
+//! default (and when unreadable) `info`.
 
+use std::str::FromStr;
+
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
+
+/// Environment variable holding the log filter.
+pub const LOG_ENV: &str = "TELEMETRICS_LOG";
+
+/// The filter `TELEMETRICS_LOG` asks for (`info` when unset or unreadable).
+pub fn filter_from_env() -> Targets {
+    std::env::var(LOG_ENV)
+        .ok()
+        .and_then(|v| Targets::from_str(v.trim()).ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
+}
 
 /// Install the global subscriber once, logging as `name` (the journal's
 /// `SYSLOG_IDENTIFIER`); later calls are no-ops.
 pub fn init(name: &'static str) {
-    let filter =
-        EnvFilter::try_from_env("TELEMETRICS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry().with(filter_from_env());
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journald) = tracing_journald::layer() {
             let _ = registry
@@ -28,4 +41,20 @@ pub fn init(name: &'static str) {
                 .with_target(false),
         )
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn directives() {
+        let t = Targets::from_str("debug").unwrap();
+        assert!(t.would_enable("x", &Level::DEBUG));
+        let t = Targets::from_str("daemon::postd=debug,warn").unwrap();
+        assert!(t.would_enable("daemon::postd::spool", &Level::DEBUG));
+        assert!(!t.would_enable("daemon::probd", &Level::INFO));
+        assert!(t.would_enable("daemon::probd", &Level::WARN));
+    }
 }

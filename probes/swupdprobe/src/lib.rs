@@ -41,8 +41,6 @@ use crate::tries::Tries;
 /// Name of the failure-count file in the drop directory (hidden: systemd's
 /// `DirectoryNotEmpty=` and the probe both ignore dotfiles).
 pub const TRIES_FILE_NAME: &str = ".swupdprobe-tries";
-/// Name of the quarantine subdirectory of the drop directory (hidden, as above).
-pub const QUARANTINE_DIR_NAME: &str = ".quarantine";
 /// Most files kept in quarantine; beyond it a bad file is deleted (and logged).
 pub const MAX_QUARANTINE: usize = 1000;
 /// Most directory entries looked at in one pass (the rest wait for the next pass).
@@ -150,7 +148,7 @@ impl Processor {
             quarantine: cli
                 .quarantine_dir
                 .clone()
-                .unwrap_or_else(|| dir.join(QUARANTINE_DIR_NAME)),
+                .unwrap_or_else(|| dir.join(libtelemetry::paths::QUARANTINE_DIR)),
             dir,
             sender,
             tries: Tries::load(&tries_path),

@@ -358,6 +358,8 @@ fn default_config_has_every_key_commented_at_its_default() {
         "daemon_recycling_enabled",
         "record_retention_enabled",
         "record_server_delivery_enabled",
+        "crash_loop_limit",
+        "crash_loop_interval",
     ] {
         assert!(keys.contains(key), "default telemetrics.conf lacks {key}");
     }

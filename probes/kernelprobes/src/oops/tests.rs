@@ -201,6 +201,12 @@ fn registers_follow_the_c_parser() {
         let mut found = Vec::new();
         parse_registers(line, &mut found);
         found
+            .into_iter()
+            .map(|(name, value)| match value {
+                RegisterValue::Number(n) => (name, n),
+                RegisterValue::Symbol(s) => panic!("{name}: symbol {s}"),
+            })
+            .collect::<Vec<_>>()
     };
     assert_eq!(
         regs("RAX: 0000000000000000 RBX: ffff880c3d27ce40 RCX: 000000000002f61d"),
@@ -314,10 +320,18 @@ fn back_to_back_oopses_are_all_reported() {
         ["BUG: first", "Call Trace:", " [<1>] f+0x1/0x2"]
     );
     assert_eq!(found[1].lines, ["WARNING: x"]);
-    // "Unable to handle" ends an oops too.
+    // "Unable to handle" ends an oops too; `Unable to handle kernel …` (arm64's fault
+    // header) opens the next one.
+    assert_eq!(
+        reasons("RTNL: assertion failed\nx\nUnable to handle paging request\n"),
+        ["RTNL: assertion failed"]
+    );
     assert_eq!(
         reasons("RTNL: assertion failed\nx\nUnable to handle kernel paging request\n"),
-        ["RTNL: assertion failed"]
+        [
+            "RTNL: assertion failed",
+            "Unable to handle kernel paging request"
+        ]
     );
 }
 
@@ -580,7 +594,7 @@ fn c_pattern_lines_keep_their_c_classification() {
 fn extension_lines_match_their_class() {
     const BUG4: (&str, u32) = ("org.clearlinux/kernel/bug", 4);
     const WARN2: (&str, u32) = ("org.clearlinux/kernel/warning", 2);
-    let cases: [(&str, usize, (&str, u32)); 18] = [
+    let cases: [(&str, usize, (&str, u32)); 25] = [
         (
             "Oops: general protection fault, probably for non-canonical address 0xdffffc0000000001: 0000 [#1] PREEMPT SMP KASAN NOPTI",
             0,
@@ -631,6 +645,33 @@ fn extension_lines_match_their_class() {
             WARN2,
         ),
         ("UBSAN: Undefined behaviour in lib/foo.c:12:3", 9, WARN2),
+        (
+            "Unable to handle kernel NULL pointer dereference at virtual address 0000000000000008",
+            10,
+            BUG4,
+        ),
+        (
+            "Unable to handle kernel paging request at virtual address ffff800001382ff0",
+            10,
+            BUG4,
+        ),
+        (
+            "Unable to handle kernel execute from non-executable memory at virtual address ffffbd2fe97a3ba0",
+            10,
+            BUG4,
+        ),
+        ("Internal error: Oops: 0000000096000004 [#1] PREEMPT SMP", 11, BUG4),
+        ("Internal error: Oops: 96000044 [#1] SMP", 11, BUG4),
+        (
+            "Internal error: Oops - Undefined instruction: 0000000002000000 [#1] PREEMPT SMP",
+            11,
+            BUG4,
+        ),
+        (
+            "Internal error: synchronous external abort: 0000000096000210 [#1] SMP",
+            11,
+            BUG4,
+        ),
     ];
     for (line, index, (classification, severity)) in cases {
         let pattern = match_start(line).unwrap_or_else(|| panic!("no match: {line:?}"));
@@ -658,6 +699,8 @@ fn extension_lines_match_their_class() {
         "Oops:0000",
         " Oops: indented",
         "ubsan: lower case",
+        "Unable to handle",
+        "internal error: lower case",
     ] {
         assert_eq!(match_start(line), None, "{line:?}");
     }
@@ -908,4 +951,162 @@ fn kmsg_messages_match_extension_patterns() {
     assert!(done.payload(PayloadOptions::default()).ends_with(
         "Kernel Version : 6.9.0 #1\nTainted : Not tainted\nBacktrace :\n#1 spin - [kernel]\n"
     ));
+}
+
+#[test]
+fn arm64_register_lines() {
+    let regs = |line: &'static str| {
+        let mut found = Vec::new();
+        let matched = parse_arm64_registers(line, &mut found);
+        // Pushed for the caller's final reversal: undo it to read them as printed.
+        found.reverse();
+        (matched, found)
+    };
+    use RegisterValue::{Number, Symbol};
+    assert_eq!(
+        regs("pc : mutex_lock+0x24/0x64"),
+        (true, vec![("pc", Symbol("mutex_lock+0x24/0x64"))])
+    );
+    assert_eq!(
+        regs("lr : vc4_atomic_commit_tail+0x6f8/0x920 [vc4]"),
+        (
+            true,
+            vec![("lr", Symbol("vc4_atomic_commit_tail+0x6f8/0x920 [vc4]"))]
+        )
+    );
+    assert_eq!(
+        regs("sp : ffffffc00aadbaf0"),
+        (true, vec![("sp", Number(0xffffffc00aadbaf0))])
+    );
+    assert_eq!(
+        regs("pstate: 60000005 (nZCv daif -PAN -UAO -TCO -DIT -SSBS BTYPE=--)"),
+        (true, vec![("pstate", Number(0x60000005))])
+    );
+    assert_eq!(
+        regs("x11: 0000000000000139 x10: ffffffc009e4ce78 x9 : ffffffc009d9ce78"),
+        (
+            true,
+            vec![
+                ("x11", Number(0x139)),
+                ("x10", Number(0xffffffc009e4ce78)),
+                ("x9", Number(0xffffffc009d9ce78))
+            ]
+        )
+    );
+    // 4.x: addresses, several registers on one line.
+    assert_eq!(
+        regs("pc : [<ffffff8000ef0024>] lr : [<ffffff8000ef0018>] pstate: 40000145"),
+        (
+            true,
+            vec![
+                ("pc", Number(0xffffff8000ef0024)),
+                ("lr", Number(0xffffff8000ef0018)),
+                ("pstate", Number(0x40000145))
+            ]
+        )
+    );
+    // Cut short: what was read stays.
+    assert_eq!(regs("x2 : 0000000000000"), (true, vec![("x2", Number(0))]));
+    for line in [
+        "x86: Booting SMP configuration:",
+        "x31: 0",
+        "x1a: 0",
+        "pc: not hex",
+        "Hardware name: Raspberry Pi 4 Model B Rev 1.5 (DT)",
+        "RAX: 0000000000000000",
+        "sp :",
+    ] {
+        assert_eq!(regs(line), (false, vec![]), "{line:?}");
+    }
+}
+
+#[test]
+fn arm64_fault_and_die_report_is_one_oops() {
+    let input = klog(
+        "Unable to handle kernel NULL pointer dereference at virtual address 0000000000000008
+Mem abort info:
+  ESR = 0x0000000096000006
+  EC = 0x25: DABT (current EL), IL = 32 bits
+[0000000000000008] pgd=0000000000000000, p4d=0000000000000000
+Internal error: Oops: 0000000096000006 [#1] PREEMPT SMP
+Modules linked in: foo(O) bar
+CPU: 1 PID: 264 Comm: insmod Tainted: G           O       6.6.31 #1
+Hardware name: QEMU KVM Virtual Machine, BIOS 0.0.0 02/06/2015
+pstate: 60400005 (nZCv daif +PAN -UAO -TCO -DIT -SSBS BTYPE=--)
+pc : foo_init+0x24/0x50 [foo]
+lr : do_one_initcall+0x4c/0x2d0
+sp : ffff800082f3bb70
+x1 : 0000000000000000 x0 : 0000000000000008
+Call trace:
+ foo_init+0x24/0x50 [foo] (P)
+ do_one_initcall+0x4c/0x2d0
+ el0t_64_sync+0x190/0x198
+Code: d2800001 f9400000 (b9400000)
+---[ end trace 0000000000000000 ]---
+Internal error: Oops: 0000000096000006 [#2] PREEMPT SMP
+Call trace:
+ bar+0x4/0x8
+",
+    );
+    check(
+        &input,
+        &[
+            (
+                "org.clearlinux/kernel/bug",
+                "Crash Report:
+Reason: Unable to handle kernel NULL pointer dereference at virtual address 0000000000000008
+Kernel Version : 6.6.31 #1
+Tainted : G           O   
+Modules : foo(O) bar
+Backtrace :
+Register pstate: Non-zero
+Register pc: foo_init+0x24/0x50 [foo]
+Register lr: do_one_initcall+0x4c/0x2d0
+Register sp: Non-zero
+Register x1: Zero
+Register x0: Non-zero
+#1 foo_init - [kernel]
+#2 do_one_initcall - [kernel]
+#3 el0t_64_sync - [kernel]
+",
+            ),
+            (
+                "org.clearlinux/kernel/bug",
+                "Crash Report:
+Reason: Internal error: Oops: 0000000096000006 [#2] PREEMPT SMP
+Backtrace :
+#1 bar - [kernel]
+",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn arm64_call_trace_opens_the_stack_dump_of_c_patterns() {
+    let input = klog(
+        "WARNING: CPU: 0 PID: 1 at drivers/foo.c:12 foo+0x10/0x20
+CPU: 0 PID: 1 Comm: swapper/0 Not tainted 5.15.0 #1
+pc : foo+0x10/0x20
+Call trace:
+ foo+0x10/0x20
+ kernel_init+0x24/0x12c
+---[ end trace 1234 ]---
+",
+    );
+    check(
+        &input,
+        &[(
+            "org.clearlinux/kernel/warning",
+            "Crash Report:
+Reason: WARNING: CPU: 0 PID: 1 at drivers/foo.c:12 foo+0x10/0x20
+Kernel Version : 5.15.0 #1
+Tainted : Not tainted
+Backtrace :
+Register pc: foo+0x10/0x20
+#1 foo - [kernel]
+#2 kernel_init - [kernel]
+",
+        )],
+    );
 }

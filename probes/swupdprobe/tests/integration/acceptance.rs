@@ -21,7 +21,9 @@ pub fn drop_dir(root: &TestRoot) -> PathBuf {
 }
 
 pub fn quarantine_dir(root: &TestRoot) -> PathBuf {
-    root.paths.swupd_dir().join(".quarantine")
+    root.paths
+        .swupd_dir()
+        .join(libtelemetry::paths::QUARANTINE_DIR)
 }
 
 fn tries_file(root: &TestRoot) -> PathBuf {
