@@ -35,45 +35,26 @@ use std::time::Duration;
 /// Longest time from a record's acknowledgement in `batched` mode to the start of the
 /// flush that makes it durable.
 pub const BATCHED_SYNC_INTERVAL: Duration = Duration::from_millis(100);
-/// The `[settings]` key.
-pub const DURABILITY_KEY: &str = "durability";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    Strict,
-    #[default]
-    Batched,
-    None,
+pub use libtelemetry::config::Durability;
+
+/// A `durability` value telemprobd cannot run with.
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: durability={value:?} is not strict, batched or none")]
+pub struct BadDurability {
+    pub location: String,
+    pub value: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("durability={0:?} is not strict, batched or none")]
-pub struct BadDurability(pub String);
-
-impl Durability {
-    pub fn parse(value: &str) -> Result<Durability, BadDurability> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "strict" => Ok(Durability::Strict),
-            "batched" => Ok(Durability::Batched),
-            "none" => Ok(Durability::None),
-            _ => Err(BadDurability(value.to_string())),
-        }
-    }
-
-    /// The mode a configuration asks for (the default when the key is absent).
-    pub fn from_config(config: &libtelemetry::Config) -> Result<Durability, BadDurability> {
-        config
-            .raw
-            .get(DURABILITY_KEY)
-            .map_or(Ok(Durability::default()), |v| Durability::parse(v))
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Durability::Strict => "strict",
-            Durability::Batched => "batched",
-            Durability::None => "none",
-        }
+/// The mode a configuration asks for (the default when the key is absent); a bad value is
+/// an error here, though not for the probes and telempostd reading the same file.
+pub fn durability_of(config: &libtelemetry::Config) -> Result<Durability, BadDurability> {
+    match config.deferred_error("durability") {
+        Some(e) => Err(BadDurability {
+            location: e.location(),
+            value: e.value.clone(),
+        }),
+        None => Ok(config.durability),
     }
 }
 
@@ -93,10 +74,25 @@ mod tests {
 
     #[test]
     fn values() {
-        assert_eq!(Durability::parse("strict").unwrap(), Durability::Strict);
-        assert_eq!(Durability::parse(" Batched ").unwrap(), Durability::Batched);
-        assert_eq!(Durability::parse("NONE").unwrap(), Durability::None);
-        assert!(Durability::parse("fsync").is_err());
-        assert_eq!(Durability::default(), Durability::Batched);
+        let paths = libtelemetry::Paths::new("/nonexistent", "/");
+        let parse = |text: &str| {
+            let c =
+                libtelemetry::Config::parse(text, std::path::Path::new("/t.conf"), &paths).unwrap();
+            durability_of(&c)
+        };
+        assert_eq!(parse("[settings]\n").unwrap(), Durability::Batched);
+        assert_eq!(
+            parse("[settings]\ndurability=strict\n").unwrap(),
+            Durability::Strict
+        );
+        assert_eq!(
+            parse("[settings]\ndurability=none\n").unwrap(),
+            Durability::None
+        );
+        let e = parse("[settings]\ndurability=fsync\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/t.conf:2: durability=\"fsync\" is not strict, batched or none"
+        );
     }
 }

@@ -262,7 +262,7 @@ impl Listener {
                     return;
                 }
                 self.stager.set_spool_dir(config.spool_dir.clone());
-                match super::durability::Durability::from_config(&config) {
+                match super::durability::durability_of(&config) {
                     Ok(d) => self.stager.set_durability(d),
                     Err(e) => tracing::error!("{e}; keeping the current durability"),
                 }

@@ -128,7 +128,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn new(paths: Paths, config_file: Option<PathBuf>, config: Config) -> Settings {
-        let durability = durability::Durability::from_config(&config).unwrap_or_default();
+        let durability = durability::durability_of(&config).unwrap_or_default();
         Settings {
             idle_exit: config.daemon_recycling_enabled.then_some(IDLE_EXIT),
             paths,
@@ -186,7 +186,7 @@ pub fn run(opts: cli::Options) -> Result<ExitReason, ProbdError> {
         describe(&source)
     );
     socket::check_socket_path(&config.socket_path)?;
-    let durability = durability::Durability::from_config(&config)?;
+    let durability = durability::durability_of(&config)?;
     match stager::check_spool_dir(&config.spool_dir) {
         Ok(stager::SpoolDirState::Usable) => {}
         Ok(stager::SpoolDirState::Missing) => tracing::warn!(
@@ -224,7 +224,7 @@ pub fn run(opts: cli::Options) -> Result<ExitReason, ProbdError> {
             source,
             settings.max_connections,
             settings.connections_per_uid,
-            settings.durability.name()
+            settings.durability.as_str()
         );
         let (reload_tx, reload_rx) = mpsc::channel(1);
         tokio::spawn(async move {

@@ -449,7 +449,7 @@ impl Committer {
                 }
                 Msg::SetDurability(d) => {
                     if d != self.durability {
-                        tracing::info!("durability={}", d.name());
+                        tracing::info!("durability={}", d.as_str());
                         self.durability = d;
                     }
                 }
