@@ -113,6 +113,7 @@ pub enum SentAs {
 pub fn send_as(uid: u32, gid: u32, socket: &Path, frame: &[u8]) -> SentAs {
     use std::os::unix::ffi::OsStrExt;
     // Everything the child needs is prepared before the fork.
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid (empty) address.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     let bytes = socket.as_os_str().as_bytes();
@@ -124,6 +125,8 @@ pub fn send_as(uid: u32, gid: u32, socket: &Path, frame: &[u8]) -> SentAs {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
+        // SAFETY: in the forked child: raw system calls on values prepared before the fork
+        // (no allocation, no lock), then _exit.
         unsafe {
             let code = (|| {
                 if libc::setgroups(0, std::ptr::null()) != 0
@@ -189,6 +192,7 @@ pub fn hold_connections_as(
     half: &[u8],
 ) -> (libc::pid_t, usize) {
     use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid (empty) address.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     for (d, s) in addr.sun_path.iter_mut().zip(socket.as_os_str().as_bytes()) {
@@ -201,6 +205,8 @@ pub fn hold_connections_as(
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
+        // SAFETY: in the forked child: raw system calls on values prepared before the fork
+        // (no allocation, no lock); it never returns.
         unsafe {
             libc::close(pipe[0]);
             if libc::setgroups(0, std::ptr::null()) != 0
@@ -241,10 +247,12 @@ pub fn hold_connections_as(
             }
         }
     }
-    // SAFETY: closing our copy of the write end; reading 8 bytes into a local array.
+    // SAFETY: closing our copy of the write end, which nothing else uses.
     unsafe { libc::close(pipe[1]) };
     let mut bytes = [0u8; 8];
+    // SAFETY: reading at most 8 bytes into a local 8-byte array.
     let n = unsafe { libc::read(pipe[0], bytes.as_mut_ptr() as *mut libc::c_void, 8) };
+    // SAFETY: closing the read end, which nothing else uses.
     unsafe { libc::close(pipe[0]) };
     assert_eq!(n, 8, "the connection holder did not report");
     (pid, u64::from_ne_bytes(bytes) as usize)
