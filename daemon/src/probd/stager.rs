@@ -888,7 +888,6 @@ pub enum SpoolDirState {
 /// no file). A world-writable directory is usable but warned about: any local user could
 /// remove or replace staged records there.
 pub fn check_spool_dir(dir: &Path) -> io::Result<SpoolDirState> {
-    use std::os::unix::fs::PermissionsExt;
     let meta = match std::fs::metadata(dir) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SpoolDirState::Missing),
@@ -899,6 +898,27 @@ pub fn check_spool_dir(dir: &Path) -> io::Result<SpoolDirState> {
             io::ErrorKind::NotADirectory,
             "not a directory",
         ));
+    }
+    // An unnamed file first: it proves the directory takes files without any name
+    // appearing there for a watcher of the spool (a C telempostd reads whatever is closed
+    // in it). Filesystems without O_TMPFILE get a named dotfile, removed at once.
+    match nix::fcntl::open(
+        dir,
+        OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+    ) {
+        Ok(fd) => {
+            // SAFETY: open returned a new fd that nothing else owns.
+            drop(unsafe { File::from_raw_fd(fd) });
+            return Ok(spool_dir_state(dir, &meta));
+        }
+        Err(Errno::EOPNOTSUPP) | Err(Errno::EISDIR) | Err(Errno::EINVAL) => {}
+        Err(e) => {
+            return Err(io::Error::new(
+                io::Error::from(e).kind(),
+                format!("cannot create a file: {e}"),
+            ))
+        }
     }
     let probe = dir.join(format!("{}{}.check", temp_prefix(), std::process::id()));
     let created = std::fs::OpenOptions::new()
@@ -919,6 +939,12 @@ pub fn check_spool_dir(dir: &Path) -> io::Result<SpoolDirState> {
             ))
         }
     }
+    Ok(spool_dir_state(dir, &meta))
+}
+
+/// A usable spool directory, with a warning when every user may write to it.
+fn spool_dir_state(dir: &Path, meta: &std::fs::Metadata) -> SpoolDirState {
+    use std::os::unix::fs::PermissionsExt;
     if meta.permissions().mode() & 0o002 != 0 {
         tracing::warn!(
             "spool_dir {} is writable by every user: any of them can remove or replace \
@@ -926,7 +952,7 @@ pub fn check_spool_dir(dir: &Path) -> io::Result<SpoolDirState> {
             dir.display()
         );
     }
-    Ok(SpoolDirState::Usable)
+    SpoolDirState::Usable
 }
 
 fn open_dir(path: &Path) -> io::Result<File> {
