@@ -10,6 +10,8 @@
 //! Options: `--seconds N` (default 3), `--clients N` (default 8), `--payload BYTES`
 //! (default 200), `--rounds N` (default 1: repeat both runs N times and report each
 //! figure's median, with `min` and `max`; on a shared machine single runs vary a lot),
+//! `--durability MODES` (comma-separated `strict`, `batched`, `none`; default `batched`: one
+//! daemon per mode, the rounds interleaved across them, every figure tagged with its mode),
 //! `--no-build` (use the `telemprobd` next to this binary as it is; by default
 //! `cargo build` refreshes it first).
 
@@ -32,6 +34,8 @@ struct Options {
     clients: usize,
     payload: usize,
     rounds: usize,
+    /// `durability` modes measured, each with its own daemon.
+    modes: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -41,6 +45,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         clients: 8,
         payload: 200,
         rounds: 1,
+        modes: vec!["batched".to_string()],
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -54,6 +59,16 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--clients" => o.clients = value()?.parse().map_err(|e| format!("{a}: {e}"))?,
             "--payload" => o.payload = value()?.parse().map_err(|e| format!("{a}: {e}"))?,
             "--rounds" => o.rounds = value()?.parse().map_err(|e| format!("{a}: {e}"))?,
+            "--durability" => {
+                o.modes = value()?.split(',').map(str::to_string).collect();
+                if o
+                    .modes
+                    .iter()
+                    .any(|m| !["strict", "batched", "none"].contains(&m.as_str()))
+                {
+                    return Err(format!("{a}: strict, batched and/or none"));
+                }
+            }
             "--no-build" => o.build = false,
             _ => return Err(format!("unknown option {a}")),
         }
@@ -68,44 +83,49 @@ fn parse(args: &[String]) -> Result<Options, String> {
     Ok(o)
 }
 
-pub fn run(args: &[String]) -> Result<(), String> {
-    let opts = parse(args)?;
-    if opts.build {
-        ensure_daemon_built()?;
-    }
-    let root = TestRoot::new();
-    let mut cmd = root.command("telemprobd");
-    cmd.args(["-f", &root.config_path().to_string_lossy()]);
-    // Per-record log lines would measure the terminal, not the daemon.
-    cmd.env("TELEMETRICS_LOG", "warn");
-    let mut daemon = TestDaemon::spawn_command(&root, "telemprobd", cmd);
-    daemon.wait_for_socket(&root.socket_path(), Duration::from_secs(20));
-    let fs = filesystem_name(&root.spool_dir());
-    let ctx = |extra: serde_json::Value| {
-        let mut v = json!({"bench": "ingest", "spool_fs": fs, "payload_bytes": opts.payload});
-        if let (Some(m), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-            m.extend(e.clone());
+/// One telemprobd under test, with a durability mode.
+struct Bench {
+    mode: String,
+    root: TestRoot,
+    daemon: TestDaemon,
+    host: HostInfo,
+    figures: Figures,
+    total_acked: usize,
+}
+
+impl Bench {
+    fn start(mode: &str) -> Bench {
+        let mut root = TestRoot::new();
+        root.set("durability", mode);
+        let mut cmd = root.command("telemprobd");
+        cmd.args(["-f", &root.config_path().to_string_lossy()]);
+        // Per-record log lines would measure the terminal, not the daemon.
+        cmd.env("TELEMETRICS_LOG", "warn");
+        let mut daemon = TestDaemon::spawn_command(&root, "telemprobd", cmd);
+        daemon.wait_for_socket(&root.socket_path(), Duration::from_secs(20));
+        let host = HostInfo::collect(&root.paths);
+        Bench {
+            mode: mode.to_string(),
+            root,
+            daemon,
+            host,
+            figures: Figures::default(),
+            total_acked: 0,
         }
-        v
-    };
+    }
 
-    let host = HostInfo::collect(&root.paths);
-    let payload = "x".repeat(opts.payload);
-    let duration = Duration::from_secs_f64(opts.seconds);
-    // Warm up (page cache, the daemon's allocations).
-    let _ = clients(&root, &host, &payload, 1, Duration::from_millis(300))?;
-
-    let mut figures = Figures::default();
-    let mut total_acked = 0;
-    for _ in 0..opts.rounds {
+    /// One round: a sequential client, then `opts.clients` concurrent ones.
+    fn round(&mut self, opts: &Options, payload: &str) -> Result<(), String> {
+        let duration = Duration::from_secs_f64(opts.seconds);
+        let figures = &mut self.figures;
         figures.add("load_average_1min", "", None, load_average());
         for n in [1, opts.clients] {
-            let daemon_cpu0 = process_cpu(daemon.pid())?;
+            let daemon_cpu0 = process_cpu(self.daemon.pid())?;
             let client_cpu0 = own_cpu();
-            let r = clients(&root, &host, &payload, n, duration)?;
-            let daemon_cpu = process_cpu(daemon.pid())? - daemon_cpu0;
+            let r = clients(&self.root, &self.host, payload, n, duration)?;
+            let daemon_cpu = process_cpu(self.daemon.pid())? - daemon_cpu0;
             let client_cpu = own_cpu() - client_cpu0;
-            total_acked += r.acked;
+            self.total_acked += r.acked;
             let mut lat = r.latencies_us;
             lat.sort_unstable();
             let rate = r.acked as f64 / r.elapsed.as_secs_f64();
@@ -129,49 +149,88 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 figures.add(&name, "us", c, f64::from(percentile(&lat, q)));
             }
         }
+        Ok(())
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for f in &figures.list {
-        let mut v = ctx(json!({"figure": f.name, "unit": f.unit, "value": median(&f.values)}));
-        if let Some(m) = v.as_object_mut() {
-            if let Some(n) = f.clients {
-                m.insert("clients".into(), json!(n));
+
+    /// Print the figures (medians over the rounds) and the memory, stop the daemon and
+    /// check every acknowledged record is in the spool.
+    fn finish(mut self, opts: &Options) -> Result<(), String> {
+        let fs = filesystem_name(&self.root.spool_dir());
+        let ctx = |extra: serde_json::Value| {
+            let mut v = json!({"bench": "ingest", "spool_fs": fs, "durability": self.mode,
+                "payload_bytes": opts.payload});
+            if let (Some(m), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                m.extend(e.clone());
             }
-            if f.name == "load_average_1min" {
-                m.insert("cpus".into(), json!(cpus));
+            v
+        };
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for f in &self.figures.list {
+            let mut v = ctx(json!({"figure": f.name, "unit": f.unit, "value": median(&f.values)}));
+            if let Some(m) = v.as_object_mut() {
+                if let Some(n) = f.clients {
+                    m.insert("clients".into(), json!(n));
+                }
+                if f.name == "load_average_1min" {
+                    m.insert("cpus".into(), json!(cpus));
+                }
+                if let Some((records, failed)) = f.sends {
+                    m.insert("records".into(), json!(records));
+                    m.insert("failed".into(), json!(failed));
+                }
+                if opts.rounds > 1 {
+                    let min = f.values.iter().copied().fold(f64::INFINITY, f64::min);
+                    let max = f.values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    m.insert("rounds".into(), json!(opts.rounds));
+                    m.insert("min".into(), json!(min));
+                    m.insert("max".into(), json!(max));
+                }
             }
-            if let Some((records, failed)) = f.sends {
-                m.insert("records".into(), json!(records));
-                m.insert("failed".into(), json!(failed));
-            }
-            if opts.rounds > 1 {
-                let min = f.values.iter().copied().fold(f64::INFINITY, f64::min);
-                let max = f.values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                m.insert("rounds".into(), json!(opts.rounds));
-                m.insert("min".into(), json!(min));
-                m.insert("max".into(), json!(max));
-            }
+            println!("{v}");
         }
-        println!("{v}");
+        let (hwm, rss) = memory_kb(self.daemon.pid())?;
+        println!(
+            "{}",
+            ctx(json!({"figure": "daemon_vm_hwm", "value": hwm, "unit": "kB"}))
+        );
+        println!(
+            "{}",
+            ctx(json!({"figure": "daemon_vm_rss", "value": rss, "unit": "kB"}))
+        );
+        let status = self.daemon.terminate(Duration::from_secs(30));
+        if !status.is_some_and(|s| s.success()) {
+            return Err(format!("telemprobd did not exit cleanly: {status:?}"));
+        }
+        let staged = self.root.staged_files().len();
+        if staged < self.total_acked {
+            return Err(format!(
+                "{} records acknowledged but only {staged} staged",
+                self.total_acked
+            ));
+        }
+        Ok(())
     }
-    let (hwm, rss) = memory_kb(daemon.pid())?;
-    println!(
-        "{}",
-        ctx(json!({"figure": "daemon_vm_hwm", "value": hwm, "unit": "kB"}))
-    );
-    println!(
-        "{}",
-        ctx(json!({"figure": "daemon_vm_rss", "value": rss, "unit": "kB"}))
-    );
-    let status = daemon.terminate(Duration::from_secs(30));
-    if !status.is_some_and(|s| s.success()) {
-        return Err(format!("telemprobd did not exit cleanly: {status:?}"));
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let opts = parse(args)?;
+    if opts.build {
+        ensure_daemon_built()?;
     }
-    let staged = root.staged_files().len();
-    if staged < total_acked {
-        return Err(format!(
-            "{total_acked} records acknowledged but only {staged} staged"
-        ));
+    let payload = "x".repeat(opts.payload);
+    let mut benches: Vec<Bench> = opts.modes.iter().map(|m| Bench::start(m)).collect();
+    for b in &benches {
+        // Warm up (page cache, the daemon's allocations).
+        let _ = clients(&b.root, &b.host, &payload, 1, Duration::from_millis(300))?;
+    }
+    // Rounds interleaved across the modes, so a change in the machine's load hits all.
+    for _ in 0..opts.rounds {
+        for b in &mut benches {
+            b.round(&opts, &payload)?;
+        }
+    }
+    for b in benches {
+        b.finish(&opts)?;
     }
     Ok(())
 }

@@ -87,6 +87,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "otlp_headers",
     "crash_loop_limit",
     "crash_loop_interval",
+    "durability",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +243,39 @@ impl fmt::Display for RateLimitStrategy {
     }
 }
 
+/// `durability`: when telemprobd acknowledges a record relative to the disk (see
+/// telemetrics.conf(5) and `daemon::probd::durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Acknowledged once the record and its directory entry are flushed.
+    Strict,
+    /// Acknowledged once complete under its final name; flushed in the background soon.
+    #[default]
+    Batched,
+    /// Acknowledged once complete under its final name; never flushed by the daemon.
+    None,
+}
+
+impl Durability {
+    pub fn parse(value: &str) -> Option<Durability> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "strict" => Some(Durability::Strict),
+            "batched" => Some(Durability::Batched),
+            "none" => Some(Durability::None),
+            _ => None,
+        }
+    }
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Strict => "strict",
+            Durability::Batched => "batched",
+            Durability::None => "none",
+        }
+    }
+}
+
 /// `otlp_compression`: how telempostd compresses OTLP request bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OtlpCompression {
@@ -377,6 +411,9 @@ pub struct Config {
     pub crash_loop_limit: u32,
     /// crashprobe: seconds of one crash-loop window, 1..=[`CRASH_LOOP_INTERVAL_MAX`].
     pub crash_loop_interval: u64,
+    /// telemprobd: `durability=strict|batched|none`. A bad value keeps the default and is
+    /// a deferred error telemprobd refuses to start with (probes and telempostd ignore it).
+    pub durability: Durability,
     /// Every `[settings]` key as read (unescaped), last occurrence winning. Everything the
     /// suite reads has a typed field above; this stays for keys not typed yet.
     pub raw: BTreeMap<String, String>,
@@ -415,6 +452,7 @@ impl Config {
             warnings: Vec::new(),
             crash_loop_limit: 5,
             crash_loop_interval: 3600,
+            durability: Durability::default(),
             raw: BTreeMap::new(),
         }
     }
@@ -549,6 +587,11 @@ impl Config {
                     .deferred(e, path, header_list(&e.value))
                     .unwrap_or_default()
             }
+            "durability" => {
+                let parsed = Durability::parse(&e.value)
+                    .ok_or_else(|| "expected strict, batched or none".to_string());
+                self.durability = self.deferred(e, path, parsed).unwrap_or_default();
+            }
             _ => self.warnings.push(ConfigWarning::UnknownKey {
                 path: path.to_path_buf(),
                 line: e.line,
@@ -638,11 +681,12 @@ impl Config {
                 message: "must not be negative".into(),
             });
         }
-        // crashprobe's keys are its own to report: a bad one must not stop delivery.
+        // crashprobe's and telemprobd's keys are theirs to report: a bad one must not stop
+        // delivery.
         if let Some(e) = self
             .deferred_errors
             .iter()
-            .find(|e| !e.key.starts_with("crash_loop_"))
+            .find(|e| !e.key.starts_with("crash_loop_") && e.key != "durability")
         {
             return Err(e.to_error());
         }
@@ -1075,6 +1119,14 @@ otlp_compression=GZIP\notlp_headers=Authorization: Bearer abc; X-A: b;\n";
         assert_eq!(c.record_expiry_duration(), None);
         assert_eq!(c.record_window_minutes(), None);
         assert_eq!(DeliveryMode::Otlp.to_string(), "otlp");
+        for (text, want) in [
+            ("strict", Some(Durability::Strict)),
+            (" Batched", Some(Durability::Batched)),
+            ("NONE", Some(Durability::None)),
+            ("fsync", None),
+        ] {
+            assert_eq!(Durability::parse(text), want, "{text}");
+        }
         assert_eq!(DeliveryMode::Auto.as_str(), "auto");
         assert_eq!(RateLimitStrategy::Drop.to_string(), "drop");
         assert_eq!(OtlpCompression::Gzip.as_str(), "gzip");

@@ -12,7 +12,7 @@
 //! Architecture Invariant: this module is the only encoder and decoder of frames; the
 //! library, telemprobd and the tests all go through it.
 
-use crate::record::{HeaderParseError, Headers, Record, MAX_PAYLOAD};
+use crate::record::{HeaderParseError, Headers, Record, HEADER_NAMES, MAX_PAYLOAD};
 
 /// Largest frame accepted (the C daemon's `MAX_RECORD_SIZE`).
 pub const MAX_FRAME_SIZE: usize = 13500;
@@ -20,6 +20,8 @@ pub const MAX_FRAME_SIZE: usize = 13500;
 pub const MIN_FRAME_SIZE: usize = 4 + 4 + 1;
 /// Longest `CFG:` path (PATH_MAX − 1).
 pub const MAX_CFG_PATH: usize = 4095;
+/// Lines in a frame's header block.
+pub const HEADER_LINES: usize = HEADER_NAMES.len();
 /// The 4 bytes that open the optional config field.
 pub const CFG_MAGIC: &[u8; 4] = b"CFG:";
 
@@ -37,6 +39,8 @@ pub enum FrameError {
     CfgPathControlChar(String),
     #[error("header_size {0} does not fit in the frame")]
     BadHeaderSize(u32),
+    #[error("header_size {size} does not delimit exactly {HEADER_LINES} header lines ({reason})")]
+    HeaderBlock { size: u32, reason: &'static str },
     #[error("frame is not terminated by NUL")]
     MissingTerminator,
     #[error("payload of {0} bytes exceeds {MAX_PAYLOAD}")]
@@ -141,11 +145,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<Frame, FrameError> {
     if payload.len() > MAX_PAYLOAD {
         return Err(FrameError::PayloadTooLarge(payload.len()));
     }
-    let headers = Headers::from_lines(
-        header_bytes
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty()),
-    )?;
+    let headers = Headers::from_lines(header_lines(header_bytes, hs)?)?;
     Ok(Frame {
         cfg_path,
         record: Record {
@@ -153,6 +153,29 @@ pub fn decode_frame(buf: &[u8]) -> Result<Frame, FrameError> {
             payload: payload.to_vec(),
         },
     })
+}
+
+/// The lines of a header block, which must be exactly [`HEADER_LINES`] non-empty lines, each
+/// ending in `\n`. A `header_size` that cuts into the last header or reaches into the
+/// payload, or a block with one line more, would otherwise stage a record whose payload
+/// lost or gained bytes after the probe was told it was accepted.
+fn header_lines(block: &[u8], size: u32) -> Result<Vec<&[u8]>, FrameError> {
+    let bad = |reason| FrameError::HeaderBlock { size, reason };
+    let lines = block
+        .strip_suffix(b"\n")
+        .ok_or_else(|| bad("the block does not end with a newline"))?;
+    let lines: Vec<&[u8]> = lines.split(|&b| b == b'\n').collect();
+    if lines.len() != HEADER_LINES {
+        return Err(bad(if lines.len() > HEADER_LINES {
+            "more lines"
+        } else {
+            "fewer lines"
+        }));
+    }
+    if lines.iter().any(|l| l.is_empty()) {
+        return Err(bad("an empty line"));
+    }
+    Ok(lines)
 }
 
 #[cfg(test)]
@@ -296,6 +319,54 @@ cpu_model: Intel(R) Xeon(R)\nbios_version: no_bv_file\nevent_id: 096e3e10a02b509
         );
     }
 
+    /// A frame whose header_size is off, or whose header block has a 16th line, is refused:
+    /// accepting it would stage a record with bytes moved between headers and payload.
+    #[test]
+    fn header_size_must_delimit_exactly_the_header_block() {
+        let r = golden_record(b"THE-PAYLOAD-WOULD-BE-HERE");
+        let good = encode_frame(&r, None);
+        let hs = r.headers.block().len() as u32;
+        let with_hs = |h: u32| {
+            let mut f = good.clone();
+            f[4..8].copy_from_slice(&h.to_ne_bytes());
+            f
+        };
+        for delta in [-10i64, -1, 1, 10] {
+            let f = with_hs((i64::from(hs) + delta) as u32);
+            assert!(
+                matches!(decode_frame(&f), Err(FrameError::HeaderBlock { .. })),
+                "header_size off by {delta}: {:?}",
+                decode_frame(&f)
+            );
+        }
+        // The payload starting with a line that would pass for a 16th header.
+        let r16 = golden_record(b"extra: line\nrest");
+        let mut f = encode_frame(&r16, None);
+        let hs16 = r16.headers.block().len() as u32 + 12;
+        f[4..8].copy_from_slice(&hs16.to_ne_bytes());
+        assert_eq!(
+            decode_frame(&f),
+            Err(FrameError::HeaderBlock {
+                size: hs16,
+                reason: "more lines"
+            })
+        );
+        // An empty line inside the block.
+        let mut block = r.headers.block();
+        block.insert(0, b'\n');
+        let mut f = Vec::new();
+        let total = 4 + 4 + block.len() + 1 + 1;
+        f.extend_from_slice(&(total as u32).to_ne_bytes());
+        f.extend_from_slice(&(block.len() as u32).to_ne_bytes());
+        f.extend_from_slice(&block);
+        f.extend_from_slice(b"x\0");
+        assert!(matches!(
+            decode_frame(&f),
+            Err(FrameError::HeaderBlock { .. })
+        ));
+        assert!(decode_frame(&good).is_ok());
+    }
+
     mod prop {
         use super::*;
         use proptest::prelude::*;
@@ -337,6 +408,21 @@ cpu_model: Intel(R) Xeon(R)\nbios_version: no_bv_file\nevent_id: 096e3e10a02b509
                     prop_assert_eq!(back.record, f.record);
                     prop_assert_eq!(back.cfg_path, f.cfg_path);
                 }
+            }
+
+            /// Any header_size but the exact one is refused, whatever the payload holds.
+            #[test]
+            fn only_the_exact_header_size_decodes(
+                payload in "[ -~\n]{0,100}",
+                delta in -600i64..600,
+            ) {
+                prop_assume!(delta != 0);
+                let r = golden_record(payload.as_bytes());
+                let mut f = encode_frame(&r, None);
+                let hs = r.headers.block().len() as i64 + delta;
+                prop_assume!(hs >= 0);
+                f[4..8].copy_from_slice(&(hs as u32).to_ne_bytes());
+                prop_assert!(decode_frame(&f).is_err());
             }
 
             #[test]

@@ -23,10 +23,15 @@ use libtelemetry::frame::{decode_frame, frame_len, Frame, FrameError, MAX_FRAME_
 use nix::sys::socket::MsgFlags;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
+
+use super::connections::ConnPermit;
 use tokio::time::Instant;
 
+use super::peer::Peer;
+use super::refusals::RefusalLog;
 use super::stager::{Counters, StagerHandle};
+use super::trust::check_cfg_path;
 
 /// Bytes read at once while the frame size is still unknown.
 const FIRST_READ: usize = 2048;
@@ -132,17 +137,18 @@ pub fn recv_now(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Decode a complete frame and validate its headers; a rejection is logged.
-pub fn decode_valid(frame: &[u8]) -> Result<Frame, Ack> {
+/// Decode a complete frame from `peer`, validate its headers and check that its `CFG:`
+/// path is one the sender may name ([`super::trust`]); a rejection is logged.
+pub fn decode_valid(frame: &[u8], peer: &Peer, log: &RefusalLog) -> Result<Frame, Ack> {
     let decoded = match decode_frame(frame) {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!("rejected frame: {e}");
+            log.refused("bad frame", format_args!("rejected frame: {e}"));
             return Err(Ack::Invalid);
         }
     };
     if let Err(e) = decoded.record.headers.validate() {
-        tracing::warn!("rejected record: {e}");
+        log.refused("bad header value", format_args!("rejected record: {e}"));
         return Err(Ack::Invalid);
     }
     // The staged file holds the path on a line of its own: a control character (a newline
@@ -150,7 +156,20 @@ pub fn decode_valid(frame: &[u8]) -> Result<Frame, Ack> {
     // the record was accepted.
     if let Some(p) = &decoded.cfg_path {
         if p.chars().any(char::is_control) {
-            tracing::warn!("rejected record: CFG path {p:?} contains a control character");
+            log.refused(
+                "CFG path refused",
+                format_args!("rejected record: CFG path {p:?} contains a control character"),
+            );
+            return Err(Ack::Invalid);
+        }
+        if let Err(e) = check_cfg_path(p, peer) {
+            log.refused(
+                "CFG path refused",
+                format_args!(
+                    "rejected record from uid {} (pid {}): CFG path {p:?} refused: {e}",
+                    peer.uid, peer.pid
+                ),
+            );
             return Err(Ack::Invalid);
         }
     }
@@ -160,29 +179,34 @@ pub fn decode_valid(frame: &[u8]) -> Result<Frame, Ack> {
 /// State of one connection.
 pub struct Handler {
     pub conn: Conn,
+    /// The sender's credentials, read at accept.
+    pub peer: Peer,
     buf: Vec<u8>,
     pub stager: StagerHandle,
     pub counters: std::sync::Arc<Counters>,
     pub shutdown: watch::Receiver<bool>,
     pub deadline: Duration,
     /// Returned to the listener's semaphore when the handler ends.
-    pub _permit: OwnedSemaphorePermit,
+    pub _permit: ConnPermit,
 }
 
 impl Handler {
     /// `received`: bytes already read from the connection (the start of a frame, or
     /// several frames).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         conn: Conn,
+        peer: Peer,
         received: &[u8],
         stager: StagerHandle,
         counters: std::sync::Arc<Counters>,
         shutdown: watch::Receiver<bool>,
         deadline: Duration,
-        permit: OwnedSemaphorePermit,
+        permit: ConnPermit,
     ) -> Handler {
         Handler {
             conn,
+            peer,
             buf: received.to_vec(),
             stager,
             counters,
@@ -207,7 +231,9 @@ impl Handler {
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!("rejected frame: {e}");
+                    self.counters
+                        .refusals
+                        .refused("incomplete frame", format_args!("rejected frame: {e}"));
                     self.answer(Ack::Invalid);
                     return;
                 }
@@ -221,8 +247,12 @@ impl Handler {
 
     /// Decode, validate and stage one complete frame.
     async fn process(&self, frame: &[u8]) -> Ack {
-        match decode_valid(frame) {
-            Ok(decoded) => self.stager.stage(decoded.record, decoded.cfg_path).await,
+        match decode_valid(frame, &self.peer, &self.counters.refusals) {
+            Ok(decoded) => {
+                self.stager
+                    .stage(decoded.record, decoded.cfg_path, self.peer)
+                    .await
+            }
             Err(ack) => ack,
         }
     }

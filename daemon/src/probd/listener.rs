@@ -1,8 +1,10 @@
 //! The accept loop.
 //!
-//! * A semaphore caps the connections being served; the loop takes a permit before it
-//!   accepts, so past the cap new clients wait in the kernel backlog rather than costing
-//!   memory, and each handler's deadline guarantees permits come back.
+//! * Accepting never waits: the backlog is drained as fast as clients connect, and each
+//!   connection is admitted or closed at once by its sender's uid ([`super::connections`]:
+//!   a share per unprivileged uid, a cap for all, a reserve for root), so a user holding
+//!   connections open never keeps another user's probe waiting in the backlog. Each
+//!   handler's deadline guarantees admitted connections end.
 //! * Accepting never waits on a client. Most probes have sent their whole frame and shut
 //!   down their side before the daemon accepts: such a connection is read once at accept,
 //!   and its record goes straight to the stager, which answers and closes it (no task, no
@@ -23,16 +25,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use libtelemetry::client::Ack;
 use libtelemetry::frame::{frame_len, MAX_FRAME_SIZE};
 use libtelemetry::{Config, Paths};
 use nix::errno::Errno;
 use nix::sys::socket::SockFlag;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::connections::{ConnPermit, Connections, Refusal};
 use super::handler::{decode_valid, recv_now, send_ack, Conn, Handler};
+use super::peer::Peer;
 use super::stager::{Counters, FinalConn, StagerHandle};
 use super::{ExitReason, Settings};
 use crate::notify::notify;
@@ -42,8 +47,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 pub struct Listener {
     listener: AsyncFd<UnixListener>,
-    limit: Arc<Semaphore>,
-    max_connections: usize,
+    connections: Arc<Connections>,
     stager: StagerHandle,
     counters: Arc<Counters>,
     shutdown_tx: watch::Sender<bool>,
@@ -76,15 +80,17 @@ impl Listener {
         stager: StagerHandle,
         counters: Arc<Counters>,
     ) -> io::Result<Listener> {
-        let max = settings.max_connections.clamp(1, Semaphore::MAX_PERMITS);
         // SAFETY: the UnixListener owns its fd, always reports that same fd, and lives as
         // long as the AsyncFd.
         let listener = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }
             .map_err(io::Error::from)?;
         Ok(Listener {
             listener,
-            limit: Arc::new(Semaphore::new(max)),
-            max_connections: max,
+            connections: Connections::new(
+                settings.max_connections,
+                settings.connections_per_uid,
+                settings.root_reserve,
+            ),
             stager,
             counters,
             shutdown_tx: watch::channel(false).0,
@@ -115,9 +121,9 @@ impl Listener {
                     self.reload();
                     continue;
                 }
-                r = accept(&self.listener, &self.limit) => r,
+                r = accept(&self.listener) => r,
                 _ = tokio::time::sleep_until(idle_deadline), if idle_exit.is_some() => {
-                    if self.limit.available_permits() == self.max_connections {
+                    if self.connections.open() == 0 {
                         tracing::info!("Daemon exiting for recycling");
                         return ExitReason::Idle;
                     }
@@ -127,9 +133,9 @@ impl Listener {
                 }
             };
             match accepted {
-                Ok((stream, permit)) => {
+                Ok(stream) => {
                     self.last_activity = Instant::now();
-                    self.serve_connection(stream, permit);
+                    self.serve_connection(stream);
                 }
                 Err(e) => self.accept_error(e).await,
             }
@@ -141,32 +147,63 @@ impl Listener {
     pub async fn finish(mut self) {
         let _ = self.shutdown_tx.send(true);
         let mut drained = 0usize;
-        while let Ok(permit) = self.limit.clone().try_acquire_owned() {
-            match accept_now(self.listener.get_ref()) {
-                Ok(stream) => {
-                    drained += 1;
-                    self.serve_connection(stream, permit);
-                }
-                Err(_) => break,
-            }
+        while let Ok(stream) = accept_now(self.listener.get_ref()) {
+            drained += 1;
+            self.serve_connection(stream);
         }
         if drained > 0 {
             tracing::info!("serving {drained} connection(s) queued at shutdown");
         }
-        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
-        let _ = self.limit.acquire_many(all).await;
+        self.connections.all_closed().await;
     }
 
     /// Serve a new connection: a lone frame goes straight to the stager, anything else to
     /// a handler task.
-    fn serve_connection(&mut self, stream: UnixStream, permit: OwnedSemaphorePermit) {
+    fn serve_connection(&mut self, stream: UnixStream) {
+        let peer = match Peer::of(&stream) {
+            Ok(p) => p,
+            Err(e) => {
+                // Never on a connected Unix socket; without a sender nothing is staged.
+                tracing::warn!("closing a connection whose sender is unknown: {e}");
+                return;
+            }
+        };
+        let permit = match self.connections.admit(peer.uid) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                // Answered `O` and closed without reading: the cheapest way out that still
+                // tells a probe its record was not taken (a close without a byte would
+                // read as the C daemon's silent success).
+                self.counters.count(Ack::Overloaded);
+                let _ = send_ack(&stream, Ack::Overloaded);
+                let (kind, why) = match refusal {
+                    Refusal::OverShare { held, share } => (
+                        "connections over the sender's share",
+                        format!("it holds {held} connections, its whole share of {share}"),
+                    ),
+                    Refusal::Full { cap } => (
+                        "connections over the cap",
+                        format!("all {cap} connections are in use"),
+                    ),
+                };
+                self.counters.refusals.refused(
+                    kind,
+                    format_args!(
+                        "closed a new connection of uid {} (pid {}): {why}",
+                        peer.uid, peer.pid
+                    ),
+                );
+                return;
+            }
+        };
         match read_at_accept(&stream, &mut self.buf) {
             Ok(AtAccept::LoneFrame(len)) => {
                 let conn = FinalConn { stream, permit };
-                match decode_valid(&self.buf[..len]) {
-                    Ok(frame) => self
-                        .stager
-                        .stage_and_answer(frame.record, frame.cfg_path, conn),
+                match decode_valid(&self.buf[..len], &peer, &self.counters.refusals) {
+                    Ok(frame) => {
+                        self.stager
+                            .stage_and_answer(frame.record, frame.cfg_path, peer, conn)
+                    }
                     Err(ack) => {
                         self.counters.count(ack);
                         if let Err(e) = send_ack(&conn.stream, ack) {
@@ -178,15 +215,16 @@ impl Listener {
             Ok(AtAccept::Closed) => {}
             Ok(AtAccept::More(received)) => {
                 let received = &self.buf[..received];
-                self.spawn_handler(stream, permit, received)
+                self.spawn_handler(stream, peer, permit, received)
             }
             Err(e) => tracing::debug!("connection error: {e}"),
         }
     }
 
-    fn spawn_handler(&self, stream: UnixStream, permit: OwnedSemaphorePermit, received: &[u8]) {
+    fn spawn_handler(&self, stream: UnixStream, peer: Peer, permit: ConnPermit, received: &[u8]) {
         let handler = Handler::new(
             Conn::new(stream),
+            peer,
             received,
             self.stager.clone(),
             self.counters.clone(),
@@ -215,7 +253,19 @@ impl Listener {
         notify("RELOADING=1");
         match Config::load(&self.paths, self.config_file.as_deref()) {
             Ok((config, source)) => {
+                if let Err(e) = super::stager::check_spool_dir(&config.spool_dir) {
+                    tracing::error!(
+                        "spool_dir {} is not usable ({e}); keeping the current configuration",
+                        config.spool_dir.display()
+                    );
+                    notify("READY=1");
+                    return;
+                }
                 self.stager.set_spool_dir(config.spool_dir.clone());
+                match super::durability::durability_of(&config) {
+                    Ok(d) => self.stager.set_durability(d),
+                    Err(e) => tracing::error!("{e}; keeping the current durability"),
+                }
                 self.stager.reload_static_machine_id();
                 if config.socket_path != self.socket_path {
                     tracing::warn!(
@@ -231,20 +281,12 @@ impl Listener {
     }
 }
 
-/// Take a permit, then the next connection (cancel-safe: an unused permit is returned).
-async fn accept(
-    listener: &AsyncFd<UnixListener>,
-    limit: &Arc<Semaphore>,
-) -> io::Result<(UnixStream, OwnedSemaphorePermit)> {
-    let permit = limit
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| io::Error::other("connection semaphore closed"))?;
+/// The next connection (cancel-safe).
+async fn accept(listener: &AsyncFd<UnixListener>) -> io::Result<UnixStream> {
     loop {
         let mut guard = listener.readable().await?;
         match guard.try_io(|l| accept_now(l.get_ref())) {
-            Ok(result) => return result.map(|s| (s, permit)),
+            Ok(result) => return result,
             Err(_would_block) => continue,
         }
     }

@@ -23,12 +23,17 @@
 //! socket error (as the C daemon).
 
 pub mod cli;
+pub mod connections;
+pub mod durability;
 pub mod handler;
 pub mod listener;
 pub mod machine_id;
+pub mod peer;
+pub mod refusals;
 pub mod socket;
 pub mod stager;
 mod status;
+pub mod trust;
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -70,6 +75,14 @@ pub enum ProbdError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Socket(#[from] SocketError),
+    #[error("spool_dir {path} is not usable: {source}")]
+    SpoolDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Durability(#[from] durability::BadDurability),
     #[error("cannot set up the runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -98,10 +111,16 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     pub config: Config,
     pub max_connections: usize,
+    /// Connections one unprivileged uid may hold at once ([`connections::share_of`]).
+    pub connections_per_uid: usize,
+    /// Connections root may hold beyond `max_connections`.
+    pub root_reserve: usize,
     pub frame_deadline: Duration,
     /// `Some` when `daemon_recycling_enabled`.
     pub idle_exit: Option<Duration>,
     pub status_interval: Duration,
+    /// When records are acknowledged relative to the disk (`durability`).
+    pub durability: durability::Durability,
     /// Run before each commit (see [`stager::CommitHook`]).
     #[cfg(test)]
     pub commit_hook: Option<stager::CommitHook>,
@@ -109,14 +128,19 @@ pub struct Settings {
 
 impl Settings {
     pub fn new(paths: Paths, config_file: Option<PathBuf>, config: Config) -> Settings {
+        let durability = durability::durability_of(&config).unwrap_or_default();
         Settings {
             idle_exit: config.daemon_recycling_enabled.then_some(IDLE_EXIT),
             paths,
             config_file,
             config,
             max_connections: MAX_CONNECTIONS,
+            connections_per_uid: connections::share_of(MAX_CONNECTIONS),
+            root_reserve: connections::ROOT_RESERVE,
             frame_deadline: FRAME_DEADLINE,
             status_interval: STATUS_INTERVAL,
+            // A bad value is refused by `run`; in-process callers get the default.
+            durability,
             #[cfg(test)]
             commit_hook: None,
         }
@@ -161,8 +185,25 @@ pub fn run(opts: cli::Options) -> Result<ExitReason, ProbdError> {
         libtelemetry::VERSION,
         describe(&source)
     );
+    socket::check_socket_path(&config.socket_path)?;
+    let durability = durability::durability_of(&config)?;
+    match stager::check_spool_dir(&config.spool_dir) {
+        Ok(stager::SpoolDirState::Usable) => {}
+        Ok(stager::SpoolDirState::Missing) => tracing::warn!(
+            "spool_dir {} does not exist yet: records are refused until it does",
+            config.spool_dir.display()
+        ),
+        Err(source) => {
+            return Err(ProbdError::SpoolDir {
+                path: config.spool_dir.clone(),
+                source,
+            })
+        }
+    }
     let mut settings = Settings::new(paths, opts.config_file, config);
+    settings.durability = durability;
     settings.max_connections = connection_limit(raise_fd_limit());
+    settings.connections_per_uid = connections::share_of(settings.max_connections);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         // Commits and status writes take turns on one thread (memory stays small).
@@ -177,10 +218,13 @@ pub fn run(opts: cli::Options) -> Result<ExitReason, ProbdError> {
         let mut hup = signal(SignalKind::hangup()).map_err(ProbdError::Runtime)?;
         let (listener, source) = socket::open_listener(&settings.config.socket_path)?;
         tracing::info!(
-            "listening on {} ({:?}), at most {} connections",
+            "listening on {} ({:?}), at most {} connections, {} per unprivileged uid; \
+             durability={}",
             settings.config.socket_path.display(),
             source,
-            settings.max_connections
+            settings.max_connections,
+            settings.connections_per_uid,
+            settings.durability.as_str()
         );
         let (reload_tx, reload_rx) = mpsc::channel(1);
         tokio::spawn(async move {
@@ -215,6 +259,7 @@ pub async fn serve(
     let (stager, stager_handle) = Stager::new(
         settings.paths.clone(),
         settings.config.spool_dir.clone(),
+        settings.durability,
         counters.clone(),
     );
     #[cfg(test)]
@@ -225,7 +270,11 @@ pub async fn serve(
     let (stop_status, status_stopped) = watch::channel(false);
     let status_task = tokio::spawn(status.clone().run(settings.status_interval, status_stopped));
 
-    let mut listener = Listener::new(listener, &settings, stager_handle, counters)?;
+    let refusal_summaries = tokio::spawn({
+        let counters = counters.clone();
+        async move { counters.refusals.run().await }
+    });
+    let mut listener = Listener::new(listener, &settings, stager_handle, counters.clone())?;
     notify("READY=1");
     let reason = listener.run(reload, shutdown).await;
     notify("STOPPING=1");
@@ -234,6 +283,8 @@ pub async fn serve(
     let _ = stager_task.await;
     let _ = stop_status.send(true);
     let _ = status_task.await;
+    refusal_summaries.abort();
+    counters.refusals.flush();
     status.write_now();
     Ok(reason)
 }
@@ -261,7 +312,9 @@ fn raise_fd_limit() -> u64 {
 }
 
 fn connection_limit(nofile: u64) -> usize {
-    let usable = nofile.saturating_sub(RESERVED_FDS).max(16);
+    let usable = nofile
+        .saturating_sub(RESERVED_FDS + connections::ROOT_RESERVE as u64)
+        .max(16);
     usize::try_from(usable).map_or(MAX_CONNECTIONS, |u| u.min(MAX_CONNECTIONS))
 }
 

@@ -13,8 +13,16 @@ use nix::sys::socket::{
 /// First fd passed by systemd (`SD_LISTEN_FDS_START`).
 pub const LISTEN_FDS_START: RawFd = 3;
 
+/// Longest path a `sockaddr_un` holds (108 bytes with the terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
+    #[error(
+        "socket_path {path} is {len} bytes long; a Unix socket path holds at most \
+         {MAX_SOCKET_PATH} bytes, so no client could connect to it"
+    )]
+    PathTooLong { path: PathBuf, len: usize },
     #[error("invalid LISTEN_FDS value {0:?}")]
     BadListenFds(String),
     #[error("passed fd {fd} is unusable: {reason}")]
@@ -43,6 +51,7 @@ pub enum SocketSource {
 /// The activated socket if systemd passed one, else a freshly bound `socket_path`. The
 /// returned listener is non-blocking.
 pub fn open_listener(socket_path: &Path) -> Result<(UnixListener, SocketSource), SocketError> {
+    check_socket_path(socket_path)?;
     let (listener, source) = match take_activated_fd()? {
         Some(fd) => {
             check_listening_unix_stream(&fd, socket_path)?;
@@ -57,6 +66,19 @@ pub fn open_listener(socket_path: &Path) -> Result<(UnixListener, SocketSource),
             reason: e.to_string(),
         })?;
     Ok((listener, source))
+}
+
+/// Clients connect to `socket_path` by name: one longer than a `sockaddr_un` holds could
+/// be bound (through a shorter temporary name, then renamed) but never reached.
+pub fn check_socket_path(socket_path: &Path) -> Result<(), SocketError> {
+    let len = socket_path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(SocketError::PathTooLong {
+            path: socket_path.to_path_buf(),
+            len,
+        });
+    }
+    Ok(())
 }
 
 /// `sd_listen_fds(1)`: fd 3 when `LISTEN_PID` is this process and `LISTEN_FDS` ≥ 1. The

@@ -1,35 +1,43 @@
-//! Staging: one task collects records, and a commit on tokio's blocking pool makes each
-//! batch durable.
+//! Staging: one task collects records, and a commit on tokio's blocking pool publishes each
+//! batch (and, as the `durability` setting says, makes it durable: [`super::durability`]).
 //!
 //! Handlers send decoded, validated records to the stager task and wait for the [`Ack`]. The
 //! task takes every request that is queued when it wakes up (at most [`MAX_BATCH`]), hands
-//! the batch to the [`Committer`] on a blocking thread and awaits it. The file work, fsyncs
+//! the batch to the [`Committer`] on a blocking thread and awaits it. The file work, flushes
 //! above all, never runs on the runtime thread: while a commit runs (for as long as a slow
 //! disk takes), the listener and the handlers keep accepting, reading, validating and
 //! answering rejections, and the records that arrive meanwhile form the next batch. One
 //! commit runs at a time, so the batch grows with the load (group commit). Only on a medium
-//! as quick as tmpfs is a batch that the last commit predicts to take at most 1 ms committed
-//! on the runtime thread ([`commit_inline`]: there the hand-off costs more than the commit).
-//! The committer:
+//! as quick as tmpfs (or with no flush to wait for) is a batch that the last commit
+//! predicts to take at most 1 ms committed on the runtime thread ([`commit_inline`]: there
+//! the hand-off costs more than the commit). The committer:
 //!
-//! 1. writes each record to a temporary dotfile `.tmp-probd.<pid>.<n>` (mode 0600,
-//!    `O_EXCL`) in `spool_dir`;
-//! 2. fsyncs each file;
-//! 3. renames each to a fresh final name of 6 random `[A-Za-z0-9]` characters (as
-//!    `mkstemp`), never replacing an existing file (`renameat2(RENAME_NOREPLACE)`, or `link`
-//!    + `unlink` where the filesystem lacks it);
-//! 4. fsyncs the directory once for the whole batch;
+//! 1. writes each record to a temporary file `<pid>.<n>` (mode 0600, `O_EXCL`) in the
+//!    hidden subdirectory [`TEMP_DIR`] of `spool_dir` (mode 0700, created when missing,
+//!    refused unless it is a real directory of the daemon's user), where a watcher of the
+//!    spool does not see it;
+//! 2. when the batch is to be flushed (`strict`, or `batched` with a critical record):
+//!    flushes the batch's files in one round (`fdatasync` for one, `syncfs` for more);
+//! 3. renames each into `spool_dir` under a fresh final name
+//!    ([`libtelemetry::format_staged_name`]: 6 random `[A-Za-z0-9]` characters, as
+//!    `mkstemp`, then `.u<sender uid>`), never replacing an existing file
+//!    (`renameat2(RENAME_NOREPLACE)`, or `link` + `unlink` where the filesystem lacks it);
+//! 4. when flushing, fsyncs `spool_dir` once for the whole batch; otherwise (`batched`)
+//!    the stager task starts a background `syncfs` at most
+//!    [`super::durability::BATCHED_SYNC_INTERVAL`] later, and again at exit;
 //! 5. only then answers [`Ack::Accepted`] to every request of the batch (a waiting handler,
 //!    or the client's connection itself).
 //!
-//! A new `spool_dir` (SIGHUP) and a reload of the static machine id travel in the same
-//! queue as the records and are applied in order: records queued before the new directory
-//! are committed to the old one.
+//! A new `spool_dir` or `durability` (SIGHUP) and a reload of the static machine id travel
+//! in the same queue as the records and are applied in order: records queued before the new
+//! directory are committed to the old one (and flushed there first).
 //!
-//! Architecture Invariant: a final name only ever holds a complete, fsynced record, and a
-//! record is acknowledged only after its rename is durable. A crash leaves at most
-//! temporary dotfiles, which readers skip and the next start removes. The stager ends once
-//! every handle is dropped, after committing and answering everything queued.
+//! Architecture Invariant: a final name only ever appears by rename of a complete file, and
+//! in `strict` mode only after the file was flushed; a record is acknowledged only after its
+//! rename (and, when flushing, the directory's flush). A crash of the process leaves at most
+//! temporary files, which readers never see and the next start removes. The stager ends
+//! once every handle is dropped, after committing, answering and flushing everything
+//! queued.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -42,15 +50,23 @@ use std::time::{Duration, Instant, SystemTime};
 
 use libtelemetry::client::{is_opted_in, Ack};
 use libtelemetry::record::Header;
-use libtelemetry::{encode_staged, Paths, Record};
+use libtelemetry::{
+    encode_staged, format_staged_name, parse_staged_name, staged::STAGED_NAME_RANDOM_LEN, Paths,
+    Record, StagedSender,
+};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, RenameFlags};
 use nix::sys::stat::Mode;
 use nix::unistd::UnlinkatFlags;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot};
+
+use super::connections::ConnPermit;
+use super::durability::{sync_filesystem, Durability, BATCHED_SYNC_INTERVAL};
 
 use super::handler::send_ack;
 use super::machine_id::MachineId;
+use super::peer::Peer;
+use super::refusals::RefusalLog;
 
 /// Most records committed together.
 pub const MAX_BATCH: usize = 256;
@@ -64,15 +80,22 @@ const INLINE_COMMIT_BUDGET: Duration = Duration::from_millis(1);
 pub fn temp_prefix() -> String {
     format!("{}probd.", libtelemetry::fsutil::TEMP_PREFIX)
 }
+/// Severity of the records `batched` flushes before their ack (crashes and the like).
+const CRITICAL_SEVERITY: &str = "4";
 /// Attempts to find an unused final name before giving up on a record.
 const NAME_ATTEMPTS: usize = 32;
-const NAME_CHARS: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// The daemon's record counters (reported in the status file).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Counters {
     staged: AtomicU64,
     rejected: AtomicU64,
+    /// Log lines for refused records, bounded per interval.
+    pub refusals: RefusalLog,
+    /// Signalled at each count, so the status writer sleeps while nothing changes.
+    pub changed: tokio::sync::Notify,
+    /// Background flushes of `batched` records done.
+    pub background_flushes: AtomicU64,
 }
 
 impl Counters {
@@ -84,6 +107,7 @@ impl Counters {
             &self.rejected
         };
         c.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_one();
     }
 
     /// (staged, rejected)
@@ -98,13 +122,22 @@ impl Counters {
 enum Msg {
     Stage(Box<Request>),
     SetSpoolDir(PathBuf),
+    SetDurability(Durability),
     ReloadStaticMachineId,
 }
 
 struct Request {
     record: Record,
     cfg_path: Option<String>,
+    /// Who sent it (the staged file's name records the uid).
+    sender: Peer,
     reply: Reply,
+}
+
+/// One record's staged bytes and the sender its name records.
+pub struct Item {
+    pub bytes: Vec<u8>,
+    pub sender: StagedSender,
 }
 
 /// Where a request's outcome goes.
@@ -120,7 +153,7 @@ enum Reply {
 pub struct FinalConn {
     pub stream: UnixStream,
     /// Returned to the listener's semaphore when the connection is closed.
-    pub permit: OwnedSemaphorePermit,
+    pub permit: ConnPermit,
 }
 
 impl FinalConn {
@@ -143,11 +176,12 @@ pub struct StagerHandle {
 
 impl StagerHandle {
     /// Stage `record` and wait for the outcome.
-    pub async fn stage(&self, record: Record, cfg_path: Option<String>) -> Ack {
+    pub async fn stage(&self, record: Record, cfg_path: Option<String>, sender: Peer) -> Ack {
         let (reply, rx) = oneshot::channel();
         let req = Request {
             record,
             cfg_path,
+            sender,
             reply: Reply::Waiting(reply),
         };
         if self.tx.send(Msg::Stage(Box::new(req))).is_err() {
@@ -158,10 +192,17 @@ impl StagerHandle {
 
     /// Stage `record` and let the stager answer on `conn` (and count the answer) once the
     /// record is durable, without a task waiting for it.
-    pub fn stage_and_answer(&self, record: Record, cfg_path: Option<String>, conn: FinalConn) {
+    pub fn stage_and_answer(
+        &self,
+        record: Record,
+        cfg_path: Option<String>,
+        sender: Peer,
+        conn: FinalConn,
+    ) {
         let req = Request {
             record,
             cfg_path,
+            sender,
             reply: Reply::Direct(conn),
         };
         if let Err(mpsc::error::SendError(Msg::Stage(req))) =
@@ -176,6 +217,11 @@ impl StagerHandle {
     /// Stage into another directory from now on (SIGHUP).
     pub fn set_spool_dir(&self, dir: PathBuf) {
         let _ = self.tx.send(Msg::SetSpoolDir(dir));
+    }
+
+    /// Acknowledge records relative to the disk as `durability` says from now on (SIGHUP).
+    pub fn set_durability(&self, durability: Durability) {
+        let _ = self.tx.send(Msg::SetDurability(durability));
     }
 
     /// Re-read the static machine id override (SIGHUP).
@@ -210,10 +256,11 @@ impl Stager {
     pub fn new(
         paths: Paths,
         spool_dir: PathBuf,
+        durability: Durability,
         counters: Arc<Counters>,
     ) -> (Stager, StagerHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let committer = Committer::new(paths, spool_dir, counters.clone());
+        let committer = Committer::new(paths, spool_dir, durability, counters.clone());
         (Stager { rx, committer }, StagerHandle { tx, counters })
     }
 
@@ -235,7 +282,32 @@ impl Stager {
         else {
             return;
         };
-        while let Some(msg) = rx.recv().await {
+        // `batched`: when the flush of the records published unsynced is due.
+        let mut sync_due: Option<tokio::time::Instant> = None;
+        let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
+        loop {
+            let msg = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => msg,
+                    None => break,
+                },
+                _ = sleep_until_due(sync_due), if sync_due.is_some() => {
+                    sync_due = None;
+                    // One flush at a time; a record published during one is flushed by
+                    // the next.
+                    if let Some(previous) = syncing.take() {
+                        let _ = previous.await;
+                    }
+                    if let Some(fs) = committer.spool.take_unsynced() {
+                        let counters = committer.counters.clone();
+                        syncing = Some(tokio::task::spawn_blocking(move || {
+                            flush_spool(&fs);
+                            counters.background_flushes.fetch_add(1, Ordering::Relaxed);
+                        }));
+                    }
+                    continue;
+                }
+            };
             let mut records = usize::from(matches!(msg, Msg::Stage(_)));
             let mut msgs = vec![msg];
             while records < MAX_BATCH {
@@ -248,16 +320,42 @@ impl Stager {
                 }
             }
             let others = msgs.len() - records;
-            if commit_inline(committer.last_time_per_record, records, others) {
+            let estimate = committer.last_time_per_record[usize::from(committer.flushes(&msgs))];
+            if commit_inline(estimate, records, others) {
                 let now = (tokio::time::Instant::now().into_std(), SystemTime::now());
                 committer.process_guarded(msgs, now);
-                continue;
+            } else {
+                match off_thread(committer, move |c, now| c.process_guarded(msgs, now)).await {
+                    Some(c) => committer = c,
+                    None => return,
+                }
             }
-            match off_thread(committer, move |c, now| c.process_guarded(msgs, now)).await {
-                Some(c) => committer = c,
-                None => return,
+            if committer.spool.unsynced && sync_due.is_none() {
+                sync_due = Some(tokio::time::Instant::now() + BATCHED_SYNC_INTERVAL);
             }
         }
+        // Stopping: what was acknowledged unsynced is flushed before the daemon exits.
+        if let Some(previous) = syncing.take() {
+            let _ = previous.await;
+        }
+        if let Some(fs) = committer.spool.take_unsynced() {
+            let _ = tokio::task::spawn_blocking(move || flush_spool(&fs)).await;
+        }
+    }
+}
+
+/// Sleep until `due` (forever when `None`; the caller's guard never polls that).
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The background flush of `batched` records.
+fn flush_spool(fs: &File) {
+    if let Err(e) = sync_filesystem(fs) {
+        tracing::error!("cannot flush the spool's filesystem: {e}; records acknowledged since the last flush may not survive a power loss");
     }
 }
 
@@ -287,23 +385,32 @@ struct Committer {
     counters: Arc<Counters>,
     paths: Paths,
     spool: Spool,
+    durability: Durability,
     machine_id: MachineId,
-    /// How long the last commit took per record (`None` before the first).
-    last_time_per_record: Option<Duration>,
+    /// How long the last commit took per record (`None` before the first), for commits
+    /// without and with a flush (a `batched` spool flushes only critical records' batches:
+    /// the two take very different times on a disk).
+    last_time_per_record: [Option<Duration>; 2],
     #[cfg(test)]
     commit_hook: Option<CommitHook>,
 }
 
 impl Committer {
-    fn new(paths: Paths, spool_dir: PathBuf, counters: Arc<Counters>) -> Committer {
+    fn new(
+        paths: Paths,
+        spool_dir: PathBuf,
+        durability: Durability,
+        counters: Arc<Counters>,
+    ) -> Committer {
         let spool = Spool::new(spool_dir);
         spool.remove_stale_temps();
         Committer {
             counters,
+            durability,
             machine_id: MachineId::new(paths.clone()),
             paths,
             spool,
-            last_time_per_record: None,
+            last_time_per_record: [None, None],
             #[cfg(test)]
             commit_hook: None,
         }
@@ -317,8 +424,8 @@ impl Committer {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.process(msgs, now)));
         if outcome.is_err() {
             tracing::error!("a commit was aborted by a panic; staging continues");
-            self.spool.dir = None;
-            self.last_time_per_record = None;
+            self.spool.dirs = None;
+            self.last_time_per_record = [None, None];
         }
     }
 
@@ -333,8 +440,17 @@ impl Committer {
                     self.commit(std::mem::take(&mut batch), now);
                     if dir != self.spool.dir_path {
                         tracing::info!("staging records in {}", dir.display());
+                        if let Some(fs) = self.spool.take_unsynced() {
+                            flush_spool(&fs);
+                        }
                         self.spool = Spool::new(dir);
                         self.spool.remove_stale_temps();
+                    }
+                }
+                Msg::SetDurability(d) => {
+                    if d != self.durability {
+                        tracing::info!("durability={}", d.as_str());
+                        self.durability = d;
                     }
                 }
                 Msg::ReloadStaticMachineId => self.machine_id.reload_static(),
@@ -350,6 +466,7 @@ impl Committer {
         }
         let started = Instant::now();
         let records = batch.len();
+        let flush = self.batch_flushes(batch.iter().map(|r| &r.record));
         let acks = if is_opted_in(&self.paths) {
             let machine_id = self.machine_id.current(now, wall).to_string();
             for req in &mut batch {
@@ -357,20 +474,26 @@ impl Committer {
                     .headers
                     .set(Header::MachineId, machine_id.as_str());
             }
-            let items: Vec<Vec<u8>> = batch
+            let items: Vec<Item> = batch
                 .iter()
-                .map(|r| encode_staged(&r.record, r.cfg_path.as_deref()))
+                .map(|r| Item {
+                    bytes: encode_staged(&r.record, r.cfg_path.as_deref()),
+                    sender: StagedSender::Uid(r.sender.uid),
+                })
                 .collect();
             #[cfg(test)]
             if let Some(hook) = &self.commit_hook {
                 (hook.0)(items.len());
             }
-            self.spool.commit(&items)
+            self.spool.commit(&items, flush, &self.counters.refusals)
         } else {
-            tracing::warn!(
-                "not opted in ({} missing): {} record(s) refused",
-                self.paths.opt_in_file().display(),
-                batch.len()
+            self.counters.refusals.refused(
+                "not opted in",
+                format_args!(
+                    "not opted in ({} missing): {} record(s) refused",
+                    self.paths.opt_in_file().display(),
+                    batch.len()
+                ),
             );
             vec![Ack::NotOptedIn; batch.len()]
         };
@@ -390,7 +513,27 @@ impl Committer {
             }
         }
         let records = u32::try_from(records).unwrap_or(u32::MAX);
-        self.last_time_per_record = Some(started.elapsed() / records);
+        self.last_time_per_record[usize::from(flush)] = Some(started.elapsed() / records);
+    }
+
+    /// Does a batch of `records` get flushed before its ack?
+    fn batch_flushes<'a>(&self, mut records: impl Iterator<Item = &'a Record>) -> bool {
+        match self.durability {
+            Durability::Strict => true,
+            // Critical records are worth a flush before their ack.
+            Durability::Batched => {
+                records.any(|r| r.headers.get(Header::Severity) == CRITICAL_SEVERITY)
+            }
+            Durability::None => false,
+        }
+    }
+
+    /// Does the batch in `msgs` get flushed?
+    fn flushes(&self, msgs: &[Msg]) -> bool {
+        self.batch_flushes(msgs.iter().filter_map(|m| match m {
+            Msg::Stage(req) => Some(&req.record),
+            _ => None,
+        }))
     }
 }
 
@@ -413,24 +556,36 @@ fn commit_inline(last_time_per_record: Option<Duration>, records: usize, others:
         })
 }
 
-/// The spool directory and the file protocol. Every operation is relative to one open
-/// directory fd, so the files written, renamed and fsynced are all in the same directory
-/// even if the path is replaced meanwhile.
+/// Name of the hidden subdirectory of the spool where records are written before they are
+/// renamed into the spool. A watcher of the spool directory (inotify is not recursive) sees
+/// only complete records arrive, and a C telempostd scanning the spool skips a directory.
+pub const TEMP_DIR: &str = ".tmp-probd";
+
+/// The spool directory and the file protocol. Every operation is relative to the open
+/// spool directory and its temporary subdirectory, so the files written, renamed and
+/// flushed stay in the same directories even if a path is replaced meanwhile.
 struct Spool {
     dir_path: PathBuf,
-    dir: Option<File>,
+    /// The spool directory and its temporary subdirectory, opened by the first commit.
+    dirs: Option<(File, File)>,
     temp_prefix: String,
     temp_seq: u64,
-    rng: NameRng,
     /// Cleared when the filesystem refuses `RENAME_NOREPLACE`; `link` + `unlink` then.
     noreplace: bool,
+    /// Records were published since the last flush (`batched`).
+    unsynced: bool,
 }
 
 /// One record's progress through a commit.
 enum Step {
-    Written { tmp: String, file: File },
-    Synced { tmp: String },
-    Published { name: String },
+    Written {
+        tmp: String,
+        file: File,
+        sender: StagedSender,
+    },
+    Published {
+        name: String,
+    },
     Failed,
 }
 
@@ -438,31 +593,70 @@ impl Spool {
     fn new(dir_path: PathBuf) -> Spool {
         Spool {
             dir_path,
-            dir: None,
-            temp_prefix: format!("{}{}.", temp_prefix(), std::process::id()),
+            dirs: None,
+            temp_prefix: format!("{}.", std::process::id()),
             temp_seq: 0,
-            rng: NameRng::new(),
             noreplace: true,
+            unsynced: false,
         }
     }
 
-    /// Write, fsync, publish and make durable each of `items`; one Ack per item.
-    fn commit(&mut self, items: &[Vec<u8>]) -> Vec<Ack> {
-        // The directory stays open between batches; any error drops it, so a replaced
+    /// The spool directory and its temporary subdirectory (created, mode 0700, if
+    /// missing; refused unless it is a directory of this daemon's user).
+    fn open_dirs(&self) -> io::Result<(File, File)> {
+        let dir = open_dir(&self.dir_path)?;
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let open_temp =
+            || nix::fcntl::openat(Some(dir.as_raw_fd()), TEMP_DIR, flags, Mode::empty());
+        let fd = match open_temp() {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => {
+                match nix::sys::stat::mkdirat(Some(dir.as_raw_fd()), TEMP_DIR, Mode::S_IRWXU) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                open_temp()?
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("cannot open {TEMP_DIR} (not a directory?): {e}"),
+                ))
+            }
+        };
+        // SAFETY: openat returned a new fd that nothing else owns.
+        let temp = unsafe { File::from_raw_fd(fd) };
+        let owner = std::os::unix::fs::MetadataExt::uid(&temp.metadata()?);
+        if owner != nix::unistd::geteuid().as_raw() {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{TEMP_DIR} belongs to uid {owner}, not to this daemon"),
+            ));
+        }
+        Ok((dir, temp))
+    }
+
+    /// Write, publish (and, when `flush`, make durable) each of `items`; one Ack per item.
+    /// Without `flush` the published records are left for [`Spool::take_unsynced`].
+    fn commit(&mut self, items: &[Item], flush: bool, refusals: &RefusalLog) -> Vec<Ack> {
+        // The directories stay open between batches; any error drops them, so a replaced
         // directory is picked up by the next batch.
-        let cached = self.dir.take().map(Ok);
-        let dir = match cached.unwrap_or_else(|| open_dir(&self.dir_path)) {
+        let cached = self.dirs.take().map(Ok);
+        let (dir, temp) = match cached.unwrap_or_else(|| self.open_dirs()) {
             Ok(d) => d,
             Err(e) => {
-                tracing::error!(
-                    "cannot stage {} record(s) in {}: {e}",
-                    items.len(),
-                    self.dir_path.display()
+                refusals.refused(
+                    "staging failed",
+                    format_args!(
+                        "cannot stage {} record(s) in {}: {e}",
+                        items.len(),
+                        self.dir_path.display()
+                    ),
                 );
                 return vec![Ack::StagingFailed; items.len()];
             }
         };
-        let dirfd = dir.as_raw_fd();
+        let (dirfd, tempfd) = (dir.as_raw_fd(), temp.as_raw_fd());
         let mut first_error: Option<io::Error> = None;
         let mut note = |e: io::Error| {
             first_error.get_or_insert(e);
@@ -470,35 +664,53 @@ impl Spool {
         };
         let mut steps: Vec<Step> = items
             .iter()
-            .map(|bytes| match self.write_temp(dirfd, bytes) {
-                Ok((tmp, file)) => Step::Written { tmp, file },
+            .map(|item| match self.write_temp(tempfd, &item.bytes) {
+                Ok((tmp, file)) => Step::Written {
+                    tmp,
+                    file,
+                    sender: item.sender,
+                },
                 Err(e) => note(e),
             })
             .collect();
-        for step in &mut steps {
-            if let Step::Written { tmp, file } = std::mem::replace(step, Step::Failed) {
-                *step = match file.sync_all() {
-                    Ok(()) => Step::Synced { tmp },
-                    Err(e) => {
-                        remove(dirfd, &tmp);
-                        note(e)
+        if flush {
+            // One round of flushes for the whole batch (see `durability`).
+            let written: Vec<&File> = steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Written { file, .. } => Some(file),
+                    _ => None,
+                })
+                .collect();
+            let flushed = match written.as_slice() {
+                [] => Ok(()),
+                [one] => one.sync_data(),
+                _ => sync_filesystem(&temp),
+            };
+            if let Err(e) = flushed {
+                for step in &mut steps {
+                    if let Step::Written { tmp, .. } = step {
+                        remove(tempfd, tmp);
+                        *step = Step::Failed;
                     }
-                };
+                }
+                note(e);
             }
         }
         for step in &mut steps {
-            if let Step::Synced { tmp } = std::mem::replace(step, Step::Failed) {
-                *step = match self.publish(dirfd, &tmp) {
+            if let Step::Written { tmp, file, sender } = std::mem::replace(step, Step::Failed) {
+                drop(file);
+                *step = match self.publish(tempfd, dirfd, &tmp, sender) {
                     Ok(name) => Step::Published { name },
                     Err(e) => {
-                        remove(dirfd, &tmp);
+                        remove(tempfd, &tmp);
                         note(e)
                     }
                 };
             }
         }
         let published = steps.iter().any(|s| matches!(s, Step::Published { .. }));
-        if published {
+        if published && flush {
             if let Err(e) = dir.sync_all() {
                 // Durability of the renames is unknown: take the records back so that a
                 // failure reply never leaves a duplicate behind.
@@ -510,14 +722,19 @@ impl Spool {
                 }
                 note(e);
             }
+        } else if published {
+            self.unsynced = true;
         }
         if let Some(e) = first_error {
-            tracing::error!(
-                "staging in {} failed for some records: {e}",
-                self.dir_path.display()
+            refusals.refused(
+                "staging failed",
+                format_args!(
+                    "staging in {} failed for some records: {e}",
+                    self.dir_path.display()
+                ),
             );
         } else {
-            self.dir = Some(dir);
+            self.dirs = Some((dir, temp));
         }
         steps
             .iter()
@@ -528,8 +745,20 @@ impl Spool {
             .collect()
     }
 
-    /// A new temporary file in the directory holding `bytes` (not yet fsynced).
-    fn write_temp(&mut self, dirfd: RawFd, bytes: &[u8]) -> io::Result<(String, File)> {
+    /// A handle on the spool's filesystem to flush, if records were published since the
+    /// last flush (the flag is cleared: the caller flushes).
+    fn take_unsynced(&mut self) -> Option<File> {
+        if !std::mem::take(&mut self.unsynced) {
+            return None;
+        }
+        match &self.dirs {
+            Some((dir, _)) => dir.try_clone().ok(),
+            None => open_dir(&self.dir_path).ok(),
+        }
+    }
+
+    /// A new temporary file in the temporary directory holding `bytes` (not flushed).
+    fn write_temp(&mut self, tempfd: RawFd, bytes: &[u8]) -> io::Result<(String, File)> {
         loop {
             self.temp_seq += 1;
             let tmp = format!("{}{}", self.temp_prefix, self.temp_seq);
@@ -539,7 +768,7 @@ impl Spool {
                 | OFlag::O_NOFOLLOW
                 | OFlag::O_CLOEXEC;
             let fd = match nix::fcntl::openat(
-                Some(dirfd),
+                Some(tempfd),
                 tmp.as_str(),
                 flags,
                 Mode::S_IRUSR | Mode::S_IWUSR,
@@ -552,20 +781,26 @@ impl Spool {
             // SAFETY: `fd` was just returned by openat and is owned by nothing else.
             let mut file = unsafe { File::from_raw_fd(fd) };
             if let Err(e) = file.write_all(bytes) {
-                remove(dirfd, &tmp);
+                remove(tempfd, &tmp);
                 return Err(e);
             }
             return Ok((tmp, file));
         }
     }
 
-    /// Move `tmp` to a fresh random final name without ever replacing a file.
-    fn publish(&mut self, dirfd: RawFd, tmp: &str) -> io::Result<String> {
+    /// Move `tmp` to a fresh random final name in the spool without ever replacing a file.
+    fn publish(
+        &mut self,
+        tempfd: RawFd,
+        dirfd: RawFd,
+        tmp: &str,
+        sender: StagedSender,
+    ) -> io::Result<String> {
         for _ in 0..NAME_ATTEMPTS {
-            let name = self.rng.name();
+            let name = format_staged_name(&random_name_part(), sender);
             let result = if self.noreplace {
                 match nix::fcntl::renameat2(
-                    Some(dirfd),
+                    Some(tempfd),
                     tmp,
                     Some(dirfd),
                     name.as_str(),
@@ -574,12 +809,12 @@ impl Spool {
                     Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
                         tracing::info!("RENAME_NOREPLACE unsupported; using link + unlink");
                         self.noreplace = false;
-                        link_then_unlink(dirfd, tmp, &name)
+                        link_then_unlink(tempfd, dirfd, tmp, &name)
                     }
                     r => r,
                 }
             } else {
-                link_then_unlink(dirfd, tmp, &name)
+                link_then_unlink(tempfd, dirfd, tmp, &name)
             };
             match result {
                 Ok(()) => return Ok(name),
@@ -593,17 +828,33 @@ impl Spool {
         ))
     }
 
-    /// Remove temporary files left by telemprobd processes that no longer run.
+    /// Remove temporary files left by telemprobd processes that no longer run: in the
+    /// temporary directory (`<pid>.<n>`), and those of versions that wrote them in the
+    /// spool itself (`.tmp-probd.<pid>.<n>`).
     fn remove_stale_temps(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir_path) else {
-            return;
-        };
-        let prefix = temp_prefix();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-                continue;
-            };
+        let old_prefix = temp_prefix();
+        let in_spool = std::fs::read_dir(&self.dir_path)
+            .into_iter()
+            .flatten()
+            .flatten();
+        let in_temp = std::fs::read_dir(self.dir_path.join(TEMP_DIR))
+            .into_iter()
+            .flatten()
+            .flatten();
+        let candidates = in_spool
+            .filter_map(|e| {
+                let pid = e
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix(&old_prefix)?
+                    .to_string();
+                Some((e, pid))
+            })
+            .chain(in_temp.filter_map(|e| {
+                let pid = e.file_name().to_str()?.to_string();
+                Some((e, pid))
+            }));
+        for (entry, rest) in candidates {
             let pid = rest.split('.').next().and_then(|p| p.parse::<i32>().ok());
             let stale = match pid {
                 Some(pid) if pid as u32 == std::process::id() => true,
@@ -614,6 +865,7 @@ impl Spool {
                 _ => false,
             };
             if stale {
+                let name = entry.file_name();
                 match std::fs::remove_file(entry.path()) {
                     Ok(()) => tracing::info!("removed stale temporary file {:?}", name),
                     Err(e) => tracing::warn!("cannot remove {:?}: {e}", name),
@@ -621,6 +873,86 @@ impl Spool {
             }
         }
     }
+}
+
+/// What [`check_spool_dir`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SpoolDirState {
+    Usable,
+    /// Missing for now: records get `F` until it is created.
+    Missing,
+}
+
+/// Is `dir` a directory this daemon can stage records in? It must be a directory where a
+/// file can be created (tried: a directory of `/proc` passes `access` for root but takes
+/// no file). A world-writable directory is usable but warned about: any local user could
+/// remove or replace staged records there.
+pub fn check_spool_dir(dir: &Path) -> io::Result<SpoolDirState> {
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SpoolDirState::Missing),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            "not a directory",
+        ));
+    }
+    // An unnamed file first: it proves the directory takes files without any name
+    // appearing there for a watcher of the spool (a C telempostd reads whatever is closed
+    // in it). Filesystems without O_TMPFILE get a named dotfile, removed at once.
+    match nix::fcntl::open(
+        dir,
+        OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+    ) {
+        Ok(fd) => {
+            // SAFETY: open returned a new fd that nothing else owns.
+            drop(unsafe { File::from_raw_fd(fd) });
+            return Ok(spool_dir_state(dir, &meta));
+        }
+        Err(Errno::EOPNOTSUPP) | Err(Errno::EISDIR) | Err(Errno::EINVAL) => {}
+        Err(e) => {
+            return Err(io::Error::new(
+                io::Error::from(e).kind(),
+                format!("cannot create a file: {e}"),
+            ))
+        }
+    }
+    let probe = dir.join(format!("{}{}.check", temp_prefix(), std::process::id()));
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe);
+    match created {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&probe);
+        }
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot create a file: {e}"),
+            ))
+        }
+    }
+    Ok(spool_dir_state(dir, &meta))
+}
+
+/// A usable spool directory, with a warning when every user may write to it.
+fn spool_dir_state(dir: &Path, meta: &std::fs::Metadata) -> SpoolDirState {
+    use std::os::unix::fs::PermissionsExt;
+    if meta.permissions().mode() & 0o002 != 0 {
+        tracing::warn!(
+            "spool_dir {} is writable by every user: any of them can remove or replace \
+             staged records (make it 0700, owned by the daemon's user)",
+            dir.display()
+        );
+    }
+    SpoolDirState::Usable
 }
 
 fn open_dir(path: &Path) -> io::Result<File> {
@@ -640,47 +972,22 @@ fn remove(dirfd: RawFd, name: &str) {
 }
 
 /// Exclusive publication without `RENAME_NOREPLACE`: `link` fails if `name` exists.
-fn link_then_unlink(dirfd: RawFd, tmp: &str, name: &str) -> nix::Result<()> {
-    nix::unistd::linkat(Some(dirfd), tmp, Some(dirfd), name, AtFlags::empty())?;
-    nix::unistd::unlinkat(Some(dirfd), tmp, UnlinkatFlags::NoRemoveDir)
+fn link_then_unlink(tempfd: RawFd, dirfd: RawFd, tmp: &str, name: &str) -> nix::Result<()> {
+    nix::unistd::linkat(Some(tempfd), tmp, Some(dirfd), name, AtFlags::empty())?;
+    nix::unistd::unlinkat(Some(tempfd), tmp, UnlinkatFlags::NoRemoveDir)
 }
 
-/// Names like `mkstemp`'s: 6 characters of `[A-Za-z0-9]` from a xorshift generator seeded
-/// by the kernel's randomness (exclusivity comes from the no-replace rename, not from the
-/// generator).
-struct NameRng(u64);
-
-impl NameRng {
-    fn new() -> NameRng {
-        let id = libtelemetry::ids::random_id();
-        let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(0x9e37_79b9_7f4a_7c15);
-        NameRng(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn name(&mut self) -> String {
-        let mut bits = self.next();
-        let mut s = String::with_capacity(6);
-        for _ in 0..6 {
-            s.push(char::from(NAME_CHARS[(bits % 62) as usize]));
-            bits /= 62;
-        }
-        s
-    }
+/// 6 random `[A-Za-z0-9]` characters, the shape of `mkstemp`'s names (exclusivity comes
+/// from the no-replace rename, not from the generator).
+fn random_name_part() -> String {
+    (0..STAGED_NAME_RANDOM_LEN)
+        .map(|_| fastrand::alphanumeric())
+        .collect()
 }
 
-/// Is `name` one of the final names this daemon creates?
+/// Is `name` one of the final names telemprobd creates (what telempostd picks up)?
 pub fn is_final_name(name: &str) -> bool {
-    name.len() == 6 && name.bytes().all(|b| b.is_ascii_alphanumeric())
+    parse_staged_name(name).is_some()
 }
 
 #[cfg(test)]
@@ -701,10 +1008,26 @@ mod tests {
         r
     }
 
+    fn item(bytes: Vec<u8>) -> Item {
+        Item {
+            bytes,
+            sender: StagedSender::Uid(1000),
+        }
+    }
+
+    fn me() -> Peer {
+        Peer {
+            uid: 1000,
+            gid: 1000,
+            pid: 1,
+        }
+    }
+
     fn listing(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
             .collect();
         v.sort();
         v
@@ -714,10 +1037,10 @@ mod tests {
     fn batch_commit_publishes_complete_files_only() {
         let d = tempfile::tempdir().unwrap();
         let mut spool = Spool::new(d.path().to_path_buf());
-        let items: Vec<Vec<u8>> = (0..5)
-            .map(|i| encode_staged(&record(&format!("p{i}")), None))
+        let items: Vec<Item> = (0..5)
+            .map(|i| item(encode_staged(&record(&format!("p{i}")), None)))
             .collect();
-        let acks = spool.commit(&items);
+        let acks = spool.commit(&items, true, &RefusalLog::default());
         assert_eq!(acks, vec![Ack::Accepted; 5]);
         let names = listing(d.path());
         assert_eq!(names.len(), 5);
@@ -734,7 +1057,7 @@ mod tests {
             parse_staged(&bytes).unwrap();
         }
         contents.sort();
-        let mut expected = items.clone();
+        let mut expected: Vec<Vec<u8>> = items.iter().map(|i| i.bytes.clone()).collect();
         expected.sort();
         assert_eq!(contents, expected);
     }
@@ -744,15 +1067,27 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("spool");
         let mut spool = Spool::new(dir.clone());
-        let item = vec![encode_staged(&record("x"), None)];
-        assert_eq!(spool.commit(&item), vec![Ack::StagingFailed]);
+        let item = vec![item(encode_staged(&record("x"), None))];
+        assert_eq!(
+            spool.commit(&item, true, &RefusalLog::default()),
+            vec![Ack::StagingFailed]
+        );
         std::fs::create_dir(&dir).unwrap();
-        assert_eq!(spool.commit(&item), vec![Ack::Accepted]);
+        assert_eq!(
+            spool.commit(&item, true, &RefusalLog::default()),
+            vec![Ack::Accepted]
+        );
         // The directory replaced under the daemon: the next batch reopens it.
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::create_dir(&dir).unwrap();
-        assert_eq!(spool.commit(&item), vec![Ack::StagingFailed]);
-        assert_eq!(spool.commit(&item), vec![Ack::Accepted]);
+        assert_eq!(
+            spool.commit(&item, true, &RefusalLog::default()),
+            vec![Ack::StagingFailed]
+        );
+        assert_eq!(
+            spool.commit(&item, true, &RefusalLog::default()),
+            vec![Ack::Accepted]
+        );
         assert_eq!(listing(&dir).len(), 1);
     }
 
@@ -761,18 +1096,65 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut spool = Spool::new(d.path().to_path_buf());
         spool.noreplace = false;
-        let item = vec![encode_staged(&record("y"), None)];
-        assert_eq!(spool.commit(&item), vec![Ack::Accepted]);
+        let item = vec![item(encode_staged(&record("y"), None))];
+        assert_eq!(
+            spool.commit(&item, true, &RefusalLog::default()),
+            vec![Ack::Accepted]
+        );
         let existing = listing(d.path());
         std::fs::write(d.path().join(".t"), b"new").unwrap();
         let dir = File::open(d.path()).unwrap();
-        let err = link_then_unlink(dir.as_raw_fd(), ".t", &existing[0]).unwrap_err();
+        let err =
+            link_then_unlink(dir.as_raw_fd(), dir.as_raw_fd(), ".t", &existing[0]).unwrap_err();
         assert_eq!(err, Errno::EEXIST);
         assert_eq!(
             std::fs::read(d.path().join(&existing[0])).unwrap(),
-            item[0],
+            item[0].bytes,
             "existing record untouched"
         );
+    }
+
+    #[test]
+    fn records_are_written_out_of_sight_and_renamed_into_the_spool() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let mut spool = Spool::new(d.path().to_path_buf());
+        let items: Vec<Item> = (0..3)
+            .map(|i| item(encode_staged(&record(&format!("u{i}")), None)))
+            .collect();
+        // Unflushed (batched, none): published, left for the background flush.
+        assert_eq!(
+            spool.commit(&items, false, &RefusalLog::default()),
+            vec![Ack::Accepted; 3]
+        );
+        assert!(spool.take_unsynced().is_some());
+        assert!(spool.take_unsynced().is_none(), "flag cleared");
+        assert_eq!(listing(d.path()).len(), 3);
+        let temp = d.path().join(TEMP_DIR);
+        let meta = std::fs::metadata(&temp).unwrap();
+        assert!(meta.is_dir() && meta.mode() & 0o777 == 0o700);
+        assert_eq!(std::fs::read_dir(&temp).unwrap().count(), 0);
+        // Flushed (strict): nothing left to flush.
+        assert_eq!(
+            spool.commit(&items, true, &RefusalLog::default()),
+            vec![Ack::Accepted; 3]
+        );
+        assert!(spool.take_unsynced().is_none());
+        assert_eq!(listing(d.path()).len(), 6);
+    }
+
+    #[test]
+    fn a_temp_dir_that_is_a_symlink_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), d.path().join(TEMP_DIR)).unwrap();
+        let mut spool = Spool::new(d.path().to_path_buf());
+        let one = vec![item(encode_staged(&record("s"), None))];
+        assert_eq!(
+            spool.commit(&one, true, &RefusalLog::default()),
+            vec![Ack::StagingFailed]
+        );
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
     }
 
     #[test]
@@ -786,17 +1168,30 @@ mod tests {
         for f in [&dead, &alive, &own, &other] {
             std::fs::write(f, b"partial").unwrap();
         }
+        let temp = d.path().join(TEMP_DIR);
+        std::fs::create_dir(&temp).unwrap();
+        let dead_in_temp = temp.join("999999999.7");
+        let alive_in_temp = temp.join("1.7");
+        for f in [&dead_in_temp, &alive_in_temp] {
+            std::fs::write(f, b"partial").unwrap();
+        }
         Spool::new(d.path().to_path_buf()).remove_stale_temps();
-        assert!(!dead.exists() && !own.exists());
-        assert!(alive.exists() && other.exists());
+        assert!(!dead.exists() && !own.exists() && !dead_in_temp.exists());
+        assert!(alive.exists() && other.exists() && alive_in_temp.exists());
     }
 
     #[test]
-    fn names_look_like_mkstemp() {
-        let mut rng = NameRng::new();
-        let names: std::collections::HashSet<String> = (0..1000).map(|_| rng.name()).collect();
+    fn names_look_like_mkstemp_and_carry_the_sender() {
+        let names: std::collections::HashSet<String> = (0..1000)
+            .map(|_| format_staged_name(&random_name_part(), StagedSender::Uid(1000)))
+            .collect();
         assert!(names.len() > 990);
-        assert!(names.iter().all(|n| is_final_name(n)));
+        for n in &names {
+            assert_eq!(parse_staged_name(n), Some(StagedSender::Uid(1000)), "{n}");
+            assert!(is_final_name(n));
+        }
+        assert!(!is_final_name(".tmp-probd.1.1"));
+        assert!(!is_final_name("Ab3xY9.u01"));
     }
 
     #[tokio::test]
@@ -810,16 +1205,17 @@ mod tests {
         let (stager, handle) = Stager::new(
             paths.clone(),
             paths.default_spool_dir(),
+            Durability::Strict,
             Arc::new(Counters::default()),
         );
         let task = tokio::spawn(stager.run());
-        assert_eq!(handle.stage(record("a"), None).await, Ack::NotOptedIn);
+        assert_eq!(handle.stage(record("a"), None, me()).await, Ack::NotOptedIn);
         std::fs::write(paths.opt_in_file(), "").unwrap();
         let acks = futures_join(&handle, 20).await;
         assert!(acks.iter().all(|a| *a == Ack::Accepted));
         assert_eq!(
             handle
-                .stage(record("c"), Some("/etc/t.conf".to_string()))
+                .stage(record("c"), Some("/etc/t.conf".to_string()), me())
                 .await,
             Ack::Accepted
         );
@@ -885,17 +1281,22 @@ mod tests {
         let old = paths.default_spool_dir();
         let new = d.path().join("new-spool");
         std::fs::create_dir(&new).unwrap();
-        let (stager, handle) = Stager::new(paths, old.clone(), Arc::new(Counters::default()));
+        let (stager, handle) = Stager::new(
+            paths,
+            old.clone(),
+            Durability::Strict,
+            Arc::new(Counters::default()),
+        );
         // All three are queued before the stager looks: one batch.
         let before = tokio::spawn({
             let h = handle.clone();
-            async move { h.stage(record("before"), None).await }
+            async move { h.stage(record("before"), None, me()).await }
         });
         tokio::task::yield_now().await;
         handle.set_spool_dir(new.clone());
         let after = tokio::spawn({
             let h = handle.clone();
-            async move { h.stage(record("after"), None).await }
+            async move { h.stage(record("after"), None, me()).await }
         });
         tokio::task::yield_now().await;
         let task = tokio::spawn(stager.run());
@@ -925,6 +1326,7 @@ mod tests {
         let (stager, handle) = Stager::new(
             paths.clone(),
             paths.default_spool_dir(),
+            Durability::Strict,
             Arc::new(Counters::default()),
         );
         let first = std::sync::atomic::AtomicBool::new(true);
@@ -934,8 +1336,14 @@ mod tests {
             }
         }));
         let task = tokio::spawn(stager.with_commit_hook(Some(hook)).run());
-        assert_eq!(handle.stage(record("lost"), None).await, Ack::StagingFailed);
-        assert_eq!(handle.stage(record("kept"), None).await, Ack::Accepted);
+        assert_eq!(
+            handle.stage(record("lost"), None, me()).await,
+            Ack::StagingFailed
+        );
+        assert_eq!(
+            handle.stage(record("kept"), None, me()).await,
+            Ack::Accepted
+        );
         drop(handle);
         task.await.unwrap();
         let staged: Vec<String> = listing(&paths.default_spool_dir())
@@ -945,11 +1353,48 @@ mod tests {
         assert_eq!(staged.len(), 1);
     }
 
+    /// `batched`: acknowledged before any flush, then one background flush within the
+    /// interval covers the records; nothing is flushed again while nothing new comes.
+    /// `strict`: never a background flush (each batch was flushed before its ack).
+    #[tokio::test]
+    async fn batched_records_are_flushed_in_the_background_within_the_interval() {
+        for (durability, expected) in [(Durability::Batched, 1), (Durability::Strict, 0)] {
+            let d = tempfile::tempdir().unwrap();
+            let paths = opted_in_root(d.path());
+            let counters = Arc::new(Counters::default());
+            let (stager, handle) = Stager::new(
+                paths.clone(),
+                paths.default_spool_dir(),
+                durability,
+                counters.clone(),
+            );
+            let task = tokio::spawn(stager.run());
+            let acks = futures_join(&handle, 5).await;
+            assert!(acks.iter().all(|a| *a == Ack::Accepted));
+            let flushes = || counters.background_flushes.load(Ordering::Relaxed);
+            let t0 = Instant::now();
+            while flushes() < expected && t0.elapsed() < Duration::from_secs(20) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let done = flushes();
+            assert!(done >= expected, "{durability:?}");
+            // Quiet now: no further flush comes.
+            tokio::time::sleep(BATCHED_SYNC_INTERVAL * 3).await;
+            assert_eq!(flushes(), done, "{durability:?}");
+            if expected == 0 {
+                assert_eq!(done, 0);
+            }
+            drop(handle);
+            task.await.unwrap();
+            assert_eq!(listing(&paths.default_spool_dir()).len(), 5);
+        }
+    }
+
     async fn futures_join(handle: &StagerHandle, n: usize) -> Vec<Ack> {
         let tasks: Vec<_> = (0..n)
             .map(|i| {
                 let h = handle.clone();
-                tokio::spawn(async move { h.stage(record(&format!("b{i}")), None).await })
+                tokio::spawn(async move { h.stage(record(&format!("b{i}")), None, me()).await })
             })
             .collect();
         let mut acks = Vec::new();

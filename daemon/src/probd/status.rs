@@ -1,6 +1,7 @@
 //! The status file `<state_dir>/telemprobd.status` (`staged` and `rejected` counters), for
-//! `telemctl status`. Written at startup, at most once per interval while the counters
-//! change (off the runtime thread), and at exit — never per record.
+//! `telemctl status`. Written at startup, after the counters change (at most once per
+//! interval, off the runtime thread), and at exit — never per record, and never while
+//! nothing changes (no periodic timer).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,14 +45,14 @@ impl StatusWriter {
         }
     }
 
-    /// Rewrite the file every `interval` while the counters change, until `stop` fires.
+    /// Rewrite the file after the counters change, at most once per `interval`, until
+    /// `stop` fires. Nothing is armed while the counters stand still: an idle daemon does
+    /// not wake up for its status.
     pub async fn run(self, interval: Duration, mut stop: watch::Receiver<bool>) {
         let mut last = self.counters.snapshot();
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = self.counters.changed.notified() => {}
                 _ = stop.changed() => return,
             }
             let now = self.counters.snapshot();
@@ -62,6 +63,11 @@ impl StatusWriter {
             let writer = self.clone();
             // fsyncs stay off the runtime thread.
             let _ = tokio::task::spawn_blocking(move || writer.write_now()).await;
+            // Rate limit: the counts of the next `interval` go into one write.
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return,
+            }
         }
     }
 }

@@ -73,9 +73,12 @@ fn golden_staged_bytes_from_the_rust_library() {
         GOLDEN_STAGED
     );
     let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
-    assert!(
-        name.len() == 6 && name.bytes().all(|b| b.is_ascii_alphanumeric()),
-        "mkstemp-style name: {name}"
+    assert_eq!(
+        libtelemetry::parse_staged_name(&name),
+        Some(libtelemetry::StagedSender::Uid(
+            nix::unistd::geteuid().as_raw()
+        )),
+        "mkstemp-style name with the sender's uid: {name}"
     );
     let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -174,6 +177,10 @@ fn bad_frames_get_a_reply_and_a_log_line_and_the_daemon_keeps_serving() {
     let good = frame_with(&root, |_| {});
     let mut wrong_header_size = good.clone();
     wrong_header_size[4..8].copy_from_slice(&9000u32.to_ne_bytes());
+    // header_size reaching 10 bytes into the payload (it would be staged cut).
+    let mut long_header_size = good.clone();
+    let hs = u32::from_ne_bytes(good[4..8].try_into().unwrap());
+    long_header_size[4..8].copy_from_slice(&(hs + 10).to_ne_bytes());
     let mut renamed_header = good.clone();
     let pos = renamed_header
         .windows(8)
@@ -226,6 +233,12 @@ fn bad_frames_get_a_reply_and_a_log_line_and_the_daemon_keeps_serving() {
         b"I",
         "header_size 9000",
     );
+    check(
+        "header size 10 too large",
+        &[&long_header_size],
+        b"I",
+        &format!("header_size {}", hs + 10),
+    );
     check("header name", &[&renamed_header], b"I", "incorrect headers");
     check(
         "terminator",
@@ -269,7 +282,7 @@ fn bad_frames_get_a_reply_and_a_log_line_and_the_daemon_keeps_serving() {
     check("CFG newline", &[&split_cfg], b"I", "control character");
     // Only the good probes' records were staged.
     let s = staged(&root);
-    assert_eq!(s.len(), 13);
+    assert_eq!(s.len(), 14);
     assert!(s.iter().all(|r| r.payload() != b"payload"));
 }
 
@@ -305,4 +318,84 @@ fn not_opted_in_is_refused_and_nothing_is_staged() {
         Delivery::Acknowledged
     );
     assert_eq!(root.staged_files().len(), 1);
+}
+
+/// A watcher of the spool (telempostd, or a C telempostd that reads whatever is closed
+/// there) sees complete records arrive by rename, and never a temporary file.
+#[test]
+fn a_spool_watcher_sees_only_complete_records() {
+    use inotify::{Inotify, WatchMask};
+    let root = TestRoot::new();
+    let _d = start(&root);
+    // The first record creates the temporary directory.
+    assert_eq!(
+        send(&root, &new_record(&root, "first")).unwrap(),
+        Delivery::Acknowledged
+    );
+    let mut inotify = Inotify::init().unwrap();
+    inotify
+        .watches()
+        .add(root.spool_dir(), WatchMask::ALL_EVENTS)
+        .unwrap();
+    for i in 0..20 {
+        let r = new_record(&root, &format!("watched {i}"));
+        assert_eq!(send(&root, &r).unwrap(), Delivery::Acknowledged);
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut moved_in = 0;
+    let mut names = Vec::new();
+    loop {
+        let events = match inotify.read_events(&mut buf) {
+            Ok(events) => events,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        };
+        let mut any = false;
+        for e in events {
+            any = true;
+            if let Some(name) = e.name {
+                let name = name.to_string_lossy().into_owned();
+                if e.mask.contains(inotify::EventMask::MOVED_TO) {
+                    moved_in += 1;
+                }
+                names.push(name);
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    assert_eq!(moved_in, 20, "{names:?}");
+    for n in &names {
+        assert!(
+            libtelemetry::parse_staged_name(n).is_some(),
+            "the watcher saw {n:?}"
+        );
+    }
+}
+
+/// `durability` takes strict, batched or none; anything else is refused at start.
+#[test]
+fn every_durability_mode_acknowledges_and_a_bad_one_is_refused() {
+    for mode in ["strict", "batched", "none"] {
+        let mut root = TestRoot::new();
+        root.set("durability", mode);
+        let d = start(&root);
+        assert!(d.wait_for_log(&format!("durability={mode}"), Duration::from_secs(5)));
+        let r = new_record(&root, mode);
+        assert_eq!(send(&root, &r).unwrap(), Delivery::Acknowledged);
+        let mut crash = new_record(&root, "critical");
+        crash.headers.set(Header::Severity, "4");
+        assert_eq!(send(&root, &crash).unwrap(), Delivery::Acknowledged);
+        assert_eq!(staged(&root).len(), 2);
+    }
+    let mut root = TestRoot::new();
+    root.set("durability", "sometimes");
+    let out = root
+        .command("telemprobd")
+        .args(["-f", root.config_path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not strict, batched or none"));
 }

@@ -173,7 +173,17 @@ fn sighup_reloads_and_keeps_serving() {
         Delivery::Acknowledged
     );
     assert_eq!(staged(&root).len(), 1, "old spool unchanged");
-    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
+    let records = std::fs::read_dir(&other)
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count();
+    assert_eq!(records, 1);
 }
 
 fn wait_for_count(d: &TestDaemon, needle: &str, n: usize) -> bool {
@@ -242,4 +252,108 @@ fn static_machine_id_overrides_the_rotating_one() {
     );
     // The rotating file is still maintained.
     assert!(root.paths.machine_id_file().exists());
+}
+
+/// F10: settings that cannot work are refused at start, with the reason, exit status 1.
+#[test]
+fn unusable_socket_path_or_spool_dir_is_refused_at_start() {
+    let mut root = TestRoot::new();
+    let long = root.dir().join("s".repeat(205));
+    root.set("socket_path", long.to_str().unwrap());
+    let cfg = root.config_path();
+    let out = run_cli(&root, &["-f", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("at most 107 bytes"), "{err}");
+    assert!(!long.exists(), "no socket file left behind");
+
+    let mut root = TestRoot::new();
+    root.set("spool_dir", "/proc/1");
+    let out = run_cli(&root, &["-f", cfg_of(&root).as_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("spool_dir /proc/1 is not usable"), "{err}");
+    assert!(!root.socket_path().exists());
+
+    let mut root = TestRoot::new();
+    let file = root.dir().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    root.set("spool_dir", file.to_str().unwrap());
+    let out = run_cli(&root, &["-f", cfg_of(&root).as_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
+}
+
+fn cfg_of(root: &TestRoot) -> String {
+    root.config_path().to_str().unwrap().to_string()
+}
+
+/// F10: a spool every user may write to is served, with a warning.
+#[test]
+fn a_world_writable_spool_is_warned_about() {
+    let root = TestRoot::new();
+    std::fs::set_permissions(root.spool_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let d = start(&root);
+    assert!(d.wait_for_log("writable by every user", Duration::from_secs(5)));
+    assert_eq!(
+        send(&root, &new_record(&root, "x")).unwrap(),
+        Delivery::Acknowledged
+    );
+}
+
+/// F10: a flood of refused records gives a bounded number of log lines and one summary.
+#[test]
+fn refused_records_are_logged_in_bounded_summaries() {
+    let root = TestRoot::new();
+    let d = start(&root);
+    let garbage = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for _ in 0..200 {
+        let reply = super::exchange(&root.socket_path(), &[garbage], Duration::ZERO);
+        assert_eq!(reply, b"I");
+    }
+    assert!(
+        d.wait_for_log(
+            "199 more records refused in the last",
+            Duration::from_secs(40)
+        ),
+        "{}",
+        d.log()
+    );
+    let lines = d
+        .log()
+        .lines()
+        .filter(|l| l.contains("rejected frame"))
+        .count();
+    assert_eq!(lines, 1, "{}", d.log());
+}
+
+/// Voluntary context switches of every thread of `pid` (each is a wakeup after a wait).
+fn voluntary_switches(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// An idle daemon sleeps: no periodic timer (status writes, summaries, machine id and idle
+/// exit are computed deadlines, armed only when due).
+#[test]
+fn an_idle_daemon_does_not_wake_up() {
+    let root = TestRoot::new();
+    let d = start(&root);
+    assert_eq!(
+        send(&root, &new_record(&root, "x")).unwrap(),
+        Delivery::Acknowledged
+    );
+    // Let the status write after that record and the blocking thread's exit pass.
+    std::thread::sleep(Duration::from_secs(12));
+    let before = voluntary_switches(d.pid());
+    std::thread::sleep(Duration::from_secs(5));
+    let woke = voluntary_switches(d.pid()) - before;
+    assert!(woke <= 2, "{woke} wakeups in 5 s of idleness");
 }

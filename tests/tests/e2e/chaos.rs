@@ -12,7 +12,8 @@
 //! unless `TELEMETRICS_CHAOS_LONG=1`; `chaos_long` (ignored by default: `cargo test -p
 //! telemetrics-tests --test e2e chaos_long -- --ignored --nocapture`) runs the long size.
 //! Knobs: `TELEMETRICS_CHAOS_SECS`, `TELEMETRICS_CHAOS_CLIENTS`, `TELEMETRICS_CHAOS_SEED`
-//! (the controller's choices; timing still varies), `TELEMETRICS_CHAOS_MODE=v2|v3|otlp`.
+//! (the controller's choices; timing still varies), `TELEMETRICS_CHAOS_MODE=v2|v3|otlp`,
+//! `TELEMETRICS_CHAOS_DURABILITY=strict|batched|none` (by default chosen from the seed).
 //! The result is printed as one JSON line (`--nocapture` to see it).
 //!
 //! The policies are configured not to fire (no rate limit, no quota, the default 20 h
@@ -54,6 +55,8 @@ struct Plan {
     drain: Duration,
     seed: u64,
     mode: String,
+    /// telemprobd's `durability`; by default chosen from the seed, so runs cover every mode.
+    durability: String,
 }
 
 impl Plan {
@@ -66,6 +69,7 @@ impl Plan {
             drain: Duration::from_secs(60),
             seed: 0,
             mode: "v2".into(),
+            durability: String::new(),
         }
     }
 
@@ -99,6 +103,8 @@ impl Plan {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
         });
+        p.durability = env("TELEMETRICS_CHAOS_DURABILITY")
+            .unwrap_or_else(|| ["strict", "batched", "none"][(p.seed % 3) as usize].into());
         p
     }
 
@@ -319,7 +325,8 @@ fn run(plan: Plan) -> Outcome {
     root.set("server", &collector.url(plan.collector_path()))
         .set("rate_limit_enabled", "false")
         .set("spool_max_size", "-1")
-        .set("daemon_recycling_enabled", "false");
+        .set("daemon_recycling_enabled", "false")
+        .set("durability", &plan.durability);
     let mut daemons = Daemons::start(&root);
     let mut policy = PolicyCounts::default();
     let mut rng = Rng(plan.seed | 1);
@@ -450,6 +457,7 @@ fn run(plan: Plan) -> Outcome {
         "{}",
         serde_json::json!({
             "test": "chaos", "mode": plan.mode, "seed": plan.seed,
+            "durability": plan.durability,
             "chaos_s": plan.chaos.as_secs(), "clients": plan.clients,
             "acked": sent.acked.len(), "unconfirmed": sent.unconfirmed.len(),
             "unconfirmed_delivered": unconfirmed_delivered, "send_failures": sent.failed,
@@ -471,11 +479,13 @@ fn run(plan: Plan) -> Outcome {
 
 fn check(plan: Plan) {
     let seed = plan.seed;
+    let durability = plan.durability.clone();
+    eprintln!("chaos seed {seed}, durability {durability}");
     let out = run(plan);
     assert!(out.acked > 0, "no record was acknowledged");
     assert_eq!(
         out.lost, 0,
-        "acknowledged records lost (seed {seed}; {} duplicates): {:?}",
+        "acknowledged records lost (seed {seed}, durability {durability}; {} duplicates): {:?}",
         out.duplicates, out.lost_ids
     );
 }
