@@ -30,6 +30,8 @@ pub enum StagedError {
     Headers(#[from] HeaderParseError),
     #[error("staged file has no body after the headers")]
     NoBody,
+    #[error("staged file does not end with the newline staging adds (cut short)")]
+    CutShort,
 }
 
 /// A parsed staged file.
@@ -172,6 +174,12 @@ pub fn parse_staged(bytes: &[u8]) -> Result<StagedRecord, StagedError> {
     let headers = Headers::from_lines(lines)?;
     if rest.is_empty() {
         return Err(StagedError::NoBody);
+    }
+    // Every stager (ours and the C telemprobd) ends the file with one '\n' after the payload,
+    // so a file without it was cut short, e.g. by a power loss before its data reached the
+    // disk: sending it would deliver a torn record.
+    if rest.last() != Some(&b'\n') {
+        return Err(StagedError::CutShort);
     }
     Ok(StagedRecord {
         cfg_path,

@@ -21,8 +21,10 @@ fn empty_or_cut_staged_files_left_by_a_power_loss_are_quarantined_not_sent() {
     // Cut inside the headers, and right after them (no body at all).
     stage_bytes(&root, "CutHd1.u0", &full[..headers_end / 2], old);
     stage_bytes(&root, "CutHd2.u1000", &full[..headers_end], old);
+    // Cut inside the payload: the headers are whole, the final newline is missing.
+    stage_bytes(&root, "CutPl1.u0", &full[..full.len() - 2], old);
     let _d = spawn(&root);
-    assert!(wait_counter(&root, COUNTER_QUARANTINED, 3));
+    assert!(wait_counter(&root, COUNTER_QUARANTINED, 4));
     assert!(wait_counter(&root, COUNTER_DELIVERED, 1));
     assert!(c.wait_for(1, SOON));
     std::thread::sleep(Duration::from_millis(500));
