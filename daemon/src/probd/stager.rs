@@ -17,13 +17,14 @@
 //!    refused unless it is a real directory of the daemon's user), where a watcher of the
 //!    spool does not see it;
 //! 2. when the batch is to be flushed (`strict`, or `batched` with a critical record):
-//!    flushes the batch's files in one round (`fdatasync` for one, `syncfs` for more);
+//!    flushes the batch's files in one round (`fdatasync` for one, `syncfs` for more where
+//!    the filesystem implements it, else `fdatasync` each: [`super::durability`]);
 //! 3. renames each into `spool_dir` under a fresh final name
 //!    ([`libtelemetry::format_staged_name`]: 6 random `[A-Za-z0-9]` characters, as
 //!    `mkstemp`, then `.u<sender uid>`), never replacing an existing file
 //!    (`renameat2(RENAME_NOREPLACE)`, or `link` + `unlink` where the filesystem lacks it);
 //! 4. when flushing, fsyncs `spool_dir` once for the whole batch; otherwise (`batched`)
-//!    the stager task starts a background `syncfs` at most
+//!    the stager task starts a background flush (`syncfs`, or each file and the directory) at most
 //!    [`super::durability::BATCHED_SYNC_INTERVAL`] later, and again at exit;
 //! 5. only then answers [`Ack::Accepted`] to every request of the batch (a waiting handler,
 //!    or the client's connection itself).
@@ -61,7 +62,10 @@ use nix::unistd::UnlinkatFlags;
 use tokio::sync::{mpsc, oneshot};
 
 use super::connections::ConnPermit;
-use super::durability::{sync_filesystem, Durability, BATCHED_SYNC_INTERVAL};
+use super::durability::{
+    flush_files, open_record, sync_filesystem, Durability, FlushStrategy, PendingFlush,
+    BATCHED_SYNC_INTERVAL,
+};
 
 use super::handler::send_ack;
 use super::machine_id::MachineId;
@@ -298,10 +302,10 @@ impl Stager {
                     if let Some(previous) = syncing.take() {
                         let _ = previous.await;
                     }
-                    if let Some(fs) = committer.spool.take_unsynced() {
+                    if let Some(pending) = committer.spool.take_unsynced() {
                         let counters = committer.counters.clone();
                         syncing = Some(tokio::task::spawn_blocking(move || {
-                            flush_spool(&fs);
+                            flush_spool(&pending);
                             counters.background_flushes.fetch_add(1, Ordering::Relaxed);
                         }));
                     }
@@ -338,8 +342,8 @@ impl Stager {
         if let Some(previous) = syncing.take() {
             let _ = previous.await;
         }
-        if let Some(fs) = committer.spool.take_unsynced() {
-            let _ = tokio::task::spawn_blocking(move || flush_spool(&fs)).await;
+        if let Some(pending) = committer.spool.take_unsynced() {
+            let _ = tokio::task::spawn_blocking(move || flush_spool(&pending)).await;
         }
     }
 }
@@ -353,8 +357,8 @@ async fn sleep_until_due(due: Option<tokio::time::Instant>) {
 }
 
 /// The background flush of `batched` records.
-fn flush_spool(fs: &File) {
-    if let Err(e) = sync_filesystem(fs) {
+fn flush_spool(pending: &PendingFlush) {
+    if let Err(e) = pending.run() {
         tracing::error!("cannot flush the spool's filesystem: {e}; records acknowledged since the last flush may not survive a power loss");
     }
 }
@@ -440,8 +444,8 @@ impl Committer {
                     self.commit(std::mem::take(&mut batch), now);
                     if dir != self.spool.dir_path {
                         tracing::info!("staging records in {}", dir.display());
-                        if let Some(fs) = self.spool.take_unsynced() {
-                            flush_spool(&fs);
+                        if let Some(pending) = self.spool.take_unsynced() {
+                            flush_spool(&pending);
                         }
                         self.spool = Spool::new(dir);
                         self.spool.remove_stale_temps();
@@ -574,6 +578,10 @@ struct Spool {
     noreplace: bool,
     /// Records were published since the last flush (`batched`).
     unsynced: bool,
+    /// Their names, when the filesystem is flushed file by file.
+    unsynced_names: Vec<String>,
+    /// How this directory's filesystem is flushed, decided when it is first opened.
+    strategy: Option<FlushStrategy>,
 }
 
 /// One record's progress through a commit.
@@ -598,6 +606,8 @@ impl Spool {
             temp_seq: 0,
             noreplace: true,
             unsynced: false,
+            unsynced_names: Vec::new(),
+            strategy: None,
         }
     }
 
@@ -657,6 +667,7 @@ impl Spool {
             }
         };
         let (dirfd, tempfd) = (dir.as_raw_fd(), temp.as_raw_fd());
+        let strategy = *self.strategy.get_or_insert_with(|| FlushStrategy::of(&dir));
         let mut first_error: Option<io::Error> = None;
         let mut note = |e: io::Error| {
             first_error.get_or_insert(e);
@@ -674,18 +685,26 @@ impl Spool {
             })
             .collect();
         if flush {
-            // One round of flushes for the whole batch (see `durability`).
-            let written: Vec<&File> = steps
+            // One round of flushes for the whole batch (see `durability`). The directory
+            // flush below also makes durable the names of records published unsynced
+            // before (`batched`), so their data is flushed in the same round.
+            let earlier: Vec<File> = self
+                .unsynced_names
+                .iter()
+                .filter_map(|name| open_record(&dir, name).ok().flatten())
+                .collect();
+            let mut written: Vec<&File> = steps
                 .iter()
                 .filter_map(|s| match s {
                     Step::Written { file, .. } => Some(file),
                     _ => None,
                 })
                 .collect();
-            let flushed = match written.as_slice() {
-                [] => Ok(()),
-                [one] => one.sync_data(),
-                _ => sync_filesystem(&temp),
+            written.extend(earlier.iter());
+            let flushed = if self.unsynced && strategy == FlushStrategy::SyncFs {
+                sync_filesystem(&temp)
+            } else {
+                flush_files(strategy, &written, &temp)
             };
             if let Err(e) = flushed {
                 for step in &mut steps {
@@ -721,9 +740,19 @@ impl Spool {
                     }
                 }
                 note(e);
+            } else {
+                self.unsynced = false;
+                self.unsynced_names.clear();
             }
         } else if published {
             self.unsynced = true;
+            if strategy == FlushStrategy::PerFile {
+                for step in &steps {
+                    if let Step::Published { name } = step {
+                        self.unsynced_names.push(name.clone());
+                    }
+                }
+            }
         }
         if let Some(e) = first_error {
             refusals.refused(
@@ -747,14 +776,21 @@ impl Spool {
 
     /// A handle on the spool's filesystem to flush, if records were published since the
     /// last flush (the flag is cleared: the caller flushes).
-    fn take_unsynced(&mut self) -> Option<File> {
+    fn take_unsynced(&mut self) -> Option<PendingFlush> {
         if !std::mem::take(&mut self.unsynced) {
             return None;
         }
-        match &self.dirs {
+        let names = std::mem::take(&mut self.unsynced_names);
+        let dir = match &self.dirs {
             Some((dir, _)) => dir.try_clone().ok(),
             None => open_dir(&self.dir_path).ok(),
-        }
+        }?;
+        let strategy = *self.strategy.get_or_insert_with(|| FlushStrategy::of(&dir));
+        Some(PendingFlush {
+            dir,
+            strategy,
+            names,
+        })
     }
 
     /// A new temporary file in the temporary directory holding `bytes` (not flushed).
