@@ -3,6 +3,7 @@
 mod frames;
 mod lifecycle;
 mod load;
+mod power_cut;
 mod powerloss;
 mod trust;
 

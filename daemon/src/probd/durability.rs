@@ -36,9 +36,12 @@
 //! ([`FlushStrategy::PerFile`]) every file of a batch is flushed with its own `fdatasync`,
 //! which each of them passes on, then the spool directory is fsynced — in `batched` mode
 //! too, where the background flush reopens the records published since the last one by
-//! name (one already gone was sent and deleted) and a flush before a critical record's ack
-//! covers the records published unsynced before it, so a directory flush never makes
-//! durable a name whose data is not.
+//! name (one already gone was sent and deleted), commits wait while it runs (its directory
+//! flush would otherwise also cover names published meanwhile, whose data is not flushed),
+//! and a flush before a critical record's ack covers the records published unsynced before
+//! it: a directory flush never makes durable a name whose data is not. (With `syncfs` a
+//! record published during the background flush may still have its name committed before
+//! its data, depending on the filesystem; telempostd quarantines such a file.)
 
 use std::fs::File;
 use std::io;

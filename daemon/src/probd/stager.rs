@@ -302,6 +302,22 @@ impl Stager {
                     if let Some(previous) = syncing.take() {
                         let _ = previous.await;
                     }
+                    if committer.spool.strategy == Some(FlushStrategy::PerFile) {
+                        // The directory flush would also make durable the names of records
+                        // published while it runs, whose data is not: commits wait for it.
+                        match off_thread(committer, |c, _| {
+                            if let Some(pending) = c.spool.take_unsynced() {
+                                flush_spool(&pending);
+                                c.counters.background_flushes.fetch_add(1, Ordering::Relaxed);
+                            }
+                        })
+                        .await
+                        {
+                            Some(c) => committer = c,
+                            None => return,
+                        }
+                        continue;
+                    }
                     if let Some(pending) = committer.spool.take_unsynced() {
                         let counters = committer.counters.clone();
                         syncing = Some(tokio::task::spawn_blocking(move || {
@@ -489,7 +505,16 @@ impl Committer {
             if let Some(hook) = &self.commit_hook {
                 (hook.0)(items.len());
             }
-            self.spool.commit(&items, flush, &self.counters.refusals)
+            // `none` leaves its records to the kernel's writeback: they are not added to
+            // what the background flush covers (records acknowledged before a switch to
+            // `none` still are).
+            let before = (self.spool.unsynced, self.spool.unsynced_names.len());
+            let acks = self.spool.commit(&items, flush, &self.counters.refusals);
+            if self.durability == Durability::None {
+                self.spool.unsynced = before.0 && self.spool.unsynced;
+                self.spool.unsynced_names.truncate(before.1);
+            }
+            acks
         } else {
             self.counters.refusals.refused(
                 "not opted in",
@@ -1391,10 +1416,15 @@ mod tests {
 
     /// `batched`: acknowledged before any flush, then one background flush within the
     /// interval covers the records; nothing is flushed again while nothing new comes.
-    /// `strict`: never a background flush (each batch was flushed before its ack).
+    /// `strict`: never a background flush (each batch was flushed before its ack); `none`:
+    /// never one either (left to the kernel's writeback).
     #[tokio::test]
     async fn batched_records_are_flushed_in_the_background_within_the_interval() {
-        for (durability, expected) in [(Durability::Batched, 1), (Durability::Strict, 0)] {
+        for (durability, expected) in [
+            (Durability::Batched, 1),
+            (Durability::Strict, 0),
+            (Durability::None, 0),
+        ] {
             let d = tempfile::tempdir().unwrap();
             let paths = opted_in_root(d.path());
             let counters = Arc::new(Counters::default());
