@@ -325,6 +325,20 @@ fn units_use_the_suite_paths() {
     assert_eq!(values(&ulimit, "DefaultLimitCORE"), ["infinity"]);
 }
 
+/// Both daemons re-read their configuration on SIGHUP, so `systemctl reload` must be
+/// applicable to them: an `ExecReload=` sending SIGHUP to the main process.
+#[test]
+fn daemons_reload_on_sighup() {
+    for daemon in ["telemprobd", "telempostd"] {
+        let text = read(&format!("{daemon}.service"));
+        assert_eq!(
+            values(&text, "ExecReload"),
+            ["/bin/kill -HUP $MAINPID"],
+            "{daemon}.service: systemctl reload must send SIGHUP"
+        );
+    }
+}
+
 /// sysusers.d makes the account and tmpfiles.d the directories, in a scratch root.
 #[test]
 fn sysusers_and_tmpfiles_apply_to_a_scratch_root() {
