@@ -103,7 +103,7 @@ fn stub_staticlib(out: &Path) {
     let src = dir.join("stub.c");
     std::fs::write(
         &src,
-        "int tm_set_config_file(char *c) { (void)c; return 0; }\n\
+        "int tm_set_config_file(const char *c) { (void)c; return 0; }\n\
          void tm_free_record(void *r) { (void)r; }\n\
          int tm_create_record(void **r, unsigned s, char *c, unsigned v) { (void)r; (void)s; (void)c; (void)v; return 0; }\n\
          int tm_set_payload(void *r, char *p) { (void)r; (void)p; return 0; }\n\
