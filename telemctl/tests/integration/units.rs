@@ -60,7 +60,7 @@ fn values(text: &str, key: &str) -> Vec<String> {
 fn require_systemd_analyze() {
     assert!(
         have("systemd-analyze"),
-        "systemd-analyze not found: install the `systemd` package (see .ci/run)"
+        "systemd-analyze not found: install the `systemd` package (make check installs it)"
     );
 }
 
