@@ -422,6 +422,7 @@ fn recording_tools(dir: &Path, log: &Path, core_pattern: &Path) -> Vec<(String, 
     }
     env.push(("SYSTEMCTL_FORCE".into(), "1".into()));
     env.push(("CORE_PATTERN".into(), core_pattern.display().to_string()));
+    env.push(("SOCKET".into(), dir.join("telem-0").display().to_string()));
     env
 }
 
@@ -504,6 +505,9 @@ fn uninstall_stops_and_disables_the_units_first() {
     let core_pattern = t.path().join("core_pattern");
     std::fs::write(&core_pattern, "|/usr/bin/crashprobe -p %e -E %E -s %s\n").unwrap();
     let env = recording_tools(t.path(), &log, &core_pattern);
+    // The socket file systemd leaves behind when telemprobd.socket stops.
+    let socket = std::os::unix::net::UnixListener::bind(t.path().join("telem-0")).unwrap();
+    drop(socket);
     make_install(&dest, &target, &["PREFIX=/usr"]);
     make_with(
         &dest,
@@ -553,5 +557,6 @@ fn uninstall_stops_and_disables_the_units_first() {
         lines[3]
     );
     assert_eq!(read(&core_pattern), "core\n");
+    assert!(!t.path().join("telem-0").exists(), "socket file left");
     assert_eq!(tree(&dest), BTreeSet::new());
 }
