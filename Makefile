@@ -99,8 +99,9 @@ install: $(BUILD_FIRST)
 post-install:
 	$(SETUP_ENV) sh packaging/systemd-setup post-install
 
-deb:
-	packaging/build-deb $(if $(filter undefined,$(origin TARGET_DIR)),,--no-build --target-dir "$(TARGET_DIR)")
+# Without TARGET_DIR, `cargo build --release` first, as for install.
+deb: $(BUILD_FIRST)
+	packaging/build-deb --no-build --target-dir "$(TARGET_DIR)"
 
 check:
 	scripts/check
