@@ -133,7 +133,7 @@ fn drain(
         .set("delivery_max_in_flight", &in_flight.to_string());
     let old = std::time::SystemTime::now() - Duration::from_secs(60);
     for i in 0..opts.records {
-        let p = root.spool_dir().join(format!("r{i:06}"));
+        let p = root.spool_dir().join(format!("{i:06}"));
         std::fs::write(
             &p,
             libtelemetry::encode_staged(&record(i, opts.payload), None),

@@ -5,6 +5,7 @@ mod delivery;
 mod journal;
 mod lifecycle;
 mod otlp;
+mod security;
 mod spool;
 
 use std::path::PathBuf;
@@ -62,7 +63,7 @@ pub fn stage_bytes(root: &TestRoot, name: &str, bytes: &[u8], age: Duration) -> 
 pub fn stage(root: &TestRoot, i: usize, age: Duration) -> PathBuf {
     stage_bytes(
         root,
-        &format!("r{i}"),
+        &format!("rec{i:03}"),
         &libtelemetry::encode_staged(&record(i), None),
         age,
     )
@@ -72,7 +73,7 @@ pub fn stage(root: &TestRoot, i: usize, age: Duration) -> PathBuf {
 pub fn stage_poisoned_spool(root: &TestRoot, bad: &Record) {
     stage_bytes(
         root,
-        "r0",
+        "rec000",
         &libtelemetry::encode_staged(bad, None),
         Duration::from_secs(600),
     );

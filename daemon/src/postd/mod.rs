@@ -640,10 +640,6 @@ impl Postd {
                 self.last_activity = now;
                 self.pick(&name, true);
             }
-            Event::Watch(_, WatchEvent::OddName(name)) => {
-                self.last_activity = now;
-                self.quarantine(&name, "file name is not UTF-8");
-            }
             Event::Watch(_, WatchEvent::Overflow) => {
                 tracing::warn!("inotify queue overflow; rescanning the spool");
                 self.rescan(now);
@@ -724,16 +720,13 @@ impl Postd {
     fn rescan(&mut self, now: Instant) {
         self.next_rescan = now + self.settings.cap;
         self.sweep_previous_spool_dirs(false);
-        let (names, odd) = match pickup::scan(&self.spool_dir) {
+        let names = match pickup::scan(&self.spool_dir) {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!("cannot scan {}: {e}", self.spool_dir.display());
                 return;
             }
         };
-        for o in odd {
-            self.quarantine(&o, "file name is not UTF-8");
-        }
         let present: HashSet<&str> = names.iter().map(String::as_str).collect();
         let gone: Vec<String> = self
             .spool

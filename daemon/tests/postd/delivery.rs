@@ -112,13 +112,13 @@ fn cfg_override_supplies_server_and_tidheader() {
     let cfg = override_conf.to_str().unwrap();
     super::stage_bytes(
         &root,
-        "with-override",
+        "withov",
         &libtelemetry::encode_staged(&record(1), Some(cfg)),
         Duration::ZERO,
     );
     super::stage_bytes(
         &root,
-        "bad-override",
+        "badovr",
         &libtelemetry::encode_staged(&record(2), Some("/nonexistent/telemetrics.conf")),
         Duration::ZERO,
     );
@@ -128,7 +128,7 @@ fn cfg_override_supplies_server_and_tidheader() {
     // An invalid override is a failed record, kept in the spool, never a fake success.
     assert!(wait_counter(&root, COUNTER_FAILED_ATTEMPTS, 1));
     assert!(wait_counter(&root, COUNTER_SPOOLED, 1));
-    assert!(wait_until(SOON, || spool_names(&root) == ["bad-override"]));
+    assert!(wait_until(SOON, || spool_names(&root) == ["badovr"]));
     assert_eq!(default_backend.attempt_count(), 0);
     assert!(wait_counter(&root, COUNTER_DELIVERED, 1));
 }

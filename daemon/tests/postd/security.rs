@@ -1,0 +1,80 @@
+//! What a local sender can and cannot make telempostd do: spool hygiene, `CFG:` overrides
+//! followed as untrusted input, per-sender fairness, counters that survive restarts.
+
+use std::time::Duration;
+
+use libtelemetry::status::{COUNTER_DELIVERED, COUNTER_EVICTED, COUNTER_QUARANTINED};
+use telemetrics_tests::collector::Collector;
+
+use super::*;
+
+/// Files in the spool dir whose names no stager creates are not records: never counted
+/// toward `spool_max_size`, moved, quarantined or deleted. A staged name over the record
+/// size limit is quarantined at sight and never counted either.
+#[test]
+fn foreign_files_never_count_toward_the_quota() {
+    let c = Collector::start();
+    c.refuse();
+    let mut root = root_for(&c, "/v2/collector");
+    root.set("spool_max_size", "200");
+    for i in 0..20 {
+        stage(&root, i, Duration::from_secs(100 - i as u64));
+    }
+    let spool = root.spool_dir();
+    std::fs::write(spool.join("backup.tar"), vec![b'x'; 6 * 1024 * 1024]).unwrap();
+    std::fs::write(spool.join("Huge00.u1000"), vec![b'y'; 100 * 1024]).unwrap();
+    let _d = spawn(&root);
+    assert!(wait_counter(&root, COUNTER_QUARANTINED, 1));
+    c.resume();
+    assert!(wait_counter(&root, COUNTER_DELIVERED, 20));
+    let st = status(&root);
+    assert_eq!(st.counter(COUNTER_EVICTED), 0, "{st:?}");
+    assert_eq!(st.counter(COUNTER_QUARANTINED), 1, "{st:?}");
+    assert_eq!(
+        std::fs::metadata(spool.join("backup.tar")).unwrap().len(),
+        6 * 1024 * 1024,
+        "left alone"
+    );
+    let q = daemon::postd::quarantine_dir(&spool);
+    assert!(q.join("Huge00.u1000").exists());
+}
+
+/// A `spool_dir` pointing at a directory of ordinary files (and a quarantine holding
+/// files it did not put there) changes nothing in it.
+#[test]
+fn a_spool_dir_of_ordinary_files_is_left_alone() {
+    let c = Collector::start();
+    let root = root_for(&c, "/v2/collector");
+    let spool = root.spool_dir();
+    let mut ordinary = Vec::new();
+    for i in 0..155 {
+        let name = match i % 4 {
+            0 => format!("file{i}.txt"),
+            1 => format!("f{i}"),
+            2 => format!("notes-{i}"),
+            _ => format!("Ab{i:04}.bak"),
+        };
+        std::fs::write(spool.join(&name), format!("ordinary file {i}\n")).unwrap();
+        ordinary.push(name);
+    }
+    let q = daemon::postd::quarantine_dir(&spool);
+    std::fs::create_dir_all(&q).unwrap();
+    for i in 0..120 {
+        std::fs::write(q.join(format!("kept{i}")), b"not ours").unwrap();
+    }
+    for i in 0..5 {
+        stage(&root, i, Duration::from_secs(10));
+    }
+    let d = spawn(&root);
+    assert!(c.wait_for(5, SOON));
+    // A rescan (start-up) has run and every record was delivered: give any stray
+    // quarantine a turn by asking for a reload, which rescans.
+    d.signal(libc::SIGHUP);
+    assert!(d.wait_for_log("configuration reloaded", SOON));
+    assert!(wait_counter(&root, COUNTER_DELIVERED, 5));
+    for name in &ordinary {
+        assert!(spool.join(name).exists(), "{name} was touched");
+    }
+    assert_eq!(std::fs::read_dir(&q).unwrap().count(), 120);
+    assert_eq!(status(&root).counter(COUNTER_QUARANTINED), 0);
+}
