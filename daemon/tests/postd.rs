@@ -59,6 +59,14 @@ pub fn stage_bytes(root: &TestRoot, name: &str, bytes: &[u8], age: Duration) -> 
     path
 }
 
+/// A staged name for a record sent by this process's uid (which owns the test's files, so
+/// a `CFG:` file it wrote may be followed for it).
+pub fn own_name(random: &str) -> String {
+    // SAFETY: geteuid(2) has no side effects.
+    let uid = unsafe { libc::geteuid() };
+    libtelemetry::format_staged_name(random, libtelemetry::StagedSender::Uid(uid))
+}
+
 /// Stage record `i` under the name `r<i>`, `age` old.
 pub fn stage(root: &TestRoot, i: usize, age: Duration) -> PathBuf {
     stage_bytes(

@@ -10,11 +10,15 @@
 //!   and crashed on empty ones), `Content-Type: application/json`, plus the `tidheader` line.
 //! * Connect timeout 5 s, whole request 10 s, no redirects; success iff HTTP 200 or 201.
 //! * TLS: rustls with the system roots, or only the certificates of `cainfo` when that file
-//!   exists (as curl's `CURLOPT_CAINFO`).
-//! * One `ureq::Agent` per CA setting, shared by the workers, keeps up to one idle
-//!   connection per worker, so consecutive records reuse connections.
+//!   exists (as curl's `CURLOPT_CAINFO`), read bounded and without blocking
+//!   ([`super::trust`]).
+//! * One `ureq::Agent` per CA bundle (file identity), shared by the workers, keeps up to
+//!   one idle connection per worker, so consecutive records reuse connections. The bundle
+//!   is opened, checked and parsed outside the lock that guards the agents, so a file that
+//!   is slow to read holds up no other delivery.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -22,9 +26,11 @@ use std::time::Duration;
 
 use libtelemetry::config::DeliveryMode;
 use libtelemetry::record::HEADER_NAMES;
+use libtelemetry::staged::StagedSender;
 use libtelemetry::{Config, Paths, StagedRecord};
 
 use super::otlp::{OtlpSettingError, OtlpSettings};
+use super::trust::{open_checked, OverrideError, Trust, MAX_CAINFO_SIZE};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +49,12 @@ pub struct Target {
     pub cainfo: Option<PathBuf>,
     /// Batching, compression and extra headers (OTLP mode only).
     pub otlp: Option<OtlpSettings>,
+    /// Whose configuration this is: the daemon's, or a sender's `CFG:` override (whose
+    /// files are followed only as [`Trust::Sender`] allows and whose values are never
+    /// echoed in logs or the status file).
+    pub trust: Trust,
+    /// The `CFG:` file this target comes from (an override), for messages.
+    pub override_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,7 +88,14 @@ impl Target {
             tid_value: value.to_string(),
             cainfo: c.cainfo_path().map(Path::to_path_buf),
             otlp,
+            trust: Trust::Daemon,
+            override_path: None,
         })
+    }
+
+    /// A sender's `CFG:` override.
+    pub fn is_override(&self) -> bool {
+        self.trust != Trust::Daemon
     }
 }
 
@@ -260,9 +279,32 @@ impl Outcome {
     }
 }
 
-/// Sends requests; keeps one agent (connection pool) per CA setting.
+/// Agents kept at most (one per CA bundle in use); past it the cache starts over.
+const MAX_AGENTS: usize = 16;
+
+/// The identity of a CA bundle file as `fstat` saw it: a changed file gets a new agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct CaKey {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl CaKey {
+    fn of(md: &std::fs::Metadata) -> CaKey {
+        CaKey {
+            dev: md.dev(),
+            ino: md.ino(),
+            len: md.len(),
+            mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
+        }
+    }
+}
+
+/// Sends requests; keeps one agent (connection pool) per CA bundle.
 pub struct HttpSender {
-    agents: Mutex<HashMap<Option<PathBuf>, ureq::Agent>>,
+    agents: Mutex<HashMap<Option<CaKey>, ureq::Agent>>,
     keep_alive: bool,
     pool_size: usize,
 }
@@ -278,10 +320,22 @@ impl HttpSender {
         }
     }
 
-    fn agent(&self, cainfo: Option<&Path>) -> Result<ureq::Agent, String> {
-        let key = cainfo.map(Path::to_path_buf);
-        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(a) = agents.get(&key) {
+    fn lock_agents(&self) -> std::sync::MutexGuard<'_, HashMap<Option<CaKey>, ureq::Agent>> {
+        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The agent for `target`'s CA setting. The bundle is opened (checked as the target's
+    /// trust says), read and parsed outside the lock; the lock only guards the map.
+    fn agent(&self, target: &Target) -> Result<ureq::Agent, String> {
+        let ca = match &target.cainfo {
+            None => None,
+            Some(path) => Some(
+                open_checked(path, target.trust, MAX_CAINFO_SIZE)
+                    .map_err(|e| format!("cainfo {}: {e}", path.display()))?,
+            ),
+        };
+        let key = ca.as_ref().map(|f| CaKey::of(&f.metadata));
+        if let Some(a) = self.lock_agents().get(&key) {
             return Ok(a.clone());
         }
         let idle = if self.keep_alive { self.pool_size } else { 0 };
@@ -293,20 +347,25 @@ impl HttpSender {
             .max_idle_connections_per_host(idle)
             .try_proxy_from_env(true)
             .user_agent(concat!("telempostd/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = cainfo {
-            b = b.tls_config(tls_config_from_cainfo(path)?);
+        if let (Some(f), Some(path)) = (ca, &target.cainfo) {
+            let pem = f
+                .read(MAX_CAINFO_SIZE)
+                .map_err(|e| format!("cainfo {}: {e}", path.display()))?;
+            b = b.tls_config(
+                tls_config_from_pem(&pem).map_err(|e| format!("cainfo {}: {e}", path.display()))?,
+            );
         }
         let agent = b.build();
-        agents.insert(key, agent.clone());
-        Ok(agent)
+        let mut agents = self.lock_agents();
+        if agents.len() >= MAX_AGENTS {
+            agents.retain(|k, _| k.is_none());
+        }
+        Ok(agents.entry(key).or_insert(agent).clone())
     }
 
     /// Drop the agents (and their idle connections), e.g. after a config reload.
     pub fn reset(&self) {
-        self.agents
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.lock_agents().clear();
     }
 
     /// POST `staged` to `target`.
@@ -320,7 +379,7 @@ impl HttpSender {
 
     /// POST a prepared request.
     pub fn send(&self, target: &Target, req: &HttpRequest) -> Outcome {
-        let agent = match self.agent(target.cainfo.as_deref()) {
+        let agent = match self.agent(target) {
             Ok(a) => a,
             Err(e) => return Outcome::Invalid(e),
         };
@@ -354,10 +413,16 @@ impl HttpSender {
             Ok(resp) => answer(resp.status(), resp),
             Err(ureq::Error::Status(status, resp)) => answer(status, resp),
             Err(ureq::Error::Transport(t)) => {
-                if t.kind() == ureq::ErrorKind::BadHeader {
-                    Outcome::Invalid(t.to_string())
+                // ureq's message names the URL: an override's server is not echoed.
+                let detail = if let Some(path) = &target.override_path {
+                    format!("{} (configuration override {})", t.kind(), path.display())
                 } else {
-                    Outcome::Transport(t.to_string())
+                    t.to_string()
+                };
+                if t.kind() == ureq::ErrorKind::BadHeader {
+                    Outcome::Invalid(detail)
+                } else {
+                    Outcome::Transport(detail)
                 }
             }
         }
@@ -376,22 +441,26 @@ fn drain(resp: ureq::Response) -> Vec<u8> {
     body
 }
 
-/// A rustls config trusting only the certificates in the PEM file `path`.
+/// A rustls config trusting only the certificates in the PEM file `path` (the daemon's own
+/// `cainfo`, read bounded and without blocking).
 pub fn tls_config_from_cainfo(path: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cainfo {}: {e}", path.display()))?;
-    let mut reader = std::io::BufReader::new(file);
+    let pem = open_checked(path, Trust::Daemon, MAX_CAINFO_SIZE)
+        .and_then(|f| f.read(MAX_CAINFO_SIZE))
+        .map_err(|e| format!("cainfo {}: {e}", path.display()))?;
+    tls_config_from_pem(&pem).map_err(|e| format!("cainfo {}: {e}", path.display()))
+}
+
+/// A rustls config trusting only the certificates of a PEM bundle.
+pub fn tls_config_from_pem(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut reader) {
-        let cert = cert.map_err(|e| format!("cainfo {}: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("cainfo {}: {e}", path.display()))?;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| e.to_string())?;
+        roots.add(cert).map_err(|e| e.to_string())?;
     }
     if roots.is_empty() {
-        return Err(format!(
-            "cainfo {}: no PEM certificates found",
-            path.display()
-        ));
+        return Err("no PEM certificates found".into());
     }
     let config = rustls::ClientConfig::builder_with_provider(
         rustls::crypto::ring::default_provider().into(),
@@ -405,23 +474,47 @@ pub fn tls_config_from_cainfo(path: &Path) -> Result<Arc<rustls::ClientConfig>, 
 
 /// The target of a record: `default`, or the one of the record's `CFG:` file (server,
 /// cainfo, tidheader and delivery mode all come from that file; the C client took only the
-/// server). An unusable override is an error, never a silent fallback.
+/// server), followed as [`super::trust`] says for the record's sender. An unusable override
+/// is an error, never a silent fallback; errors name the config path, never its values.
 pub fn target_for(
     staged: &StagedRecord,
+    sender: StagedSender,
     default: &Arc<Target>,
     paths: &Paths,
-) -> Result<Arc<Target>, String> {
+) -> Result<Arc<Target>, OverrideError> {
     let Some(path) = &staged.cfg_path else {
         return Ok(Arc::clone(default));
     };
-    let load = || -> Result<Target, String> {
-        libtelemetry::config::check_config_path(path).map_err(|e| e.to_string())?;
-        let cfg = Config::from_file(path, paths).map_err(|e| e.to_string())?;
-        Target::from_config(&cfg).map_err(|e| e.to_string())
+    let trust = Trust::Sender(sender);
+    let load = || -> Result<Target, OverrideError> {
+        let cfg = super::trust::load_override(path, sender, paths)?;
+        let mut target = Target::from_config(&cfg).map_err(|e| {
+            OverrideError::Unusable(match e {
+                TargetError::TidHeader(_) => "tidheader is not a `Name: value` line".into(),
+                TargetError::Server(_) => "server is not an http:// or https:// URL".into(),
+                TargetError::Otlp(o) => format!("invalid {}", o.key),
+            })
+        })?;
+        target.trust = trust;
+        target.override_path = Some(path.clone());
+        if let Some(ca) = &target.cainfo {
+            // Checked now so that a CA bundle that may not be followed quarantines the
+            // record; the agent checks the file again when it opens it.
+            open_checked(ca, trust, MAX_CAINFO_SIZE)
+                .map_err(|e| tag(e, &format!("its cainfo {}", ca.display())))?;
+        }
+        Ok(target)
     };
     load()
         .map(Arc::new)
-        .map_err(|e| format!("configuration override {}: {e}", path.display()))
+        .map_err(|e| tag(e, &format!("configuration override {}", path.display())))
+}
+
+fn tag(e: OverrideError, what: &str) -> OverrideError {
+    match e {
+        OverrideError::Refused(m) => OverrideError::Refused(format!("{what}: {m}")),
+        OverrideError::Unusable(m) => OverrideError::Unusable(format!("{what}: {m}")),
+    }
 }
 
 /// One spooled record handed to a worker, which reads, parses, posts and (once accepted)
@@ -541,14 +634,19 @@ fn process(job: &Job, sender: &HttpSender) -> Vec<ItemResult> {
                 continue;
             }
         };
-        let target = match target_for(&staged, &job.target, &job.paths) {
+        let from = libtelemetry::parse_staged_name(name).unwrap_or(StagedSender::Unknown);
+        let target = match target_for(&staged, from, &job.target, &job.paths) {
             Ok(t) => t,
+            Err(e) if e.is_refused() => {
+                report(JobResult::Quarantine(e.to_string()));
+                continue;
+            }
             Err(e) => {
                 report(posted(
                     job,
                     name,
                     job.target.mode,
-                    Outcome::Invalid(e),
+                    Outcome::Invalid(e.to_string()),
                     staged,
                 ));
                 continue;

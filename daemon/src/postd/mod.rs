@@ -21,6 +21,7 @@ pub mod persist;
 pub mod pickup;
 pub mod ratelimit;
 pub mod spool;
+pub mod trust;
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};

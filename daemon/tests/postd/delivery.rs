@@ -112,7 +112,7 @@ fn cfg_override_supplies_server_and_tidheader() {
     let cfg = override_conf.to_str().unwrap();
     super::stage_bytes(
         &root,
-        "withov",
+        &own_name("withov"),
         &libtelemetry::encode_staged(&record(1), Some(cfg)),
         Duration::ZERO,
     );

@@ -270,7 +270,7 @@ fn a_refusal_is_judged_by_the_mode_of_the_backend_the_record_went_to() {
     for (name, i, cfg) in [("tov2aa", 1, &to_v2), ("tootlp", 2, &to_otlp)] {
         stage_bytes(
             &root,
-            name,
+            &own_name(name),
             &libtelemetry::encode_staged(&record(i), Some(cfg)),
             Duration::from_secs(10),
         );
@@ -279,13 +279,13 @@ fn a_refusal_is_judged_by_the_mode_of_the_backend_the_record_went_to() {
     assert!(wait_counter(&root, COUNTER_QUARANTINED, 1));
     assert!(refusing.wait_for_attempts(2, SOON));
     // A v2 400 is retried like any v2 failure; only the OTLP one is final.
-    assert!(wait_until(SOON, || spool_names(&root) == ["tov2aa"]));
+    assert!(wait_until(SOON, || spool_names(&root) == [own_name("tov2aa")]));
     let q = daemon::postd::quarantine_dir(&root.spool_dir());
     let names: Vec<String> = std::fs::read_dir(q)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names, ["tootlp"]);
+    assert_eq!(names, [own_name("tootlp")]);
     assert_eq!(status(&root).counter(COUNTER_QUARANTINED), 1);
     assert_eq!(otlp.attempt_count(), 0);
 }

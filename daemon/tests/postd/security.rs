@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use libtelemetry::status::{COUNTER_DELIVERED, COUNTER_EVICTED, COUNTER_QUARANTINED};
 use telemetrics_tests::collector::Collector;
+use telemetrics_tests::TestRoot;
 
 use super::*;
 
@@ -77,4 +78,104 @@ fn a_spool_dir_of_ordinary_files_is_left_alone() {
     }
     assert_eq!(std::fs::read_dir(&q).unwrap().count(), 120);
     assert_eq!(status(&root).counter(COUNTER_QUARANTINED), 0);
+}
+
+/// Stage a record whose `CFG:` names `conf` (written with `text`) as `name`.
+fn stage_override(root: &TestRoot, name: &str, i: usize, conf: &str, text: &str) {
+    let path = root.dir().join(conf);
+    std::fs::write(&path, text).unwrap();
+    stage_bytes(
+        root,
+        name,
+        &libtelemetry::encode_staged(&record(i), Some(path.to_str().unwrap())),
+        Duration::from_secs(60),
+    );
+}
+
+/// An override whose `cainfo` is `cainfo` is refused (quarantined), and everyone else's
+/// records keep flowing; the daemon stops at once on SIGTERM.
+fn override_cainfo_is_refused(cainfo: &str) {
+    let c = Collector::start();
+    let other = Collector::start();
+    let root = root_for(&c, "/v2/collector");
+    stage_override(
+        &root,
+        &own_name("Evil00"),
+        99,
+        "x.conf",
+        &format!("[settings]\nserver={}\ncainfo={cainfo}\n", other.v2_url()),
+    );
+    for i in 0..10 {
+        stage(&root, i, Duration::from_secs(30));
+    }
+    let mut d = spawn(&root);
+    assert!(c.wait_for(10, SOON), "{}", d.log());
+    assert!(wait_counter(&root, COUNTER_QUARANTINED, 1), "{}", d.log());
+    assert!(d.log().contains("x.conf"), "the config path is named");
+    let started = std::time::Instant::now();
+    let st = d.terminate(SOON).expect("exits");
+    assert!(st.success(), "{st:?}\n{}", d.log());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(other.attempt_count(), 0);
+    // And again at the next start: nothing left to trip over.
+    stage(&root, 10, Duration::ZERO);
+    let _d = spawn(&root);
+    assert!(c.wait_for(11, SOON));
+}
+
+#[test]
+fn an_override_cainfo_fifo_blocks_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let fifo = root.path().join("ca.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    override_cainfo_is_refused(fifo.to_str().unwrap());
+}
+
+#[test]
+fn an_override_cainfo_of_dev_zero_is_refused() {
+    override_cainfo_is_refused("/dev/zero");
+}
+
+/// Values of an override config are never echoed in the log or the status file: errors
+/// name the record and the config path.
+#[test]
+fn override_values_are_never_echoed() {
+    let c = Collector::start();
+    let root = root_for(&c, "/v2/collector");
+    stage_override(
+        &root,
+        &own_name("Unrch0"),
+        1,
+        "unreachable.conf",
+        "[settings]\nserver=http://127.0.0.1:1/v2/SECRET-PATH\n\
+         tidheader=X-Telemetry-TID:\\sSECRET-TID\n",
+    );
+    stage_override(
+        &root,
+        &own_name("BadVal"),
+        2,
+        "badvalue.conf",
+        "[settings]\nserver=http://127.0.0.1:1/\nrecord_expiry=SECRET-NUMBER\n",
+    );
+    stage_override(
+        &root,
+        &own_name("BadURL"),
+        3,
+        "badurl.conf",
+        "[settings]\nserver=ftp://SECRET-HOST/\n",
+    );
+    let d = spawn(&root);
+    assert!(wait_counter(
+        &root,
+        libtelemetry::status::COUNTER_FAILED_ATTEMPTS,
+        3
+    ));
+    let status_text =
+        std::fs::read_to_string(libtelemetry::status::status_file(&root.paths, "telempostd"))
+            .unwrap();
+    for conf in ["unreachable.conf", "badvalue.conf", "badurl.conf"] {
+        assert!(d.log().contains(conf), "{conf} named\n{}", d.log());
+    }
+    assert!(!d.log().contains("SECRET"), "{}", d.log());
+    assert!(!status_text.contains("SECRET"), "{status_text}");
 }
