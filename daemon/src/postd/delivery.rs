@@ -30,6 +30,7 @@ use libtelemetry::staged::StagedSender;
 use libtelemetry::{Config, Paths, StagedRecord};
 
 use super::otlp::{OtlpSettingError, OtlpSettings};
+use super::spool::Lane;
 use super::trust::{open_checked, OverrideError, Trust, MAX_CAINFO_SIZE};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -524,8 +525,13 @@ pub struct Job {
     /// OTLP batch.
     pub records: Vec<(String, u64)>,
     pub spool_dir: Arc<PathBuf>,
+    /// The default target (the daemon's configuration).
     pub target: Arc<Target>,
     pub paths: Arc<Paths>,
+    /// The lane the job was dispatched in: `None` for the default backend, or the server
+    /// of the records' override. A record found to belong to another lane is not sent
+    /// ([`JobResult::Rerouted`]).
+    pub lane: Option<Lane>,
 }
 
 /// What happened to a job's record.
@@ -548,6 +554,9 @@ pub enum JobResult {
     /// Not attempted: the OTLP batch reached `otlp_batch_max_bytes` before it (the event
     /// loop's choice of records is an estimate); it goes in a later batch.
     Deferred,
+    /// Not attempted: the record's override sends it to another server than the job's
+    /// lane; it goes in this lane (`None`: the default one).
+    Rerouted(Option<Lane>),
 }
 
 /// What happened to one record of a job.
@@ -562,6 +571,8 @@ pub struct ItemResult {
 pub struct Completion {
     pub items: Vec<ItemResult>,
     pub elapsed: Duration,
+    /// The job's lane.
+    pub lane: Option<Lane>,
 }
 
 /// Read and parse a record; `Err` is the result to report.
@@ -652,6 +663,12 @@ fn process(job: &Job, sender: &HttpSender) -> Vec<ItemResult> {
                 continue;
             }
         };
+        let lane = (target.is_override() && target.server != job.target.server)
+            .then(|| Lane::from(target.server.as_str()));
+        if lane != job.lane {
+            report(JobResult::Rerouted(lane));
+            continue;
+        }
         if job.target.mode == DeliveryMode::Otlp && *target == *job.target {
             if body.add(&staged, max_bytes) {
                 batch.push((name.clone(), *size, staged));
@@ -691,7 +708,9 @@ pub struct Workers {
 }
 
 impl Workers {
+    /// `name` names the threads (`<name>-<n>`).
     pub fn start<E: Send + 'static>(
+        name: &str,
         count: usize,
         sender: Arc<HttpSender>,
         done: mpsc::Sender<E>,
@@ -707,7 +726,7 @@ impl Workers {
             let sender = Arc::clone(&sender);
             let done = done.clone();
             std::thread::Builder::new()
-                .name(format!("deliver-{i}"))
+                .name(format!("{name}-{i}"))
                 .stack_size(512 * 1024)
                 .spawn(move || loop {
                     let job = {
@@ -733,6 +752,7 @@ impl Workers {
                     let c = Completion {
                         items,
                         elapsed: start.elapsed(),
+                        lane: job.lane.clone(),
                     };
                     if done.send(wrap(c)).is_err() {
                         return;

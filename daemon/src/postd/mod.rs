@@ -16,6 +16,7 @@
 pub mod counters;
 pub mod delivery;
 pub mod journal;
+mod lanes;
 pub mod otlp;
 pub mod persist;
 pub mod pickup;
@@ -318,7 +319,19 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
     })?;
     let sender = Arc::new(HttpSender::new(settings.max_in_flight, settings.keep_alive));
     let workers = Workers::start(
+        "deliver",
         settings.max_in_flight,
+        Arc::clone(&sender),
+        tx.clone(),
+        |c| Event::Done(Box::new(c)),
+    )
+    .map_err(|source| PostdError::Setup {
+        what: "delivery workers",
+        source,
+    })?;
+    let lane_workers = Workers::start(
+        "lane",
+        lanes::MAX_LANES,
         Arc::clone(&sender),
         tx.clone(),
         |c| Event::Done(Box::new(c)),
@@ -368,6 +381,8 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         gate: BackendGate::default(),
         rate_gate: None,
         jobs_in_flight: 0,
+        lanes: lanes::Lanes::default(),
+        lane_workers,
         linger_since: None,
         sender,
         workers,
@@ -443,6 +458,9 @@ struct Postd {
     rate_gate: Option<Instant>,
     /// Jobs handed to the workers and not completed.
     jobs_in_flight: usize,
+    /// Delivery lanes of records whose override names another server, and their workers.
+    lanes: lanes::Lanes,
+    lane_workers: Workers,
     /// OTLP: since when ready records wait for a fuller batch.
     linger_since: Option<Instant>,
     rate: RateLimiter,
@@ -536,7 +554,10 @@ impl Postd {
     }
 
     fn maintain(&mut self, now: Instant) {
-        if self.pending_spool_dir.is_some() && self.jobs_in_flight == 0 {
+        if self.pending_spool_dir.is_some()
+            && self.jobs_in_flight == 0
+            && self.lanes.jobs_in_flight() == 0
+        {
             self.switch_spool_dir(now);
         }
         if now >= self.next_rescan {
@@ -618,6 +639,7 @@ impl Postd {
             consider(Some(t));
         }
         consider(self.rate_gate);
+        consider(self.lanes.next_reopening(now));
         if let (Some(since), Some(o)) = (self.linger_since, &self.settings.target.otlp) {
             consider(Some(since + o.linger));
         }
@@ -656,6 +678,7 @@ impl Postd {
                 self.failure.get_or_insert(PostdError::WatchLost(why));
                 self.shutting_down.get_or_insert(now + SHUTDOWN_GRACE);
                 self.workers.set_paused(true);
+                self.lane_workers.set_paused(true);
             }
             Event::Signal(sig) if sig == libc::SIGHUP => self.reload(),
             Event::Signal(sig) => {
@@ -671,6 +694,7 @@ impl Postd {
                 }
                 // Only the POSTs already started are finished.
                 self.workers.set_paused(true);
+                self.lane_workers.set_paused(true);
             }
             Event::Done(c) => self.complete(*c, now),
         }
@@ -799,6 +823,12 @@ impl Postd {
             self.keep_local(now);
             return;
         }
+        self.dispatch_default(now);
+        self.dispatch_lanes(now);
+    }
+
+    /// Records for the default backend, behind its gate.
+    fn dispatch_default(&mut self, now: Instant) {
         // Twice as many jobs queued as POSTs at once: a worker finds its next job waiting.
         let max = 2 * self.settings.max_in_flight.min(self.workers.count());
         loop {
@@ -863,6 +893,7 @@ impl Postd {
                 spool_dir: Arc::clone(&self.spool_dir_shared),
                 target: Arc::clone(&self.settings.target),
                 paths: Arc::clone(&self.paths_shared),
+                lane: None,
             };
             let names: Vec<(String, u64)> = job.records.clone();
             if !self.workers.submit(job) {
@@ -964,6 +995,7 @@ impl Postd {
 
     /// `record_server_delivery_enabled=false`: journal, retain, delete.
     fn keep_local(&mut self, now: Instant) {
+        self.spool.unlane_ready();
         while let Some(name) = self.spool.oldest_ready().map(str::to_string) {
             let Some((staged, _)) = self.load(&name, now) else {
                 continue;
@@ -977,6 +1009,10 @@ impl Postd {
     fn complete(&mut self, c: Completion, now: Instant) {
         self.last_activity = now;
         self.busy_since_release = true;
+        if let Some(lane) = c.lane.clone() {
+            self.complete_lane(&lane, c, now);
+            return;
+        }
         self.jobs_in_flight = self.jobs_in_flight.saturating_sub(1);
         // One POST, one verdict on the backend, however many records it carried.
         let failed = |i: &&ItemResult| match &i.result {
@@ -1047,6 +1083,16 @@ impl Postd {
                         self.spool.requeue(&name, Some(now + delay));
                     }
                     JobResult::Skipped | JobResult::Deferred => self.spool.requeue(&name, None),
+                    JobResult::Rerouted(lane) => {
+                        if lane.is_some() {
+                            // The lane is the override's server: not echoed.
+                            tracing::debug!(
+                                "{name} goes to the delivery lane of its override's server"
+                            );
+                        }
+                        self.spool.set_lane(&name, lane);
+                        self.spool.requeue(&name, None);
+                    }
                     JobResult::Posted { .. } => {}
                 }
                 return;
@@ -1064,8 +1110,28 @@ impl Postd {
             *gate_bumped |= blame == Blame::Backend;
             return;
         }
-        tracing::debug!("delivered {name} ({}, {elapsed:?})", outcome.detail());
         self.spool.delivered(&name);
+        self.note_delivered(&name, &outcome, *staged, remove_error, elapsed);
+        if self.gate.on_success() {
+            tracing::info!("backend reachable again; sending the spool");
+        }
+    }
+
+    /// A failed attempt, for the log.
+    fn log_failure(&mut self, message: &str) {
+        tracing::warn!("{message}");
+    }
+
+    /// Count, journal and log a delivered record (already out of the index).
+    fn note_delivered(
+        &mut self,
+        name: &str,
+        outcome: &Outcome,
+        staged: StagedRecord,
+        remove_error: Option<String>,
+        elapsed: Duration,
+    ) {
+        tracing::debug!("delivered {name} ({}, {elapsed:?})", outcome.detail());
         match remove_error {
             None => {
                 self.dir_sync
@@ -1074,15 +1140,12 @@ impl Postd {
             Some(e) => {
                 // Never send it twice: leave it alone until restart.
                 tracing::error!("cannot delete delivered {name}: {e}; ignoring it");
-                self.ignored.insert(name.clone());
+                self.ignored.insert(name.to_string());
             }
         }
         self.counters.add(COUNTER_DELIVERED, 1);
         self.counters.last_delivery(true, outcome.detail());
-        self.persist.journal(*staged, now_secs());
-        if self.gate.on_success() {
-            tracing::info!("backend reachable again; sending the spool");
-        }
+        self.persist.journal(staged, now_secs());
     }
 
     /// A failed attempt on `name`, blamed on `blame`; `split`: retry it alone at once;

@@ -28,7 +28,12 @@
 //!   so a steady stream of new records cannot starve the spool.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+/// A delivery lane of its own: the server URL of records whose `CFG:` override sends them
+/// somewhere other than the default backend.
+pub type Lane = Arc<str>;
 
 /// First retry delay.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
@@ -77,17 +82,23 @@ pub struct SpoolEntry {
     pub state: EntryState,
     /// Counted once in the `spooled` counter.
     pub spooled: bool,
+    /// `Some` once a worker found that the record's override sends it to another server:
+    /// it is then sent only in that lane.
+    pub lane: Option<Lane>,
 }
 
 type AgeKey = (SystemTime, String);
 
-/// The index. Invariant: `by_age` holds every entry; `ready` exactly the Ready ones;
-/// `waiting` exactly the Waiting ones; `total_size` is the sum of all sizes.
+/// The index. Invariant: `by_age` holds every entry; `ready` exactly the Ready ones of the
+/// default lane, `lane_ready[l]` those of lane `l`; `waiting` exactly the Waiting ones;
+/// `lane_len[l]` counts the entries of lane `l`; `total_size` is the sum of all sizes.
 #[derive(Debug, Default)]
 pub struct Spool {
     entries: HashMap<String, SpoolEntry>,
     by_age: BTreeSet<AgeKey>,
     ready: BTreeSet<AgeKey>,
+    lane_ready: HashMap<Lane, BTreeSet<AgeKey>>,
+    lane_len: HashMap<Lane, usize>,
     waiting: BTreeSet<(Instant, String)>,
     total_size: u64,
     in_flight: usize,
@@ -184,6 +195,7 @@ impl Spool {
             probe_failed_at: None,
             state: EntryState::Ready,
             spooled: false,
+            lane: None,
         });
         self.set_state(
             name,
@@ -193,10 +205,85 @@ impl Spool {
     }
 
     fn insert(&mut self, e: SpoolEntry) {
-        self.by_age.insert((e.created, e.name.clone()));
-        self.ready.insert((e.created, e.name.clone()));
+        let key = (e.created, e.name.clone());
+        self.by_age.insert(key.clone());
+        if let Some(l) = &e.lane {
+            *self.lane_len.entry(Arc::clone(l)).or_default() += 1;
+        }
+        self.ready_set(e.lane.as_ref()).insert(key);
         self.total_size = self.total_size.saturating_add(e.size);
         self.entries.insert(e.name.clone(), e);
+    }
+
+    fn ready_set(&mut self, lane: Option<&Lane>) -> &mut BTreeSet<AgeKey> {
+        match lane {
+            None => &mut self.ready,
+            Some(l) => self.lane_ready.entry(Arc::clone(l)).or_default(),
+        }
+    }
+
+    fn ready_remove(&mut self, lane: Option<&Lane>, key: &AgeKey) {
+        match lane {
+            None => {
+                self.ready.remove(key);
+            }
+            Some(l) => {
+                if let Some(set) = self.lane_ready.get_mut(l) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        self.lane_ready.remove(l);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Send `name` only in `lane` from now on (`None`: the default lane).
+    pub fn set_lane(&mut self, name: &str, lane: Option<Lane>) {
+        let Some(e) = self.entries.get(name) else {
+            return;
+        };
+        if e.lane == lane {
+            return;
+        }
+        let mut e = e.clone();
+        self.remove(name);
+        e.lane = lane;
+        let state = std::mem::replace(&mut e.state, EntryState::Ready);
+        let probing = self.probing.clone();
+        self.insert(e);
+        self.set_state(name, state);
+        self.probing = probing.filter(|p| p != name);
+    }
+
+    /// Put every ready record of a lane back in the default lane.
+    pub fn unlane_ready(&mut self) {
+        let names: Vec<String> = self
+            .lane_ready
+            .values()
+            .flat_map(|s| s.iter().map(|(_, n)| n.clone()))
+            .collect();
+        for n in names {
+            self.set_lane(&n, None);
+        }
+    }
+
+    /// Lanes with records ready to send.
+    pub fn ready_lanes(&self) -> impl Iterator<Item = &Lane> {
+        self.lane_ready.keys()
+    }
+
+    /// The oldest ready record of `lane`.
+    pub fn lane_oldest_ready(&self, lane: &Lane) -> Option<&str> {
+        self.lane_ready
+            .get(lane)
+            .and_then(|s| s.first())
+            .map(|(_, n)| n.as_str())
+    }
+
+    /// Records known to be in `lane`, whatever their state.
+    pub fn lane_len(&self, lane: &Lane) -> usize {
+        self.lane_len.get(lane).copied().unwrap_or(0)
     }
 
     /// Forget a record (delivered, deleted, quarantined, vanished).
@@ -207,9 +294,17 @@ impl Spool {
         let e = self.entries.remove(name)?;
         let key = (e.created, e.name.clone());
         self.by_age.remove(&key);
+        if let Some(l) = &e.lane {
+            if let Some(n) = self.lane_len.get_mut(l) {
+                *n -= 1;
+                if *n == 0 {
+                    self.lane_len.remove(l);
+                }
+            }
+        }
         match e.state {
             EntryState::Ready => {
-                self.ready.remove(&key);
+                self.ready_remove(e.lane.as_ref(), &key);
             }
             EntryState::Waiting(at) => {
                 self.waiting.remove(&(at, e.name.clone()));
@@ -225,19 +320,18 @@ impl Spool {
             return;
         };
         let key = (e.created, e.name.clone());
-        match e.state {
-            EntryState::Ready => {
-                self.ready.remove(&key);
-            }
+        let lane = e.lane.clone();
+        let old = std::mem::replace(&mut e.state, state);
+        match old {
+            EntryState::Ready => self.ready_remove(lane.as_ref(), &key),
             EntryState::Waiting(at) => {
                 self.waiting.remove(&(at, key.1.clone()));
             }
             EntryState::InFlight => self.in_flight -= 1,
         }
-        e.state = state;
         match state {
             EntryState::Ready => {
-                self.ready.insert(key);
+                self.ready_set(lane.as_ref()).insert(key);
             }
             EntryState::Waiting(at) => {
                 self.waiting.insert((at, key.1));
@@ -256,12 +350,12 @@ impl Spool {
         }
     }
 
-    /// The oldest record that may be sent now.
+    /// The oldest record of the default lane that may be sent now.
     pub fn oldest_ready(&self) -> Option<&str> {
         self.ready.first().map(|(_, n)| n.as_str())
     }
 
-    /// Ready records, oldest first.
+    /// Ready records of the default lane, oldest first.
     pub fn ready_names(&self) -> impl Iterator<Item = &str> {
         self.ready.iter().map(|(_, n)| n.as_str())
     }
@@ -732,5 +826,34 @@ mod tests {
         assert_eq!(s.get("a").unwrap().attempts, 1);
         assert!(s.get("a").unwrap().own_fault);
         assert_eq!(s.total_size(), 420);
+    }
+
+    #[test]
+    fn laned_records_leave_the_default_lane() {
+        let now = Instant::now();
+        let mut s = Spool::new();
+        s.upsert("a", t(1), 10, 10, None);
+        s.upsert("b", t(2), 10, 10, None);
+        s.upsert("c", t(3), 10, 10, None);
+        let lane: Lane = Arc::from("http://other/");
+        s.start("a");
+        s.set_lane("a", Some(Arc::clone(&lane)));
+        s.requeue("a", None);
+        assert_eq!(s.oldest_ready(), Some("b"), "not in the default lane");
+        assert_eq!(s.lane_oldest_ready(&lane), Some("a"));
+        assert_eq!(s.lane_len(&lane), 1);
+        s.start("a");
+        assert_eq!(s.ready_lanes().count(), 0);
+        s.fail("a", Blame::Backend, now, Duration::ZERO);
+        assert_eq!(s.lane_oldest_ready(&lane), Some("a"));
+        assert_eq!((s.len(), s.in_flight(), s.total_size()), (3, 0, 30));
+        s.set_lane("c", Some(Arc::clone(&lane)));
+        assert_eq!(s.lane_len(&lane), 2);
+        s.unlane_ready();
+        assert_eq!(s.ready_names().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(s.lane_len(&lane), 0);
+        s.set_lane("b", Some(Arc::clone(&lane)));
+        s.remove("b");
+        assert_eq!((s.lane_len(&lane), s.ready_lanes().count()), (0, 0));
     }
 }

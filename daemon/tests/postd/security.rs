@@ -179,3 +179,47 @@ fn override_values_are_never_echoed() {
     assert!(!d.log().contains("SECRET"), "{}", d.log());
     assert!(!status_text.contains("SECRET"), "{status_text}");
 }
+
+/// Records whose override names a server that accepts and never answers go in a lane of
+/// their own: one such record every 2 s does not delay anyone else's records.
+#[test]
+fn a_hanging_override_server_delays_no_one_else() {
+    let c = Collector::start();
+    let hang = telemetrics_tests::collector::SilentServer::start();
+    let root = root_for(&c, "/v2/collector");
+    let conf = root.dir().join("hang.conf");
+    std::fs::write(
+        &conf,
+        format!("[settings]\nserver={}\n", hang.url("/v2/collector")),
+    )
+    .unwrap();
+    let d = spawn(&root);
+    assert!(wait_until(SOON, || d.log().contains("starting")));
+    let mut worst = Duration::ZERO;
+    for k in 0..10 {
+        stage_bytes(
+            &root,
+            &own_name(&format!("Hang{k:02}")),
+            &libtelemetry::encode_staged(&record(1000 + k), Some(conf.to_str().unwrap())),
+            Duration::ZERO,
+        );
+        let t0 = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(200));
+        stage(&root, k, Duration::ZERO);
+        assert!(c.wait_for(k + 1, SOON), "{}", d.log());
+        worst = worst.max(t0.elapsed());
+        std::thread::sleep(Duration::from_secs(2).saturating_sub(t0.elapsed()));
+    }
+    assert!(
+        worst < Duration::from_secs(5),
+        "a default record waited {worst:?}\n{}",
+        d.log()
+    );
+    assert!(hang.connections() >= 1, "the override lane did try");
+    assert!(
+        hang.connections() <= 2,
+        "one POST at a time in the lane, backing off: {}",
+        hang.connections()
+    );
+    assert_eq!(c.accepted_count(), 10);
+}
