@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use libtelemetry::status::{COUNTER_FAILED_ATTEMPTS, COUNTER_SPOOLED};
 
 use super::delivery::{Completion, ItemResult, Job, JobResult};
-use super::spool::{backoff_delay, BackendGate, Blame, GateState, Lane};
+use super::spool::{backoff_delay, unprivileged_sender, BackendGate, Blame, GateState, Lane};
 use super::{Postd, PostdError};
 
 /// Lanes open at once (and workers serving them).
@@ -100,7 +100,8 @@ impl Postd {
                 self.failure.get_or_insert(PostdError::WorkersGone);
                 let minute = self.minute(now);
                 for (name, size) in names {
-                    self.rate.finish(minute, size, false);
+                    self.rate
+                        .finish_for(minute, size, false, unprivileged_sender(&name));
                     self.spool.requeue(&name, None);
                 }
                 self.shutting_down = Some(now);
@@ -148,7 +149,8 @@ impl Postd {
         };
         let minute = self.minute(now);
         let accepted = outcome.is_accepted();
-        self.rate.finish(minute, size, accepted);
+        self.rate
+            .finish_for(minute, size, accepted, unprivileged_sender(&name));
         if accepted {
             self.spool.remove(&name);
             self.note_delivered(&name, &outcome, *staged, remove_error, elapsed);

@@ -45,7 +45,7 @@ use delivery::{
 };
 use persist::Persister;
 use pickup::{PickupError, WatchEvent};
-use ratelimit::RateLimiter;
+use ratelimit::{RateLimiter, RateVerdict};
 use spool::{backoff_delay, BackendGate, Blame, GateState, Spool};
 
 /// Idle time after which the daemon exits when `daemon_recycling_enabled` is set and the
@@ -381,6 +381,7 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         gate: BackendGate::default(),
         rate_gate: None,
         jobs_in_flight: 0,
+        held_senders: std::collections::HashMap::new(),
         lanes: lanes::Lanes::default(),
         lane_workers,
         linger_since: None,
@@ -458,6 +459,9 @@ struct Postd {
     rate_gate: Option<Instant>,
     /// Jobs handed to the workers and not completed.
     jobs_in_flight: usize,
+    /// Unprivileged senders whose share of the rate limit is used up, until when (their
+    /// new records wait too).
+    held_senders: std::collections::HashMap<u32, Instant>,
     /// Delivery lanes of records whose override names another server, and their workers.
     lanes: lanes::Lanes,
     lane_workers: Workers,
@@ -709,14 +713,21 @@ impl Postd {
         }
         match pickup::inspect(&self.spool_dir, name) {
             Ok(info) => {
-                let ready_at = if closed {
+                let now = Instant::now();
+                let mut ready_at = if closed {
                     None
                 } else {
                     let age = SystemTime::now()
                         .duration_since(info.mtime)
                         .unwrap_or(Duration::ZERO);
-                    (age < SETTLE).then(|| Instant::now() + (SETTLE - age))
+                    (age < SETTLE).then(|| now + (SETTLE - age))
                 };
+                self.held_senders.retain(|_, until| *until > now);
+                if let Some(until) =
+                    spool::unprivileged_sender(name).and_then(|uid| self.held_senders.get(&uid))
+                {
+                    ready_at = Some(ready_at.map_or(*until, |t| t.max(*until)));
+                }
                 if self
                     .spool
                     .upsert(name, info.created, info.size, info.len, ready_at)
@@ -901,7 +912,8 @@ impl Postd {
                 self.failure.get_or_insert(PostdError::WorkersGone);
                 let minute = self.minute(now);
                 for (name, size) in names {
-                    self.rate.finish(minute, size, false);
+                    self.rate
+                        .finish_for(minute, size, false, spool::unprivileged_sender(&name));
                     self.spool.requeue(&name, None);
                 }
                 self.shutting_down = Some(now);
@@ -948,7 +960,12 @@ impl Postd {
         let mut batch = Vec::new();
         let mut bytes = 0u64;
         for name in candidates {
-            let Some((size, alone)) = self.spool.get(&name).map(|e| (e.len, e.own_fault)) else {
+            let Some((size, alone)) = self
+                .spool
+                .get(&name)
+                .filter(|e| e.state == spool::EntryState::Ready)
+                .map(|e| (e.len, e.own_fault))
+            else {
                 continue;
             };
             let alone = alone && batching;
@@ -959,11 +976,13 @@ impl Postd {
             if !batch.is_empty() && bytes + estimate > max_bytes {
                 break;
             }
-            if !self.rate.allows(minute, size) {
+            let uid = spool::unprivileged_sender(&name);
+            let verdict = self.rate.check(minute, size, uid);
+            if verdict != RateVerdict::Allowed {
                 match self.settings.cfg.rate_limit_strategy {
                     RateLimitStrategy::Drop => {
                         if let Some((staged, _)) = self.load(&name, now) {
-                            tracing::info!("rate limit reached: dropping {name}");
+                            self.log_failure(&format!("rate limit reached: dropping {name}"));
                             self.remove_file(&name);
                             self.counters.add(COUNTER_DROPPED, 1);
                             self.persist.journal(staged, now_secs());
@@ -971,6 +990,18 @@ impl Postd {
                         continue;
                     }
                     RateLimitStrategy::Spool => {
+                        if let (RateVerdict::Sender, Some(uid)) = (verdict, uid) {
+                            // Only this sender waits; the others go on.
+                            let until = self.next_minute(now);
+                            self.held_senders.insert(uid, until);
+                            let newly = self.spool.hold_sender(uid, until);
+                            self.counters.add(COUNTER_SPOOLED, newly);
+                            tracing::info!(
+                                "uid {uid} used its share of the rate limit: its records \
+                                 stay in the spool until the next minute"
+                            );
+                            continue;
+                        }
                         let newly = self.spool.mark_ready_spooled();
                         self.counters.add(COUNTER_SPOOLED, newly);
                         tracing::info!(
@@ -982,7 +1013,7 @@ impl Postd {
                     }
                 }
             }
-            self.rate.reserve(size);
+            self.rate.reserve_for(size, uid);
             self.spool.start(&name);
             bytes += estimate;
             batch.push((name, size));
@@ -1069,7 +1100,8 @@ impl Postd {
                 remove_error,
             } => (outcome, staged, remove_error),
             other => {
-                self.rate.finish(minute, item.size, false);
+                self.rate
+                    .finish_for(minute, item.size, false, spool::unprivileged_sender(&name));
                 match other {
                     JobResult::Vanished => {
                         self.spool.remove(&name);
@@ -1099,7 +1131,12 @@ impl Postd {
             }
         };
         let accepted = outcome.is_accepted();
-        self.rate.finish(minute, item.size, accepted);
+        self.rate.finish_for(
+            minute,
+            item.size,
+            accepted,
+            spool::unprivileged_sender(&name),
+        );
         if !accepted {
             let (blame, split) = if outcome.is_global_failure() {
                 (blame, split)
@@ -1209,10 +1246,10 @@ impl Postd {
             return;
         };
         for name in self.spool.over_quota(limit) {
-            tracing::warn!(
-                "spool over spool_max_size ({} KiB); evicting the oldest record, {name}",
+            self.log_failure(&format!(
+                "spool over spool_max_size ({} KiB); evicting {name}",
                 self.settings.cfg.spool_max_size
-            );
+            ));
             self.remove_file(&name);
             self.counters.add(COUNTER_EVICTED, 1);
         }

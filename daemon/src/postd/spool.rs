@@ -31,6 +31,20 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+/// The unprivileged sender of a record, from its staged name: `None` for a privileged
+/// one — root, the daemon's own user (the system probes run as the telemetry user), or a
+/// record of unknown sender (a bare C-compatible name: staged by the C telemprobd before an
+/// upgrade, or by this suite's before senders were recorded; nobody can be charged for it,
+/// and only a local stager can create such a name).
+pub fn unprivileged_sender(name: &str) -> Option<u32> {
+    // SAFETY: geteuid(2) cannot fail and has no side effects.
+    let own = unsafe { libc::geteuid() };
+    match libtelemetry::parse_staged_name(name) {
+        Some(libtelemetry::StagedSender::Uid(uid)) if uid != 0 && uid != own => Some(uid),
+        _ => None,
+    }
+}
+
 /// A delivery lane of its own: the server URL of records whose `CFG:` override sends them
 /// somewhere other than the default backend.
 pub type Lane = Arc<str>;
@@ -85,6 +99,8 @@ pub struct SpoolEntry {
     /// `Some` once a worker found that the record's override sends it to another server:
     /// it is then sent only in that lane.
     pub lane: Option<Lane>,
+    /// The unprivileged uid that sent it ([`unprivileged_sender`]).
+    pub uid: Option<u32>,
 }
 
 type AgeKey = (SystemTime, String);
@@ -99,6 +115,8 @@ pub struct Spool {
     ready: BTreeSet<AgeKey>,
     lane_ready: HashMap<Lane, BTreeSet<AgeKey>>,
     lane_len: HashMap<Lane, usize>,
+    /// Per unprivileged sender: bytes held and records by age (quota fairness).
+    senders: HashMap<u32, (u64, BTreeSet<AgeKey>)>,
     waiting: BTreeSet<(Instant, String)>,
     total_size: u64,
     in_flight: usize,
@@ -196,6 +214,7 @@ impl Spool {
             state: EntryState::Ready,
             spooled: false,
             lane: None,
+            uid: unprivileged_sender(name),
         });
         self.set_state(
             name,
@@ -209,6 +228,11 @@ impl Spool {
         self.by_age.insert(key.clone());
         if let Some(l) = &e.lane {
             *self.lane_len.entry(Arc::clone(l)).or_default() += 1;
+        }
+        if let Some(uid) = e.uid {
+            let s = self.senders.entry(uid).or_default();
+            s.0 = s.0.saturating_add(e.size);
+            s.1.insert(key.clone());
         }
         self.ready_set(e.lane.as_ref()).insert(key);
         self.total_size = self.total_size.saturating_add(e.size);
@@ -299,6 +323,15 @@ impl Spool {
                 *n -= 1;
                 if *n == 0 {
                     self.lane_len.remove(l);
+                }
+            }
+        }
+        if let Some(uid) = e.uid {
+            if let Some(s) = self.senders.get_mut(&uid) {
+                s.0 = s.0.saturating_sub(e.size);
+                s.1.remove(&key);
+                if s.1.is_empty() {
+                    self.senders.remove(&uid);
                 }
             }
         }
@@ -513,21 +546,74 @@ impl Spool {
             .collect()
     }
 
-    /// Records to evict, oldest first and never one in flight, so that the spool fits in
-    /// `limit` bytes (or as close as records in flight allow).
+    /// Hold `uid`'s ready records until `until` (its share of the rate limit is used up).
+    /// Returns how many were not marked spooled before.
+    pub fn hold_sender(&mut self, uid: u32, until: Instant) -> u64 {
+        let names: Vec<String> = self
+            .senders
+            .get(&uid)
+            .map(|(_, set)| set.iter().map(|(_, n)| n.clone()).collect())
+            .unwrap_or_default();
+        let mut n = 0;
+        for name in names {
+            let Some(e) = self.entries.get_mut(&name) else {
+                continue;
+            };
+            if e.state != EntryState::Ready {
+                continue;
+            }
+            if !std::mem::replace(&mut e.spooled, true) {
+                n += 1;
+            }
+            self.set_state(&name, EntryState::Waiting(until));
+        }
+        n
+    }
+
+    /// Records to evict, never one in flight, so that the spool fits in `limit` bytes (or
+    /// as close as records in flight allow): the oldest record of the unprivileged sender
+    /// holding the most bytes, again and again; records of privileged senders
+    /// ([`unprivileged_sender`]), oldest first, only once no unprivileged record is left.
     pub fn over_quota(&self, limit: u64) -> Vec<String> {
         let mut total = self.total_size;
         let mut out = Vec::new();
+        if total <= limit {
+            return out;
+        }
+        let evictable = |n: &String| {
+            self.entries
+                .get(n)
+                .filter(|e| e.state != EntryState::InFlight)
+        };
+        // (bytes still held, the sender's records oldest first)
+        let mut heaviest: Vec<(u64, std::collections::btree_set::Iter<'_, AgeKey>)> = self
+            .senders
+            .values()
+            .map(|(size, set)| (*size, set.iter()))
+            .collect();
+        while total > limit {
+            let Some(i) = (0..heaviest.len()).max_by_key(|&i| heaviest[i].0) else {
+                break;
+            };
+            let next = heaviest[i].1.by_ref().find_map(|(_, n)| evictable(n));
+            match next {
+                Some(e) => {
+                    heaviest[i].0 = heaviest[i].0.saturating_sub(e.size);
+                    total = total.saturating_sub(e.size);
+                    out.push(e.name.clone());
+                }
+                None => {
+                    let _ = heaviest.swap_remove(i);
+                }
+            }
+        }
         for (_, n) in &self.by_age {
             if total <= limit {
                 break;
             }
-            let Some(e) = self.entries.get(n) else {
+            let Some(e) = evictable(n).filter(|e| e.uid.is_none()) else {
                 continue;
             };
-            if e.state == EntryState::InFlight {
-                continue;
-            }
             total = total.saturating_sub(e.size);
             out.push(n.clone());
         }
@@ -820,6 +906,10 @@ mod tests {
         assert_eq!(s.over_quota(400), Vec::<String>::new());
         assert_eq!(s.over_quota(250), vec!["b".to_string(), "c".to_string()]);
         assert_eq!(s.over_quota(0), vec!["b", "c", "d"]);
+        assert!(s
+            .over_quota(0)
+            .iter()
+            .all(|n| unprivileged_sender(n).is_none()));
         // A refresh keeps the retry state.
         s.fail("a", Blame::Record, Instant::now(), Duration::from_secs(1));
         s.upsert("a", t(0), 120, 120, None);
@@ -855,5 +945,50 @@ mod tests {
         s.set_lane("b", Some(Arc::clone(&lane)));
         s.remove("b");
         assert_eq!((s.lane_len(&lane), s.ready_lanes().count()), (0, 0));
+    }
+
+    #[test]
+    fn eviction_takes_from_the_heaviest_unprivileged_sender_first() {
+        let mut s = Spool::new();
+        // Oldest first: root's record, then a flood from uid 65534, then one of uid 4242.
+        s.upsert("Root00.u0", t(0), 100, 100, None);
+        s.upsert("Unknwn", t(1), 100, 100, None);
+        for i in 0..5 {
+            s.upsert(&format!("Junk{i:02}.u65534"), t(10 + i), 100, 100, None);
+        }
+        s.upsert("Other0.u4242", t(5), 100, 100, None);
+        s.upsert("Other1.u4242", t(6), 100, 100, None);
+        s.start("Junk00.u65534");
+        assert_eq!(s.total_size(), 900);
+        // 4 records to go: the heaviest sender first (oldest of its records not in flight),
+        // until it is no heavier than the next.
+        assert_eq!(
+            s.over_quota(500),
+            [
+                "Junk01.u65534",
+                "Junk02.u65534",
+                "Junk03.u65534",
+                "Other0.u4242"
+            ]
+        );
+        // Everything unprivileged that can go goes before any privileged record.
+        let all = s.over_quota(100);
+        assert_eq!(all.len(), 8);
+        assert!(all[..6].iter().all(|n| unprivileged_sender(n).is_some()));
+        assert_eq!(
+            all[6..],
+            ["Root00.u0", "Unknwn"],
+            "then privileged, oldest first"
+        );
+        let now = Instant::now();
+        let until = now + Duration::from_secs(60);
+        assert_eq!(s.hold_sender(65534, until), 4, "in flight is not held");
+        assert_eq!(s.next_wakeup(), Some(until));
+        assert_eq!(
+            s.ready_names().collect::<Vec<_>>(),
+            ["Root00.u0", "Unknwn", "Other0.u4242", "Other1.u4242"]
+        );
+        s.promote(until);
+        assert_eq!(s.ready_names().count(), 8);
     }
 }

@@ -223,3 +223,73 @@ fn a_hanging_override_server_delays_no_one_else() {
     );
     assert_eq!(c.accepted_count(), 10);
 }
+
+/// Per-sender fairness with the default limits: 3,000 junk records from one user, then 10
+/// crash records from root, then 3,000 more junk. The user gets half the rate limit and
+/// its records are evicted first when the spool is over its quota; root's 10 are delivered
+/// and none is evicted.
+#[test]
+fn a_flooding_user_cannot_crowd_out_roots_records() {
+    let c = Collector::start();
+    let root = root_for(&c, "/v2/collector");
+    let d = spawn(&root);
+    assert!(wait_until(SOON, || d.log().contains("starting")));
+    let junk = |from: usize| {
+        for i in from..from + 3000 {
+            stage_bytes(
+                &root,
+                &format!("J{i:05}.u65534"),
+                &libtelemetry::encode_staged(&record(i), None),
+                Duration::ZERO,
+            );
+        }
+    };
+    junk(0);
+    let mut crash = Vec::new();
+    for k in 0..10 {
+        let i = 9000 + k;
+        let mut r = record(i);
+        r.headers.0[1] = format!("org.test/crash/r{i}");
+        stage_bytes(
+            &root,
+            &format!("Root{k:02}.u0"),
+            &libtelemetry::encode_staged(&r, None),
+            Duration::ZERO,
+        );
+        crash.push(i);
+    }
+    junk(3000);
+    let delivered = |c: &Collector| -> Vec<usize> {
+        let mut v: Vec<usize> = c
+            .requests()
+            .iter()
+            .map(|r| index_of(&r.text()))
+            .filter(|i| *i >= 9000)
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(
+        wait_until(SOON, || delivered(&c) == crash),
+        "root's records: {:?}\n{}",
+        delivered(&c),
+        root.tree().lines().count()
+    );
+    assert!(
+        wait_counter(&root, COUNTER_EVICTED, 1),
+        "the flood went over quota"
+    );
+    let junk_sent = c
+        .requests()
+        .iter()
+        .filter(|r| index_of(&r.text()) < 9000)
+        .count();
+    assert!(
+        junk_sent <= 500,
+        "the user's share is half of 1,000: {junk_sent}"
+    );
+    assert!(
+        !d.log().contains("evicting Root"),
+        "a root record was evicted"
+    );
+}
