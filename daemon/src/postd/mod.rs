@@ -369,7 +369,7 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
     let now = Instant::now();
     let postd = Postd {
         persist,
-        counters: Counters::new(),
+        counters: Counters::restored(&paths),
         rate: RateLimiter::from_config(&settings.cfg),
         paths_shared: Arc::new(paths.clone()),
         paths,

@@ -293,3 +293,30 @@ fn a_flooding_user_cannot_crowd_out_roots_records() {
         "a root record was evicted"
     );
 }
+
+/// Counters are totals across restarts; a damaged counters file starts from zero with a
+/// warning.
+#[test]
+fn counters_survive_restarts() {
+    let c = Collector::start();
+    let root = root_for(&c, "/v2/collector");
+    for round in 0..3 {
+        stage(&root, round, Duration::ZERO);
+        let mut d = spawn(&root);
+        assert!(c.wait_for(round + 1, SOON));
+        assert!(wait_counter(&root, COUNTER_DELIVERED, round as u64 + 1));
+        assert!(d.terminate(SOON).expect("exits").success());
+    }
+    assert_eq!(status(&root).counter(COUNTER_DELIVERED), 3);
+    std::fs::write(
+        root.paths.state_dir().join("telempostd.counters"),
+        "{garbage",
+    )
+    .unwrap();
+    stage(&root, 3, Duration::ZERO);
+    let d = spawn(&root);
+    assert!(c.wait_for(4, SOON));
+    assert!(wait_counter(&root, COUNTER_DELIVERED, 1));
+    assert!(d.log().contains("starting from zero"), "{}", d.log());
+    assert_eq!(status(&root).counter(COUNTER_DELIVERED), 1);
+}
