@@ -104,11 +104,15 @@ impl Target {
 pub fn split_header_line(line: &str) -> Option<(&str, &str)> {
     let (name, value) = line.split_once(':')?;
     let name = name.trim();
-    let ok = !name.is_empty()
+    (is_token(name) && valid_header_value(value.trim())).then(|| (name, value.trim()))
+}
+
+/// An HTTP token (a header name).
+pub fn is_token(name: &str) -> bool {
+    !name.is_empty()
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    (ok && valid_header_value(value.trim())).then(|| (name, value.trim()))
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Bytes HTTP allows in a header value (what ureq accepts).
@@ -384,6 +388,16 @@ impl HttpSender {
             Ok(a) => a,
             Err(e) => return Outcome::Invalid(e),
         };
+        // A header of ours HTTP cannot carry is the record's fault; checked here, so that a
+        // header error ureq reports after this one is about the response (more than 100
+        // header fields, a malformed line): the backend's.
+        if let Some((name, _)) = req
+            .headers
+            .iter()
+            .find(|(n, v)| !is_token(n) || !valid_header_value(v))
+        {
+            return Outcome::Invalid(format!("header {name} cannot be sent over HTTP"));
+        }
         let mut r = agent.post(&target.server);
         for (name, value) in &req.headers {
             r = r.set(name, value);
@@ -420,11 +434,7 @@ impl HttpSender {
                 } else {
                     t.to_string()
                 };
-                if t.kind() == ureq::ErrorKind::BadHeader {
-                    Outcome::Invalid(detail)
-                } else {
-                    Outcome::Transport(detail)
-                }
+                Outcome::Transport(detail)
             }
         }
     }

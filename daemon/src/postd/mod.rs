@@ -17,6 +17,7 @@ pub mod counters;
 pub mod delivery;
 pub mod journal;
 mod lanes;
+pub mod logsummary;
 pub mod otlp;
 pub mod persist;
 pub mod pickup;
@@ -382,6 +383,7 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         rate_gate: None,
         jobs_in_flight: 0,
         held_senders: std::collections::HashMap::new(),
+        record_log: logsummary::RecordLog::new(now),
         lanes: lanes::Lanes::default(),
         lane_workers,
         linger_since: None,
@@ -462,6 +464,8 @@ struct Postd {
     /// Unprivileged senders whose share of the rate limit is used up, until when (their
     /// new records wait too).
     held_senders: std::collections::HashMap<u32, Instant>,
+    /// Per-record warnings, bounded per interval.
+    record_log: logsummary::RecordLog,
     /// Delivery lanes of records whose override names another server, and their workers.
     lanes: lanes::Lanes,
     lane_workers: Workers,
@@ -525,6 +529,7 @@ impl Postd {
             }
         }
         crate::notify::notify("STOPPING=1");
+        self.record_log.flush(Instant::now());
         self.sync_dir();
         self.persist.status(self.counters.snapshot());
         if !self.persist.finish(SHUTDOWN_GRACE) {
@@ -573,6 +578,9 @@ impl Postd {
         self.enforce_quota();
         if self.dir_sync.is_some_and(|t| t <= now) {
             self.sync_dir();
+        }
+        if self.record_log.deadline().is_some_and(|t| t <= now) {
+            self.record_log.flush(now);
         }
         if let Some(st) = self.counters.due(now) {
             self.persist.status(st);
@@ -644,6 +652,7 @@ impl Postd {
         }
         consider(self.rate_gate);
         consider(self.lanes.next_reopening(now));
+        consider(self.record_log.deadline());
         if let (Some(since), Some(o)) = (self.linger_since, &self.settings.target.otlp) {
             consider(Some(since + o.linger));
         }
@@ -784,7 +793,10 @@ impl Postd {
         let shown = name.to_string_lossy().into_owned();
         match pickup::quarantine(&self.spool_dir, name) {
             Ok(to) => {
-                tracing::warn!("quarantined {shown} ({reason}) as {}", to.display());
+                self.log_failure(&format!(
+                    "quarantined {shown} ({reason}) as {}",
+                    to.display()
+                ));
                 self.counters.add(COUNTER_QUARANTINED, 1);
             }
             Err(e) => {
@@ -1154,9 +1166,9 @@ impl Postd {
         }
     }
 
-    /// A failed attempt, for the log.
+    /// Trouble with one record, for the log (bounded: see [`logsummary`]).
     fn log_failure(&mut self, message: &str) {
-        tracing::warn!("{message}");
+        self.record_log.warn(Instant::now(), message);
     }
 
     /// Count, journal and log a delivered record (already out of the index).
@@ -1215,27 +1227,28 @@ impl Postd {
         if !self.spool.fail(name, blame, now, backoff) {
             self.counters.add(COUNTER_SPOOLED, 1);
         }
-        match blame {
-            Blame::Backend => tracing::warn!(
+        let message = match blame {
+            Blame::Backend => format!(
                 "delivery of {name} failed ({}); attempt {attempts}, kept in the spool",
                 outcome.detail()
             ),
-            Blame::Record => tracing::warn!(
+            Blame::Record => format!(
                 "delivery of {name} failed ({}); attempt {attempts}, kept in the spool and \
                  retried on its own in {backoff:.1?}",
                 outcome.detail()
             ),
-        }
+        };
+        self.log_failure(&message);
     }
 
     // --- policies --------------------------------------------------------------------
 
     fn expire(&mut self) {
         for name in self.spool.expired(SystemTime::now(), self.settings.expiry) {
-            tracing::warn!(
+            self.log_failure(&format!(
                 "{name} expired after {} minutes in the spool; deleting it",
                 self.settings.cfg.record_expiry
-            );
+            ));
             self.remove_file(&name);
             self.counters.add(COUNTER_EXPIRED, 1);
         }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use libtelemetry::status::{COUNTER_DELIVERED, COUNTER_EVICTED, COUNTER_QUARANTINED};
-use telemetrics_tests::collector::Collector;
+use telemetrics_tests::collector::{Behavior, Collector};
 use telemetrics_tests::TestRoot;
 
 use super::*;
@@ -319,4 +319,61 @@ fn counters_survive_restarts() {
     assert!(wait_counter(&root, COUNTER_DELIVERED, 1));
     assert!(d.log().contains("starting from zero"), "{}", d.log());
     assert_eq!(status(&root).counter(COUNTER_DELIVERED), 1);
+}
+
+/// A response with more than 100 header fields is the backend's failure, not the record's;
+/// and records refused one after another are summarised in the log, not one line each.
+#[test]
+fn a_response_with_too_many_headers_is_blamed_on_the_backend() {
+    let c = Collector::start();
+    c.set_behavior(Behavior::Respond {
+        status: 201,
+        headers: (0..150)
+            .map(|i| (format!("X-H{i}"), "v".to_string()))
+            .collect(),
+        body: "{}".into(),
+    });
+    let mut root = root_for(&c, "/v2/collector");
+    root.set("delivery_max_in_flight", "1");
+    for i in 0..5 {
+        stage(&root, i, Duration::from_secs(10 - i as u64));
+    }
+    let d = spawn(&root);
+    assert!(d.wait_for_log("delivery of", SOON));
+    let line = d
+        .log()
+        .lines()
+        .find(|l| l.contains("delivery of"))
+        .unwrap()
+        .to_string();
+    assert!(
+        !line.contains("retried on its own"),
+        "blamed on the record: {line}"
+    );
+    assert!(line.contains("header"), "{line}");
+    c.set_behavior(Behavior::Normal);
+    assert!(wait_counter(&root, COUNTER_DELIVERED, 5));
+}
+
+#[test]
+fn refused_records_are_summarised_in_the_log() {
+    let c = Collector::start();
+    c.set_behavior(Behavior::Status(400));
+    let root = root_for(&c, "/v2/collector");
+    for i in 0..200 {
+        stage(&root, i, Duration::from_secs(300 - i as u64));
+    }
+    let d = spawn(&root);
+    assert!(wait_counter(
+        &root,
+        libtelemetry::status::COUNTER_FAILED_ATTEMPTS,
+        200
+    ));
+    assert!(d.wait_for_log("not logged one by one", SOON), "{}", d.log());
+    let lines = d
+        .log()
+        .lines()
+        .filter(|l| l.contains("delivery of"))
+        .count();
+    assert!(lines <= 40, "{lines} lines for 200 refusals");
 }
