@@ -52,6 +52,13 @@ pub enum Behavior {
     /// Answer `status` to requests whose body contains `marker` (one poisoned record), and
     /// the others as [`Behavior::Normal`].
     StatusIfBodyContains { marker: String, status: u16 },
+    /// Answer as [`Behavior::Normal`] without `Connection: close`, then close the
+    /// connection this long after the answer, unread data and all (as uWSGI's
+    /// `http-socket` does): a client that reuses it in that time gets a reset.
+    CloseAfterAnswer(Duration),
+    /// Answer as [`Behavior::Normal`] and close a connection idle this long (a short
+    /// keep-alive timeout).
+    KeepAliveTimeout(Duration),
 }
 
 /// One request as received.
@@ -445,6 +452,9 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
     let mut reader = BufReader::new(read_half);
     let mut writer = stream;
     loop {
+        if let Behavior::KeepAliveTimeout(d) = &*shared.behavior.lock().unwrap() {
+            let _ = reader.get_ref().set_read_timeout(Some(*d));
+        }
         let mut req = match read_request(&mut reader, connection) {
             Ok(r) => r,
             Err(ReadError::TooLarge) => {
@@ -502,7 +512,18 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
             {
                 error_response(status, "injected failure")
             }
-            Behavior::StatusIfBodyContains { .. } | Behavior::Normal => route(&mut req, shared),
+            Behavior::StatusIfBodyContains { .. }
+            | Behavior::Normal
+            | Behavior::KeepAliveTimeout(_) => route(&mut req, shared),
+            Behavior::CloseAfterAnswer(d) => {
+                let response = route(&mut req, shared);
+                req.status = response.status;
+                let bytes = response.to_bytes(false);
+                finish(shared, req);
+                let _ = writer.write_all(&bytes);
+                std::thread::sleep(d);
+                return;
+            }
         };
         let close = req
             .header("connection")

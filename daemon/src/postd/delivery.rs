@@ -307,11 +307,56 @@ impl CaKey {
     }
 }
 
+thread_local! {
+    /// Set when the resolver ran on this thread: the request in progress opened a new
+    /// connection (ureq resolves only to connect; a pooled connection needs no lookup).
+    static CONNECTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The standard resolver, noting on the calling thread that a connection is being opened.
+struct NotingResolver;
+
+impl ureq::Resolver for NotingResolver {
+    fn resolve(&self, netloc: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
+        CONNECTED.with(|c| c.set(true));
+        std::net::ToSocketAddrs::to_socket_addrs(netloc).map(Iterator::collect)
+    }
+}
+
+/// Whether `t` says the connection was closed or reset before a response arrived.
+fn closed_before_response(t: &ureq::Transport) -> bool {
+    use std::error::Error;
+    if t.kind() != ureq::ErrorKind::Io {
+        return false;
+    }
+    t.source()
+        .and_then(|e| e.downcast_ref::<std::io::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        })
+}
+
+type AgentKey = (Option<CaKey>, bool);
+
 /// Sends requests; keeps one agent (connection pool) per CA bundle.
+///
+/// Stale keep-alive connections: a server may close an idle connection (its keep-alive
+/// timeout, or uWSGI closing after every answer without `Connection: close`) just as a
+/// request goes out on it. A request that fails that way (reset, closed) on a **reused**
+/// connection is sent again at once on a new connection, as HTTP clients do, and only the
+/// outcome of that second try counts: no failure, no backoff. A request that fails on a
+/// connection it opened itself is not retried here.
 pub struct HttpSender {
-    agents: Mutex<HashMap<Option<CaKey>, ureq::Agent>>,
+    agents: Mutex<HashMap<AgentKey, ureq::Agent>>,
     keep_alive: bool,
     pool_size: usize,
+    stale_retries: std::sync::atomic::AtomicU64,
 }
 
 impl HttpSender {
@@ -322,16 +367,24 @@ impl HttpSender {
             agents: Mutex::new(HashMap::new()),
             keep_alive,
             pool_size: pool_size.max(1),
+            stale_retries: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    fn lock_agents(&self) -> std::sync::MutexGuard<'_, HashMap<Option<CaKey>, ureq::Agent>> {
+    /// Requests sent again on a new connection after a stale kept-alive one failed.
+    pub fn stale_retries(&self) -> u64 {
+        self.stale_retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn lock_agents(&self) -> std::sync::MutexGuard<'_, HashMap<AgentKey, ureq::Agent>> {
         self.agents.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The agent for `target`'s CA setting. The bundle is opened (checked as the target's
-    /// trust says), read and parsed outside the lock; the lock only guards the map.
-    fn agent(&self, target: &Target) -> Result<ureq::Agent, String> {
+    /// The agent for `target`'s CA setting; `pooled` false: one that keeps no connection
+    /// (every request on a new one). The bundle is opened (checked as the target's trust
+    /// says), read and parsed outside the lock; the lock only guards the map.
+    fn agent(&self, target: &Target, pooled: bool) -> Result<ureq::Agent, String> {
         let ca = match &target.cainfo {
             None => None,
             Some(path) => Some(
@@ -339,11 +392,15 @@ impl HttpSender {
                     .map_err(|e| format!("cainfo {}: {e}", path.display()))?,
             ),
         };
-        let key = ca.as_ref().map(|f| CaKey::of(&f.metadata));
+        let key = (ca.as_ref().map(|f| CaKey::of(&f.metadata)), pooled);
         if let Some(a) = self.lock_agents().get(&key) {
             return Ok(a.clone());
         }
-        let idle = if self.keep_alive { self.pool_size } else { 0 };
+        let idle = if self.keep_alive && pooled {
+            self.pool_size
+        } else {
+            0
+        };
         let mut b = ureq::AgentBuilder::new()
             .timeout_connect(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
@@ -351,6 +408,7 @@ impl HttpSender {
             .max_idle_connections(idle * 4)
             .max_idle_connections_per_host(idle)
             .try_proxy_from_env(true)
+            .resolver(NotingResolver)
             .user_agent(concat!("telempostd/", env!("CARGO_PKG_VERSION")));
         if let (Some(f), Some(path)) = (ca, &target.cainfo) {
             let pem = f
@@ -363,7 +421,7 @@ impl HttpSender {
         let agent = b.build();
         let mut agents = self.lock_agents();
         if agents.len() >= MAX_AGENTS {
-            agents.retain(|k, _| k.is_none());
+            agents.retain(|k, _| k.0.is_none());
         }
         Ok(agents.entry(key).or_insert(agent).clone())
     }
@@ -384,7 +442,7 @@ impl HttpSender {
 
     /// POST a prepared request.
     pub fn send(&self, target: &Target, req: &HttpRequest) -> Outcome {
-        let agent = match self.agent(target) {
+        let agent = match self.agent(target, true) {
             Ok(a) => a,
             Err(e) => return Outcome::Invalid(e),
         };
@@ -398,9 +456,29 @@ impl HttpSender {
         {
             return Outcome::Invalid(format!("header {name} cannot be sent over HTTP"));
         }
-        let mut r = agent.post(&target.server);
-        for (name, value) in &req.headers {
-            r = r.set(name, value);
+        let post = |agent: &ureq::Agent| {
+            let mut r = agent.post(&target.server);
+            for (name, value) in &req.headers {
+                r = r.set(name, value);
+            }
+            CONNECTED.with(|c| c.set(false));
+            r.send_bytes(&req.body)
+        };
+        let mut result = post(&agent);
+        if let Err(ureq::Error::Transport(t)) = &result {
+            let reused = !CONNECTED.with(std::cell::Cell::get);
+            if self.keep_alive && reused && closed_before_response(t) {
+                self.stale_retries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(
+                    "a kept-alive connection was stale ({}); sending again on a new one",
+                    t.kind()
+                );
+                match self.agent(target, false) {
+                    Ok(fresh) => result = post(&fresh),
+                    Err(e) => return Outcome::Invalid(e),
+                }
+            }
         }
         let otlp = target.mode == DeliveryMode::Otlp;
         let answer = |status: u16, resp: ureq::Response| {
@@ -424,7 +502,7 @@ impl HttpSender {
                 Outcome::Status(status)
             }
         };
-        match r.send_bytes(&req.body) {
+        match result {
             Ok(resp) => answer(resp.status(), resp),
             Err(ureq::Error::Status(status, resp)) => answer(status, resp),
             Err(ureq::Error::Transport(t)) => {
