@@ -456,6 +456,8 @@ impl HttpSender {
         {
             return Outcome::Invalid(format!("header {name} cannot be sent over HTTP"));
         }
+        // ureq's error type is large; it lives only for this call.
+        #[allow(clippy::result_large_err)]
         let post = |agent: &ureq::Agent| {
             let mut r = agent.post(&target.server);
             for (name, value) in &req.headers {
