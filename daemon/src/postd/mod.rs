@@ -13,6 +13,7 @@
 //! (`evicted`), the `drop` rate-limit strategy (`dropped`), delivery disabled (`local`), or
 //! quarantine (`quarantined`, moved rather than deleted).
 
+pub mod concurrency;
 pub mod counters;
 pub mod delivery;
 pub mod journal;
@@ -40,6 +41,7 @@ use libtelemetry::status::{
 };
 use libtelemetry::{parse_staged, Config, ConfigError, Paths, StagedRecord};
 
+use concurrency::{AdaptiveLimit, ConcurrencyMode, Signal};
 use counters::{Counters, COUNTER_LOCAL};
 use delivery::{
     Completion, HttpSender, ItemResult, Job, JobResult, Outcome, Target, TargetError, Workers,
@@ -226,6 +228,8 @@ struct Settings {
     target: Arc<Target>,
     max_in_flight: usize,
     keep_alive: bool,
+    /// `delivery_concurrency`: adaptive (up to `max_in_flight`) or fixed.
+    concurrency: ConcurrencyMode,
     /// `record_expiry` (checked non-negative at start-up).
     expiry: Duration,
     /// Bytes; `None` = unlimited.
@@ -266,10 +270,17 @@ impl Settings {
                 })
             }
         };
+        let concurrency =
+            ConcurrencyMode::from_config(&cfg).map_err(|value| PostdError::Setting {
+                key: "delivery_concurrency",
+                value,
+                message: "expected adaptive or fixed".into(),
+            })?;
         Ok(Settings {
             target: Arc::new(target),
             max_in_flight,
             keep_alive,
+            concurrency,
             expiry: Duration::from_secs(
                 u64::try_from(cfg.record_expiry)
                     .unwrap_or(0)
@@ -368,6 +379,8 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map_or(IDLE_EXIT, Duration::from_secs_f64);
     let now = Instant::now();
+    let settings_concurrency = settings.concurrency;
+    let settings_max_in_flight = settings.max_in_flight;
     let postd = Postd {
         persist,
         counters: Counters::restored(&paths),
@@ -382,6 +395,7 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         gate: BackendGate::default(),
         rate_gate: None,
         jobs_in_flight: 0,
+        adaptive: AdaptiveLimit::new(settings_concurrency, settings_max_in_flight, now),
         held_senders: std::collections::HashMap::new(),
         record_log: logsummary::RecordLog::new(now),
         lanes: lanes::Lanes::default(),
@@ -461,6 +475,8 @@ struct Postd {
     rate_gate: Option<Instant>,
     /// Jobs handed to the workers and not completed.
     jobs_in_flight: usize,
+    /// How many of them the default backend is given at once.
+    adaptive: AdaptiveLimit,
     /// Unprivileged senders whose share of the rate limit is used up, until when (their
     /// new records wait too).
     held_senders: std::collections::HashMap<u32, Instant>,
@@ -852,8 +868,14 @@ impl Postd {
 
     /// Records for the default backend, behind its gate.
     fn dispatch_default(&mut self, now: Instant) {
-        // Twice as many jobs queued as POSTs at once: a worker finds its next job waiting.
-        let max = 2 * self.settings.max_in_flight.min(self.workers.count());
+        let workers = self.settings.max_in_flight.min(self.workers.count());
+        let max = match self.settings.concurrency {
+            // Twice as many jobs queued as POSTs at once: a worker finds its next job
+            // waiting.
+            ConcurrencyMode::Fixed => 2 * workers,
+            // As many as the backend takes now.
+            ConcurrencyMode::Adaptive => self.adaptive.limit().min(workers),
+        };
         loop {
             if self.jobs_in_flight >= max {
                 break;
@@ -919,6 +941,7 @@ impl Postd {
                 lane: None,
             };
             let names: Vec<(String, u64)> = job.records.clone();
+            self.adaptive.on_start(self.jobs_in_flight);
             if !self.workers.submit(job) {
                 tracing::error!("delivery workers are gone");
                 self.failure.get_or_insert(PostdError::WorkersGone);
@@ -1071,6 +1094,27 @@ impl Postd {
                 }
             )
         });
+        let posted = c
+            .items
+            .iter()
+            .any(|i| matches!(i.result, JobResult::Posted { .. }));
+        if posted {
+            let backpressure = c.items.iter().any(|i| {
+                matches!(
+                    &i.result,
+                    JobResult::Posted {
+                        outcome: Outcome::Throttled(..) | Outcome::Transport(_),
+                        ..
+                    }
+                )
+            });
+            let signal = if backpressure {
+                Signal::Backpressure
+            } else {
+                Signal::Answered
+            };
+            self.adaptive.on_response(now, c.elapsed, signal);
+        }
         let blame = if !c.items.iter().any(|i| failed(&i)) {
             Blame::Record
         } else if throttled {
@@ -1331,6 +1375,8 @@ impl Postd {
                 self.workers.count()
             );
         }
+        self.adaptive
+            .set_max(new.concurrency, new.max_in_flight.min(self.workers.count()));
         let mut rate = RateLimiter::from_config(&new.cfg);
         rate.inherit(&self.rate);
         self.rate = rate;
@@ -1474,6 +1520,16 @@ mod tests {
         c.raw.insert("delivery_keep_alive".into(), "FALSE".into());
         let s = Settings::from_config(c.clone()).unwrap();
         assert_eq!((s.max_in_flight, s.keep_alive), (8, false));
+        assert_eq!(s.concurrency, ConcurrencyMode::Adaptive);
+        c.raw.insert("delivery_concurrency".into(), "fixed".into());
+        assert_eq!(
+            Settings::from_config(c.clone()).unwrap().concurrency,
+            ConcurrencyMode::Fixed
+        );
+        c.raw
+            .insert("delivery_concurrency".into(), "sometimes".into());
+        assert!(Settings::from_config(c.clone()).is_err());
+        c.raw.remove("delivery_concurrency");
         c.record_window_length = -1;
         assert!(matches!(
             Settings::from_config(c.clone()),
