@@ -137,6 +137,13 @@ struct Shared {
     listening: AtomicBool,
     /// Open connections, so `refuse` can close them.
     streams: Mutex<HashMap<usize, TcpStream>>,
+    /// At most this many requests handled at once (`None`: one per connection), and how
+    /// many are (a server with a fixed number of workers).
+    workers: Mutex<(Option<usize>, usize)>,
+    worker_free: Condvar,
+    /// Requests read and not yet answered, now and at most.
+    concurrent: AtomicUsize,
+    max_concurrent: AtomicUsize,
 }
 
 /// The running collector. Dropping it stops listening and closes its connections.
@@ -168,6 +175,10 @@ impl Collector {
             requests_read: AtomicUsize::new(0),
             listening: AtomicBool::new(true),
             streams: Mutex::new(HashMap::new()),
+            workers: Mutex::new((None, 0)),
+            worker_free: Condvar::new(),
+            concurrent: AtomicUsize::new(0),
+            max_concurrent: AtomicUsize::new(0),
         });
         spawn_acceptor(listener, Arc::clone(&shared));
         Collector { addr, shared }
@@ -192,6 +203,19 @@ impl Collector {
 
     pub fn set_behavior(&self, b: Behavior) {
         *self.shared.behavior.lock().unwrap() = b;
+    }
+
+    /// Handle at most `n` requests at once (others wait for a worker), like a server with
+    /// `n` worker processes; `None`: no limit.
+    pub fn set_workers(&self, n: Option<usize>) {
+        self.shared.workers.lock().unwrap().0 = n.map(|n| n.max(1));
+        self.shared.worker_free.notify_all();
+    }
+
+    /// The most requests read and not yet answered at one time (waiting for a worker
+    /// included): the concurrency clients reached.
+    pub fn max_concurrent(&self) -> usize {
+        self.shared.max_concurrent.load(Ordering::SeqCst)
     }
 
     /// Stop listening (connections are refused) and close every open connection.
@@ -482,6 +506,11 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
             req.gzip = true;
         }
         shared.requests_read.fetch_add(1, Ordering::SeqCst);
+        let now_concurrent = shared.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
+        shared
+            .max_concurrent
+            .fetch_max(now_concurrent, Ordering::SeqCst);
+        let _worker = Worker::acquire(shared);
         let behavior = shared.behavior.lock().unwrap().clone();
         let response = match behavior {
             Behavior::Reset => {
@@ -533,6 +562,40 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
         finish(shared, req);
         if writer.write_all(&bytes).is_err() || close {
             return;
+        }
+    }
+}
+
+/// A worker slot (see [`Collector::set_workers`]) and the count of requests in service,
+/// released when the answer is written or the connection given up.
+struct Worker<'a> {
+    shared: &'a Shared,
+    slot: bool,
+}
+
+impl<'a> Worker<'a> {
+    fn acquire(shared: &'a Shared) -> Worker<'a> {
+        let mut w = shared.workers.lock().unwrap();
+        let slot = w.0.is_some();
+        while let Some(n) = w.0 {
+            if w.1 < n {
+                w.1 += 1;
+                break;
+            }
+            w = shared.worker_free.wait(w).unwrap();
+        }
+        Worker { shared, slot }
+    }
+}
+
+impl Drop for Worker<'_> {
+    fn drop(&mut self) {
+        self.shared.concurrent.fetch_sub(1, Ordering::SeqCst);
+        if self.slot {
+            let mut w = self.shared.workers.lock().unwrap();
+            w.1 = w.1.saturating_sub(1);
+            drop(w);
+            self.shared.worker_free.notify_one();
         }
     }
 }
