@@ -100,25 +100,7 @@ impl Target {
     }
 }
 
-/// `Name: value` → (`Name`, `value`), the name a valid HTTP token.
-pub fn split_header_line(line: &str) -> Option<(&str, &str)> {
-    let (name, value) = line.split_once(':')?;
-    let name = name.trim();
-    (is_token(name) && valid_header_value(value.trim())).then(|| (name, value.trim()))
-}
-
-/// An HTTP token (a header name).
-pub fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Bytes HTTP allows in a header value (what ureq accepts).
-pub fn valid_header_value(v: &str) -> bool {
-    v.bytes().all(|b| b == b'\t' || (0x20..=0x7e).contains(&b))
-}
+pub use super::http::{is_token, split_header_line, valid_header_value};
 
 /// `v` as a v2 HTTP header value: every character HTTP (and ureq) cannot carry — non-ASCII
 /// text such as a DMI vendor string, or a control character in a file staged by another
@@ -486,7 +468,7 @@ impl HttpSender {
         let answer = |status: u16, resp: ureq::Response| {
             let retry_after = resp
                 .header("retry-after")
-                .and_then(super::otlp::parse_retry_after);
+                .and_then(super::http::parse_retry_after);
             let body = drain(resp);
             let throttling = matches!(status, 429 | 503) || (otlp && matches!(status, 502 | 504));
             if status == 200 || status == 201 {

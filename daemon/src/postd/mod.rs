@@ -16,6 +16,7 @@
 pub mod concurrency;
 pub mod counters;
 pub mod delivery;
+pub mod http;
 pub mod journal;
 mod lanes;
 pub mod logsummary;
@@ -408,7 +409,6 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         idle_exit,
         next_rescan: now,
         shutting_down: None,
-        rng: seed(),
         ignored: HashSet::new(),
         busy_since_release: false,
         dir_sync: None,
@@ -457,11 +457,6 @@ fn spawn_signal_thread(tx: mpsc::Sender<Event>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn seed() -> u64 {
-    let id = libtelemetry::ids::random_id();
-    u64::from_str_radix(&id[..16], 16).unwrap_or(0x9e37_79b9_7f4a_7c15) | 1
-}
-
 struct Postd {
     paths: Paths,
     paths_shared: Arc<Paths>,
@@ -498,7 +493,6 @@ struct Postd {
     next_rescan: Instant,
     /// Set by SIGTERM/SIGINT: the deadline for the in-flight POSTs.
     shutting_down: Option<Instant>,
-    rng: u64,
     /// Files that could be neither read nor quarantined; left alone until restart.
     ignored: HashSet<String>,
     /// Unlinks not yet made durable, and when they must be.
@@ -559,14 +553,9 @@ impl Postd {
         self.failure.map_or(Ok(()), Err)
     }
 
+    /// A uniform 0.0..1.0 spreading retries (fastrand's generator, seeded per thread).
     fn jitter(&mut self) -> f64 {
-        // xorshift64: spreading retries needs no more than this.
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        (x >> 11) as f64 / (1u64 << 53) as f64
+        fastrand::f64()
     }
 
     /// Minutes since start: the rate limiter's clock (monotonic).
