@@ -14,7 +14,9 @@
 //!   the margin (requests queue in the backend) multiplies it by 0.9;
 //! * the baseline is an exponentially weighted mean (α = 0.4) of the windows' means, fed
 //!   only by windows that did not decrease the limit, so a backend that slows down under
-//!   load does not raise its own bar.
+//!   load does not raise its own bar; a window faster than the baseline becomes the
+//!   baseline at once (the first requests also paid for connecting). The margin is at most
+//!   1.25 times the baseline, however much the response times varied.
 //!
 //! The controller is pure: it takes the clock as an argument (tested on made-up time).
 
@@ -159,7 +161,7 @@ impl AdaptiveLimit {
             match self.baseline {
                 None => self.baseline = Some((mean, 0.0)),
                 Some((base, dev)) => {
-                    let margin = (2.5 * dev)
+                    let margin = (2.5 * dev.min(0.5 * base))
                         .max(0.25 * base)
                         .max(MIN_RTT_MARGIN.as_secs_f64());
                     if mean > base + margin {
@@ -170,9 +172,16 @@ impl AdaptiveLimit {
                         if !self.decreased && self.reached && self.limit < self.max {
                             self.limit += 1;
                         }
-                        let dev = (1.0 - ALPHA) * dev + ALPHA * (mean - base).abs();
-                        let base = (1.0 - ALPHA) * base + ALPHA * mean;
-                        self.baseline = Some((base, dev));
+                        // A faster window is the backend's real speed (the first requests
+                        // also paid for connecting): the baseline follows it down at once.
+                        self.baseline = Some(if mean <= base {
+                            (mean, (1.0 - ALPHA) * dev)
+                        } else {
+                            (
+                                (1.0 - ALPHA) * base + ALPHA * mean,
+                                (1.0 - ALPHA) * dev + ALPHA * (mean - base),
+                            )
+                        });
                     }
                 }
             }
@@ -239,6 +248,18 @@ mod tests {
             tail.iter().filter(|&&l| l >= 2).count() > tail.len() / 2,
             "{tail:?}"
         );
+    }
+
+    #[test]
+    fn a_slow_first_request_does_not_raise_the_bar() {
+        let rtt = |n: usize| Duration::from_millis(20 * n.div_ceil(2) as u64);
+        let mut t = Instant::now();
+        let mut c = AdaptiveLimit::new(ConcurrencyMode::Adaptive, 16, t);
+        c.on_start(0);
+        t += Duration::from_millis(300);
+        c.on_response(t, Duration::from_millis(300), Signal::Answered);
+        let seen = drive(&mut c, &mut t, 100, rtt);
+        assert!(seen.iter().all(|&l| l <= 4), "{seen:?}");
     }
 
     #[test]

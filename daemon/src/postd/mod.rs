@@ -1102,7 +1102,15 @@ impl Postd {
             } else {
                 Signal::Answered
             };
+            let before = self.adaptive.limit();
             self.adaptive.on_response(now, c.elapsed, signal);
+            if self.adaptive.limit() != before {
+                tracing::debug!(
+                    "requests in flight to the backend: at most {} (was {before}; last took {:?})",
+                    self.adaptive.limit(),
+                    c.elapsed
+                );
+            }
         }
         let blame = if !c.items.iter().any(|i| failed(&i)) {
             Blame::Record

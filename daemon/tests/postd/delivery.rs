@@ -216,3 +216,26 @@ fn a_short_server_keep_alive_timeout_costs_no_failed_attempt() {
         d.log()
     );
 }
+
+/// Against a backend with 2 workers taking 20 ms per request, the adaptive limit keeps the
+/// requests in flight near what the backend serves at once, not at
+/// `delivery_max_in_flight`.
+#[test]
+fn the_in_flight_limit_adapts_to_a_slow_backend() {
+    let c = Collector::start();
+    c.set_behavior(Behavior::Slow(Duration::from_millis(20)));
+    c.set_workers(Some(2));
+    let mut root = root_for(&c, "/v2/collector");
+    root.set("delivery_max_in_flight", "8");
+    for i in 0..300 {
+        stage(&root, i, Duration::from_secs(1000 - i as u64));
+    }
+    let d = spawn(&root);
+    assert!(c.wait_for(300, Duration::from_secs(120)), "{}", d.log());
+    assert!(
+        c.max_concurrent() < 8,
+        "{} in flight at most\n{}",
+        c.max_concurrent(),
+        d.log()
+    );
+}
