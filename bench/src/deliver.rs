@@ -20,7 +20,8 @@
 //!   attempt.
 //!
 //! Each line also reports the most requests the sink had in service at once
-//! (`sink_max_concurrent`: the in-flight level telempostd reached) and telempostd's
+//! (`sink_max_concurrent`) and their mean number (`sink_mean_concurrent`, time in service
+//! over the timed span: the in-flight level telempostd kept), and telempostd's
 //! `failed_attempts`.
 //!
 //! The collector is `telemetrics_tests::collector::Collector::sink` (validates, counts, keeps
@@ -195,6 +196,7 @@ fn drain(
         ));
     }
     let secs = first.elapsed().as_secs_f64();
+    let busy = sink.busy_seconds();
     let timed = opts.records.saturating_sub(first_records).max(1);
     let (hwm, rss) = memory_kb(daemon.pid())?;
     daemon.signal(libc::SIGTERM);
@@ -215,6 +217,7 @@ fn drain(
             "records": opts.records, "payload_bytes": opts.payload,
             "keep_alive": keep_alive, "in_flight": in_flight,
             "concurrency": concurrency, "sink_max_concurrent": sink.max_concurrent(),
+            "sink_mean_concurrent": round(busy / secs),
             "failed_attempts": failed,
             "seconds": round(secs),
             "records_per_s": round(timed as f64 / secs),

@@ -144,6 +144,8 @@ struct Shared {
     /// Requests read and not yet answered, now and at most.
     concurrent: AtomicUsize,
     max_concurrent: AtomicUsize,
+    /// Total time requests spent read and not yet answered, in nanoseconds.
+    busy_nanos: std::sync::atomic::AtomicU64,
 }
 
 /// The running collector. Dropping it stops listening and closes its connections.
@@ -179,6 +181,7 @@ impl Collector {
             worker_free: Condvar::new(),
             concurrent: AtomicUsize::new(0),
             max_concurrent: AtomicUsize::new(0),
+            busy_nanos: std::sync::atomic::AtomicU64::new(0),
         });
         spawn_acceptor(listener, Arc::clone(&shared));
         Collector { addr, shared }
@@ -216,6 +219,12 @@ impl Collector {
     /// included): the concurrency clients reached.
     pub fn max_concurrent(&self) -> usize {
         self.shared.max_concurrent.load(Ordering::SeqCst)
+    }
+
+    /// Total seconds requests spent read and not yet answered: over a span of time, the
+    /// mean number of requests in flight is this divided by the span (Little's law).
+    pub fn busy_seconds(&self) -> f64 {
+        self.shared.busy_nanos.load(Ordering::SeqCst) as f64 / 1e9
     }
 
     /// Stop listening (connections are refused) and close every open connection.
@@ -571,6 +580,7 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
 struct Worker<'a> {
     shared: &'a Shared,
     slot: bool,
+    since: Instant,
 }
 
 impl<'a> Worker<'a> {
@@ -584,13 +594,19 @@ impl<'a> Worker<'a> {
             }
             w = shared.worker_free.wait(w).unwrap();
         }
-        Worker { shared, slot }
+        Worker {
+            shared,
+            slot,
+            since: Instant::now(),
+        }
     }
 }
 
 impl Drop for Worker<'_> {
     fn drop(&mut self) {
         self.shared.concurrent.fetch_sub(1, Ordering::SeqCst);
+        let nanos = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.shared.busy_nanos.fetch_add(nanos, Ordering::SeqCst);
         if self.slot {
             let mut w = self.shared.workers.lock().unwrap();
             w.1 = w.1.saturating_sub(1);

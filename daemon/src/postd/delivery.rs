@@ -22,7 +22,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libtelemetry::config::DeliveryMode;
 use libtelemetry::record::HEADER_NAMES;
@@ -326,6 +326,52 @@ fn closed_before_response(t: &ureq::Transport) -> bool {
 
 type AgentKey = (Option<CaKey>, bool);
 
+/// Stale reused connections in a row after which a server is taken to close every
+/// connection after answering (uWSGI's `http-socket` without `Connection: close`).
+const STALE_STREAK: u32 = 3;
+/// How long such a server then gets a new connection per request (no reuse to fail),
+/// before reuse is tried again.
+const STALE_BACKOFF: Duration = Duration::from_secs(60);
+/// Servers tracked.
+const MAX_REUSE_ENTRIES: usize = 64;
+
+/// Per server: stale reuses in a row, and until when reuse is off.
+#[derive(Default)]
+struct ReuseTracker {
+    servers: Mutex<HashMap<String, (u32, Option<std::time::Instant>)>>,
+}
+
+impl ReuseTracker {
+    fn allows(&self, server: &str, now: std::time::Instant) -> bool {
+        let map = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        let off_until = map.get(server).and_then(|(_, until)| *until);
+        !matches!(off_until, Some(t) if now < t)
+    }
+
+    /// A reuse succeeded (`ok`) or met a stale connection; true when reuse was just
+    /// turned off for the server.
+    fn note(&self, server: &str, ok: bool, now: std::time::Instant) -> bool {
+        let mut map = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            if let Some(e) = map.get_mut(server) {
+                e.0 = 0;
+            }
+            return false;
+        }
+        if !map.contains_key(server) && map.len() >= MAX_REUSE_ENTRIES {
+            map.clear();
+        }
+        let e = map.entry(server.to_string()).or_default();
+        e.0 += 1;
+        if e.0 >= STALE_STREAK {
+            e.0 = 0;
+            e.1 = Some(now + STALE_BACKOFF);
+            return true;
+        }
+        false
+    }
+}
+
 /// Sends requests; keeps one agent (connection pool) per CA bundle.
 ///
 /// Stale keep-alive connections: a server may close an idle connection (its keep-alive
@@ -333,12 +379,15 @@ type AgentKey = (Option<CaKey>, bool);
 /// request goes out on it. A request that fails that way (reset, closed) on a **reused**
 /// connection is sent again at once on a new connection, as HTTP clients do, and only the
 /// outcome of that second try counts: no failure, no backoff. A request that fails on a
-/// connection it opened itself is not retried here.
+/// connection it opened itself is not retried here. A server whose reused connections
+/// turn out stale [`STALE_STREAK`] times in a row (it closes after every answer) gets a new
+/// connection per request for [`STALE_BACKOFF`], then reuse is tried again.
 pub struct HttpSender {
     agents: Mutex<HashMap<AgentKey, ureq::Agent>>,
     keep_alive: bool,
     pool_size: usize,
     stale_retries: std::sync::atomic::AtomicU64,
+    reuse: ReuseTracker,
 }
 
 impl HttpSender {
@@ -350,6 +399,7 @@ impl HttpSender {
             keep_alive,
             pool_size: pool_size.max(1),
             stale_retries: std::sync::atomic::AtomicU64::new(0),
+            reuse: ReuseTracker::default(),
         }
     }
 
@@ -448,12 +498,35 @@ impl HttpSender {
             CONNECTED.with(|c| c.set(false));
             r.send_bytes(&req.body)
         };
-        let mut result = post(&agent);
+        let reuse = self.keep_alive && self.reuse.allows(&target.server, Instant::now());
+        let mut result = if reuse {
+            post(&agent)
+        } else {
+            match self.agent(target, false) {
+                Ok(fresh) => post(&fresh),
+                Err(e) => return Outcome::Invalid(e),
+            }
+        };
+        let reused = reuse && !CONNECTED.with(std::cell::Cell::get);
+        if reused && result.is_ok() {
+            self.reuse.note(&target.server, true, Instant::now());
+        }
         if let Err(ureq::Error::Transport(t)) = &result {
-            let reused = !CONNECTED.with(std::cell::Cell::get);
-            if self.keep_alive && reused && closed_before_response(t) {
+            if reused && closed_before_response(t) {
                 self.stale_retries
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if self.reuse.note(&target.server, false, Instant::now()) {
+                    let shown = if target.is_override() {
+                        "an override's server"
+                    } else {
+                        "the backend"
+                    };
+                    tracing::info!(
+                        "{shown} closes kept-alive connections after answering; a new \
+                         connection per request for {:?}",
+                        STALE_BACKOFF
+                    );
+                }
                 tracing::debug!(
                     "a kept-alive connection was stale ({}); sending again on a new one",
                     t.kind()

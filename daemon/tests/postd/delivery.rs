@@ -188,6 +188,11 @@ fn a_server_closing_after_each_answer_costs_no_failed_attempt() {
         d.log()
     );
     assert!(d.log().contains("was stale"), "the case did happen");
+    assert!(
+        d.log()
+            .contains("closes kept-alive connections after answering"),
+        "after a few stale reuses, a new connection per request"
+    );
 }
 
 /// A server that closes idle connections after a short keep-alive timeout: records sent
