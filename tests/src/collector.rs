@@ -585,6 +585,8 @@ struct Worker<'a> {
 
 impl<'a> Worker<'a> {
     fn acquire(shared: &'a Shared) -> Worker<'a> {
+        // In service from now: waiting for a worker counts.
+        let since = Instant::now();
         let mut w = shared.workers.lock().unwrap();
         let slot = w.0.is_some();
         while let Some(n) = w.0 {
@@ -597,7 +599,7 @@ impl<'a> Worker<'a> {
         Worker {
             shared,
             slot,
-            since: Instant::now(),
+            since,
         }
     }
 }
