@@ -33,32 +33,8 @@ const BACKPRESSURE_DECREASE: f64 = 0.5;
 /// Factor of a decrease for a response time over the margin.
 const SLOWDOWN_DECREASE: f64 = 0.9;
 
-/// `delivery_concurrency`: how the limit is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConcurrencyMode {
-    /// Follow the backend, up to `delivery_max_in_flight` (the default).
-    Adaptive,
-    /// Always `delivery_max_in_flight`.
-    Fixed,
-}
-
-impl ConcurrencyMode {
-    pub fn parse(v: &str) -> Option<ConcurrencyMode> {
-        match v.to_ascii_lowercase().as_str() {
-            "adaptive" => Some(ConcurrencyMode::Adaptive),
-            "fixed" => Some(ConcurrencyMode::Fixed),
-            _ => None,
-        }
-    }
-
-    /// The mode a config asks for (`delivery_concurrency`, default adaptive).
-    pub fn from_config(cfg: &libtelemetry::Config) -> Result<ConcurrencyMode, String> {
-        match cfg.raw.get("delivery_concurrency") {
-            None => Ok(ConcurrencyMode::Adaptive),
-            Some(v) => ConcurrencyMode::parse(v).ok_or_else(|| v.clone()),
-        }
-    }
-}
+/// `delivery_concurrency`: how the limit is chosen (typed in libtelemetry's config).
+pub use libtelemetry::config::DeliveryConcurrency as ConcurrencyMode;
 
 /// What a response said about the backend's load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

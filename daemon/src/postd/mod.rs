@@ -161,12 +161,7 @@ impl Settings {
         let target = Target::from_config(&cfg)?;
         let max_in_flight = cfg.delivery_max_in_flight;
         let keep_alive = cfg.delivery_keep_alive;
-        let concurrency =
-            ConcurrencyMode::from_config(&cfg).map_err(|value| PostdError::Setting {
-                key: "delivery_concurrency",
-                value,
-                message: "expected adaptive or fixed".into(),
-            })?;
+        let concurrency = cfg.delivery_concurrency;
         Ok(Settings {
             target: Arc::new(target),
             max_in_flight,
@@ -1377,15 +1372,19 @@ mod tests {
         let s = Settings::from_config(c.clone()).unwrap();
         assert_eq!((s.max_in_flight, s.keep_alive), (8, false));
         assert_eq!(s.concurrency, ConcurrencyMode::Adaptive);
-        c.raw.insert("delivery_concurrency".into(), "fixed".into());
+        c.delivery_concurrency = ConcurrencyMode::Fixed;
         assert_eq!(
             Settings::from_config(c.clone()).unwrap().concurrency,
             ConcurrencyMode::Fixed
         );
-        c.raw
-            .insert("delivery_concurrency".into(), "sometimes".into());
-        assert!(Settings::from_config(c.clone()).is_err());
-        c.raw.remove("delivery_concurrency");
+        let bad = Config::parse(
+            "[settings]\ndelivery_concurrency=sometimes\n",
+            Path::new("t.conf"),
+            &paths,
+        )
+        .unwrap();
+        assert!(Settings::from_config(bad).is_err());
+        c.delivery_concurrency = ConcurrencyMode::Adaptive;
         c.record_window_length = -1;
         assert!(matches!(
             Settings::from_config(c.clone()),

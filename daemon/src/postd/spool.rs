@@ -592,7 +592,21 @@ impl Spool {
             .map(|(size, set)| (*size, set.iter()))
             .collect();
         while total > limit {
-            let Some(i) = (0..heaviest.len()).max_by_key(|&i| heaviest[i].0) else {
+            // The heaviest sender; between equally heavy ones, the one whose next record is
+            // the oldest (deterministic, whatever the map's order).
+            let next_age = |i: usize| {
+                heaviest[i]
+                    .1
+                    .clone()
+                    .find(|(_, n)| evictable(n).is_some())
+                    .map(|(t, _)| *t)
+            };
+            let Some(i) = (0..heaviest.len()).max_by(|&a, &b| {
+                heaviest[a]
+                    .0
+                    .cmp(&heaviest[b].0)
+                    .then_with(|| next_age(b).cmp(&next_age(a)))
+            }) else {
                 break;
             };
             let next = heaviest[i].1.by_ref().find_map(|(_, n)| evictable(n));
