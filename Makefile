@@ -4,6 +4,13 @@
 #   make install               build if needed, then install under PREFIX (default /usr)
 #   make install PREFIX=/usr DESTDIR=/tmp/stage
 #   make install TARGET_DIR=/path/to/target/release    install prebuilt files, build nothing
+#   make post-install          after `make install` on the running host: create the telemetry
+#                              user and directories, apply the core pattern, enable the units
+#   make uninstall             disable and stop the units (on the running host), then remove
+#                              the files `make install` laid out
+#   make deb                   build the Debian packages into target/debian (packaging/build-deb)
+#   make check                 install what the tests need (Debian: apt-get, pip), then run
+#                              the format, lint and test commands CI runs (scripts/check)
 #
 # Installed: the suite's binaries found in TARGET_DIR, libtelemetry.so.4.0.1 (linked by
 # libtelemetry-ffi/install.sh from TARGET_DIR/libtelemetry.a) with its libtelemetry.so.4
@@ -26,6 +33,12 @@ TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 DESTDIR ?=
 
+# `make uninstall` stops and disables the units first, on the running host only: not when
+# removing a staged DESTDIR (set SYSTEMD_SETUP=yes/no to decide explicitly).
+SYSTEMD_SETUP ?= $(if $(DESTDIR),no,yes)
+SETUP_ENV = SYSUSERSDIR="$(DESTDIR)$(SYSUSERSDIR)" TMPFILESDIR="$(DESTDIR)$(TMPFILESDIR)" \
+	SYSCTLDIR="$(DESTDIR)$(SYSCTLDIR)" UNITDIR="$(DESTDIR)$(UNITDIR)"
+
 CARGO ?= cargo
 INSTALL ?= install
 
@@ -42,7 +55,7 @@ endif
 UNITS = $(wildcard systemd/*.service systemd/*.socket systemd/*.path systemd/*.timer systemd/*.target)
 MANPAGES = $(wildcard man/*.[1-9])
 
-.PHONY: all build install uninstall
+.PHONY: all build install post-install uninstall deb check
 
 all: build
 
@@ -82,7 +95,21 @@ install: $(BUILD_FIRST)
 		$(INSTALL) -m 0644 "$$m" "$(DESTDIR)$(MANDIR)/man$$s/" || exit 1; \
 	done
 
+# The steps the Debian package's postinst takes, for a `make install` on the running host.
+post-install:
+	$(SETUP_ENV) sh packaging/systemd-setup post-install
+
+# Without TARGET_DIR, `cargo build --release` first, as for install.
+deb: $(BUILD_FIRST)
+	packaging/build-deb --no-build --target-dir "$(TARGET_DIR)"
+
+check:
+	scripts/check
+
 uninstall:
+ifeq ($(SYSTEMD_SETUP),yes)
+	$(SETUP_ENV) sh packaging/systemd-setup pre-uninstall
+endif
 	rm -f $(addprefix "$(DESTDIR)$(BINDIR)/,$(addsuffix ",$(BINARIES)))
 	rm -f "$(DESTDIR)$(LIBDIR)/libtelemetry.so" "$(DESTDIR)$(LIBDIR)/libtelemetry.so.4" \
 		"$(DESTDIR)$(LIBDIR)/libtelemetry.so.4.0.1" "$(DESTDIR)$(LIBDIR)/pkgconfig/libtelemetry.pc" \
@@ -92,3 +119,6 @@ uninstall:
 		"$(DESTDIR)$(TMPFILESDIR)/telemetrics-dirs.conf" "$(DESTDIR)$(SYSUSERSDIR)/telemetrics.conf" \
 		"$(DESTDIR)$(DEFAULTSDIR)/telemetrics.conf"
 	rm -f $(foreach m,$(MANPAGES),"$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m))")
+ifeq ($(SYSTEMD_SETUP),yes)
+	$(SETUP_ENV) sh packaging/systemd-setup post-uninstall
+endif

@@ -8,8 +8,21 @@
 //!   connection per record, one after the other, the way the C daemon (a new curl handle per
 //!   record) delivers;
 //! * `keep-alive`: one record in flight over a reused connection;
-//! * `parallel`: the default, `delivery_max_in_flight` (4) records in flight over reused
-//!   connections.
+//! * `parallel`: the default, up to `delivery_max_in_flight` (4) records in flight over
+//!   reused connections, the number in flight adapting to the sink
+//!   (`delivery_concurrency=adaptive`);
+//! * `parallel-fixed`: the same with `delivery_concurrency=fixed` (always 4);
+//! * `slow-adaptive`, `slow-fixed`: up to 8 in flight against a slow sink (20 ms per
+//!   request, 2 workers: requests beyond 2 queue in it), adaptive against fixed;
+//! * `uwsgi-keep-alive`, `uwsgi-new-connection`: one record in flight against a sink that
+//!   closes the connection 5 ms after each answer without `Connection: close` (as uWSGI's
+//!   `http-socket`), with and without keep-alive: stale connections must cost no failed
+//!   attempt.
+//!
+//! Each line also reports the most requests the sink had in service at once
+//! (`sink_max_concurrent`) and their mean number (`sink_mean_concurrent`, time in service
+//! over the timed span: the in-flight level telempostd kept), and telempostd's
+//! `failed_attempts`.
 //!
 //! The collector is `telemetrics_tests::collector::Collector::sink` (validates, counts, keeps
 //! nothing). Its own capacity is measured first with raw keep-alive clients, to show it is
@@ -27,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use libtelemetry::record::{Headers, Record};
 use serde_json::json;
-use telemetrics_tests::collector::Collector;
+use telemetrics_tests::collector::{Behavior, Collector};
 use telemetrics_tests::{TestDaemon, TestRoot};
 
 struct Options {
@@ -97,6 +110,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
             ("new-connection", false, 1),
             ("keep-alive", true, 1),
             ("parallel", true, 4),
+            ("parallel-fixed", true, 4),
+            ("slow-adaptive", true, 8),
+            ("slow-fixed", true, 8),
+            ("uwsgi-keep-alive", true, 1),
+            ("uwsgi-new-connection", false, 1),
         ] {
             let skip = |want: &Option<String>, v: &str| want.as_deref().is_some_and(|w| w != v);
             if skip(&opts.mode, mode) || skip(&opts.shape, shape) {
@@ -117,6 +135,18 @@ fn drain(
     in_flight: usize,
 ) -> Result<(), String> {
     let sink = Collector::sink();
+    if shape.starts_with("slow") {
+        sink.set_behavior(Behavior::Slow(Duration::from_millis(20)));
+        sink.set_workers(Some(2));
+    }
+    if shape.starts_with("uwsgi") {
+        sink.set_behavior(Behavior::CloseAfterAnswer(Duration::from_millis(5)));
+    }
+    let concurrency = if shape.ends_with("fixed") {
+        "fixed"
+    } else {
+        "adaptive"
+    };
     let mut root = TestRoot::new();
     let path = match mode {
         "v3" => "/v3/collector",
@@ -130,10 +160,11 @@ fn drain(
             "delivery_keep_alive",
             if keep_alive { "true" } else { "false" },
         )
-        .set("delivery_max_in_flight", &in_flight.to_string());
+        .set("delivery_max_in_flight", &in_flight.to_string())
+        .set("delivery_concurrency", concurrency);
     let old = std::time::SystemTime::now() - Duration::from_secs(60);
     for i in 0..opts.records {
-        let p = root.spool_dir().join(format!("r{i:06}"));
+        let p = root.spool_dir().join(format!("{i:06}"));
         std::fs::write(
             &p,
             libtelemetry::encode_staged(&record(i, opts.payload), None),
@@ -165,16 +196,29 @@ fn drain(
         ));
     }
     let secs = first.elapsed().as_secs_f64();
+    let busy = sink.busy_seconds();
     let timed = opts.records.saturating_sub(first_records).max(1);
     let (hwm, rss) = memory_kb(daemon.pid())?;
     daemon.signal(libc::SIGTERM);
     let _ = daemon.wait_timeout(Duration::from_secs(20));
+    let failed = libtelemetry::status::read_status(&libtelemetry::status::status_file(
+        &root.paths,
+        "telempostd",
+    ))
+    .ok()
+    .flatten()
+    .map_or(0, |st| {
+        st.counter(libtelemetry::status::COUNTER_FAILED_ATTEMPTS)
+    });
     println!(
         "{}",
         json!({
             "bench": "deliver", "mode": mode, "shape": shape,
             "records": opts.records, "payload_bytes": opts.payload,
             "keep_alive": keep_alive, "in_flight": in_flight,
+            "concurrency": concurrency, "sink_max_concurrent": sink.max_concurrent(),
+            "sink_mean_concurrent": round(busy / secs),
+            "failed_attempts": failed,
             "seconds": round(secs),
             "records_per_s": round(timed as f64 / secs),
             "requests": sink.accepted_count(),

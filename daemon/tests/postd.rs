@@ -5,6 +5,7 @@ mod delivery;
 mod journal;
 mod lifecycle;
 mod otlp;
+mod security;
 mod spool;
 
 use std::path::PathBuf;
@@ -58,11 +59,19 @@ pub fn stage_bytes(root: &TestRoot, name: &str, bytes: &[u8], age: Duration) -> 
     path
 }
 
+/// A staged name for a record sent by this process's uid (which owns the test's files, so
+/// a `CFG:` file it wrote may be followed for it).
+pub fn own_name(random: &str) -> String {
+    // SAFETY: geteuid(2) has no side effects.
+    let uid = unsafe { libc::geteuid() };
+    libtelemetry::format_staged_name(random, libtelemetry::StagedSender::Uid(uid))
+}
+
 /// Stage record `i` under the name `r<i>`, `age` old.
 pub fn stage(root: &TestRoot, i: usize, age: Duration) -> PathBuf {
     stage_bytes(
         root,
-        &format!("r{i}"),
+        &format!("rec{i:03}"),
         &libtelemetry::encode_staged(&record(i), None),
         age,
     )
@@ -72,7 +81,7 @@ pub fn stage(root: &TestRoot, i: usize, age: Duration) -> PathBuf {
 pub fn stage_poisoned_spool(root: &TestRoot, bad: &Record) {
     stage_bytes(
         root,
-        "r0",
+        "rec000",
         &libtelemetry::encode_staged(bad, None),
         Duration::from_secs(600),
     );

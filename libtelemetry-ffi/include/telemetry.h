@@ -70,7 +70,7 @@ struct telem_record {
  * @return 0; -EINVAL for NULL, a relative path or not a regular file; the negative
  *     errno of stat(2) otherwise (e.g. -ENOENT, -EACCES).
  */
-int tm_set_config_file(char *c_file);
+int tm_set_config_file(const char *c_file);
 
 /**
  * Create a new telemetrics record.

@@ -91,13 +91,13 @@ unsafe fn record_of<'a>(t_ref: *mut TelemRef) -> Option<&'a mut RecordBox> {
     Some(unsafe { RecordBox::from_ptr(rec) })
 }
 
-/// `int tm_set_config_file(char *c_file)`: use `c_file` (absolute path of a regular file)
+/// `int tm_set_config_file(const char *c_file)` (`const` since C 2.1.0): use `c_file` (absolute path of a regular file)
 /// as the configuration file. 0, or -EINVAL / the negative errno of stat(2).
 ///
 /// # Safety
 /// `c_file` is NULL or a NUL-terminated string.
 #[no_mangle]
-pub unsafe extern "C" fn tm_set_config_file(c_file: *mut c_char) -> c_int {
+pub unsafe extern "C" fn tm_set_config_file(c_file: *const c_char) -> c_int {
     guarded(-libc::EIO, || {
         // SAFETY: per this function's contract.
         let Some(bytes) = (unsafe { c_bytes(c_file) }) else {

@@ -80,6 +80,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "delivery_mode",
     "delivery_max_in_flight",
     "delivery_keep_alive",
+    "delivery_concurrency",
     "otlp_batch_max_records",
     "otlp_batch_max_bytes",
     "otlp_linger_ms",
@@ -276,6 +277,35 @@ impl Durability {
     }
 }
 
+/// `delivery_concurrency`: how telempostd chooses how many requests it keeps in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryConcurrency {
+    /// Follow the backend (additive increase, multiplicative decrease), up to
+    /// `delivery_max_in_flight`.
+    #[default]
+    Adaptive,
+    /// Always `delivery_max_in_flight`.
+    Fixed,
+}
+
+impl DeliveryConcurrency {
+    pub fn parse(value: &str) -> Option<DeliveryConcurrency> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "adaptive" => Some(DeliveryConcurrency::Adaptive),
+            "fixed" => Some(DeliveryConcurrency::Fixed),
+            _ => None,
+        }
+    }
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryConcurrency::Adaptive => "adaptive",
+            DeliveryConcurrency::Fixed => "fixed",
+        }
+    }
+}
+
 /// `otlp_compression`: how telempostd compresses OTLP request bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OtlpCompression {
@@ -393,6 +423,8 @@ pub struct Config {
     pub delivery_max_in_flight: usize,
     /// New: `delivery_keep_alive` (reuse HTTP connections; default true).
     pub delivery_keep_alive: bool,
+    /// New: `delivery_concurrency=adaptive|fixed`.
+    pub delivery_concurrency: DeliveryConcurrency,
     /// New: `otlp_batch_max_records` (within [`OTLP_BATCH_MAX_RECORDS_RANGE`]).
     pub otlp_batch_max_records: usize,
     /// New: `otlp_batch_max_bytes` (within [`OTLP_BATCH_MAX_BYTES_RANGE`]).
@@ -443,6 +475,7 @@ impl Config {
             delivery_mode: DeliveryMode::Auto,
             delivery_max_in_flight: DEFAULT_DELIVERY_MAX_IN_FLIGHT,
             delivery_keep_alive: true,
+            delivery_concurrency: DeliveryConcurrency::Adaptive,
             otlp_batch_max_records: DEFAULT_OTLP_BATCH_MAX_RECORDS,
             otlp_batch_max_bytes: DEFAULT_OTLP_BATCH_MAX_BYTES,
             otlp_linger: DEFAULT_OTLP_LINGER,
@@ -586,6 +619,11 @@ impl Config {
                 self.otlp_headers = self
                     .deferred(e, path, header_list(&e.value))
                     .unwrap_or_default()
+            }
+            "delivery_concurrency" => {
+                let parsed = DeliveryConcurrency::parse(&e.value)
+                    .ok_or_else(|| "expected adaptive or fixed".to_string());
+                self.delivery_concurrency = self.deferred(e, path, parsed).unwrap_or_default();
             }
             "durability" => {
                 let parsed = Durability::parse(&e.value)

@@ -59,6 +59,9 @@ pub struct StatusReport {
     pub last_delivery: Option<LastDelivery>,
     /// Sum over both daemons' status files.
     pub counters: BTreeMap<String, u64>,
+    /// The parts this user may not read (root may): the report leaves them out rather than
+    /// showing them empty.
+    pub needs_root: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -89,9 +92,12 @@ pub struct DaemonReport {
     pub status_file: PathBuf,
     /// Set when the status file exists but cannot be read.
     pub status_error: Option<String>,
+    /// The status file exists but this user may not read it (the daemons write it 0600).
+    pub status_needs_root: bool,
     pub version: Option<String>,
     pub pid: Option<u32>,
-    /// The recorded pid is alive and is this daemon.
+    /// The recorded pid is alive and is this daemon; without a readable status file, a
+    /// process of this name was found (outside a relocated root only).
     pub running: bool,
     pub started: Option<i64>,
     pub updated: Option<i64>,
@@ -104,6 +110,8 @@ pub struct DaemonReport {
 pub struct SpoolReport {
     pub dir: PathBuf,
     pub error: Option<String>,
+    /// This user may not list the spool directory.
+    pub needs_root: bool,
     pub records: u64,
     pub bytes: u64,
     pub oldest_age_seconds: Option<i64>,
@@ -114,6 +122,8 @@ pub struct SpoolReport {
 pub struct JournalReport {
     pub file: PathBuf,
     pub error: Option<String>,
+    /// This user may not read the journal.
+    pub needs_root: bool,
     pub bytes: u64,
     pub entries: u64,
     pub last_entry_time: Option<i64>,
@@ -180,23 +190,45 @@ pub fn process_is(pid: u32, name: &str) -> bool {
     }
 }
 
+/// Whether an error means "this user may not read it" (root may).
+fn denied(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::PermissionDenied
+}
+
+/// The pid of a live process named `name`, from /proc (command names are world-readable
+/// unless /proc is mounted with hidepid).
+fn find_process(name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| process_is(*pid, name))
+}
+
 fn daemon_report(paths: &Paths, services: &Services, name: &str, units: &[&str]) -> DaemonReport {
     let file = status_file(paths, name);
-    let (status, status_error) = match read_status(&file) {
-        Ok(s) => (s, None),
-        Err(e) => (None, Some(e.to_string())),
+    let (status, status_error, status_needs_root) = match read_status(&file) {
+        Ok(s) => (s, None, false),
+        Err(e) => (None, Some(e.to_string()), denied(&e)),
     };
     let units = units
         .iter()
         .filter_map(|u| services.is_active(u).map(|s| (u.to_string(), s)))
         .collect();
+    // Without the status file the pid comes from /proc; in a relocated root a process of
+    // that name may serve another root, so nothing is claimed there.
+    let found = match (&status, status_needs_root) {
+        (None, true) if !paths.is_relocated() => find_process(name),
+        _ => None,
+    };
     DaemonReport {
         name: name.to_string(),
         status_file: file,
         status_error,
-        running: status.as_ref().is_some_and(|s| process_is(s.pid, name)),
+        status_needs_root,
+        running: found.is_some() || status.as_ref().is_some_and(|s| process_is(s.pid, name)),
         version: status.as_ref().map(|s| s.version.clone()),
-        pid: status.as_ref().map(|s| s.pid),
+        pid: found.or(status.as_ref().map(|s| s.pid)),
         started: status.as_ref().map(|s| s.started),
         updated: status.as_ref().map(|s| s.updated),
         counters: status.map(|s| s.counters).unwrap_or_default(),
@@ -237,7 +269,10 @@ fn spool_report(dir: &Path, now: i64) -> SpoolReport {
             r.oldest_age_seconds = oldest.map(|t| (now - t).max(0));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => r.error = Some("not created yet".into()),
-        Err(e) => r.error = Some(e.to_string()),
+        Err(e) => {
+            r.needs_root = denied(&e);
+            r.error = Some(e.to_string());
+        }
     }
     if let Ok((n, _, _)) = scan_files(&dir.join(QUARANTINE_DIR)) {
         r.quarantined = n;
@@ -257,7 +292,10 @@ fn journal_report(file: &Path) -> JournalReport {
             r.last_entry_time = entries.last().map(|e| e.timestamp);
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => r.error = Some(e.to_string()),
+        Err(e) => {
+            r.needs_root = denied(&e);
+            r.error = Some(e.to_string());
+        }
     }
     r
 }
@@ -283,6 +321,19 @@ pub fn collect(paths: &Paths, services: &Services) -> StatusReport {
         .ok()
         .flatten()
         .and_then(|s| s.last_delivery);
+    let spool = spool_report(&config.spool_dir, now);
+    let journal = journal_report(&paths.journal_file());
+    let mut needs_root: Vec<String> = daemons
+        .iter()
+        .filter(|d| d.status_needs_root)
+        .map(|d| format!("{}'s status file {}", d.name, d.status_file.display()))
+        .collect();
+    if spool.needs_root {
+        needs_root.push(format!("the spool {}", spool.dir.display()));
+    }
+    if journal.needs_root {
+        needs_root.push(format!("the journal {}", journal.file.display()));
+    }
     StatusReport {
         version: libtelemetry::VERSION.to_string(),
         root: paths.is_relocated().then(|| paths.root().to_path_buf()),
@@ -290,12 +341,13 @@ pub fn collect(paths: &Paths, services: &Services) -> StatusReport {
         boot_id: libtelemetry::journal::read_boot_id(paths).ok(),
         opted_in: paths.opt_in_file().exists(),
         opt_in_file: paths.opt_in_file(),
-        spool: spool_report(&config.spool_dir, now),
-        journal: journal_report(&paths.journal_file()),
+        spool,
+        journal,
         config,
         daemons,
         last_delivery,
         counters,
+        needs_root,
     }
 }
 
@@ -367,9 +419,14 @@ pub fn write_text(r: &StatusReport, out: &mut dyn Write) -> io::Result<()> {
     )?;
     writeln!(out, "Daemons:")?;
     for d in &r.daemons {
-        let state = match (d.running, d.pid) {
-            (true, Some(pid)) => format!("running (pid {pid})"),
-            (false, Some(pid)) => format!("not running (last pid {pid})"),
+        let state = match (d.running, d.pid, d.status_needs_root) {
+            (true, Some(pid), false) => format!("running (pid {pid})"),
+            (true, Some(pid), true) => {
+                format!("running (pid {pid}); its status file needs root")
+            }
+            (false, Some(pid), _) => format!("not running (last pid {pid})"),
+            // Never "not running" from a file this user may not read.
+            (_, _, true) => format!("unknown: needs root to read {}", d.status_file.display()),
             _ => "not running (no status file)".to_string(),
         };
         write!(out, "  {:<13} {state}", format!("{}:", d.name))?;
@@ -387,12 +444,17 @@ pub fn write_text(r: &StatusReport, out: &mut dyn Write) -> io::Result<()> {
             let units: Vec<String> = d.units.iter().map(|(u, s)| format!("{u} {s}")).collect();
             writeln!(out, "                units: {}", units.join(", "))?;
         }
-        if let Some(e) = &d.status_error {
+        if let Some(e) = d.status_error.as_ref().filter(|_| !d.status_needs_root) {
             writeln!(out, "                status file unreadable: {e}")?;
         }
     }
     let s = &r.spool;
     match &s.error {
+        Some(_) if s.needs_root => writeln!(
+            out,
+            "Spool:          needs root to read {}",
+            s.dir.display()
+        )?,
         Some(e) => writeln!(out, "Spool:          {e} ({})", s.dir.display())?,
         None => {
             let noun = if s.records == 1 { "record" } else { "records" };
@@ -407,9 +469,18 @@ pub fn write_text(r: &StatusReport, out: &mut dyn Write) -> io::Result<()> {
             writeln!(out, " ({})", s.dir.display())?;
         }
     }
-    writeln!(out, "Quarantined:    {}", s.quarantined)?;
+    if s.needs_root {
+        writeln!(out, "Quarantined:    needs root")?;
+    } else {
+        writeln!(out, "Quarantined:    {}", s.quarantined)?;
+    }
     let j = &r.journal;
     match &j.error {
+        Some(_) if j.needs_root => writeln!(
+            out,
+            "Journal:        needs root to read {}",
+            j.file.display()
+        )?,
         Some(e) => writeln!(
             out,
             "Journal:        unreadable: {e} ({})",
@@ -428,7 +499,14 @@ pub fn write_text(r: &StatusReport, out: &mut dyn Write) -> io::Result<()> {
             writeln!(out, " ({})", j.file.display())?;
         }
     }
+    let postd_needs_root = r
+        .daemons
+        .iter()
+        .any(|d| d.name == "telempostd" && d.status_needs_root);
     match &r.last_delivery {
+        None if postd_needs_root => {
+            writeln!(out, "Last delivery:  needs root (telempostd's status file)")?
+        }
         Some(ld) => writeln!(
             out,
             "Last delivery:  {}, {}, {}",
@@ -450,7 +528,17 @@ pub fn write_text(r: &StatusReport, out: &mut dyn Write) -> io::Result<()> {
         .iter()
         .map(|k| format!("{k} {}", r.counters.get(*k).copied().unwrap_or(0)))
         .collect();
-    writeln!(out, "Counters:       {}", counters.join(", "))?;
+    if r.daemons.iter().any(|d| d.status_needs_root) {
+        writeln!(
+            out,
+            "Counters:       needs root (the daemons' status files)"
+        )?;
+    } else {
+        writeln!(out, "Counters:       {}", counters.join(", "))?;
+    }
+    if !r.needs_root.is_empty() {
+        writeln!(out, "Needs root:     {}", r.needs_root.join("; "))?;
+    }
     Ok(())
 }
 

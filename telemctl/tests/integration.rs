@@ -11,6 +11,8 @@ mod install;
 mod journal;
 #[path = "integration/man.rs"]
 mod man;
+#[path = "integration/package.rs"]
+mod package;
 #[path = "integration/services.rs"]
 mod services;
 #[path = "integration/status.rs"]

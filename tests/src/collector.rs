@@ -52,6 +52,13 @@ pub enum Behavior {
     /// Answer `status` to requests whose body contains `marker` (one poisoned record), and
     /// the others as [`Behavior::Normal`].
     StatusIfBodyContains { marker: String, status: u16 },
+    /// Answer as [`Behavior::Normal`] without `Connection: close`, then close the
+    /// connection this long after the answer, unread data and all (as uWSGI's
+    /// `http-socket` does): a client that reuses it in that time gets a reset.
+    CloseAfterAnswer(Duration),
+    /// Answer as [`Behavior::Normal`] and close a connection idle this long (a short
+    /// keep-alive timeout).
+    KeepAliveTimeout(Duration),
 }
 
 /// One request as received.
@@ -130,6 +137,15 @@ struct Shared {
     listening: AtomicBool,
     /// Open connections, so `refuse` can close them.
     streams: Mutex<HashMap<usize, TcpStream>>,
+    /// At most this many requests handled at once (`None`: one per connection), and how
+    /// many are (a server with a fixed number of workers).
+    workers: Mutex<(Option<usize>, usize)>,
+    worker_free: Condvar,
+    /// Requests read and not yet answered, now and at most.
+    concurrent: AtomicUsize,
+    max_concurrent: AtomicUsize,
+    /// Total time requests spent read and not yet answered, in nanoseconds.
+    busy_nanos: std::sync::atomic::AtomicU64,
 }
 
 /// The running collector. Dropping it stops listening and closes its connections.
@@ -161,6 +177,11 @@ impl Collector {
             requests_read: AtomicUsize::new(0),
             listening: AtomicBool::new(true),
             streams: Mutex::new(HashMap::new()),
+            workers: Mutex::new((None, 0)),
+            worker_free: Condvar::new(),
+            concurrent: AtomicUsize::new(0),
+            max_concurrent: AtomicUsize::new(0),
+            busy_nanos: std::sync::atomic::AtomicU64::new(0),
         });
         spawn_acceptor(listener, Arc::clone(&shared));
         Collector { addr, shared }
@@ -185,6 +206,25 @@ impl Collector {
 
     pub fn set_behavior(&self, b: Behavior) {
         *self.shared.behavior.lock().unwrap() = b;
+    }
+
+    /// Handle at most `n` requests at once (others wait for a worker), like a server with
+    /// `n` worker processes; `None`: no limit.
+    pub fn set_workers(&self, n: Option<usize>) {
+        self.shared.workers.lock().unwrap().0 = n.map(|n| n.max(1));
+        self.shared.worker_free.notify_all();
+    }
+
+    /// The most requests read and not yet answered at one time (waiting for a worker
+    /// included): the concurrency clients reached.
+    pub fn max_concurrent(&self) -> usize {
+        self.shared.max_concurrent.load(Ordering::SeqCst)
+    }
+
+    /// Total seconds requests spent read and not yet answered: over a span of time, the
+    /// mean number of requests in flight is this divided by the span (Little's law).
+    pub fn busy_seconds(&self) -> f64 {
+        self.shared.busy_nanos.load(Ordering::SeqCst) as f64 / 1e9
     }
 
     /// Stop listening (connections are refused) and close every open connection.
@@ -445,6 +485,9 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
     let mut reader = BufReader::new(read_half);
     let mut writer = stream;
     loop {
+        if let Behavior::KeepAliveTimeout(d) = &*shared.behavior.lock().unwrap() {
+            let _ = reader.get_ref().set_read_timeout(Some(*d));
+        }
         let mut req = match read_request(&mut reader, connection) {
             Ok(r) => r,
             Err(ReadError::TooLarge) => {
@@ -472,6 +515,11 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
             req.gzip = true;
         }
         shared.requests_read.fetch_add(1, Ordering::SeqCst);
+        let now_concurrent = shared.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
+        shared
+            .max_concurrent
+            .fetch_max(now_concurrent, Ordering::SeqCst);
+        let _worker = Worker::acquire(shared);
         let behavior = shared.behavior.lock().unwrap().clone();
         let response = match behavior {
             Behavior::Reset => {
@@ -502,7 +550,18 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
             {
                 error_response(status, "injected failure")
             }
-            Behavior::StatusIfBodyContains { .. } | Behavior::Normal => route(&mut req, shared),
+            Behavior::StatusIfBodyContains { .. }
+            | Behavior::Normal
+            | Behavior::KeepAliveTimeout(_) => route(&mut req, shared),
+            Behavior::CloseAfterAnswer(d) => {
+                let response = route(&mut req, shared);
+                req.status = response.status;
+                let bytes = response.to_bytes(false);
+                finish(shared, req);
+                let _ = writer.write_all(&bytes);
+                std::thread::sleep(d);
+                return;
+            }
         };
         let close = req
             .header("connection")
@@ -512,6 +571,49 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
         finish(shared, req);
         if writer.write_all(&bytes).is_err() || close {
             return;
+        }
+    }
+}
+
+/// A worker slot (see [`Collector::set_workers`]) and the count of requests in service,
+/// released when the answer is written or the connection given up.
+struct Worker<'a> {
+    shared: &'a Shared,
+    slot: bool,
+    since: Instant,
+}
+
+impl<'a> Worker<'a> {
+    fn acquire(shared: &'a Shared) -> Worker<'a> {
+        // In service from now: waiting for a worker counts.
+        let since = Instant::now();
+        let mut w = shared.workers.lock().unwrap();
+        let slot = w.0.is_some();
+        while let Some(n) = w.0 {
+            if w.1 < n {
+                w.1 += 1;
+                break;
+            }
+            w = shared.worker_free.wait(w).unwrap();
+        }
+        Worker {
+            shared,
+            slot,
+            since,
+        }
+    }
+}
+
+impl Drop for Worker<'_> {
+    fn drop(&mut self) {
+        self.shared.concurrent.fetch_sub(1, Ordering::SeqCst);
+        let nanos = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.shared.busy_nanos.fetch_add(nanos, Ordering::SeqCst);
+        if self.slot {
+            let mut w = self.shared.workers.lock().unwrap();
+            w.1 = w.1.saturating_sub(1);
+            drop(w);
+            self.shared.worker_free.notify_one();
         }
     }
 }
@@ -1022,6 +1124,66 @@ pub fn validate_v3(req: &Request) -> Result<(), Rejection> {
         return Err(bad("unexpected keys"));
     }
     Ok(())
+}
+
+/// A server on loopback that accepts connections, reads what comes and never answers
+/// (a backend that hangs), until dropped.
+pub struct SilentServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl SilentServer {
+    pub fn start() -> SilentServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let streams = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, streams2) = (Arc::clone(&stop), Arc::clone(&streams));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let Ok(mut reader) = stream.try_clone() else {
+                    continue;
+                };
+                streams2.lock().unwrap().push(stream);
+                // Drain what the client sends so it never blocks on a full buffer.
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+                });
+            }
+        });
+        SilentServer {
+            addr,
+            stop,
+            streams,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.streams.lock().unwrap().len()
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        for s in self.streams.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 #[cfg(test)]

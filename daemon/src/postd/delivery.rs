@@ -10,21 +10,28 @@
 //!   and crashed on empty ones), `Content-Type: application/json`, plus the `tidheader` line.
 //! * Connect timeout 5 s, whole request 10 s, no redirects; success iff HTTP 200 or 201.
 //! * TLS: rustls with the system roots, or only the certificates of `cainfo` when that file
-//!   exists (as curl's `CURLOPT_CAINFO`).
-//! * One `ureq::Agent` per CA setting, shared by the workers, keeps up to one idle
-//!   connection per worker, so consecutive records reuse connections.
+//!   exists (as curl's `CURLOPT_CAINFO`), read bounded and without blocking
+//!   ([`super::trust`]).
+//! * One `ureq::Agent` per CA bundle (file identity), shared by the workers, keeps up to
+//!   one idle connection per worker, so consecutive records reuse connections. The bundle
+//!   is opened, checked and parsed outside the lock that guards the agents, so a file that
+//!   is slow to read holds up no other delivery.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libtelemetry::config::DeliveryMode;
 use libtelemetry::record::HEADER_NAMES;
+use libtelemetry::staged::StagedSender;
 use libtelemetry::{Config, Paths, StagedRecord};
 
 use super::otlp::{OtlpSettingError, OtlpSettings};
+use super::spool::Lane;
+use super::trust::{open_checked, OverrideError, Trust, MAX_CAINFO_SIZE};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +50,12 @@ pub struct Target {
     pub cainfo: Option<PathBuf>,
     /// Batching, compression and extra headers (OTLP mode only).
     pub otlp: Option<OtlpSettings>,
+    /// Whose configuration this is: the daemon's, or a sender's `CFG:` override (whose
+    /// files are followed only as [`Trust::Sender`] allows and whose values are never
+    /// echoed in logs or the status file).
+    pub trust: Trust,
+    /// The `CFG:` file this target comes from (an override), for messages.
+    pub override_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,25 +89,18 @@ impl Target {
             tid_value: value.to_string(),
             cainfo: c.cainfo_path().map(Path::to_path_buf),
             otlp,
+            trust: Trust::Daemon,
+            override_path: None,
         })
+    }
+
+    /// A sender's `CFG:` override.
+    pub fn is_override(&self) -> bool {
+        self.trust != Trust::Daemon
     }
 }
 
-/// `Name: value` → (`Name`, `value`), the name a valid HTTP token.
-pub fn split_header_line(line: &str) -> Option<(&str, &str)> {
-    let (name, value) = line.split_once(':')?;
-    let name = name.trim();
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    (ok && valid_header_value(value.trim())).then(|| (name, value.trim()))
-}
-
-/// Bytes HTTP allows in a header value (what ureq accepts).
-pub fn valid_header_value(v: &str) -> bool {
-    v.bytes().all(|b| b == b'\t' || (0x20..=0x7e).contains(&b))
-}
+pub use super::http::{is_token, split_header_line, valid_header_value};
 
 /// `v` as a v2 HTTP header value: every character HTTP (and ureq) cannot carry — non-ASCII
 /// text such as a DMI vendor string, or a control character in a file staged by another
@@ -260,11 +266,128 @@ impl Outcome {
     }
 }
 
-/// Sends requests; keeps one agent (connection pool) per CA setting.
+/// Agents kept at most (one per CA bundle in use); past it the cache starts over.
+const MAX_AGENTS: usize = 16;
+
+/// The identity of a CA bundle file as `fstat` saw it: a changed file gets a new agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct CaKey {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl CaKey {
+    fn of(md: &std::fs::Metadata) -> CaKey {
+        CaKey {
+            dev: md.dev(),
+            ino: md.ino(),
+            len: md.len(),
+            mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
+        }
+    }
+}
+
+thread_local! {
+    /// Set when the resolver ran on this thread: the request in progress opened a new
+    /// connection (ureq resolves only to connect; a pooled connection needs no lookup).
+    static CONNECTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The standard resolver, noting on the calling thread that a connection is being opened.
+struct NotingResolver;
+
+impl ureq::Resolver for NotingResolver {
+    fn resolve(&self, netloc: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
+        CONNECTED.with(|c| c.set(true));
+        std::net::ToSocketAddrs::to_socket_addrs(netloc).map(Iterator::collect)
+    }
+}
+
+/// Whether `t` says the connection was closed or reset before a response arrived.
+fn closed_before_response(t: &ureq::Transport) -> bool {
+    use std::error::Error;
+    if t.kind() != ureq::ErrorKind::Io {
+        return false;
+    }
+    t.source()
+        .and_then(|e| e.downcast_ref::<std::io::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        })
+}
+
+type AgentKey = (Option<CaKey>, bool);
+
+/// Stale reused connections in a row after which a server is taken to close every
+/// connection after answering (uWSGI's `http-socket` without `Connection: close`).
+const STALE_STREAK: u32 = 3;
+/// How long such a server then gets a new connection per request (no reuse to fail),
+/// before reuse is tried again.
+const STALE_BACKOFF: Duration = Duration::from_secs(60);
+/// Servers tracked.
+const MAX_REUSE_ENTRIES: usize = 64;
+
+/// Per server: stale reuses in a row, and until when reuse is off.
+#[derive(Default)]
+struct ReuseTracker {
+    servers: Mutex<HashMap<String, (u32, Option<std::time::Instant>)>>,
+}
+
+impl ReuseTracker {
+    fn allows(&self, server: &str, now: std::time::Instant) -> bool {
+        let map = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        let off_until = map.get(server).and_then(|(_, until)| *until);
+        !matches!(off_until, Some(t) if now < t)
+    }
+
+    /// A reuse succeeded (`ok`) or met a stale connection; true when reuse was just
+    /// turned off for the server.
+    fn note(&self, server: &str, ok: bool, now: std::time::Instant) -> bool {
+        let mut map = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            if let Some(e) = map.get_mut(server) {
+                e.0 = 0;
+            }
+            return false;
+        }
+        if !map.contains_key(server) && map.len() >= MAX_REUSE_ENTRIES {
+            map.clear();
+        }
+        let e = map.entry(server.to_string()).or_default();
+        e.0 += 1;
+        if e.0 >= STALE_STREAK {
+            e.0 = 0;
+            e.1 = Some(now + STALE_BACKOFF);
+            return true;
+        }
+        false
+    }
+}
+
+/// Sends requests; keeps one agent (connection pool) per CA bundle.
+///
+/// Stale keep-alive connections: a server may close an idle connection (its keep-alive
+/// timeout, or uWSGI closing after every answer without `Connection: close`) just as a
+/// request goes out on it. A request that fails that way (reset, closed) on a **reused**
+/// connection is sent again at once on a new connection, as HTTP clients do, and only the
+/// outcome of that second try counts: no failure, no backoff. A request that fails on a
+/// connection it opened itself is not retried here. A server whose reused connections
+/// turn out stale [`STALE_STREAK`] times in a row (it closes after every answer) gets a new
+/// connection per request for [`STALE_BACKOFF`], then reuse is tried again.
 pub struct HttpSender {
-    agents: Mutex<HashMap<Option<PathBuf>, ureq::Agent>>,
+    agents: Mutex<HashMap<AgentKey, ureq::Agent>>,
     keep_alive: bool,
     pool_size: usize,
+    stale_retries: std::sync::atomic::AtomicU64,
+    reuse: ReuseTracker,
 }
 
 impl HttpSender {
@@ -275,16 +398,41 @@ impl HttpSender {
             agents: Mutex::new(HashMap::new()),
             keep_alive,
             pool_size: pool_size.max(1),
+            stale_retries: std::sync::atomic::AtomicU64::new(0),
+            reuse: ReuseTracker::default(),
         }
     }
 
-    fn agent(&self, cainfo: Option<&Path>) -> Result<ureq::Agent, String> {
-        let key = cainfo.map(Path::to_path_buf);
-        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(a) = agents.get(&key) {
+    /// Requests sent again on a new connection after a stale kept-alive one failed.
+    pub fn stale_retries(&self) -> u64 {
+        self.stale_retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn lock_agents(&self) -> std::sync::MutexGuard<'_, HashMap<AgentKey, ureq::Agent>> {
+        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The agent for `target`'s CA setting; `pooled` false: one that keeps no connection
+    /// (every request on a new one). The bundle is opened (checked as the target's trust
+    /// says), read and parsed outside the lock; the lock only guards the map.
+    fn agent(&self, target: &Target, pooled: bool) -> Result<ureq::Agent, String> {
+        let ca = match &target.cainfo {
+            None => None,
+            Some(path) => Some(
+                open_checked(path, target.trust, MAX_CAINFO_SIZE)
+                    .map_err(|e| format!("cainfo {}: {e}", path.display()))?,
+            ),
+        };
+        let key = (ca.as_ref().map(|f| CaKey::of(&f.metadata)), pooled);
+        if let Some(a) = self.lock_agents().get(&key) {
             return Ok(a.clone());
         }
-        let idle = if self.keep_alive { self.pool_size } else { 0 };
+        let idle = if self.keep_alive && pooled {
+            self.pool_size
+        } else {
+            0
+        };
         let mut b = ureq::AgentBuilder::new()
             .timeout_connect(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
@@ -292,21 +440,27 @@ impl HttpSender {
             .max_idle_connections(idle * 4)
             .max_idle_connections_per_host(idle)
             .try_proxy_from_env(true)
+            .resolver(NotingResolver)
             .user_agent(concat!("telempostd/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = cainfo {
-            b = b.tls_config(tls_config_from_cainfo(path)?);
+        if let (Some(f), Some(path)) = (ca, &target.cainfo) {
+            let pem = f
+                .read(MAX_CAINFO_SIZE)
+                .map_err(|e| format!("cainfo {}: {e}", path.display()))?;
+            b = b.tls_config(
+                tls_config_from_pem(&pem).map_err(|e| format!("cainfo {}: {e}", path.display()))?,
+            );
         }
         let agent = b.build();
-        agents.insert(key, agent.clone());
-        Ok(agent)
+        let mut agents = self.lock_agents();
+        if agents.len() >= MAX_AGENTS {
+            agents.retain(|k, _| k.0.is_none());
+        }
+        Ok(agents.entry(key).or_insert(agent).clone())
     }
 
     /// Drop the agents (and their idle connections), e.g. after a config reload.
     pub fn reset(&self) {
-        self.agents
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.lock_agents().clear();
     }
 
     /// POST `staged` to `target`.
@@ -320,19 +474,74 @@ impl HttpSender {
 
     /// POST a prepared request.
     pub fn send(&self, target: &Target, req: &HttpRequest) -> Outcome {
-        let agent = match self.agent(target.cainfo.as_deref()) {
+        let agent = match self.agent(target, true) {
             Ok(a) => a,
             Err(e) => return Outcome::Invalid(e),
         };
-        let mut r = agent.post(&target.server);
-        for (name, value) in &req.headers {
-            r = r.set(name, value);
+        // A header of ours HTTP cannot carry is the record's fault; checked here, so that a
+        // header error ureq reports after this one is about the response (more than 100
+        // header fields, a malformed line): the backend's.
+        if let Some((name, _)) = req
+            .headers
+            .iter()
+            .find(|(n, v)| !is_token(n) || !valid_header_value(v))
+        {
+            return Outcome::Invalid(format!("header {name} cannot be sent over HTTP"));
+        }
+        // ureq's error type is large; it lives only for this call.
+        #[allow(clippy::result_large_err)]
+        let post = |agent: &ureq::Agent| {
+            let mut r = agent.post(&target.server);
+            for (name, value) in &req.headers {
+                r = r.set(name, value);
+            }
+            CONNECTED.with(|c| c.set(false));
+            r.send_bytes(&req.body)
+        };
+        let reuse = self.keep_alive && self.reuse.allows(&target.server, Instant::now());
+        let mut result = if reuse {
+            post(&agent)
+        } else {
+            match self.agent(target, false) {
+                Ok(fresh) => post(&fresh),
+                Err(e) => return Outcome::Invalid(e),
+            }
+        };
+        let reused = reuse && !CONNECTED.with(std::cell::Cell::get);
+        if reused && result.is_ok() {
+            self.reuse.note(&target.server, true, Instant::now());
+        }
+        if let Err(ureq::Error::Transport(t)) = &result {
+            if reused && closed_before_response(t) {
+                self.stale_retries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if self.reuse.note(&target.server, false, Instant::now()) {
+                    let shown = if target.is_override() {
+                        "an override's server"
+                    } else {
+                        "the backend"
+                    };
+                    tracing::info!(
+                        "{shown} closes kept-alive connections after answering; a new \
+                         connection per request for {:?}",
+                        STALE_BACKOFF
+                    );
+                }
+                tracing::debug!(
+                    "a kept-alive connection was stale ({}); sending again on a new one",
+                    t.kind()
+                );
+                match self.agent(target, false) {
+                    Ok(fresh) => result = post(&fresh),
+                    Err(e) => return Outcome::Invalid(e),
+                }
+            }
         }
         let otlp = target.mode == DeliveryMode::Otlp;
         let answer = |status: u16, resp: ureq::Response| {
             let retry_after = resp
                 .header("retry-after")
-                .and_then(super::otlp::parse_retry_after);
+                .and_then(super::http::parse_retry_after);
             let body = drain(resp);
             let throttling = matches!(status, 429 | 503) || (otlp && matches!(status, 502 | 504));
             if status == 200 || status == 201 {
@@ -350,15 +559,17 @@ impl HttpSender {
                 Outcome::Status(status)
             }
         };
-        match r.send_bytes(&req.body) {
+        match result {
             Ok(resp) => answer(resp.status(), resp),
             Err(ureq::Error::Status(status, resp)) => answer(status, resp),
             Err(ureq::Error::Transport(t)) => {
-                if t.kind() == ureq::ErrorKind::BadHeader {
-                    Outcome::Invalid(t.to_string())
+                // ureq's message names the URL: an override's server is not echoed.
+                let detail = if let Some(path) = &target.override_path {
+                    format!("{} (configuration override {})", t.kind(), path.display())
                 } else {
-                    Outcome::Transport(t.to_string())
-                }
+                    t.to_string()
+                };
+                Outcome::Transport(detail)
             }
         }
     }
@@ -376,22 +587,26 @@ fn drain(resp: ureq::Response) -> Vec<u8> {
     body
 }
 
-/// A rustls config trusting only the certificates in the PEM file `path`.
+/// A rustls config trusting only the certificates in the PEM file `path` (the daemon's own
+/// `cainfo`, read bounded and without blocking).
 pub fn tls_config_from_cainfo(path: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cainfo {}: {e}", path.display()))?;
-    let mut reader = std::io::BufReader::new(file);
+    let pem = open_checked(path, Trust::Daemon, MAX_CAINFO_SIZE)
+        .and_then(|f| f.read(MAX_CAINFO_SIZE))
+        .map_err(|e| format!("cainfo {}: {e}", path.display()))?;
+    tls_config_from_pem(&pem).map_err(|e| format!("cainfo {}: {e}", path.display()))
+}
+
+/// A rustls config trusting only the certificates of a PEM bundle.
+pub fn tls_config_from_pem(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut reader) {
-        let cert = cert.map_err(|e| format!("cainfo {}: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("cainfo {}: {e}", path.display()))?;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| e.to_string())?;
+        roots.add(cert).map_err(|e| e.to_string())?;
     }
     if roots.is_empty() {
-        return Err(format!(
-            "cainfo {}: no PEM certificates found",
-            path.display()
-        ));
+        return Err("no PEM certificates found".into());
     }
     let config = rustls::ClientConfig::builder_with_provider(
         rustls::crypto::ring::default_provider().into(),
@@ -405,23 +620,47 @@ pub fn tls_config_from_cainfo(path: &Path) -> Result<Arc<rustls::ClientConfig>, 
 
 /// The target of a record: `default`, or the one of the record's `CFG:` file (server,
 /// cainfo, tidheader and delivery mode all come from that file; the C client took only the
-/// server). An unusable override is an error, never a silent fallback.
+/// server), followed as [`super::trust`] says for the record's sender. An unusable override
+/// is an error, never a silent fallback; errors name the config path, never its values.
 pub fn target_for(
     staged: &StagedRecord,
+    sender: StagedSender,
     default: &Arc<Target>,
     paths: &Paths,
-) -> Result<Arc<Target>, String> {
+) -> Result<Arc<Target>, OverrideError> {
     let Some(path) = &staged.cfg_path else {
         return Ok(Arc::clone(default));
     };
-    let load = || -> Result<Target, String> {
-        libtelemetry::config::check_config_path(path).map_err(|e| e.to_string())?;
-        let cfg = Config::from_file(path, paths).map_err(|e| e.to_string())?;
-        Target::from_config(&cfg).map_err(|e| e.to_string())
+    let trust = Trust::Sender(sender);
+    let load = || -> Result<Target, OverrideError> {
+        let cfg = super::trust::load_override(path, sender, paths)?;
+        let mut target = Target::from_config(&cfg).map_err(|e| {
+            OverrideError::Unusable(match e {
+                TargetError::TidHeader(_) => "tidheader is not a `Name: value` line".into(),
+                TargetError::Server(_) => "server is not an http:// or https:// URL".into(),
+                TargetError::Otlp(o) => format!("invalid {}", o.key),
+            })
+        })?;
+        target.trust = trust;
+        target.override_path = Some(path.clone());
+        if let Some(ca) = &target.cainfo {
+            // Checked now so that a CA bundle that may not be followed quarantines the
+            // record; the agent checks the file again when it opens it.
+            open_checked(ca, trust, MAX_CAINFO_SIZE)
+                .map_err(|e| tag(e, &format!("its cainfo {}", ca.display())))?;
+        }
+        Ok(target)
     };
     load()
         .map(Arc::new)
-        .map_err(|e| format!("configuration override {}: {e}", path.display()))
+        .map_err(|e| tag(e, &format!("configuration override {}", path.display())))
+}
+
+fn tag(e: OverrideError, what: &str) -> OverrideError {
+    match e {
+        OverrideError::Refused(m) => OverrideError::Refused(format!("{what}: {m}")),
+        OverrideError::Unusable(m) => OverrideError::Unusable(format!("{what}: {m}")),
+    }
 }
 
 /// One spooled record handed to a worker, which reads, parses, posts and (once accepted)
@@ -431,8 +670,13 @@ pub struct Job {
     /// OTLP batch.
     pub records: Vec<(String, u64)>,
     pub spool_dir: Arc<PathBuf>,
+    /// The default target (the daemon's configuration).
     pub target: Arc<Target>,
     pub paths: Arc<Paths>,
+    /// The lane the job was dispatched in: `None` for the default backend, or the server
+    /// of the records' override. A record found to belong to another lane is not sent
+    /// ([`JobResult::Rerouted`]).
+    pub lane: Option<Lane>,
 }
 
 /// What happened to a job's record.
@@ -455,6 +699,9 @@ pub enum JobResult {
     /// Not attempted: the OTLP batch reached `otlp_batch_max_bytes` before it (the event
     /// loop's choice of records is an estimate); it goes in a later batch.
     Deferred,
+    /// Not attempted: the record's override sends it to another server than the job's
+    /// lane; it goes in this lane (`None`: the default one).
+    Rerouted(Option<Lane>),
 }
 
 /// What happened to one record of a job.
@@ -469,6 +716,8 @@ pub struct ItemResult {
 pub struct Completion {
     pub items: Vec<ItemResult>,
     pub elapsed: Duration,
+    /// The job's lane.
+    pub lane: Option<Lane>,
 }
 
 /// Read and parse a record; `Err` is the result to report.
@@ -541,19 +790,30 @@ fn process(job: &Job, sender: &HttpSender) -> Vec<ItemResult> {
                 continue;
             }
         };
-        let target = match target_for(&staged, &job.target, &job.paths) {
+        let from = libtelemetry::parse_staged_name(name).unwrap_or(StagedSender::Unknown);
+        let target = match target_for(&staged, from, &job.target, &job.paths) {
             Ok(t) => t,
+            Err(e) if e.is_refused() => {
+                report(JobResult::Quarantine(e.to_string()));
+                continue;
+            }
             Err(e) => {
                 report(posted(
                     job,
                     name,
                     job.target.mode,
-                    Outcome::Invalid(e),
+                    Outcome::Invalid(e.to_string()),
                     staged,
                 ));
                 continue;
             }
         };
+        let lane = (target.is_override() && target.server != job.target.server)
+            .then(|| Lane::from(target.server.as_str()));
+        if lane != job.lane {
+            report(JobResult::Rerouted(lane));
+            continue;
+        }
         if job.target.mode == DeliveryMode::Otlp && *target == *job.target {
             if body.add(&staged, max_bytes) {
                 batch.push((name.clone(), *size, staged));
@@ -593,7 +853,9 @@ pub struct Workers {
 }
 
 impl Workers {
+    /// `name` names the threads (`<name>-<n>`).
     pub fn start<E: Send + 'static>(
+        name: &str,
         count: usize,
         sender: Arc<HttpSender>,
         done: mpsc::Sender<E>,
@@ -609,7 +871,7 @@ impl Workers {
             let sender = Arc::clone(&sender);
             let done = done.clone();
             std::thread::Builder::new()
-                .name(format!("deliver-{i}"))
+                .name(format!("{name}-{i}"))
                 .stack_size(512 * 1024)
                 .spawn(move || loop {
                     let job = {
@@ -635,6 +897,7 @@ impl Workers {
                     let c = Completion {
                         items,
                         elapsed: start.elapsed(),
+                        lane: job.lane.clone(),
                     };
                     if done.send(wrap(c)).is_err() {
                         return;

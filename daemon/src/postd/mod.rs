@@ -14,14 +14,19 @@
 //! quarantine (`quarantined`, moved rather than deleted).
 
 pub mod cli;
+pub mod concurrency;
 pub mod counters;
 pub mod delivery;
+pub mod http;
 pub mod journal;
+mod lanes;
+pub mod logsummary;
 pub mod otlp;
 pub mod persist;
 pub mod pickup;
 pub mod ratelimit;
 pub mod spool;
+pub mod trust;
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -38,13 +43,14 @@ use libtelemetry::status::{
 };
 use libtelemetry::{parse_staged, Config, ConfigError, Paths, StagedRecord};
 
+use concurrency::{AdaptiveLimit, ConcurrencyMode, Signal};
 use counters::{Counters, COUNTER_LOCAL};
 use delivery::{
     Completion, HttpSender, ItemResult, Job, JobResult, Outcome, Target, TargetError, Workers,
 };
 use persist::Persister;
 use pickup::{PickupError, WatchEvent};
-use ratelimit::RateLimiter;
+use ratelimit::{RateLimiter, RateVerdict};
 use spool::{backoff_delay, BackendGate, Blame, GateState, Spool};
 
 pub use cli::Options;
@@ -139,6 +145,8 @@ struct Settings {
     target: Arc<Target>,
     max_in_flight: usize,
     keep_alive: bool,
+    /// `delivery_concurrency`: adaptive (up to `max_in_flight`) or fixed.
+    concurrency: ConcurrencyMode,
     /// `record_expiry` (checked non-negative at start-up).
     expiry: Duration,
     /// Bytes; `None` = unlimited.
@@ -153,10 +161,12 @@ impl Settings {
         let target = Target::from_config(&cfg)?;
         let max_in_flight = cfg.delivery_max_in_flight;
         let keep_alive = cfg.delivery_keep_alive;
+        let concurrency = cfg.delivery_concurrency;
         Ok(Settings {
             target: Arc::new(target),
             max_in_flight,
             keep_alive,
+            concurrency,
             expiry: cfg.record_expiry_duration().unwrap_or_default(),
             quota: cfg.spool_quota_bytes(),
             cap: cfg.spool_process_interval(),
@@ -202,7 +212,19 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
     })?;
     let sender = Arc::new(HttpSender::new(settings.max_in_flight, settings.keep_alive));
     let workers = Workers::start(
+        "deliver",
         settings.max_in_flight,
+        Arc::clone(&sender),
+        tx.clone(),
+        |c| Event::Done(Box::new(c)),
+    )
+    .map_err(|source| PostdError::Setup {
+        what: "delivery workers",
+        source,
+    })?;
+    let lane_workers = Workers::start(
+        "lane",
+        lanes::MAX_LANES,
         Arc::clone(&sender),
         tx.clone(),
         |c| Event::Done(Box::new(c)),
@@ -238,9 +260,11 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map_or(IDLE_EXIT, Duration::from_secs_f64);
     let now = Instant::now();
+    let settings_concurrency = settings.concurrency;
+    let settings_max_in_flight = settings.max_in_flight;
     let postd = Postd {
         persist,
-        counters: Counters::new(),
+        counters: Counters::restored(&paths),
         rate: RateLimiter::from_config(&settings.cfg),
         paths_shared: Arc::new(paths.clone()),
         paths,
@@ -252,6 +276,11 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         gate: BackendGate::default(),
         rate_gate: None,
         jobs_in_flight: 0,
+        adaptive: AdaptiveLimit::new(settings_concurrency, settings_max_in_flight, now),
+        held_senders: std::collections::HashMap::new(),
+        record_log: logsummary::RecordLog::new(now),
+        lanes: lanes::Lanes::default(),
+        lane_workers,
         linger_since: None,
         sender,
         workers,
@@ -260,7 +289,6 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         idle_exit,
         next_rescan: now,
         shutting_down: None,
-        rng: seed(),
         ignored: HashSet::new(),
         busy_since_release: false,
         dir_sync: None,
@@ -309,11 +337,6 @@ fn spawn_signal_thread(tx: mpsc::Sender<Event>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn seed() -> u64 {
-    let id = libtelemetry::ids::random_id();
-    u64::from_str_radix(&id[..16], 16).unwrap_or(0x9e37_79b9_7f4a_7c15) | 1
-}
-
 struct Postd {
     paths: Paths,
     paths_shared: Arc<Paths>,
@@ -327,6 +350,16 @@ struct Postd {
     rate_gate: Option<Instant>,
     /// Jobs handed to the workers and not completed.
     jobs_in_flight: usize,
+    /// How many of them the default backend is given at once.
+    adaptive: AdaptiveLimit,
+    /// Unprivileged senders whose share of the rate limit is used up, until when (their
+    /// new records wait too).
+    held_senders: std::collections::HashMap<u32, Instant>,
+    /// Per-record warnings, bounded per interval.
+    record_log: logsummary::RecordLog,
+    /// Delivery lanes of records whose override names another server, and their workers.
+    lanes: lanes::Lanes,
+    lane_workers: Workers,
     /// OTLP: since when ready records wait for a fuller batch.
     linger_since: Option<Instant>,
     rate: RateLimiter,
@@ -340,7 +373,6 @@ struct Postd {
     next_rescan: Instant,
     /// Set by SIGTERM/SIGINT: the deadline for the in-flight POSTs.
     shutting_down: Option<Instant>,
-    rng: u64,
     /// Files that could be neither read nor quarantined; left alone until restart.
     ignored: HashSet<String>,
     /// Unlinks not yet made durable, and when they must be.
@@ -387,6 +419,7 @@ impl Postd {
             }
         }
         crate::notify::notify("STOPPING=1");
+        self.record_log.flush(Instant::now());
         self.sync_dir();
         self.persist.status(self.counters.snapshot());
         if !self.persist.finish(SHUTDOWN_GRACE) {
@@ -400,14 +433,9 @@ impl Postd {
         self.failure.map_or(Ok(()), Err)
     }
 
+    /// A uniform 0.0..1.0 spreading retries (fastrand's generator, seeded per thread).
     fn jitter(&mut self) -> f64 {
-        // xorshift64: spreading retries needs no more than this.
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        (x >> 11) as f64 / (1u64 << 53) as f64
+        fastrand::f64()
     }
 
     /// Minutes since start: the rate limiter's clock (monotonic).
@@ -420,7 +448,10 @@ impl Postd {
     }
 
     fn maintain(&mut self, now: Instant) {
-        if self.pending_spool_dir.is_some() && self.jobs_in_flight == 0 {
+        if self.pending_spool_dir.is_some()
+            && self.jobs_in_flight == 0
+            && self.lanes.jobs_in_flight() == 0
+        {
             self.switch_spool_dir(now);
         }
         if now >= self.next_rescan {
@@ -432,6 +463,9 @@ impl Postd {
         self.enforce_quota();
         if self.dir_sync.is_some_and(|t| t <= now) {
             self.sync_dir();
+        }
+        if self.record_log.deadline().is_some_and(|t| t <= now) {
+            self.record_log.flush(now);
         }
         if let Some(st) = self.counters.due(now) {
             self.persist.status(st);
@@ -502,6 +536,8 @@ impl Postd {
             consider(Some(t));
         }
         consider(self.rate_gate);
+        consider(self.lanes.next_reopening(now));
+        consider(self.record_log.deadline());
         if let (Some(since), Some(o)) = (self.linger_since, &self.settings.target.otlp) {
             consider(Some(since + o.linger));
         }
@@ -525,10 +561,6 @@ impl Postd {
                 self.last_activity = now;
                 self.pick(&name, true);
             }
-            Event::Watch(_, WatchEvent::OddName(name)) => {
-                self.last_activity = now;
-                self.quarantine(&name, "file name is not UTF-8");
-            }
             Event::Watch(_, WatchEvent::Overflow) => {
                 tracing::warn!("inotify queue overflow; rescanning the spool");
                 self.rescan(now);
@@ -544,6 +576,7 @@ impl Postd {
                 self.failure.get_or_insert(PostdError::WatchLost(why));
                 self.shutting_down.get_or_insert(now + SHUTDOWN_GRACE);
                 self.workers.set_paused(true);
+                self.lane_workers.set_paused(true);
             }
             Event::Signal(sig) if sig == libc::SIGHUP => self.reload(),
             Event::Signal(sig) => {
@@ -559,6 +592,7 @@ impl Postd {
                 }
                 // Only the POSTs already started are finished.
                 self.workers.set_paused(true);
+                self.lane_workers.set_paused(true);
             }
             Event::Done(c) => self.complete(*c, now),
         }
@@ -573,14 +607,21 @@ impl Postd {
         }
         match pickup::inspect(&self.spool_dir, name) {
             Ok(info) => {
-                let ready_at = if closed {
+                let now = Instant::now();
+                let mut ready_at = if closed {
                     None
                 } else {
                     let age = SystemTime::now()
                         .duration_since(info.mtime)
                         .unwrap_or(Duration::ZERO);
-                    (age < SETTLE).then(|| Instant::now() + (SETTLE - age))
+                    (age < SETTLE).then(|| now + (SETTLE - age))
                 };
+                self.held_senders.retain(|_, until| *until > now);
+                if let Some(until) =
+                    spool::unprivileged_sender(name).and_then(|uid| self.held_senders.get(&uid))
+                {
+                    ready_at = Some(ready_at.map_or(*until, |t| t.max(*until)));
+                }
                 if self
                     .spool
                     .upsert(name, info.created, info.size, info.len, ready_at)
@@ -609,16 +650,13 @@ impl Postd {
     fn rescan(&mut self, now: Instant) {
         self.next_rescan = now + self.settings.cap;
         self.sweep_previous_spool_dirs(false);
-        let (names, odd) = match pickup::scan(&self.spool_dir) {
+        let names = match pickup::scan(&self.spool_dir) {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!("cannot scan {}: {e}", self.spool_dir.display());
                 return;
             }
         };
-        for o in odd {
-            self.quarantine(&o, "file name is not UTF-8");
-        }
         let present: HashSet<&str> = names.iter().map(String::as_str).collect();
         let gone: Vec<String> = self
             .spool
@@ -640,7 +678,10 @@ impl Postd {
         let shown = name.to_string_lossy().into_owned();
         match pickup::quarantine(&self.spool_dir, name) {
             Ok(to) => {
-                tracing::warn!("quarantined {shown} ({reason}) as {}", to.display());
+                self.log_failure(&format!(
+                    "quarantined {shown} ({reason}) as {}",
+                    to.display()
+                ));
                 self.counters.add(COUNTER_QUARANTINED, 1);
             }
             Err(e) => {
@@ -690,8 +731,20 @@ impl Postd {
             self.keep_local(now);
             return;
         }
-        // Twice as many jobs queued as POSTs at once: a worker finds its next job waiting.
-        let max = 2 * self.settings.max_in_flight.min(self.workers.count());
+        self.dispatch_default(now);
+        self.dispatch_lanes(now);
+    }
+
+    /// Records for the default backend, behind its gate.
+    fn dispatch_default(&mut self, now: Instant) {
+        let workers = self.settings.max_in_flight.min(self.workers.count());
+        let max = match self.settings.concurrency {
+            // Twice as many jobs queued as POSTs at once: a worker finds its next job
+            // waiting.
+            ConcurrencyMode::Fixed => 2 * workers,
+            // As many as the backend takes now.
+            ConcurrencyMode::Adaptive => self.adaptive.limit().min(workers),
+        };
         loop {
             if self.jobs_in_flight >= max {
                 break;
@@ -754,14 +807,17 @@ impl Postd {
                 spool_dir: Arc::clone(&self.spool_dir_shared),
                 target: Arc::clone(&self.settings.target),
                 paths: Arc::clone(&self.paths_shared),
+                lane: None,
             };
             let names: Vec<(String, u64)> = job.records.clone();
+            self.adaptive.on_start(self.jobs_in_flight);
             if !self.workers.submit(job) {
                 tracing::error!("delivery workers are gone");
                 self.failure.get_or_insert(PostdError::WorkersGone);
                 let minute = self.minute(now);
                 for (name, size) in names {
-                    self.rate.finish(minute, size, false);
+                    self.rate
+                        .finish_for(minute, size, false, spool::unprivileged_sender(&name));
                     self.spool.requeue(&name, None);
                 }
                 self.shutting_down = Some(now);
@@ -808,7 +864,12 @@ impl Postd {
         let mut batch = Vec::new();
         let mut bytes = 0u64;
         for name in candidates {
-            let Some((size, alone)) = self.spool.get(&name).map(|e| (e.len, e.own_fault)) else {
+            let Some((size, alone)) = self
+                .spool
+                .get(&name)
+                .filter(|e| e.state == spool::EntryState::Ready)
+                .map(|e| (e.len, e.own_fault))
+            else {
                 continue;
             };
             let alone = alone && batching;
@@ -819,11 +880,13 @@ impl Postd {
             if !batch.is_empty() && bytes + estimate > max_bytes {
                 break;
             }
-            if !self.rate.allows(minute, size) {
+            let uid = spool::unprivileged_sender(&name);
+            let verdict = self.rate.check(minute, size, uid);
+            if verdict != RateVerdict::Allowed {
                 match self.settings.cfg.rate_limit_strategy {
                     RateLimitStrategy::Drop => {
                         if let Some((staged, _)) = self.load(&name, now) {
-                            tracing::info!("rate limit reached: dropping {name}");
+                            self.log_failure(&format!("rate limit reached: dropping {name}"));
                             self.remove_file(&name);
                             self.counters.add(COUNTER_DROPPED, 1);
                             self.persist.journal(staged, now_secs());
@@ -831,6 +894,18 @@ impl Postd {
                         continue;
                     }
                     RateLimitStrategy::Spool => {
+                        if let (RateVerdict::Sender, Some(uid)) = (verdict, uid) {
+                            // Only this sender waits; the others go on.
+                            let until = self.next_minute(now);
+                            self.held_senders.insert(uid, until);
+                            let newly = self.spool.hold_sender(uid, until);
+                            self.counters.add(COUNTER_SPOOLED, newly);
+                            tracing::info!(
+                                "uid {uid} used its share of the rate limit: its records \
+                                 stay in the spool until the next minute"
+                            );
+                            continue;
+                        }
                         let newly = self.spool.mark_ready_spooled();
                         self.counters.add(COUNTER_SPOOLED, newly);
                         tracing::info!(
@@ -842,7 +917,7 @@ impl Postd {
                     }
                 }
             }
-            self.rate.reserve(size);
+            self.rate.reserve_for(size, uid);
             self.spool.start(&name);
             bytes += estimate;
             batch.push((name, size));
@@ -855,6 +930,7 @@ impl Postd {
 
     /// `record_server_delivery_enabled=false`: journal, retain, delete.
     fn keep_local(&mut self, now: Instant) {
+        self.spool.unlane_ready();
         while let Some(name) = self.spool.oldest_ready().map(str::to_string) {
             let Some((staged, _)) = self.load(&name, now) else {
                 continue;
@@ -868,6 +944,10 @@ impl Postd {
     fn complete(&mut self, c: Completion, now: Instant) {
         self.last_activity = now;
         self.busy_since_release = true;
+        if let Some(lane) = c.lane.clone() {
+            self.complete_lane(&lane, c, now);
+            return;
+        }
         self.jobs_in_flight = self.jobs_in_flight.saturating_sub(1);
         // One POST, one verdict on the backend, however many records it carried.
         let failed = |i: &&ItemResult| match &i.result {
@@ -883,6 +963,35 @@ impl Postd {
                 }
             )
         });
+        let posted = c
+            .items
+            .iter()
+            .any(|i| matches!(i.result, JobResult::Posted { .. }));
+        if posted {
+            let backpressure = c.items.iter().any(|i| {
+                matches!(
+                    &i.result,
+                    JobResult::Posted {
+                        outcome: Outcome::Throttled(..) | Outcome::Transport(_),
+                        ..
+                    }
+                )
+            });
+            let signal = if backpressure {
+                Signal::Backpressure
+            } else {
+                Signal::Answered
+            };
+            let before = self.adaptive.limit();
+            self.adaptive.on_response(now, c.elapsed, signal);
+            if self.adaptive.limit() != before {
+                tracing::debug!(
+                    "requests in flight to the backend: at most {} (was {before}; last took {:?})",
+                    self.adaptive.limit(),
+                    c.elapsed
+                );
+            }
+        }
         let blame = if !c.items.iter().any(|i| failed(&i)) {
             Blame::Record
         } else if throttled {
@@ -924,7 +1033,8 @@ impl Postd {
                 remove_error,
             } => (outcome, staged, remove_error),
             other => {
-                self.rate.finish(minute, item.size, false);
+                self.rate
+                    .finish_for(minute, item.size, false, spool::unprivileged_sender(&name));
                 match other {
                     JobResult::Vanished => {
                         self.spool.remove(&name);
@@ -938,13 +1048,28 @@ impl Postd {
                         self.spool.requeue(&name, Some(now + delay));
                     }
                     JobResult::Skipped | JobResult::Deferred => self.spool.requeue(&name, None),
+                    JobResult::Rerouted(lane) => {
+                        if lane.is_some() {
+                            // The lane is the override's server: not echoed.
+                            tracing::debug!(
+                                "{name} goes to the delivery lane of its override's server"
+                            );
+                        }
+                        self.spool.set_lane(&name, lane);
+                        self.spool.requeue(&name, None);
+                    }
                     JobResult::Posted { .. } => {}
                 }
                 return;
             }
         };
         let accepted = outcome.is_accepted();
-        self.rate.finish(minute, item.size, accepted);
+        self.rate.finish_for(
+            minute,
+            item.size,
+            accepted,
+            spool::unprivileged_sender(&name),
+        );
         if !accepted {
             let (blame, split) = if outcome.is_global_failure() {
                 (blame, split)
@@ -955,8 +1080,28 @@ impl Postd {
             *gate_bumped |= blame == Blame::Backend;
             return;
         }
-        tracing::debug!("delivered {name} ({}, {elapsed:?})", outcome.detail());
         self.spool.delivered(&name);
+        self.note_delivered(&name, &outcome, *staged, remove_error, elapsed);
+        if self.gate.on_success() {
+            tracing::info!("backend reachable again; sending the spool");
+        }
+    }
+
+    /// Trouble with one record, for the log (bounded: see [`logsummary`]).
+    fn log_failure(&mut self, message: &str) {
+        self.record_log.warn(Instant::now(), message);
+    }
+
+    /// Count, journal and log a delivered record (already out of the index).
+    fn note_delivered(
+        &mut self,
+        name: &str,
+        outcome: &Outcome,
+        staged: StagedRecord,
+        remove_error: Option<String>,
+        elapsed: Duration,
+    ) {
+        tracing::debug!("delivered {name} ({}, {elapsed:?})", outcome.detail());
         match remove_error {
             None => {
                 self.dir_sync
@@ -965,15 +1110,12 @@ impl Postd {
             Some(e) => {
                 // Never send it twice: leave it alone until restart.
                 tracing::error!("cannot delete delivered {name}: {e}; ignoring it");
-                self.ignored.insert(name.clone());
+                self.ignored.insert(name.to_string());
             }
         }
         self.counters.add(COUNTER_DELIVERED, 1);
         self.counters.last_delivery(true, outcome.detail());
-        self.persist.journal(*staged, now_secs());
-        if self.gate.on_success() {
-            tracing::info!("backend reachable again; sending the spool");
-        }
+        self.persist.journal(staged, now_secs());
     }
 
     /// A failed attempt on `name`, blamed on `blame`; `split`: retry it alone at once;
@@ -1006,27 +1148,28 @@ impl Postd {
         if !self.spool.fail(name, blame, now, backoff) {
             self.counters.add(COUNTER_SPOOLED, 1);
         }
-        match blame {
-            Blame::Backend => tracing::warn!(
+        let message = match blame {
+            Blame::Backend => format!(
                 "delivery of {name} failed ({}); attempt {attempts}, kept in the spool",
                 outcome.detail()
             ),
-            Blame::Record => tracing::warn!(
+            Blame::Record => format!(
                 "delivery of {name} failed ({}); attempt {attempts}, kept in the spool and \
                  retried on its own in {backoff:.1?}",
                 outcome.detail()
             ),
-        }
+        };
+        self.log_failure(&message);
     }
 
     // --- policies --------------------------------------------------------------------
 
     fn expire(&mut self) {
         for name in self.spool.expired(SystemTime::now(), self.settings.expiry) {
-            tracing::warn!(
+            self.log_failure(&format!(
                 "{name} expired after {} minutes in the spool; deleting it",
                 self.settings.cfg.record_expiry
-            );
+            ));
             self.remove_file(&name);
             self.counters.add(COUNTER_EXPIRED, 1);
         }
@@ -1037,10 +1180,10 @@ impl Postd {
             return;
         };
         for name in self.spool.over_quota(limit) {
-            tracing::warn!(
-                "spool over spool_max_size ({} KiB); evicting the oldest record, {name}",
+            self.log_failure(&format!(
+                "spool over spool_max_size ({} KiB); evicting {name}",
                 self.settings.cfg.spool_max_size
-            );
+            ));
             self.remove_file(&name);
             self.counters.add(COUNTER_EVICTED, 1);
         }
@@ -1109,6 +1252,8 @@ impl Postd {
                 self.workers.count()
             );
         }
+        self.adaptive
+            .set_max(new.concurrency, new.max_in_flight.min(self.workers.count()));
         let mut rate = RateLimiter::from_config(&new.cfg);
         rate.inherit(&self.rate);
         self.rate = rate;
@@ -1226,6 +1371,20 @@ mod tests {
         c.delivery_keep_alive = false;
         let s = Settings::from_config(c.clone()).unwrap();
         assert_eq!((s.max_in_flight, s.keep_alive), (8, false));
+        assert_eq!(s.concurrency, ConcurrencyMode::Adaptive);
+        c.delivery_concurrency = ConcurrencyMode::Fixed;
+        assert_eq!(
+            Settings::from_config(c.clone()).unwrap().concurrency,
+            ConcurrencyMode::Fixed
+        );
+        let bad = Config::parse(
+            "[settings]\ndelivery_concurrency=sometimes\n",
+            Path::new("t.conf"),
+            &paths,
+        )
+        .unwrap();
+        assert!(Settings::from_config(bad).is_err());
+        c.delivery_concurrency = ConcurrencyMode::Adaptive;
         c.record_window_length = -1;
         assert!(matches!(
             Settings::from_config(c.clone()),

@@ -386,64 +386,6 @@ pub fn partial_success(body: &[u8]) -> Option<(u64, String)> {
     (rejected > 0 || !msg.is_empty()).then_some((rejected, msg))
 }
 
-/// `Retry-After` as seconds or an HTTP date, capped at one hour.
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(3600)));
-    }
-    let when = httpdate(v)?;
-    let now = SystemTime::now();
-    Some(
-        when.duration_since(now)
-            .unwrap_or(Duration::ZERO)
-            .min(Duration::from_secs(3600)),
-    )
-}
-
-/// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
-fn httpdate(s: &str) -> Option<SystemTime> {
-    let mut it = s.split_whitespace();
-    let _day = it.next()?;
-    let d: i64 = it.next()?.parse().ok()?;
-    let mon = match it.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let y: i64 = it.next()?.parse().ok()?;
-    let mut hms = it.next()?.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, mi, se) = (hms.next()??, hms.next()??, hms.next()??);
-    if it.next()? != "GMT" {
-        return None;
-    }
-    // Days from civil (H. Hinnant).
-    let (y2, m2) = if mon <= 2 {
-        (y - 1, mon + 9)
-    } else {
-        (y, mon - 3)
-    };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * m2 + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    let secs = days * 86400 + h * 3600 + mi * 60 + se;
-    u64::try_from(secs)
-        .ok()
-        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -645,17 +587,6 @@ mod tests {
         );
         assert_eq!(partial_success(br#"{"partialSuccess":{}}"#), None);
         assert_eq!(partial_success(b"{}"), None);
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("99999"), Some(Duration::from_secs(3600)));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(
-            httpdate("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784111777))
-        );
-        assert_eq!(parse_retry_after("soon"), None);
         let paths = libtelemetry::Paths::default();
         let c = Config::defaults(&paths);
         assert_eq!(

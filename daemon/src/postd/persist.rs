@@ -30,6 +30,7 @@ impl Persister {
         let (tx, rx) = mpsc::channel::<Msg>();
         let mut journal = RecordJournal::new(paths, retention);
         let status_path = status_file(paths, "telempostd");
+        let counters_path = super::counters::counters_file(paths);
         std::thread::Builder::new()
             .name("persist".into())
             .stack_size(128 * 1024)
@@ -48,6 +49,10 @@ impl Persister {
                     Ok(Msg::Status(s)) => {
                         if let Some(parent) = status_path.parent() {
                             let _ = std::fs::create_dir_all(parent);
+                        }
+                        if let Err(e) = super::counters::write_counters(&counters_path, &s.counters)
+                        {
+                            tracing::warn!("cannot write {}: {e}", counters_path.display());
                         }
                         if let Err(e) = write_status(&status_path, &s) {
                             tracing::warn!("cannot write {}: {e}", status_path.display());

@@ -4,24 +4,29 @@
 //! * This suite's telemprobd writes a dotfile (`fsutil::TEMP_PREFIX`) and renames it into
 //!   place (`IN_MOVED_TO`); the C telemprobd writes the final name in place
 //!   (`IN_CLOSE_WRITE`). Both are watched; hidden names are never records.
+//! * Only names [`parse_staged_name`] accepts (what a stager creates: `Ab3xY9`,
+//!   `Ab3xY9.u1000`) are ever looked at, counted, moved or deleted; any other file in the
+//!   spool dir is not a record and is left alone, as the C daemon did.
 //! * Files are opened `O_NOFOLLOW | O_NONBLOCK` and checked with `fstat` on the open fd: only
-//!   regular files owned by the daemon's uid are read (a symlink, FIFO or foreign file is
-//!   quarantined, never followed or blocked on).
+//!   regular files owned by the daemon's uid and at most [`MAX_STAGED_SIZE`] long are read
+//!   (a symlink, FIFO, foreign or oversized file with a staged name is quarantined at sight,
+//!   never followed, blocked on or counted toward the quota).
 //! * Quarantine: `<spool_dir>/.quarantine/`. Hidden, so scanners (and systemd's
 //!   `DirectoryNotEmpty=`, which ignores hidden entries) do not see it; bounded to
-//!   [`QUARANTINE_MAX_FILES`], oldest deleted first with a log line.
+//!   [`QUARANTINE_MAX_FILES`] of the files it quarantined (staged names, with a `.<n>`
+//!   suffix after a collision), oldest deleted first with a log line; nothing else in it is
+//!   touched.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::time::SystemTime;
 
 use inotify::{EventMask, Inotify, WatchMask};
-use libtelemetry::staged::MAX_STAGED_SIZE;
+use libtelemetry::staged::{parse_staged_name, MAX_STAGED_SIZE};
 
 pub use libtelemetry::paths::QUARANTINE_DIR;
 /// Files kept in quarantine.
@@ -86,6 +91,13 @@ fn check(file: &File) -> Result<FileInfo, PickupError> {
     if md.uid() != euid {
         return Err(PickupError::ForeignOwner(md.uid()));
     }
+    // A file with a sparse or preallocated tail could claim little length and many blocks;
+    // either way it is no record.
+    if md.len() > MAX_STAGED_SIZE as u64
+        || md.blocks().saturating_mul(512) > 2 * MAX_STAGED_SIZE as u64
+    {
+        return Err(PickupError::TooLarge);
+    }
     let mtime = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     let created = md.created().map_or(mtime, |b| b.min(mtime));
     Ok(FileInfo {
@@ -117,30 +129,47 @@ pub fn read(dir: &Path, name: &str) -> Result<(Vec<u8>, FileInfo), PickupError> 
     Ok((buf, info))
 }
 
-/// Names in `dir` that may be records: not hidden, not directories. Non-UTF-8 names are
-/// returned separately (they cannot be this suite's; they are quarantined).
-pub fn scan(dir: &Path) -> std::io::Result<(Vec<String>, Vec<OsString>)> {
+/// Whether `name` is one a stager creates (the only files telempostd touches).
+pub fn is_staged_name(name: &str) -> bool {
+    parse_staged_name(name).is_some()
+}
+
+/// Names in `dir` that may be records: staged names ([`is_staged_name`]), not
+/// directories. Anything else is left alone.
+pub fn scan(dir: &Path) -> std::io::Result<Vec<String>> {
     let mut names = Vec::new();
-    let mut odd = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let name = entry.file_name();
-        if name.as_bytes().first() == Some(&b'.') {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if !is_staged_name(&name) || entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        match name.into_string() {
-            Ok(s) => names.push(s),
-            Err(os) => odd.push(os),
-        }
+        names.push(name);
     }
-    Ok((names, odd))
+    Ok(names)
+}
+
+/// Whether `name` in the quarantine is one [`quarantine`] made: a staged name, possibly
+/// with the `.<n>` it adds after a collision.
+fn is_quarantined_name(name: &str) -> bool {
+    if is_staged_name(name) {
+        return true;
+    }
+    name.rsplit_once('.').is_some_and(|(base, n)| {
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && is_staged_name(base)
+    })
 }
 
 /// Move `dir/name` into the quarantine. Returns the new path.
 pub fn quarantine(dir: &Path, name: &OsStr) -> std::io::Result<PathBuf> {
+    if !name.to_str().is_some_and(is_staged_name) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a staged file name",
+        ));
+    }
     let qdir = dir.join(QUARANTINE_DIR);
     match std::fs::symlink_metadata(&qdir) {
         Ok(md) if md.is_dir() => {}
@@ -177,23 +206,30 @@ pub fn quarantine(dir: &Path, name: &OsStr) -> std::io::Result<PathBuf> {
     Ok(target)
 }
 
-/// Number of files in the quarantine of `spool_dir`.
+/// Number of files in the quarantine of `spool_dir` that it quarantined.
 pub fn quarantine_count(spool_dir: &Path) -> usize {
-    std::fs::read_dir(spool_dir.join(QUARANTINE_DIR)).map_or(0, |rd| rd.count())
+    std::fs::read_dir(spool_dir.join(QUARANTINE_DIR)).map_or(0, |rd| {
+        rd.flatten()
+            .filter(|e| e.file_name().to_str().is_some_and(is_quarantined_name))
+            .count()
+    })
 }
 
 fn trim_quarantine(qdir: &Path) {
     let Ok(rd) = std::fs::read_dir(qdir) else {
         return;
     };
+    // SAFETY: geteuid(2) cannot fail and has no side effects.
+    let euid = unsafe { libc::geteuid() };
     let mut files: Vec<(SystemTime, PathBuf)> = rd
         .flatten()
-        .map(|e| {
-            let t = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .unwrap_or(SystemTime::UNIX_EPOCH);
-            (t, e.path())
+        .filter(|e| e.file_name().to_str().is_some_and(is_quarantined_name))
+        .filter_map(|e| {
+            // `DirEntry::metadata` does not follow symlinks: only our own regular files.
+            let md = e.metadata().ok()?;
+            (md.file_type().is_file() && md.uid() == euid).then_some(())?;
+            let t = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            Some((t, e.path()))
         })
         .collect();
     if files.len() <= QUARANTINE_MAX_FILES {
@@ -213,10 +249,8 @@ fn trim_quarantine(qdir: &Path) {
 /// What the watcher reports.
 #[derive(Debug)]
 pub enum WatchEvent {
-    /// A file appeared or was closed after writing.
+    /// A file with a staged name appeared or was closed after writing.
     File(String),
-    /// A name that is not UTF-8.
-    OddName(OsString),
     /// Events were lost: rescan.
     Overflow,
     /// The watch is gone (spool dir removed) or reading failed.
@@ -269,12 +303,9 @@ pub fn spawn_watcher<E: Send + 'static>(
                     } else if ev.mask.contains(EventMask::ISDIR) {
                         continue;
                     } else if let Some(name) = ev.name {
-                        if name.as_bytes().first() == Some(&b'.') {
-                            continue;
-                        }
                         match name.to_str() {
-                            Some(s) => WatchEvent::File(s.to_string()),
-                            None => WatchEvent::OddName(name.to_os_string()),
+                            Some(s) if is_staged_name(s) => WatchEvent::File(s.to_string()),
+                            _ => continue,
                         }
                     } else {
                         continue;
@@ -301,7 +332,7 @@ pub struct MoveReport {
 /// inodes and so their creation times; a name already taken in `to` is never replaced. A
 /// record still being written in place keeps its inode, so its close is seen in `to`.
 pub fn move_records(from: &Path, to: &Path) -> std::io::Result<MoveReport> {
-    let (names, _) = scan(from)?;
+    let names = scan(from)?;
     let mut report = MoveReport::default();
     for name in names {
         match rename_noreplace(&from.join(&name), &to.join(&name)) {
@@ -348,6 +379,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("rec"), b"x").unwrap();
         std::os::unix::fs::symlink(d.path().join("rec"), d.path().join("link")).unwrap();
+        std::fs::write(d.path().join("big"), vec![b'a'; MAX_STAGED_SIZE + 1]).unwrap();
         std::fs::create_dir(d.path().join("sub")).unwrap();
         std::fs::write(d.path().join(".tmp-1"), b"x").unwrap();
         nix::unistd::mkfifo(
@@ -367,12 +399,48 @@ mod tests {
             Err(PickupError::NotRegular)
         ));
         assert!(matches!(read(d.path(), "gone"), Err(PickupError::Vanished)));
-        std::fs::write(d.path().join("big"), vec![b'a'; MAX_STAGED_SIZE + 1]).unwrap();
         assert!(matches!(read(d.path(), "big"), Err(PickupError::TooLarge)));
-        let (mut names, odd) = scan(d.path()).unwrap();
+        assert!(matches!(
+            inspect(d.path(), "big"),
+            Err(PickupError::TooLarge)
+        ));
+        for name in ["Ab3xY9", "Zz0000.u1000", "notes.txt", "rec.u1x"] {
+            std::fs::write(d.path().join(name), b"x").unwrap();
+        }
+        std::fs::create_dir(d.path().join("Dir000")).unwrap();
+        let mut names = scan(d.path()).unwrap();
         names.sort();
-        assert_eq!(names, ["big", "fifo", "link", "rec"]);
-        assert!(odd.is_empty());
+        assert_eq!(
+            names,
+            ["Ab3xY9", "Zz0000.u1000"],
+            "only staged names; anything else is left alone"
+        );
+    }
+
+    #[test]
+    fn quarantine_pruning_spares_what_it_did_not_quarantine() {
+        let d = tempfile::tempdir().unwrap();
+        let q = d.path().join(QUARANTINE_DIR);
+        std::fs::create_dir(&q).unwrap();
+        std::fs::write(q.join("keep-me.txt"), b"x").unwrap();
+        std::fs::write(q.join("Keep00.u5.bak"), b"x").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        for f in ["keep-me.txt", "Keep00.u5.bak"] {
+            std::fs::File::options()
+                .write(true)
+                .open(q.join(f))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        for i in 0..QUARANTINE_MAX_FILES + 5 {
+            let n = format!("Q{i:05}");
+            std::fs::write(d.path().join(&n), b"x").unwrap();
+            quarantine(d.path(), OsStr::new(&n)).unwrap();
+        }
+        assert_eq!(quarantine_count(d.path()), QUARANTINE_MAX_FILES);
+        assert!(q.join("keep-me.txt").exists() && q.join("Keep00.u5.bak").exists());
+        assert!(is_quarantined_name("Ab3xY9.u7.12") && !is_quarantined_name("Ab3xY9.x"));
     }
 
     #[test]
@@ -394,34 +462,38 @@ mod tests {
     fn records_move_to_another_spool_dir_without_replacing_any() {
         let from = tempfile::tempdir().unwrap();
         let to = tempfile::tempdir().unwrap();
-        for name in ["a", "b", ".tmp-c"] {
+        for name in ["aaaaaa", "bbbbbb", ".tmp-c", "other"] {
             std::fs::write(from.path().join(name), name).unwrap();
         }
         std::fs::create_dir(from.path().join(QUARANTINE_DIR)).unwrap();
-        std::fs::write(to.path().join("b"), b"already there").unwrap();
+        std::fs::write(to.path().join("bbbbbb"), b"already there").unwrap();
         let old = SystemTime::now() - Duration::from_secs(3600);
         std::fs::File::options()
             .write(true)
-            .open(from.path().join("a"))
+            .open(from.path().join("aaaaaa"))
             .unwrap()
             .set_modified(old)
             .unwrap();
         let report = move_records(from.path(), to.path()).unwrap();
         assert_eq!(report.moved, 1);
         assert_eq!(report.left.len(), 1);
-        assert_eq!(report.left[0].0, "b");
+        assert_eq!(report.left[0].0, "bbbbbb");
         assert_eq!(report.left[0].1.kind(), std::io::ErrorKind::AlreadyExists);
-        assert_eq!(std::fs::read(to.path().join("a")).unwrap(), b"a");
+        assert_eq!(std::fs::read(to.path().join("aaaaaa")).unwrap(), b"aaaaaa");
         assert_eq!(
-            inspect(to.path(), "a").unwrap().created,
+            inspect(to.path(), "aaaaaa").unwrap().created,
             old,
             "its age moves with it"
         );
         assert_eq!(
-            std::fs::read(to.path().join("b")).unwrap(),
+            std::fs::read(to.path().join("bbbbbb")).unwrap(),
             b"already there"
         );
-        assert_eq!(std::fs::read(from.path().join("b")).unwrap(), b"b");
+        assert_eq!(
+            std::fs::read(from.path().join("bbbbbb")).unwrap(),
+            b"bbbbbb"
+        );
+        assert!(from.path().join("other").exists(), "not a staged name");
         assert!(
             from.path().join(".tmp-c").exists(),
             "a temporary file is no record"
@@ -433,19 +505,19 @@ mod tests {
     fn quarantine_keeps_name_collisions_and_is_bounded() {
         let d = tempfile::tempdir().unwrap();
         for _ in 0..2 {
-            std::fs::write(d.path().join("bad"), b"x").unwrap();
-            quarantine(d.path(), OsStr::new("bad")).unwrap();
+            std::fs::write(d.path().join("bad000"), b"x").unwrap();
+            quarantine(d.path(), OsStr::new("bad000")).unwrap();
         }
         let q = d.path().join(QUARANTINE_DIR);
-        assert!(q.join("bad").exists() && q.join("bad.1").exists());
+        assert!(q.join("bad000").exists() && q.join("bad000.1").exists());
         for i in 0..QUARANTINE_MAX_FILES {
-            let n = format!("f{i}");
+            let n = format!("f{i:05}");
             std::fs::write(d.path().join(&n), b"x").unwrap();
             quarantine(d.path(), OsStr::new(&n)).unwrap();
         }
         assert_eq!(quarantine_count(d.path()), QUARANTINE_MAX_FILES);
         assert!(
-            scan(d.path()).unwrap().0.is_empty(),
+            scan(d.path()).unwrap().is_empty(),
             "the quarantine is hidden"
         );
     }

@@ -9,7 +9,12 @@
 //! * minutes come from a monotonic clock (minutes since start), so wall-clock jumps do not
 //!   shift the windows, and a slot last written an hour or more ago counts as empty (the C
 //!   arrays kept stale counts when nothing was sent for a long time);
-//! * records in flight are reserved, so parallel deliveries cannot overshoot a limit.
+//! * records in flight are reserved, so parallel deliveries cannot overshoot a limit;
+//! * per-sender shares: records of unprivileged senders (see
+//!   [`super::spool::unprivileged_sender`]) also count against a limiter of all of them
+//!   together, at [`UNPRIVILEGED_SHARE`] of each burst limit, and one of their uid alone, at
+//!   [`PER_UID_SHARE`]; so however much one user sends, privileged records (root, the system
+//!   probes) always find a quarter of the limits, and two users share what is left.
 //!
 //! Hand-written on purpose: the slot arithmetic decides which records a configured limit
 //! lets through, a compatibility contract with the C daemon that a generic rate-limiting
@@ -17,6 +22,33 @@
 
 /// Slots per array: one per minute of an hour.
 pub const SLOTS: usize = 60;
+/// Share of each burst limit all unprivileged senders together may use (numerator,
+/// denominator).
+pub const UNPRIVILEGED_SHARE: (i64, i64) = (3, 4);
+/// Share of each burst limit one unprivileged uid may use.
+pub const PER_UID_SHARE: (i64, i64) = (1, 2);
+/// Per-uid limiters kept; past it, idle ones are forgotten.
+const MAX_UID_LIMITERS: usize = 4096;
+
+/// `limit` × `share`, at least 1 for a positive limit; a disabled limit stays disabled.
+fn share_of(limit: i64, (num, den): (i64, i64)) -> i64 {
+    if limit <= 0 {
+        limit
+    } else {
+        (limit.saturating_mul(num) / den).max(1)
+    }
+}
+
+/// What the limits say about one more record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateVerdict {
+    Allowed,
+    /// The global limits: nothing is sent until they allow it.
+    Global,
+    /// The sender's share (or that of all unprivileged senders) is used up: only this
+    /// sender waits.
+    Sender,
+}
 
 /// The C `rate_limit_check`: does adding `inc` at `minute` stay within `limit` over a window
 /// of `window` minutes? `window` is 0..=59 (checked at start-up).
@@ -95,6 +127,20 @@ impl Limiter {
         )
     }
 
+    /// Nothing counted or reserved: it can be forgotten.
+    fn is_idle(&self, abs_minute: u64) -> bool {
+        self.reserved == 0
+            && (0..SLOTS).all(|i| {
+                self.slots[i] == 0 || abs_minute.saturating_sub(self.stamps[i]) >= SLOTS as u64
+            })
+    }
+
+    fn copy_counts(&mut self, from: &Limiter) {
+        self.slots = from.slots;
+        self.stamps = from.stamps;
+        self.reserved = from.reserved;
+    }
+
     fn record(&mut self, abs_minute: u64, inc: u64) {
         if self.limit.is_none() {
             return;
@@ -111,12 +157,58 @@ impl Limiter {
     }
 }
 
-/// The record and byte limiters together, with the C "both disabled → off" rule.
+/// A record limiter and a byte limiter.
+#[derive(Debug, Clone)]
+struct Pair {
+    records: Limiter,
+    bytes: Limiter,
+}
+
+impl Pair {
+    fn new(limits: &Limits, share: (i64, i64)) -> Pair {
+        Pair {
+            records: Limiter::new(share_of(limits.0, share), limits.1),
+            bytes: Limiter::new(share_of(limits.2, share), limits.3),
+        }
+    }
+
+    fn allows(&mut self, abs_minute: u64, size: u64) -> bool {
+        self.records.allows(abs_minute, 1) && self.bytes.allows(abs_minute, size)
+    }
+
+    fn reserve(&mut self, size: u64) {
+        self.records.reserved += 1;
+        self.bytes.reserved = self.bytes.reserved.saturating_add(size);
+    }
+
+    fn finish(&mut self, abs_minute: u64, size: u64, sent: bool) {
+        self.records.reserved = self.records.reserved.saturating_sub(1);
+        self.bytes.reserved = self.bytes.reserved.saturating_sub(size);
+        if sent {
+            self.records.record(abs_minute, 1);
+            self.bytes.record(abs_minute, size);
+        }
+    }
+
+    fn copy_counts(&mut self, from: &Pair) {
+        self.records.copy_counts(&from.records);
+        self.bytes.copy_counts(&from.bytes);
+    }
+}
+
+/// (record_burst_limit, record_window_length, byte_burst_limit, byte_window_length)
+type Limits = (i64, i64, i64, i64);
+
+/// The record and byte limiters together, with the C "both disabled → off" rule, and the
+/// shares of unprivileged senders.
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     enabled: bool,
     records: Limiter,
     bytes: Limiter,
+    limits: Limits,
+    unprivileged: Pair,
+    per_uid: std::collections::HashMap<u32, Pair>,
 }
 
 impl RateLimiter {
@@ -131,10 +223,19 @@ impl RateLimiter {
         let bytes = Limiter::new(byte_burst_limit, byte_window_length);
         // C: rate limiting with both burst limits disabled is switched off.
         let enabled = enabled && (records.limit.is_some() || bytes.limit.is_some());
+        let limits = (
+            record_burst_limit,
+            record_window_length,
+            byte_burst_limit,
+            byte_window_length,
+        );
         RateLimiter {
             enabled,
             records,
             bytes,
+            limits,
+            unprivileged: Pair::new(&limits, UNPRIVILEGED_SHARE),
+            per_uid: std::collections::HashMap::new(),
         }
     }
 
@@ -156,6 +257,68 @@ impl RateLimiter {
         self.bytes.slots = old.bytes.slots;
         self.bytes.stamps = old.bytes.stamps;
         self.bytes.reserved = old.bytes.reserved;
+        self.unprivileged.copy_counts(&old.unprivileged);
+        for (uid, pair) in &old.per_uid {
+            let mut p = Pair::new(&self.limits, PER_UID_SHARE);
+            p.copy_counts(pair);
+            self.per_uid.insert(*uid, p);
+        }
+    }
+
+    fn uid_pair(&mut self, uid: u32, abs_minute: u64) -> &mut Pair {
+        if !self.per_uid.contains_key(&uid) && self.per_uid.len() >= MAX_UID_LIMITERS {
+            self.per_uid
+                .retain(|_, p| !(p.records.is_idle(abs_minute) && p.bytes.is_idle(abs_minute)));
+        }
+        let limits = self.limits;
+        self.per_uid
+            .entry(uid)
+            .or_insert_with(|| Pair::new(&limits, PER_UID_SHARE))
+    }
+
+    /// May a record of `size` bytes from `uid` (`None`: a privileged sender) be sent at
+    /// `abs_minute`, counting those in flight?
+    pub fn check(&mut self, abs_minute: u64, size: u64, uid: Option<u32>) -> RateVerdict {
+        if !self.enabled {
+            return RateVerdict::Allowed;
+        }
+        if !self.allows(abs_minute, size) {
+            return RateVerdict::Global;
+        }
+        let Some(uid) = uid else {
+            return RateVerdict::Allowed;
+        };
+        if !self.unprivileged.allows(abs_minute, size)
+            || !self.uid_pair(uid, abs_minute).allows(abs_minute, size)
+        {
+            return RateVerdict::Sender;
+        }
+        RateVerdict::Allowed
+    }
+
+    /// A delivery of `size` bytes from `uid` starts.
+    pub fn reserve_for(&mut self, size: u64, uid: Option<u32>) {
+        if !self.enabled {
+            return;
+        }
+        self.reserve(size);
+        if let Some(uid) = uid {
+            self.unprivileged.reserve(size);
+            self.uid_pair(uid, 0).reserve(size);
+        }
+    }
+
+    /// A delivery of `size` bytes from `uid` ended; `sent` = the backend accepted it.
+    pub fn finish_for(&mut self, abs_minute: u64, size: u64, sent: bool, uid: Option<u32>) {
+        if !self.enabled {
+            return;
+        }
+        self.finish(abs_minute, size, sent);
+        if let Some(uid) = uid {
+            self.unprivileged.finish(abs_minute, size, sent);
+            self.uid_pair(uid, abs_minute)
+                .finish(abs_minute, size, sent);
+        }
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -296,5 +459,46 @@ mod tests {
         assert!(!bytes_only.allows(0, 11));
         let mut off = RateLimiter::new(false, 0, 15, 0, 15);
         assert!(off.allows(0, 1 << 20));
+    }
+
+    #[test]
+    fn unprivileged_senders_get_shares_and_privileged_ones_the_rest() {
+        let mut r = RateLimiter::new(true, 100, 15, -1, 15);
+        let sent = |r: &mut RateLimiter, uid: Option<u32>| {
+            let v = r.check(0, 10, uid);
+            if v == RateVerdict::Allowed {
+                r.reserve_for(10, uid);
+                r.finish_for(0, 10, true, uid);
+            }
+            v
+        };
+        for _ in 0..50 {
+            assert_eq!(sent(&mut r, Some(1000)), RateVerdict::Allowed);
+        }
+        assert_eq!(
+            sent(&mut r, Some(1000)),
+            RateVerdict::Sender,
+            "half for one uid"
+        );
+        for _ in 0..25 {
+            assert_eq!(sent(&mut r, Some(2000)), RateVerdict::Allowed);
+        }
+        assert_eq!(
+            sent(&mut r, Some(2000)),
+            RateVerdict::Sender,
+            "three quarters for all of them"
+        );
+        for _ in 0..25 {
+            assert_eq!(
+                sent(&mut r, None),
+                RateVerdict::Allowed,
+                "a quarter is left"
+            );
+        }
+        assert_eq!(sent(&mut r, None), RateVerdict::Global);
+        assert_eq!(sent(&mut r, Some(3000)), RateVerdict::Global);
+        assert_eq!(share_of(-1, PER_UID_SHARE), -1);
+        assert_eq!(share_of(1, PER_UID_SHARE), 1);
+        assert_eq!(share_of(0, PER_UID_SHARE), 0);
     }
 }

@@ -28,7 +28,26 @@
 //!   so a steady stream of new records cannot starve the spool.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+/// The unprivileged sender of a record, from its staged name: `None` for a privileged
+/// one — root, the daemon's own user (the system probes run as the telemetry user), or a
+/// record of unknown sender (a bare C-compatible name: staged by the C telemprobd before an
+/// upgrade, or by this suite's before senders were recorded; nobody can be charged for it,
+/// and only a local stager can create such a name).
+pub fn unprivileged_sender(name: &str) -> Option<u32> {
+    // SAFETY: geteuid(2) cannot fail and has no side effects.
+    let own = unsafe { libc::geteuid() };
+    match libtelemetry::parse_staged_name(name) {
+        Some(libtelemetry::StagedSender::Uid(uid)) if uid != 0 && uid != own => Some(uid),
+        _ => None,
+    }
+}
+
+/// A delivery lane of its own: the server URL of records whose `CFG:` override sends them
+/// somewhere other than the default backend.
+pub type Lane = Arc<str>;
 
 /// First retry delay.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
@@ -77,17 +96,27 @@ pub struct SpoolEntry {
     pub state: EntryState,
     /// Counted once in the `spooled` counter.
     pub spooled: bool,
+    /// `Some` once a worker found that the record's override sends it to another server:
+    /// it is then sent only in that lane.
+    pub lane: Option<Lane>,
+    /// The unprivileged uid that sent it ([`unprivileged_sender`]).
+    pub uid: Option<u32>,
 }
 
 type AgeKey = (SystemTime, String);
 
-/// The index. Invariant: `by_age` holds every entry; `ready` exactly the Ready ones;
-/// `waiting` exactly the Waiting ones; `total_size` is the sum of all sizes.
+/// The index. Invariant: `by_age` holds every entry; `ready` exactly the Ready ones of the
+/// default lane, `lane_ready[l]` those of lane `l`; `waiting` exactly the Waiting ones;
+/// `lane_len[l]` counts the entries of lane `l`; `total_size` is the sum of all sizes.
 #[derive(Debug, Default)]
 pub struct Spool {
     entries: HashMap<String, SpoolEntry>,
     by_age: BTreeSet<AgeKey>,
     ready: BTreeSet<AgeKey>,
+    lane_ready: HashMap<Lane, BTreeSet<AgeKey>>,
+    lane_len: HashMap<Lane, usize>,
+    /// Per unprivileged sender: bytes held and records by age (quota fairness).
+    senders: HashMap<u32, (u64, BTreeSet<AgeKey>)>,
     waiting: BTreeSet<(Instant, String)>,
     total_size: u64,
     in_flight: usize,
@@ -184,6 +213,8 @@ impl Spool {
             probe_failed_at: None,
             state: EntryState::Ready,
             spooled: false,
+            lane: None,
+            uid: unprivileged_sender(name),
         });
         self.set_state(
             name,
@@ -193,10 +224,90 @@ impl Spool {
     }
 
     fn insert(&mut self, e: SpoolEntry) {
-        self.by_age.insert((e.created, e.name.clone()));
-        self.ready.insert((e.created, e.name.clone()));
+        let key = (e.created, e.name.clone());
+        self.by_age.insert(key.clone());
+        if let Some(l) = &e.lane {
+            *self.lane_len.entry(Arc::clone(l)).or_default() += 1;
+        }
+        if let Some(uid) = e.uid {
+            let s = self.senders.entry(uid).or_default();
+            s.0 = s.0.saturating_add(e.size);
+            s.1.insert(key.clone());
+        }
+        self.ready_set(e.lane.as_ref()).insert(key);
         self.total_size = self.total_size.saturating_add(e.size);
         self.entries.insert(e.name.clone(), e);
+    }
+
+    fn ready_set(&mut self, lane: Option<&Lane>) -> &mut BTreeSet<AgeKey> {
+        match lane {
+            None => &mut self.ready,
+            Some(l) => self.lane_ready.entry(Arc::clone(l)).or_default(),
+        }
+    }
+
+    fn ready_remove(&mut self, lane: Option<&Lane>, key: &AgeKey) {
+        match lane {
+            None => {
+                self.ready.remove(key);
+            }
+            Some(l) => {
+                if let Some(set) = self.lane_ready.get_mut(l) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        self.lane_ready.remove(l);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Send `name` only in `lane` from now on (`None`: the default lane).
+    pub fn set_lane(&mut self, name: &str, lane: Option<Lane>) {
+        let Some(e) = self.entries.get(name) else {
+            return;
+        };
+        if e.lane == lane {
+            return;
+        }
+        let mut e = e.clone();
+        self.remove(name);
+        e.lane = lane;
+        let state = std::mem::replace(&mut e.state, EntryState::Ready);
+        let probing = self.probing.clone();
+        self.insert(e);
+        self.set_state(name, state);
+        self.probing = probing.filter(|p| p != name);
+    }
+
+    /// Put every ready record of a lane back in the default lane.
+    pub fn unlane_ready(&mut self) {
+        let names: Vec<String> = self
+            .lane_ready
+            .values()
+            .flat_map(|s| s.iter().map(|(_, n)| n.clone()))
+            .collect();
+        for n in names {
+            self.set_lane(&n, None);
+        }
+    }
+
+    /// Lanes with records ready to send.
+    pub fn ready_lanes(&self) -> impl Iterator<Item = &Lane> {
+        self.lane_ready.keys()
+    }
+
+    /// The oldest ready record of `lane`.
+    pub fn lane_oldest_ready(&self, lane: &Lane) -> Option<&str> {
+        self.lane_ready
+            .get(lane)
+            .and_then(|s| s.first())
+            .map(|(_, n)| n.as_str())
+    }
+
+    /// Records known to be in `lane`, whatever their state.
+    pub fn lane_len(&self, lane: &Lane) -> usize {
+        self.lane_len.get(lane).copied().unwrap_or(0)
     }
 
     /// Forget a record (delivered, deleted, quarantined, vanished).
@@ -207,9 +318,26 @@ impl Spool {
         let e = self.entries.remove(name)?;
         let key = (e.created, e.name.clone());
         self.by_age.remove(&key);
+        if let Some(l) = &e.lane {
+            if let Some(n) = self.lane_len.get_mut(l) {
+                *n -= 1;
+                if *n == 0 {
+                    self.lane_len.remove(l);
+                }
+            }
+        }
+        if let Some(uid) = e.uid {
+            if let Some(s) = self.senders.get_mut(&uid) {
+                s.0 = s.0.saturating_sub(e.size);
+                s.1.remove(&key);
+                if s.1.is_empty() {
+                    self.senders.remove(&uid);
+                }
+            }
+        }
         match e.state {
             EntryState::Ready => {
-                self.ready.remove(&key);
+                self.ready_remove(e.lane.as_ref(), &key);
             }
             EntryState::Waiting(at) => {
                 self.waiting.remove(&(at, e.name.clone()));
@@ -225,19 +353,18 @@ impl Spool {
             return;
         };
         let key = (e.created, e.name.clone());
-        match e.state {
-            EntryState::Ready => {
-                self.ready.remove(&key);
-            }
+        let lane = e.lane.clone();
+        let old = std::mem::replace(&mut e.state, state);
+        match old {
+            EntryState::Ready => self.ready_remove(lane.as_ref(), &key),
             EntryState::Waiting(at) => {
                 self.waiting.remove(&(at, key.1.clone()));
             }
             EntryState::InFlight => self.in_flight -= 1,
         }
-        e.state = state;
         match state {
             EntryState::Ready => {
-                self.ready.insert(key);
+                self.ready_set(lane.as_ref()).insert(key);
             }
             EntryState::Waiting(at) => {
                 self.waiting.insert((at, key.1));
@@ -256,12 +383,12 @@ impl Spool {
         }
     }
 
-    /// The oldest record that may be sent now.
+    /// The oldest record of the default lane that may be sent now.
     pub fn oldest_ready(&self) -> Option<&str> {
         self.ready.first().map(|(_, n)| n.as_str())
     }
 
-    /// Ready records, oldest first.
+    /// Ready records of the default lane, oldest first.
     pub fn ready_names(&self) -> impl Iterator<Item = &str> {
         self.ready.iter().map(|(_, n)| n.as_str())
     }
@@ -419,21 +546,88 @@ impl Spool {
             .collect()
     }
 
-    /// Records to evict, oldest first and never one in flight, so that the spool fits in
-    /// `limit` bytes (or as close as records in flight allow).
+    /// Hold `uid`'s ready records until `until` (its share of the rate limit is used up).
+    /// Returns how many were not marked spooled before.
+    pub fn hold_sender(&mut self, uid: u32, until: Instant) -> u64 {
+        let names: Vec<String> = self
+            .senders
+            .get(&uid)
+            .map(|(_, set)| set.iter().map(|(_, n)| n.clone()).collect())
+            .unwrap_or_default();
+        let mut n = 0;
+        for name in names {
+            let Some(e) = self.entries.get_mut(&name) else {
+                continue;
+            };
+            if e.state != EntryState::Ready {
+                continue;
+            }
+            if !std::mem::replace(&mut e.spooled, true) {
+                n += 1;
+            }
+            self.set_state(&name, EntryState::Waiting(until));
+        }
+        n
+    }
+
+    /// Records to evict, never one in flight, so that the spool fits in `limit` bytes (or
+    /// as close as records in flight allow): the oldest record of the unprivileged sender
+    /// holding the most bytes, again and again; records of privileged senders
+    /// ([`unprivileged_sender`]), oldest first, only once no unprivileged record is left.
     pub fn over_quota(&self, limit: u64) -> Vec<String> {
         let mut total = self.total_size;
         let mut out = Vec::new();
+        if total <= limit {
+            return out;
+        }
+        let evictable = |n: &String| {
+            self.entries
+                .get(n)
+                .filter(|e| e.state != EntryState::InFlight)
+        };
+        // (bytes still held, the sender's records oldest first)
+        let mut heaviest: Vec<(u64, std::collections::btree_set::Iter<'_, AgeKey>)> = self
+            .senders
+            .values()
+            .map(|(size, set)| (*size, set.iter()))
+            .collect();
+        while total > limit {
+            // The heaviest sender; between equally heavy ones, the one whose next record is
+            // the oldest (deterministic, whatever the map's order).
+            let next_age = |i: usize| {
+                heaviest[i]
+                    .1
+                    .clone()
+                    .find(|(_, n)| evictable(n).is_some())
+                    .map(|(t, _)| *t)
+            };
+            let Some(i) = (0..heaviest.len()).max_by(|&a, &b| {
+                heaviest[a]
+                    .0
+                    .cmp(&heaviest[b].0)
+                    .then_with(|| next_age(b).cmp(&next_age(a)))
+            }) else {
+                break;
+            };
+            let next = heaviest[i].1.by_ref().find_map(|(_, n)| evictable(n));
+            match next {
+                Some(e) => {
+                    heaviest[i].0 = heaviest[i].0.saturating_sub(e.size);
+                    total = total.saturating_sub(e.size);
+                    out.push(e.name.clone());
+                }
+                None => {
+                    let _ = heaviest.swap_remove(i);
+                }
+            }
+        }
         for (_, n) in &self.by_age {
             if total <= limit {
                 break;
             }
-            let Some(e) = self.entries.get(n) else {
+            let Some(e) = evictable(n).filter(|e| e.uid.is_none()) else {
                 continue;
             };
-            if e.state == EntryState::InFlight {
-                continue;
-            }
             total = total.saturating_sub(e.size);
             out.push(n.clone());
         }
@@ -726,11 +920,89 @@ mod tests {
         assert_eq!(s.over_quota(400), Vec::<String>::new());
         assert_eq!(s.over_quota(250), vec!["b".to_string(), "c".to_string()]);
         assert_eq!(s.over_quota(0), vec!["b", "c", "d"]);
+        assert!(s
+            .over_quota(0)
+            .iter()
+            .all(|n| unprivileged_sender(n).is_none()));
         // A refresh keeps the retry state.
         s.fail("a", Blame::Record, Instant::now(), Duration::from_secs(1));
         s.upsert("a", t(0), 120, 120, None);
         assert_eq!(s.get("a").unwrap().attempts, 1);
         assert!(s.get("a").unwrap().own_fault);
         assert_eq!(s.total_size(), 420);
+    }
+
+    #[test]
+    fn laned_records_leave_the_default_lane() {
+        let now = Instant::now();
+        let mut s = Spool::new();
+        s.upsert("a", t(1), 10, 10, None);
+        s.upsert("b", t(2), 10, 10, None);
+        s.upsert("c", t(3), 10, 10, None);
+        let lane: Lane = Arc::from("http://other/");
+        s.start("a");
+        s.set_lane("a", Some(Arc::clone(&lane)));
+        s.requeue("a", None);
+        assert_eq!(s.oldest_ready(), Some("b"), "not in the default lane");
+        assert_eq!(s.lane_oldest_ready(&lane), Some("a"));
+        assert_eq!(s.lane_len(&lane), 1);
+        s.start("a");
+        assert_eq!(s.ready_lanes().count(), 0);
+        s.fail("a", Blame::Backend, now, Duration::ZERO);
+        assert_eq!(s.lane_oldest_ready(&lane), Some("a"));
+        assert_eq!((s.len(), s.in_flight(), s.total_size()), (3, 0, 30));
+        s.set_lane("c", Some(Arc::clone(&lane)));
+        assert_eq!(s.lane_len(&lane), 2);
+        s.unlane_ready();
+        assert_eq!(s.ready_names().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(s.lane_len(&lane), 0);
+        s.set_lane("b", Some(Arc::clone(&lane)));
+        s.remove("b");
+        assert_eq!((s.lane_len(&lane), s.ready_lanes().count()), (0, 0));
+    }
+
+    #[test]
+    fn eviction_takes_from_the_heaviest_unprivileged_sender_first() {
+        let mut s = Spool::new();
+        // Oldest first: root's record, then a flood from uid 65534, then one of uid 4242.
+        s.upsert("Root00.u0", t(0), 100, 100, None);
+        s.upsert("Unknwn", t(1), 100, 100, None);
+        for i in 0..5 {
+            s.upsert(&format!("Junk{i:02}.u65534"), t(10 + i), 100, 100, None);
+        }
+        s.upsert("Other0.u4242", t(5), 100, 100, None);
+        s.upsert("Other1.u4242", t(6), 100, 100, None);
+        s.start("Junk00.u65534");
+        assert_eq!(s.total_size(), 900);
+        // 4 records to go: the heaviest sender first (oldest of its records not in flight),
+        // until it is no heavier than the next.
+        assert_eq!(
+            s.over_quota(500),
+            [
+                "Junk01.u65534",
+                "Junk02.u65534",
+                "Junk03.u65534",
+                "Other0.u4242"
+            ]
+        );
+        // Everything unprivileged that can go goes before any privileged record.
+        let all = s.over_quota(100);
+        assert_eq!(all.len(), 8);
+        assert!(all[..6].iter().all(|n| unprivileged_sender(n).is_some()));
+        assert_eq!(
+            all[6..],
+            ["Root00.u0", "Unknwn"],
+            "then privileged, oldest first"
+        );
+        let now = Instant::now();
+        let until = now + Duration::from_secs(60);
+        assert_eq!(s.hold_sender(65534, until), 4, "in flight is not held");
+        assert_eq!(s.next_wakeup(), Some(until));
+        assert_eq!(
+            s.ready_names().collect::<Vec<_>>(),
+            ["Root00.u0", "Unknwn", "Other0.u4242", "Other1.u4242"]
+        );
+        s.promote(until);
+        assert_eq!(s.ready_names().count(), 8);
     }
 }

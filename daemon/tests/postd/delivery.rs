@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use libtelemetry::record::HEADER_NAMES;
 use libtelemetry::status::{COUNTER_DELIVERED, COUNTER_FAILED_ATTEMPTS, COUNTER_SPOOLED};
-use telemetrics_tests::collector::{Collector, TELEMETRY_ID};
+use telemetrics_tests::collector::{Behavior, Collector, TELEMETRY_ID};
 
 use super::*;
 
@@ -112,13 +112,13 @@ fn cfg_override_supplies_server_and_tidheader() {
     let cfg = override_conf.to_str().unwrap();
     super::stage_bytes(
         &root,
-        "with-override",
+        &own_name("withov"),
         &libtelemetry::encode_staged(&record(1), Some(cfg)),
         Duration::ZERO,
     );
     super::stage_bytes(
         &root,
-        "bad-override",
+        "badovr",
         &libtelemetry::encode_staged(&record(2), Some("/nonexistent/telemetrics.conf")),
         Duration::ZERO,
     );
@@ -128,7 +128,7 @@ fn cfg_override_supplies_server_and_tidheader() {
     // An invalid override is a failed record, kept in the spool, never a fake success.
     assert!(wait_counter(&root, COUNTER_FAILED_ATTEMPTS, 1));
     assert!(wait_counter(&root, COUNTER_SPOOLED, 1));
-    assert!(wait_until(SOON, || spool_names(&root) == ["bad-override"]));
+    assert!(wait_until(SOON, || spool_names(&root) == ["badovr"]));
     assert_eq!(default_backend.attempt_count(), 0);
     assert!(wait_counter(&root, COUNTER_DELIVERED, 1));
 }
@@ -164,4 +164,83 @@ fn no_keep_alive_opens_a_connection_per_record() {
     let _d = spawn(&root);
     assert!(c.wait_for(5, SOON));
     assert_eq!(c.connections(), 5);
+}
+
+/// A server that closes the connection right after each answer, without saying so (as
+/// uWSGI's `http-socket` does): the request that meets the closed connection is sent again
+/// on a new one, and no attempt counts as failed.
+#[test]
+fn a_server_closing_after_each_answer_costs_no_failed_attempt() {
+    let c = Collector::start();
+    c.set_behavior(Behavior::CloseAfterAnswer(Duration::from_millis(20)));
+    let mut root = root_for(&c, "/v2/collector");
+    root.set("delivery_max_in_flight", "1");
+    for i in 0..40 {
+        stage(&root, i, Duration::from_secs(100 - i as u64));
+    }
+    let d = spawn(&root);
+    assert!(wait_counter(&root, COUNTER_DELIVERED, 40), "{}", d.log());
+    assert_eq!(c.accepted_count(), 40, "each once");
+    assert_eq!(
+        status(&root).counter(COUNTER_FAILED_ATTEMPTS),
+        0,
+        "{}",
+        d.log()
+    );
+    assert!(d.log().contains("was stale"), "the case did happen");
+    assert!(
+        d.log()
+            .contains("closes kept-alive connections after answering"),
+        "after a few stale reuses, a new connection per request"
+    );
+}
+
+/// A server that closes idle connections after a short keep-alive timeout: records sent
+/// in bursts around that timeout never count a failed attempt.
+#[test]
+fn a_short_server_keep_alive_timeout_costs_no_failed_attempt() {
+    let c = Collector::start();
+    c.set_behavior(Behavior::KeepAliveTimeout(Duration::from_millis(50)));
+    let mut root = root_for(&c, "/v2/collector");
+    root.set("delivery_max_in_flight", "2");
+    let d = spawn(&root);
+    assert!(wait_until(SOON, || d.log().contains("starting")));
+    for burst in 0..12 {
+        for k in 0..3 {
+            stage(&root, burst * 3 + k, Duration::ZERO);
+        }
+        assert!(c.wait_for(burst * 3 + 3, SOON));
+        // Around the server's timeout: some connections are gone, some are going.
+        std::thread::sleep(Duration::from_millis(40 + 2 * burst as u64));
+    }
+    assert!(wait_counter(&root, COUNTER_DELIVERED, 36));
+    assert_eq!(
+        status(&root).counter(COUNTER_FAILED_ATTEMPTS),
+        0,
+        "{}",
+        d.log()
+    );
+}
+
+/// Against a backend with 2 workers taking 20 ms per request, the adaptive limit keeps the
+/// requests in flight near what the backend serves at once, not at
+/// `delivery_max_in_flight`.
+#[test]
+fn the_in_flight_limit_adapts_to_a_slow_backend() {
+    let c = Collector::start();
+    c.set_behavior(Behavior::Slow(Duration::from_millis(20)));
+    c.set_workers(Some(2));
+    let mut root = root_for(&c, "/v2/collector");
+    root.set("delivery_max_in_flight", "8");
+    for i in 0..300 {
+        stage(&root, i, Duration::from_secs(1000 - i as u64));
+    }
+    let d = spawn(&root);
+    assert!(c.wait_for(300, Duration::from_secs(120)), "{}", d.log());
+    assert!(
+        c.max_concurrent() < 8,
+        "{} in flight at most\n{}",
+        c.max_concurrent(),
+        d.log()
+    );
 }

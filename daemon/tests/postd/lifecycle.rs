@@ -80,7 +80,11 @@ fn kill9_during_delivery_loses_nothing() {
         "the first POST is in flight"
     );
     d.kill9();
-    assert_eq!(spool_names(&root), ["r0", "r1", "r2"], "nothing deleted");
+    assert_eq!(
+        spool_names(&root),
+        ["rec000", "rec001", "rec002"],
+        "nothing deleted"
+    );
     c.set_behavior(Behavior::Normal);
     let _d2 = spawn(&root);
     assert!(wait_until(SOON, || spool_names(&root).is_empty()));
@@ -188,13 +192,13 @@ fn sighup_reloads_the_configuration() {
 
 /// Stage record `i` as `r<i>` into `dir` (dotfile, then rename), 10 s old.
 fn stage_into(dir: &std::path::Path, i: usize) {
-    let tmp = dir.join(format!(".tmp-r{i}"));
+    let tmp = dir.join(format!(".tmp-rec{i:03}"));
     std::fs::write(&tmp, libtelemetry::encode_staged(&record(i), None)).unwrap();
     let f = std::fs::File::options().write(true).open(&tmp).unwrap();
     f.set_modified(std::time::SystemTime::now() - Duration::from_secs(10))
         .unwrap();
     drop(f);
-    std::fs::rename(&tmp, dir.join(format!("r{i}"))).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("rec{i:03}"))).unwrap();
 }
 
 fn staged_in(dir: &std::path::Path) -> Vec<String> {
@@ -252,7 +256,7 @@ fn records_written_in_place_are_read_when_closed() {
     let d = spawn(&root);
     assert!(wait_until(SOON, || d.log().contains("starting")));
     let bytes = libtelemetry::encode_staged(&record(4), None);
-    let mut f = std::fs::File::create(root.spool_dir().join("in-place")).unwrap();
+    let mut f = std::fs::File::create(root.spool_dir().join("inplce")).unwrap();
     f.write_all(&bytes[..100]).unwrap();
     f.flush().unwrap();
     std::thread::sleep(Duration::from_millis(500));

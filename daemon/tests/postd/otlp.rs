@@ -195,7 +195,7 @@ for f in sys.argv[1:]:
     odd.payload = "caf\u{e9} \u{1} \"quoted\"\n".as_bytes().to_vec();
     stage_bytes(
         &root,
-        "odd",
+        "oddrec",
         &libtelemetry::encode_staged(&odd, None),
         Duration::from_secs(10),
     );
@@ -205,7 +205,7 @@ for f in sys.argv[1:]:
     far.headers.0[4] = "99999999999".into();
     stage_bytes(
         &root,
-        "far-future",
+        "future",
         &libtelemetry::encode_staged(&far, None),
         Duration::from_secs(10),
     );
@@ -267,10 +267,10 @@ fn a_refusal_is_judged_by_the_mode_of_the_backend_the_record_went_to() {
     };
     let to_v2 = override_to("v2.conf", refusing.v2_url());
     let to_otlp = override_to("otlp.conf", refusing.url("/v1/logs"));
-    for (name, i, cfg) in [("to-v2", 1, &to_v2), ("to-otlp", 2, &to_otlp)] {
+    for (name, i, cfg) in [("tov2aa", 1, &to_v2), ("tootlp", 2, &to_otlp)] {
         stage_bytes(
             &root,
-            name,
+            &own_name(name),
             &libtelemetry::encode_staged(&record(i), Some(cfg)),
             Duration::from_secs(10),
         );
@@ -279,13 +279,13 @@ fn a_refusal_is_judged_by_the_mode_of_the_backend_the_record_went_to() {
     assert!(wait_counter(&root, COUNTER_QUARANTINED, 1));
     assert!(refusing.wait_for_attempts(2, SOON));
     // A v2 400 is retried like any v2 failure; only the OTLP one is final.
-    assert!(wait_until(SOON, || spool_names(&root) == ["to-v2"]));
+    assert!(wait_until(SOON, || spool_names(&root) == [own_name("tov2aa")]));
     let q = daemon::postd::quarantine_dir(&root.spool_dir());
     let names: Vec<String> = std::fs::read_dir(q)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names, ["to-otlp"]);
+    assert_eq!(names, [own_name("tootlp")]);
     assert_eq!(status(&root).counter(COUNTER_QUARANTINED), 1);
     assert_eq!(otlp.attempt_count(), 0);
 }
@@ -310,7 +310,7 @@ fn a_poisoned_record_is_isolated_from_its_batch() {
     let mut seen = delivered(&c);
     seen.sort();
     assert_eq!(seen, (1..=50).collect::<Vec<_>>());
-    assert!(wait_until(SOON, || spool_names(&root) == ["r0"]));
+    assert!(wait_until(SOON, || spool_names(&root) == ["rec000"]));
     assert_eq!(status(&root).counter(COUNTER_QUARANTINED), 0);
 }
 
@@ -327,7 +327,7 @@ fn the_batch_byte_bound_holds_for_payloads_that_escape_large() {
         r.payload = format!("record {i} {}", "\u{1}".repeat(700)).into_bytes();
         stage_bytes(
             &root,
-            &format!("r{i}"),
+            &format!("rec{i:03}"),
             &libtelemetry::encode_staged(&r, None),
             Duration::from_secs(100 - i as u64),
         );

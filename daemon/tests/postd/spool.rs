@@ -53,7 +53,11 @@ fn failure_then_recovery(behavior: Behavior, min_attempts: usize) {
         "{behavior:?}"
     );
     assert!(wait_counter(&root, COUNTER_FAILED_ATTEMPTS, 1));
-    assert_eq!(spool_names(&root), ["r0"], "{behavior:?}: still spooled");
+    assert_eq!(
+        spool_names(&root),
+        ["rec000"],
+        "{behavior:?}: still spooled"
+    );
     let last = status(&root).last_delivery.expect("last delivery");
     assert!(!last.ok, "{last:?}");
     // A slow answer arrives after the client gave up: the collector counted it, the
@@ -137,14 +141,14 @@ fn a_poisoned_record_does_not_hold_up_the_spool(poison: Poison) {
         (1..=50).collect::<Vec<_>>(),
         "{poison:?}: oldest first"
     );
-    assert!(wait_until(SOON, || spool_names(&root) == ["r0"]));
+    assert!(wait_until(SOON, || spool_names(&root) == ["rec000"]));
     // Still retried, on its own schedule (5 s, then 7.5 s, ...), and never deleted.
     assert!(
         wait_counter(&root, COUNTER_FAILED_ATTEMPTS, 3),
         "{poison:?}"
     );
     assert!(d.log().contains("retried on its own"), "{poison:?}");
-    assert_eq!(spool_names(&root), ["r0"], "{poison:?}");
+    assert_eq!(spool_names(&root), ["rec000"], "{poison:?}");
     assert_eq!(status(&root).counter(COUNTER_DELIVERED), 50);
 }
 
@@ -168,7 +172,7 @@ fn expiry_deletes_records_older_than_record_expiry() {
     stage(&root, 1, Duration::ZERO);
     let _d = spawn(&root);
     assert!(wait_counter(&root, COUNTER_EXPIRED, 1));
-    assert_eq!(spool_names(&root), ["r1"]);
+    assert_eq!(spool_names(&root), ["rec001"]);
     c.resume();
     assert!(c.wait_for(1, Duration::from_secs(40)));
     assert_eq!(index_of(&c.requests()[0].text()), 1);
@@ -195,7 +199,7 @@ fn quota_evicts_the_oldest_records() {
     root.set("spool_max_size", &kib.to_string());
     let _d = spawn(&root);
     assert!(wait_counter(&root, COUNTER_EVICTED, 2));
-    assert_eq!(spool_names(&root), ["r2", "r3"]);
+    assert_eq!(spool_names(&root), ["rec002", "rec003"]);
     assert!(wait_counter(&root, COUNTER_SPOOLED, 1));
     assert_eq!(c.attempt_count(), 0);
 }
@@ -231,7 +235,7 @@ fn spool_strategy_keeps_rate_limited_records() {
     let _d = spawn(&root);
     assert!(c.wait_for(2, SOON));
     assert!(wait_counter(&root, COUNTER_SPOOLED, 3));
-    assert_eq!(spool_names(&root), ["r2", "r3", "r4"]);
+    assert_eq!(spool_names(&root), ["rec002", "rec003", "rec004"]);
     assert_eq!(c.accepted_count(), 2);
     assert!(wait_until(SOON, || journal(&root).len() == 2));
 }
@@ -259,11 +263,11 @@ fn corrupt_files_are_quarantined() {
     let c = Collector::start();
     let root = root_for(&c, "/v2/collector");
     let old = Duration::from_secs(60);
-    stage_bytes(&root, "empty_message", b"", old);
-    stage_bytes(&root, "incorrect_message", b"test\n", old);
+    stage_bytes(&root, "emptym", b"", old);
+    stage_bytes(&root, "incorr", b"test\n", old);
     stage_bytes(
         &root,
-        "incorrect_headers",
+        "incohd",
         b"record_format_version: 1\nnclassificatioooon: crash/kernel/bug\nseverity: 0\n\
 machine_id: 1234\ncreation_timestamp: 1531420323\narch: x86_64\nhost_type: macbookpro\n\
 build: 23550\nkernel_version: 4.17.4-589.native\ntest message\n",
@@ -271,7 +275,7 @@ build: 23550\nkernel_version: 4.17.4-589.native\ntest message\n",
     );
     std::os::unix::fs::symlink(
         root.dir().join("elsewhere"),
-        root.spool_dir().join("a-symlink"),
+        root.spool_dir().join("symlnk"),
     )
     .unwrap();
     stage(&root, 1, old);
@@ -285,19 +289,8 @@ build: 23550\nkernel_version: 4.17.4-589.native\ntest message\n",
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(
-        names,
-        [
-            "a-symlink",
-            "empty_message",
-            "incorrect_headers",
-            "incorrect_message"
-        ]
-    );
-    assert_eq!(
-        std::fs::read(q.join("incorrect_message")).unwrap(),
-        b"test\n"
-    );
+    assert_eq!(names, ["emptym", "incohd", "incorr", "symlnk"]);
+    assert_eq!(std::fs::read(q.join("incorr")).unwrap(), b"test\n");
     assert_eq!(c.attempt_count(), 1, "nothing corrupt was sent");
     assert!(wait_until(SOON, || journal(&root).len() == 1));
 }

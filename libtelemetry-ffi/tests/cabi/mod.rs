@@ -2,6 +2,7 @@
 //! `TestRoot`.
 
 mod check_libtelemetry;
+mod const_config;
 mod dlopen;
 mod elf;
 mod errors;

@@ -103,7 +103,7 @@ fn stub_staticlib(out: &Path) {
     let src = dir.join("stub.c");
     std::fs::write(
         &src,
-        "int tm_set_config_file(char *c) { (void)c; return 0; }\n\
+        "int tm_set_config_file(const char *c) { (void)c; return 0; }\n\
          void tm_free_record(void *r) { (void)r; }\n\
          int tm_create_record(void **r, unsigned s, char *c, unsigned v) { (void)r; (void)s; (void)c; (void)v; return 0; }\n\
          int tm_set_payload(void *r, char *p) { (void)r; (void)p; return 0; }\n\
@@ -392,4 +392,173 @@ fn demo_script_parses() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: scripts/demo"));
+}
+
+/// Stand-ins for systemctl, systemd-sysusers, systemd-tmpfiles and systemd-sysctl that log
+/// their arguments (and whether telemprobd.service is still installed) to `log`, and the
+/// environment that makes packaging/systemd-setup use them.
+fn recording_tools(dir: &Path, log: &Path, core_pattern: &Path) -> Vec<(String, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let mut env = Vec::new();
+    for (var, name) in [
+        ("SYSTEMCTL", "systemctl"),
+        ("SYSUSERS", "systemd-sysusers"),
+        ("TMPFILES", "systemd-tmpfiles"),
+        ("SYSCTL_APPLY", "systemd-sysctl"),
+    ] {
+        let tool = bin.join(name);
+        std::fs::write(
+            &tool,
+            format!(
+                "#!/bin/sh\n\
+                 if [ -e \"$UNITDIR/telemprobd.service\" ]; then u=installed; else u=removed; fi\n\
+                 echo \"{name} $* [units $u]\" >>'{}'\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        env.push((var.to_string(), tool.display().to_string()));
+    }
+    env.push(("SYSTEMCTL_FORCE".into(), "1".into()));
+    env.push(("CORE_PATTERN".into(), core_pattern.display().to_string()));
+    env.push(("SOCKET".into(), dir.join("telem-0").display().to_string()));
+    env
+}
+
+fn make_with(dest: &Path, target: &Path, goal: &str, env: &[(String, String)], extra: &[&str]) {
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(repo())
+        .arg(goal)
+        .arg(format!("DESTDIR={}", dest.display()))
+        .arg(format!("TARGET_DIR={}", target.display()))
+        .args(extra)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make {goal} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn enabled_units() -> Vec<String> {
+    read(&repo().join("packaging/enabled-units"))
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// After `make install` nothing made the telemetry user, the directories or the enablement
+/// links: `make post-install` does what the Debian postinst does.
+#[test]
+fn post_install_creates_the_user_and_dirs_and_enables_the_units() {
+    let t = tempfile::tempdir().unwrap();
+    let target = t.path().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("telemprobd"), "x").unwrap();
+    let dest = t.path().join("dest");
+    let log = t.path().join("log");
+    let core_pattern = t.path().join("core_pattern");
+    std::fs::write(&core_pattern, "core\n").unwrap();
+    let env = recording_tools(t.path(), &log, &core_pattern);
+    make_install(&dest, &target, &["PREFIX=/usr"]);
+    make_with(&dest, &target, "post-install", &env, &["PREFIX=/usr"]);
+    let d = dest.display();
+    let want = [
+        format!("systemd-sysusers {d}/usr/lib/sysusers.d/telemetrics.conf [units installed]"),
+        format!(
+            "systemd-tmpfiles --create {d}/usr/lib/tmpfiles.d/telemetrics-dirs.conf [units installed]"
+        ),
+        format!("systemd-sysctl {d}/usr/lib/sysctl.d/40-crash-probe.conf [units installed]"),
+        "systemctl daemon-reload [units installed]".to_string(),
+        format!(
+            "systemctl enable --now {} [units installed]",
+            enabled_units().join(" ")
+        ),
+    ];
+    assert_eq!(read(&log).lines().collect::<Vec<_>>(), want);
+    for unit in enabled_units() {
+        assert!(
+            dest.join("usr/lib/systemd/system").join(&unit).is_file(),
+            "{unit} is not a unit of the suite"
+        );
+    }
+}
+
+/// `make uninstall` on the running host disables and stops every unit before it deletes
+/// the files (no daemon left running a deleted binary, no dangling enablement link, no
+/// timer pointing at a vanished unit), gives core dumps back to the kernel and reloads
+/// systemd afterwards.
+#[test]
+fn uninstall_stops_and_disables_the_units_first() {
+    let t = tempfile::tempdir().unwrap();
+    let target = t.path().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("telemprobd"), "x").unwrap();
+    let dest = t.path().join("dest");
+    let log = t.path().join("log");
+    let core_pattern = t.path().join("core_pattern");
+    std::fs::write(&core_pattern, "|/usr/bin/crashprobe -p %e -E %E -s %s\n").unwrap();
+    let env = recording_tools(t.path(), &log, &core_pattern);
+    // The socket file systemd leaves behind when telemprobd.socket stops.
+    let socket = std::os::unix::net::UnixListener::bind(t.path().join("telem-0")).unwrap();
+    drop(socket);
+    make_install(&dest, &target, &["PREFIX=/usr"]);
+    make_with(
+        &dest,
+        &target,
+        "uninstall",
+        &env,
+        &["PREFIX=/usr", "SYSTEMD_SETUP=yes"],
+    );
+    let lines: Vec<String> = read(&log).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "systemctl disable {} [units installed]",
+            enabled_units().join(" ")
+        )
+    );
+    let stopped: Vec<&str> = lines[1]
+        .strip_prefix("systemctl stop ")
+        .and_then(|l| l.strip_suffix(" [units installed]"))
+        .unwrap_or_else(|| panic!("not a stop before removal: {}", lines[1]))
+        .split(' ')
+        .collect();
+    let all: BTreeSet<String> = files_with_suffix(&repo().join("systemd"), UNIT_SUFFIXES)
+        .iter()
+        .map(|u| u.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        stopped
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
+        all
+    );
+    // Activation units before any service, so nothing re-activates a stopped daemon.
+    let first_service = stopped
+        .iter()
+        .position(|u| u.ends_with(".service"))
+        .unwrap();
+    assert!(stopped[first_service..]
+        .iter()
+        .all(|u| u.ends_with(".service")));
+    assert_eq!(lines[2], "systemctl daemon-reload [units removed]");
+    assert!(
+        lines[3].starts_with("systemctl reset-failed "),
+        "{}",
+        lines[3]
+    );
+    assert_eq!(read(&core_pattern), "core\n");
+    assert!(!t.path().join("telem-0").exists(), "socket file left");
+    assert_eq!(tree(&dest), BTreeSet::new());
 }

@@ -43,7 +43,7 @@ fn every_page_lints_clean() {
     let groff = have("groff");
     assert!(
         mandoc || groff,
-        "neither mandoc nor groff is installed (see .ci/run: apt-get install mandoc groff)"
+        "neither mandoc nor groff is installed (make check installs them: apt-get install mandoc groff)"
     );
     let mut problems = Vec::new();
     for page in pages() {

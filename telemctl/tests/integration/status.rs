@@ -164,3 +164,100 @@ fn status_survives_a_broken_config_and_missing_files() {
     assert!(r.stdout.contains("Opt-in:         no"));
     assert!(r.stdout.contains("Last delivery:  none"));
 }
+
+/// As installed, the daemons' status files are 0600 and the spool and log directories
+/// 0750, all owned by the telemetry user: a normal user's `telemctl status` must say what
+/// it cannot read, never report a daemon "not running" or a last delivery of "none" from a
+/// file it may not open. Run as uid 65534 (setuid in the forked child) when the test runs as
+/// root; skipped otherwise.
+#[test]
+fn status_as_a_normal_user_says_what_needs_root() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("not root: cannot run telemctl as another user; skipped");
+        return;
+    }
+    let root = TestRoot::new();
+    let p = root.paths.clone();
+    let probd = NamedProcess::spawn("telemprobd");
+    let mut probd_status = DaemonStatus::new("telemprobd");
+    probd_status.pid = probd.child.id();
+    probd_status.add("staged", 4);
+    write_status(&status_file(&p, "telemprobd"), &probd_status).unwrap();
+    let mut postd_status = DaemonStatus::new("telempostd");
+    postd_status.pid = 999_999_999;
+    postd_status.last_delivery = Some(LastDelivery {
+        time: postd_status.started,
+        ok: true,
+        detail: "HTTP 201".into(),
+    });
+    write_status(&status_file(&p, "telempostd"), &postd_status).unwrap();
+    std::fs::write(p.default_spool_dir().join("r1"), "x").unwrap();
+    std::fs::create_dir_all(p.log_dir()).unwrap();
+    std::fs::write(p.journal_file(), "").unwrap();
+
+    let mode = |path: &std::path::Path, m: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    // The temp dirs on the way are traversable; the suite's files as the package makes them.
+    mode(root.dir(), 0o755);
+    for dir in [p.root().to_path_buf(), p.root().join("var"), p.etc_dir()] {
+        mode(&dir, 0o755);
+    }
+    mode(&root.config_path(), 0o644);
+    for daemon in ["telemprobd", "telempostd"] {
+        mode(&status_file(&p, daemon), 0o600);
+    }
+    mode(&p.default_spool_dir(), 0o750);
+    mode(&p.log_dir(), 0o750);
+    mode(&p.journal_file(), 0o600);
+
+    let mut c = telemctl(&root);
+    c.args(["status"]).uid(65534).gid(65534);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    for wrong in [
+        "not running",
+        "Last delivery:  none",
+        "delivered 0",
+        "0 records",
+    ] {
+        assert!(
+            !r.stdout.contains(wrong),
+            "a normal user's status claims {wrong:?}:\n{}",
+            r.stdout
+        );
+    }
+    for want in [
+        "telemprobd:   unknown: needs root to read ",
+        "telempostd:   unknown: needs root to read ",
+        "Spool:          needs root to read ",
+        "Journal:        needs root to read ",
+        "Last delivery:  needs root",
+        "Counters:       needs root",
+        "Needs root:     ",
+    ] {
+        assert!(r.stdout.contains(want), "missing {want:?} in\n{}", r.stdout);
+    }
+
+    let mut c = telemctl(&root);
+    c.args(["status", "--json"]).uid(65534).gid(65534);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["daemons"][0]["status_needs_root"], true);
+    assert_eq!(j["spool"]["needs_root"], true);
+    assert_eq!(j["journal"]["needs_root"], true);
+    assert_eq!(j["needs_root"].as_array().unwrap().len(), 4);
+
+    // Root reads it all.
+    let mut c = telemctl(&root);
+    c.arg("status");
+    let r = run(c);
+    assert!(r
+        .stdout
+        .contains(&format!("telemprobd:   running (pid {})", probd.child.id())));
+    assert!(!r.stdout.contains("needs root"), "{}", r.stdout);
+}

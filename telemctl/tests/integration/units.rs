@@ -60,7 +60,7 @@ fn values(text: &str, key: &str) -> Vec<String> {
 fn require_systemd_analyze() {
     assert!(
         have("systemd-analyze"),
-        "systemd-analyze not found: install the `systemd` package (see .ci/run)"
+        "systemd-analyze not found: install the `systemd` package (make check installs it)"
     );
 }
 
@@ -323,6 +323,20 @@ fn units_use_the_suite_paths() {
     let ulimit = read("system.conf.d/40-core-ulimit.conf");
     assert!(ulimit.contains("[Manager]"));
     assert_eq!(values(&ulimit, "DefaultLimitCORE"), ["infinity"]);
+}
+
+/// Both daemons re-read their configuration on SIGHUP, so `systemctl reload` must be
+/// applicable to them: an `ExecReload=` sending SIGHUP to the main process.
+#[test]
+fn daemons_reload_on_sighup() {
+    for daemon in ["telemprobd", "telempostd"] {
+        let text = read(&format!("{daemon}.service"));
+        assert_eq!(
+            values(&text, "ExecReload"),
+            ["/bin/kill -HUP $MAINPID"],
+            "{daemon}.service: systemctl reload must send SIGHUP"
+        );
+    }
 }
 
 /// sysusers.d makes the account and tmpfiles.d the directories, in a scratch root.
