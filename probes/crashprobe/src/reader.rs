@@ -181,7 +181,7 @@ impl CoreImage {
             .and_then(|s| bytes.get(s..s.checked_add(len)?))
             .ok_or(CoreError::Truncated("program headers"))?;
         let segments = parse_segments(table);
-        let notes = parse_notes_in(&bytes, &segments)?;
+        let notes = parse_notes_in(&bytes, &segments, hdr.arch)?;
         let data = CoreData::Whole { bytes, present };
         Ok(CoreImage::assemble(
             notes,
@@ -533,7 +533,10 @@ fn read_stream<R: Read>(s: &mut Stream<R>, limits: &Limits) -> Result<CoreImage,
         return spill(s, ehdr, hdr.phoff, table, segments, limits);
     }
 
-    let mut notes = CoreNotes::default();
+    let mut notes = CoreNotes {
+        arch: hdr.arch,
+        ..CoreNotes::default()
+    };
     for n in &notes_segs {
         if n.offset < s.pos {
             return Err(CoreError::Malformed("overlapping note segments".into()));
@@ -694,7 +697,7 @@ pub fn wanted_file_ranges(
         limits.stack_window,
     );
     for (i, t) in notes.threads.iter().take(nthreads).enumerate() {
-        let lo = t.rsp().saturating_sub(STACK_BELOW);
+        let lo = t.sp().saturating_sub(STACK_BELOW);
         // The kernel writes the dumping (crashing) thread first.
         let above = if i == 0 {
             window.max(limits.crash_stack_window)
@@ -703,7 +706,7 @@ pub fn wanted_file_ranges(
         };
         // Frames do not continue into the next mapping (a switch to another stack goes
         // through a signal frame, handled below), so the window ends with the stack's.
-        let sp = t.rsp();
+        let sp = t.sp();
         let seg_end = loads_by_vaddr
             .partition_point(|s| s.vaddr <= sp)
             .checked_sub(1)
@@ -727,7 +730,7 @@ pub fn wanted_file_ranges(
             (a < end).then_some((seg.vaddr, end))
         });
     if let (Some((start, end)), Some(t)) = (main_stack, notes.threads.first()) {
-        if !(start..end).contains(&t.rsp()) && limits.main_stack_top > 0 {
+        if !(start..end).contains(&t.sp()) && limits.main_stack_top > 0 {
             want.push((end.saturating_sub(limits.main_stack_top).max(start), end));
         }
     }
@@ -793,11 +796,12 @@ mod tests {
     }
 
     fn thread(tid: u32, sp: u64) -> crate::elfcore::ThreadState {
-        let mut regs = [0u64; 17];
+        let mut regs = [0u64; crate::elfcore::NREGS];
         regs[7] = sp;
         crate::elfcore::ThreadState {
             tid,
             cursig: 11,
+            arch: crate::elfcore::X86_64,
             regs,
         }
     }
