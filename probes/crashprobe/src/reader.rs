@@ -48,12 +48,19 @@ pub struct Limits {
     pub vdso_max: u64,
     /// Most bytes written to the temporary file when the notes come last.
     pub spill_cap: u64,
+    /// Bytes of small data segments kept when the core lacks `NT_FILE`: the executable's
+    /// dynamic section, the dynamic linker's `r_debug` and `link_map` list and its names
+    /// are there, and the modules are found through them.
+    pub link_map_budget: u64,
 }
 
 /// Bytes kept below a thread's stack pointer (the x86_64 red zone and a margin).
 const STACK_BELOW: u64 = 512;
 /// Smallest per-thread stack window when many threads share the budget.
 const MIN_STACK_WINDOW: u64 = 16 << 10;
+/// Largest data segment kept for the `link_map` walk (data sections and the dynamic
+/// linker's allocations, not heaps or stacks).
+const LINK_MAP_SEGMENT_MAX: u64 = 1 << 20;
 /// Chunk size of the copy and discard loops.
 const IO_CHUNK: usize = 1 << 20;
 
@@ -69,6 +76,7 @@ impl Default for Limits {
             max_elf_heads: 1024,
             vdso_max: 64 << 10,
             spill_cap: 1 << 30,
+            link_map_budget: 16 << 20,
         }
     }
 }
@@ -684,7 +692,8 @@ fn spill<R: Read>(
 }
 
 /// File ranges `(offset, len)` worth keeping, sorted and merged: each thread's stack window,
-/// the first bytes of each file mapping that starts at file offset 0, and the vDSO.
+/// the first bytes of each file mapping that starts at file offset 0, and the vDSO; without
+/// `NT_FILE`, the small data segments the `link_map` walk reads.
 pub fn wanted_file_ranges(
     notes: &CoreNotes,
     loads_by_vaddr: &[Segment],
@@ -750,6 +759,16 @@ pub fn wanted_file_ranges(
     }
     if let Some(vdso) = notes.auxv_value(AT_SYSINFO_EHDR) {
         want.push((vdso, vdso.saturating_add(limits.vdso_max)));
+    }
+    if notes.files.is_empty() {
+        let mut budget = limits.link_map_budget;
+        for seg in loads_by_vaddr {
+            // Writable data, and the read-only-after-relocation data (the dynamic section).
+            if !seg.is_executable() && seg.filesz <= LINK_MAP_SEGMENT_MAX.min(budget) {
+                budget -= seg.filesz;
+                want.push((seg.vaddr, seg.vaddr.saturating_add(seg.filesz)));
+            }
+        }
     }
     let mut out = Vec::new();
     for (lo, hi) in want {
