@@ -327,3 +327,30 @@ fn aarch64_threads_match_gdb_multiarch() {
     assert_eq!(text.matches("Backtrace (TID ").count(), 3, "{text}");
     assert!(text.contains("sleeper()") && text.contains("waiter_inner()"));
 }
+
+/// Return addresses signed with pointer authentication (qemu's default CPU has it; gdb
+/// cannot unwind them without the kernel's PAC mask note, which qemu does not write): the
+/// frames are those of the unsigned build.
+#[test]
+fn aarch64_signed_return_addresses_are_stripped() {
+    let Some(()) = cross_tools() else { return };
+    let plain_lab = Lab::new();
+    let plain = cross_cc(&plain_lab, "levels", LEVELS_C, &["-g", "-O0", "-no-pie"]);
+    let plain_core = qemu_core(&plain_lab, &plain);
+    let (want, want_text) = ours(&plain, Input::File(&plain_core), "11");
+    let lab = Lab::new();
+    let flags = ["-g", "-O0", "-no-pie", "-mbranch-protection=pac-ret+leaf"];
+    let exe = cross_cc(&lab, "levels", LEVELS_C, &flags);
+    let core = qemu_core(&lab, &exe);
+    let (got, text) = ours(&exe, Input::File(&core), "11");
+    assert_eq!(got.len(), 1, "{text}");
+    assert_eq!(
+        got[0].1, want[0].1,
+        "signed:\n{text}\nunsigned:\n{want_text}"
+    );
+    assert_eq!(
+        functions(&text)[..4],
+        ["level3", "level2", "level1", "main"],
+        "{text}"
+    );
+}
