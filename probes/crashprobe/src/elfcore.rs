@@ -575,6 +575,38 @@ mod tests {
     }
 
     #[test]
+    fn aarch64_prstatus_registers() {
+        // pr_reg: x0..x30, sp, pc, pstate.
+        let mut desc = vec![0u8; 112 + 34 * 8 + 8];
+        desc[32..36].copy_from_slice(&7u32.to_le_bytes());
+        let put = |d: &mut Vec<u8>, i: usize, v: u64| {
+            d[112 + i * 8..120 + i * 8].copy_from_slice(&v.to_le_bytes())
+        };
+        put(&mut desc, 29, 0x7000); // x29
+        put(&mut desc, 30, 0x4242); // x30
+        put(&mut desc, 31, 0x6ff0); // sp
+        put(&mut desc, 32, 0x4000); // pc
+        let mut n = CoreNotes {
+            arch: AARCH64,
+            ..CoreNotes::default()
+        };
+        n.parse_segment(&note(b"CORE", NT_PRSTATUS, &desc)).unwrap();
+        let t = &n.threads[0];
+        assert_eq!(
+            (t.tid, t.pc(), t.sp(), t.regs[29], t.regs[30]),
+            (7, 0x4000, 0x6ff0, 0x7000, 0x4242)
+        );
+        // Too short for aarch64's 34 registers.
+        let mut n = CoreNotes {
+            arch: AARCH64,
+            ..CoreNotes::default()
+        };
+        assert!(n
+            .parse_segment(&note(b"CORE", NT_PRSTATUS, &desc[..112 + 33 * 8]))
+            .is_err());
+    }
+
+    #[test]
     fn nt_file_entries() {
         let mut desc = Vec::new();
         for v in [2u64, 4096, 0x1000, 0x3000, 0, 0x5000, 0x6000, 2] {
@@ -629,5 +661,13 @@ mod tests {
         h[56] = 3;
         h[32] = 64;
         assert_eq!(ElfHeader::parse(&h).unwrap().phnum_raw, 3);
+        assert_eq!(ElfHeader::parse(&h).unwrap().arch, X86_64);
+        h[18] = 183;
+        assert_eq!(ElfHeader::parse(&h).unwrap().arch, AARCH64);
+        h[18] = 40; // EM_ARM
+        assert!(matches!(
+            ElfHeader::parse(&h),
+            Err(CoreError::Unsupported(_))
+        ));
     }
 }

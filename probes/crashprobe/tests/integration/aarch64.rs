@@ -354,3 +354,59 @@ fn aarch64_signed_return_addresses_are_stripped() {
         "{text}"
     );
 }
+
+/// A qemu core whose data segments (where the dynamic section, `r_debug` and the
+/// `link_map` list are) are corrupted, also into a list that loops: analysed without a
+/// panic, as a record.
+#[test]
+fn aarch64_corrupt_link_map_never_panics() {
+    let Some(()) = cross_tools() else { return };
+    let lab = Lab::new();
+    let exe = cross_cc(&lab, "levels", LEVELS_C, &["-g", "-O0", "-no-pie"]);
+    let core = std::fs::read(qemu_core(&lab, &exe)).unwrap();
+    let img = crashprobe::CoreImage::from_vec(core.clone()).unwrap();
+    let data: Vec<(usize, usize)> = img
+        .segments
+        .iter()
+        .filter(|s| s.p_type == 1 && !s.is_executable() && s.filesz > 0 && s.filesz <= 1 << 20)
+        .map(|s| (s.offset as usize, s.filesz as usize))
+        .collect();
+    assert!(!data.is_empty());
+    let mut opts = crashprobe::AnalysisOptions::default();
+    opts.symbols.sysroot = Some(SYSROOT.into());
+    opts.symbols.executable = Some(exe.clone());
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..48 {
+        let mut bytes = core.clone();
+        for _ in 0..64 {
+            let (off, len) = data[next() as usize % data.len()];
+            let at = off + (next() as usize % len) & !7;
+            let value = match round % 3 {
+                // Pointers at themselves: a list that loops.
+                0 => {
+                    (at - off) as u64
+                        + img
+                            .segments
+                            .iter()
+                            .find(|s| s.offset as usize == off)
+                            .unwrap()
+                            .vaddr
+                }
+                1 => next(),
+                _ => 0,
+            };
+            if at + 8 <= off + len {
+                bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+            }
+        }
+        let img = crashprobe::CoreImage::from_vec(bytes).unwrap();
+        let report = crashprobe::analyze(&img, "levels", Some(11), &opts);
+        assert!(report.payload.starts_with("Process: levels\n"));
+    }
+}
