@@ -386,7 +386,7 @@ fn aarch64_corrupt_link_map_never_panics() {
         let mut bytes = core.clone();
         for _ in 0..64 {
             let (off, len) = data[next() as usize % data.len()];
-            let at = off + (next() as usize % len) & !7;
+            let at = (off + (next() as usize % len)) & !7;
             let value = match round % 3 {
                 // Pointers at themselves: a list that loops.
                 0 => {
