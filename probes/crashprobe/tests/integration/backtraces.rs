@@ -441,3 +441,38 @@ fn kernel_written_core_through_a_pipe_matches_gdb() {
     assert_matches_gdb(&payload_backtraces(&text), &reference, &text);
     assert_sequence(&first_thread(&text), &["crash_now", "main"], &text);
 }
+
+/// Offline analysis of an x86-64 core against a copy of the crashed machine's files: the
+/// executable on this machine was rebuilt since, the copy under `--sysroot` is the crashed
+/// one, and the frames come from the copy (its build-id is the core's).
+#[test]
+fn sysroot_copy_is_used_for_an_offline_core() {
+    let lab = Lab::new();
+    let exe = lab.cc("offline", LEVELS_C, &["-O0", "-g", "-Wl,--build-id"]);
+    let core = lab.gdb_core(&exe, &[]);
+    let sysroot = lab.path("sysroot");
+    let copy = sysroot.join(exe.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(&exe, &copy).unwrap();
+    lab.cc(
+        "offline",
+        &LEVELS_C.replace("+ 1", "+ 2"),
+        &["-O0", "-g", "-Wl,--build-id"],
+    );
+    let root = unfiltered_root();
+    let listener = Listener::start(&root);
+    let sysroot_s = sysroot.to_str().unwrap();
+    let run = probe(
+        &root,
+        &["-p", "offline", "--sysroot", sysroot_s],
+        Input::File(&core),
+        Some(DEFAULT_DEBUG),
+    );
+    let text = payload(&listener.next());
+    assert_eq!(run.code, 0, "{}\n{text}", run.stderr);
+    assert_sequence(
+        &first_thread(&text),
+        &["level3", "level2", "level1", "main"],
+        &text,
+    );
+}
