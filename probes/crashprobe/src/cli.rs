@@ -258,6 +258,13 @@ pub fn run(opts: Options) -> Exit {
     if let Some(roots) = roots {
         analysis.symbols.debug_roots = std::env::split_paths(&roots).collect();
     }
+    // The crashed machine's separate debug files come with its other files.
+    if let Some(sysroot) = &opts.sysroot {
+        analysis
+            .symbols
+            .debug_roots
+            .insert(0, sysroot.join("usr/lib/debug"));
+    }
     let report = if !libtelemetry::is_opted_in(&paths) {
         drain(input);
         say("not opted in to telemetry; no record sent");
