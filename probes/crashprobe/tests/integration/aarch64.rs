@@ -17,8 +17,9 @@ const SYSROOT: &str = "/usr/aarch64-linux-gnu";
 const OPTIMIZED_C: &str = r#"
 #include <stddef.h>
 volatile int sink;
+static inline __attribute__((always_inline)) void poke(int *p) { *p = 42; }
 __attribute__((noinline)) void deep(int *p, int n) {
-    if (n > 0) { deep(p, n - 1); sink++; } else { *p = 42; }
+    if (n > 0) { deep(p, n - 1); sink++; } else { poke(p); }
 }
 __attribute__((noinline)) void middle(int *p) { deep(p, 3); sink++; }
 int main(int argc, char **argv) { middle(argc > 5 ? &argc : NULL); return sink; }
@@ -307,6 +308,8 @@ fn aarch64_o2_matches_gdb_multiarch() {
     let Some(()) = cross_tools() else { return };
     let (text, _) = check("optimized", OPTIMIZED_C, &["-g", "-O2"], "11");
     let f = functions(&text);
+    // `poke` is inlined into `deep`: its own frame, as in gdb.
+    assert_eq!(f[0], "poke", "{text}");
     assert_eq!(f.iter().filter(|f| *f == "deep").count(), 4, "{text}");
 }
 
