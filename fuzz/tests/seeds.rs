@@ -121,10 +121,39 @@ struct Seg {
     memsz: u64,
 }
 
-/// A minimal core in the kernel's layout (the layout of crashprobe's test cores): ELF
-/// header, program headers, one `NT_PRSTATUS` per `(tid, rip, rsp, rbp)`, an optional
+/// A minimal x86_64 core in the kernel's layout (the layout of crashprobe's test cores):
+/// ELF header, program headers, one `NT_PRSTATUS` per `(tid, rip, rsp, rbp)`, an optional
 /// `NT_FILE`, then `segs` at page-aligned offsets.
 fn synthetic_core(
+    threads: &[(u32, u64, u64, u64)],
+    files: &[(u64, u64, u64, &str)],
+    segs: &[Seg],
+) -> Vec<u8> {
+    synthetic_core_of(X86_64, threads, files, segs)
+}
+
+/// `e_machine`, `NT_PRSTATUS` size and the `pr_reg` indices of pc, sp and frame pointer.
+struct Machine {
+    e_machine: u16,
+    prstatus_size: usize,
+    pc_sp_fp: [usize; 3],
+}
+
+const X86_64: Machine = Machine {
+    e_machine: 62,
+    prstatus_size: 336,
+    pc_sp_fp: [16, 19, 4],
+};
+
+/// aarch64: `pr_reg` is x0..x30, sp, pc, pstate.
+const AARCH64: Machine = Machine {
+    e_machine: 183,
+    prstatus_size: 392,
+    pc_sp_fp: [32, 31, 29],
+};
+
+fn synthetic_core_of(
+    machine: Machine,
     threads: &[(u32, u64, u64, u64)],
     files: &[(u64, u64, u64, &str)],
     segs: &[Seg],
@@ -139,11 +168,12 @@ fn synthetic_core(
     }
     let mut notes = Vec::new();
     for &(tid, rip, rsp, rbp) in threads {
-        // struct elf_prstatus (x86_64): pr_cursig at 12, pr_pid at 32, pr_reg at 112.
-        let mut d = vec![0u8; 336];
+        // struct elf_prstatus (64-bit): pr_cursig at 12, pr_pid at 32, pr_reg at 112.
+        let mut d = vec![0u8; machine.prstatus_size];
         d[12..14].copy_from_slice(&11u16.to_le_bytes());
         d[32..36].copy_from_slice(&tid.to_le_bytes());
-        for (i, v) in [(16usize, rip), (19, rsp), (4, rbp)] {
+        let [pc, sp, fp] = machine.pc_sp_fp;
+        for (i, v) in [(pc, rip), (sp, rsp), (fp, rbp)] {
             d[112 + i * 8..120 + i * 8].copy_from_slice(&v.to_le_bytes());
         }
         note(&mut notes, 1, &d);
@@ -170,7 +200,7 @@ fn synthetic_core(
     out[5] = 1; // little endian
     out[6] = 1; // EV_CURRENT
     out[16] = 4; // ET_CORE
-    out[18] = 62; // EM_X86_64
+    out[18..20].copy_from_slice(&machine.e_machine.to_le_bytes());
     out[20] = 1;
     out[32..40].copy_from_slice(&64u64.to_le_bytes());
     out[52] = 64;
@@ -282,6 +312,16 @@ fn core_seeds() -> Vec<(String, Vec<u8>)> {
         ("threads.core".into(), threads),
         ("notes-last.core".into(), notes_last(&chained)),
         ("header-only.core".into(), chained[..64].to_vec()),
+        (
+            // No NT_FILE (as qemu-user writes): modules come from the dynamic linker's list.
+            "aarch64-no-nt-file.core".into(),
+            synthetic_core_of(
+                AARCH64,
+                &[(7, TEXT + 0x10, STACK + 0xf8, STACK + 0x100)],
+                &[],
+                &[stack_segment(chained_stack(3)), text_segment()],
+            ),
+        ),
     ]
 }
 

@@ -60,6 +60,8 @@ Options:
   -h, --help               Print this help and exit
       --debug-root DIRS    ':'-separated roots of separate debug files
                            (default /usr/lib/debug; also $CRASHPROBE_DEBUG_ROOT)
+      --sysroot DIR        Analyse offline: look up the files the core names under DIR
+                           (a copy of the crashed machine's files)
       --user NAME          User to run as when started by root
                            (default telemetry; also $CRASHPROBE_USER)
 ";
@@ -75,6 +77,7 @@ pub struct Options {
     pub verbose: bool,
     pub debug_roots: Option<String>,
     pub user: Option<String>,
+    pub sysroot: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +105,7 @@ const SHORT_OPTS: &str = "f:c:p:E:s:P:vVh";
 /// Long options without a short form are reported with these private codes.
 const OPT_DEBUG_ROOT: char = '\u{100}';
 const OPT_USER: char = '\u{101}';
+const OPT_SYSROOT: char = '\u{102}';
 const LONG_OPTS: &[LongOpt] = &[
     LongOpt::with_arg("config-file", 'f'),
     LongOpt::with_arg("core-file", 'c'),
@@ -114,6 +118,7 @@ const LONG_OPTS: &[LongOpt] = &[
     LongOpt::flag("help", 'h'),
     LongOpt::with_arg("debug-root", OPT_DEBUG_ROOT),
     LongOpt::with_arg("user", OPT_USER),
+    LongOpt::with_arg("sysroot", OPT_SYSROOT),
 ];
 
 /// getopt_long parsing, as glibc does it (`-pNAME`, `-p NAME`, `--process-name=NAME`,
@@ -155,6 +160,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Command, UsageError> {
             'h' => return Ok(Command::Help),
             OPT_DEBUG_ROOT => o.debug_roots = Some(value),
             OPT_USER => o.user = Some(value),
+            OPT_SYSROOT => o.sysroot = Some(PathBuf::from(&value)),
             _ => {}
         }
     }
@@ -232,6 +238,11 @@ pub fn run(opts: Options) -> Exit {
 
     let mut analysis = AnalysisOptions::default();
     analysis.symbols.process_files = process_files;
+    analysis.symbols.sysroot = opts.sysroot.clone();
+    analysis.symbols.executable = opts
+        .process_path
+        .as_deref()
+        .map(|p| PathBuf::from(p.replace('!', "/")));
     if let Some(value) = config.raw.get(FRAMES_KEY) {
         match FrameStyle::from_config(value) {
             Some(style) => analysis.symbols.style = style,
@@ -246,6 +257,13 @@ pub fn run(opts: Options) -> Exit {
         .or_else(|| std::env::var(DEBUG_ROOT_ENV).ok().filter(|r| !r.is_empty()));
     if let Some(roots) = roots {
         analysis.symbols.debug_roots = std::env::split_paths(&roots).collect();
+    }
+    // The crashed machine's separate debug files come with its other files.
+    if let Some(sysroot) = &opts.sysroot {
+        analysis
+            .symbols
+            .debug_roots
+            .insert(0, sysroot.join("usr/lib/debug"));
     }
     let report = if !libtelemetry::is_opted_in(&paths) {
         drain(input);

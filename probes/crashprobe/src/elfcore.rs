@@ -37,13 +37,55 @@ pub const AT_RANDOM: u64 = 25;
 /// Address of the executable's file name, at the top of the main thread's stack.
 pub const AT_EXECFN: u64 = 31;
 
-/// Offset of `pr_reg` in `struct elf_prstatus` on x86_64, and its size (27 × u64).
+/// Offset of `pr_reg` in `struct elf_prstatus` of 64-bit Linux (the same on every
+/// architecture: the fields before it are generic).
 const PR_REG_OFFSET: usize = 112;
-const PR_REG_COUNT: usize = 27;
 const PR_PID_OFFSET: usize = 32;
 const PR_CURSIG_OFFSET: usize = 12;
-/// `user_regs_struct` indices of the registers the unwinder starts from.
-const UREG_TO_DWARF: [(usize, u16); 17] = [
+
+/// Register slots of a thread: DWARF register numbers `0..PC_SLOT` plus the pc in the slot
+/// [`Arch::pc`] names (the DWARF return-address column on x86_64, a slot of its own on
+/// aarch64, where the pc has no DWARF number).
+pub const NREGS: usize = 33;
+
+/// `EM_X86_64`.
+pub const EM_X86_64: u16 = 62;
+/// `EM_AARCH64`.
+pub const EM_AARCH64: u16 = 183;
+
+/// What the core reader and the unwinder need to know about a processor architecture.
+/// Everything architecture-specific is in these tables; the code paths are shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arch {
+    pub name: &'static str,
+    pub e_machine: u16,
+    /// `(index in NT_PRSTATUS pr_reg, register slot)` of the registers the unwinder
+    /// starts from.
+    pub prstatus_regs: &'static [(usize, u16)],
+    /// Number of u64 in `pr_reg`.
+    pub prstatus_count: usize,
+    /// Slot of the program counter.
+    pub pc: u16,
+    /// DWARF number of the stack pointer.
+    pub sp: u16,
+    /// DWARF number of the frame pointer.
+    pub fp: u16,
+    /// DWARF column of the return address in CFI (the caller's pc).
+    pub ra_column: u16,
+    /// DWARF number of the link register, when calls leave the return address in a
+    /// register instead of pushing it (so a leaf frame has the caller's sp).
+    pub link_register: Option<u16>,
+    /// Registers a callee must preserve (kept when CFI does not mention them).
+    pub callee_saved: &'static [u16],
+    /// Bytes a call pushes on the stack (the return address), popped on return.
+    pub call_push: u64,
+    /// Mask applied to return addresses read from memory or the link register: drops
+    /// pointer-authentication bits above the user virtual address space.
+    pub address_mask: u64,
+}
+
+/// `user_regs_struct` indices of the x86_64 registers, by DWARF number.
+const X86_64_REGS: [(usize, u16); 17] = [
     (10, 0),  // rax
     (12, 1),  // rdx
     (11, 2),  // rcx
@@ -62,6 +104,67 @@ const UREG_TO_DWARF: [(usize, u16); 17] = [
     (0, 15),  // r15
     (16, 16), // rip (the DWARF return-address column)
 ];
+
+/// `user_pt_regs` of aarch64: x0..x30 (DWARF 0..30), sp (31), pc (slot 32).
+const AARCH64_REGS: [(usize, u16); 33] = {
+    let mut t = [(0usize, 0u16); 33];
+    let mut i = 0;
+    while i < 33 {
+        t[i] = (i, i as u16);
+        i += 1;
+    }
+    t
+};
+
+pub const X86_64: Arch = Arch {
+    name: "x86_64",
+    e_machine: EM_X86_64,
+    prstatus_regs: &X86_64_REGS,
+    prstatus_count: 27,
+    pc: 16,
+    sp: 7,
+    fp: 6,
+    ra_column: 16,
+    link_register: None,
+    // SysV x86_64 ABI: rbx, rbp, r12-r15.
+    callee_saved: &[3, 6, 12, 13, 14, 15],
+    call_push: 8,
+    address_mask: u64::MAX,
+};
+
+pub const AARCH64: Arch = Arch {
+    name: "aarch64",
+    e_machine: EM_AARCH64,
+    prstatus_regs: &AARCH64_REGS,
+    // regs[31], sp, pc, pstate.
+    prstatus_count: 34,
+    pc: 32,
+    sp: 31,
+    fp: 29,
+    ra_column: 30,
+    link_register: Some(30),
+    // AAPCS64: x19-x28, the frame pointer x29 and the link register x30 (unmentioned in
+    // CFI it still holds the return address).
+    callee_saved: &[19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30],
+    call_push: 0,
+    // 48-bit user addresses (also with 52-bit VA, user space gets 48 bits unless it asks);
+    // the bits above hold a pointer-authentication code.
+    address_mask: (1 << 48) - 1,
+};
+
+impl Arch {
+    pub fn from_machine(e_machine: u16) -> Option<Arch> {
+        [X86_64, AARCH64]
+            .into_iter()
+            .find(|a| a.e_machine == e_machine)
+    }
+}
+
+impl Default for Arch {
+    fn default() -> Arch {
+        X86_64
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoreError {
@@ -88,6 +191,7 @@ pub enum CoreError {
 /// The parts of the ELF header a core reader needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElfHeader {
+    pub arch: Arch,
     pub phoff: u64,
     /// `e_phnum`; `0xffff` means "see section header 0" (extended numbering).
     pub phnum_raw: u16,
@@ -97,7 +201,8 @@ pub struct ElfHeader {
 pub const PN_XNUM: u16 = 0xffff;
 
 impl ElfHeader {
-    /// Parse and check a 64-byte ELF header: ELF64, little-endian, `ET_CORE`, x86_64.
+    /// Parse and check a 64-byte ELF header: ELF64, little-endian, `ET_CORE`, of an
+    /// architecture in [`Arch`].
     pub fn parse(b: &[u8]) -> Result<ElfHeader, CoreError> {
         if b.len() < EHDR_SIZE {
             return Err(CoreError::Truncated("ELF header"));
@@ -116,9 +221,11 @@ impl ElfHeader {
                 "not a core file (e_type != ET_CORE)",
             ));
         }
-        if u16_at(b, 18) != Some(62) {
-            return Err(CoreError::Unsupported("machine is not x86_64"));
-        }
+        let Some(arch) = u16_at(b, 18).and_then(Arch::from_machine) else {
+            return Err(CoreError::Unsupported(
+                "machine is neither x86_64 nor aarch64",
+            ));
+        };
         let phentsize = u16_at(b, 54).unwrap_or(0);
         let phnum_raw = u16_at(b, 56).unwrap_or(0);
         if phnum_raw != 0 && phentsize as usize != PHDR_SIZE {
@@ -133,6 +240,7 @@ impl ElfHeader {
             )));
         }
         Ok(ElfHeader {
+            arch,
             phoff,
             phnum_raw,
             shoff: u64_at(b, 40).unwrap_or(0),
@@ -194,16 +302,17 @@ pub fn parse_segments(table: &[u8]) -> Vec<Segment> {
 pub struct ThreadState {
     pub tid: u32,
     pub cursig: u16,
-    /// Indexed by DWARF register number 0..=16 (16 = rip).
-    pub regs: [u64; 17],
+    pub arch: Arch,
+    /// Indexed by register slot (see [`NREGS`]); registers the architecture lacks are 0.
+    pub regs: [u64; NREGS],
 }
 
 impl ThreadState {
-    pub fn rip(&self) -> u64 {
-        self.regs[16]
+    pub fn pc(&self) -> u64 {
+        self.regs[self.arch.pc as usize]
     }
-    pub fn rsp(&self) -> u64 {
-        self.regs[7]
+    pub fn sp(&self) -> u64 {
+        self.regs[self.arch.sp as usize]
     }
 }
 
@@ -228,6 +337,8 @@ pub struct SigInfo {
 /// Everything read from the notes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CoreNotes {
+    /// The core's architecture (`e_machine`), which lays out `NT_PRSTATUS`.
+    pub arch: Arch,
     /// In note order: the first is the thread that took the signal.
     pub threads: Vec<ThreadState>,
     pub files: Vec<FileMapping>,
@@ -279,7 +390,8 @@ impl CoreNotes {
                     self.threads_dropped += 1;
                     return Ok(());
                 }
-                let regs_end = PR_REG_OFFSET + PR_REG_COUNT * 8;
+                let arch = self.arch;
+                let regs_end = PR_REG_OFFSET + arch.prstatus_count * 8;
                 if desc.len() < regs_end {
                     return Err(CoreError::Malformed(format!(
                         "NT_PRSTATUS of {} bytes",
@@ -287,13 +399,14 @@ impl CoreNotes {
                     )));
                 }
                 let ureg = |i: usize| u64_at(desc, PR_REG_OFFSET + i * 8).unwrap_or(0);
-                let mut regs = [0u64; 17];
-                for (u, d) in UREG_TO_DWARF {
+                let mut regs = [0u64; NREGS];
+                for &(u, d) in arch.prstatus_regs {
                     regs[d as usize] = ureg(u);
                 }
                 self.threads.push(ThreadState {
                     tid: u32_at(desc, PR_PID_OFFSET).unwrap_or(0),
                     cursig: u16_at(desc, PR_CURSIG_OFFSET).unwrap_or(0),
+                    arch,
                     regs,
                 });
             }
@@ -371,8 +484,15 @@ impl CoreNotes {
 
 /// Parse every `PT_NOTE` segment found in `core` (a whole core in memory) and check that
 /// threads were found.
-pub fn parse_notes_in(core: &[u8], segments: &[Segment]) -> Result<CoreNotes, CoreError> {
-    let mut notes = CoreNotes::default();
+pub fn parse_notes_in(
+    core: &[u8],
+    segments: &[Segment],
+    arch: Arch,
+) -> Result<CoreNotes, CoreError> {
+    let mut notes = CoreNotes {
+        arch,
+        ..CoreNotes::default()
+    };
     let mut total = 0u64;
     for s in segments.iter().filter(|s| s.p_type == PT_NOTE) {
         total = total.saturating_add(s.filesz);
@@ -449,9 +569,41 @@ mod tests {
         n.parse_segment(&note(b"CORE", NT_PRSTATUS, &desc)).unwrap();
         let t = &n.threads[0];
         assert_eq!(
-            (t.tid, t.cursig, t.rip(), t.rsp(), t.regs[6]),
+            (t.tid, t.cursig, t.pc(), t.sp(), t.regs[6]),
             (4242, 11, 0x1234, 0x7ff0, 0x7ff8)
         );
+    }
+
+    #[test]
+    fn aarch64_prstatus_registers() {
+        // pr_reg: x0..x30, sp, pc, pstate.
+        let mut desc = vec![0u8; 112 + 34 * 8 + 8];
+        desc[32..36].copy_from_slice(&7u32.to_le_bytes());
+        let put = |d: &mut Vec<u8>, i: usize, v: u64| {
+            d[112 + i * 8..120 + i * 8].copy_from_slice(&v.to_le_bytes())
+        };
+        put(&mut desc, 29, 0x7000); // x29
+        put(&mut desc, 30, 0x4242); // x30
+        put(&mut desc, 31, 0x6ff0); // sp
+        put(&mut desc, 32, 0x4000); // pc
+        let mut n = CoreNotes {
+            arch: AARCH64,
+            ..CoreNotes::default()
+        };
+        n.parse_segment(&note(b"CORE", NT_PRSTATUS, &desc)).unwrap();
+        let t = &n.threads[0];
+        assert_eq!(
+            (t.tid, t.pc(), t.sp(), t.regs[29], t.regs[30]),
+            (7, 0x4000, 0x6ff0, 0x7000, 0x4242)
+        );
+        // Too short for aarch64's 34 registers.
+        let mut n = CoreNotes {
+            arch: AARCH64,
+            ..CoreNotes::default()
+        };
+        assert!(n
+            .parse_segment(&note(b"CORE", NT_PRSTATUS, &desc[..112 + 33 * 8]))
+            .is_err());
     }
 
     #[test]
@@ -509,5 +661,13 @@ mod tests {
         h[56] = 3;
         h[32] = 64;
         assert_eq!(ElfHeader::parse(&h).unwrap().phnum_raw, 3);
+        assert_eq!(ElfHeader::parse(&h).unwrap().arch, X86_64);
+        h[18] = 183;
+        assert_eq!(ElfHeader::parse(&h).unwrap().arch, AARCH64);
+        h[18] = 40; // EM_ARM
+        assert!(matches!(
+            ElfHeader::parse(&h),
+            Err(CoreError::Unsupported(_))
+        ));
     }
 }

@@ -5,7 +5,8 @@
 //! process's PID it reads the files that process mapped, opened while still root.
 //!
 //! Layers: [`elfcore`] (ELF core layout and notes) → [`reader`] (pipe/file input) →
-//! [`modules`] (the process's files and the vDSO, proof that they are the mapped ones,
+//! [`modules`] (the process's files and the vDSO, or [`linkmap`] for a core without
+//! `NT_FILE`, proof that they are the mapped ones,
 //! debug files, unwind tables) → [`symbolize`] → [`unwind`] → [`analysis`] and [`payload`]
 //! (the record) → [`cli`] (options, hardening, sending), with [`crashloop`] (per-signature
 //! limits on the finished payload) just before the send.
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod crashloop;
 pub mod elfcore;
 pub mod harden;
+pub mod linkmap;
 pub mod modules;
 pub mod payload;
 pub mod reader;

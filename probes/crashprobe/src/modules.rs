@@ -16,7 +16,7 @@ use object::elf;
 use object::read::elf::{Dyn, ElfFile, FileHeader, NoteIterator, ProgramHeader};
 use object::Endianness;
 
-use crate::elfcore::{AT_ENTRY, AT_SYSINFO_EHDR};
+use crate::elfcore::{FileMapping, AT_ENTRY, AT_SYSINFO_EHDR};
 use crate::reader::CoreImage;
 use crate::symbolize::Symbolizer;
 pub use crate::symbolize::{demangle, FrameStyle, SymFrame};
@@ -39,6 +39,12 @@ pub struct SymbolOptions {
     /// the probe was still root (the files the process mapped, even if deleted, replaced
     /// or in another mount namespace).
     pub process_files: Option<std::sync::Arc<ProcessFiles>>,
+    /// Offline analysis against a copy of the crashed machine's files: the files a core
+    /// names are looked up under this directory first. Files found for a core that holds
+    /// no build-id for them are used (the sysroot vouches for them).
+    pub sysroot: Option<PathBuf>,
+    /// The crashed executable's path (`-E`), where the core does not name its files.
+    pub executable: Option<PathBuf>,
 }
 
 /// Mapped files of a live (crashing) process: `(start, end, index into files)`.
@@ -266,6 +272,8 @@ impl Default for SymbolOptions {
             debug_roots: vec![PathBuf::from("/usr/lib/debug")],
             style: FrameStyle::default(),
             process_files: None,
+            sysroot: None,
+            executable: None,
         }
     }
 }
@@ -341,10 +349,17 @@ pub enum FrameSymbol {
 impl<'a> ModuleMap<'a> {
     pub fn new(core: &'a CoreImage, arena: &'a Arena, opts: &SymbolOptions) -> ModuleMap<'a> {
         let notes = &core.notes;
+        // Without NT_FILE (qemu-user cores, old kernels) the dynamic linker's list tells.
+        let discovered;
+        let files: &[FileMapping] = if notes.files.is_empty() {
+            discovered = crate::linkmap::discover(core, arena, opts);
+            &discovered
+        } else {
+            &notes.files
+        };
         let entry = notes.auxv_value(AT_ENTRY);
         let exe_path = entry.and_then(|e| {
-            notes
-                .files
+            files
                 .iter()
                 .find(|f| f.start <= e && e < f.end)
                 .map(|f| f.path.clone())
@@ -352,15 +367,14 @@ impl<'a> ModuleMap<'a> {
         let mut modules: Vec<Module<'a>> = Vec::new();
         let mut mappings = Vec::new();
         let mut index: std::collections::HashMap<&str, usize> = Default::default();
-        for f in &notes.files {
+        for f in files {
             let idx = match index.get(f.path.as_str()) {
                 Some(&i) => i,
                 None => {
                     if modules.len() >= MAX_MODULES {
                         continue;
                     }
-                    let head = notes
-                        .files
+                    let head = files
                         .iter()
                         .find(|g| g.path == f.path && g.file_offset == 0)
                         .map(|g| g.start);
@@ -546,11 +560,16 @@ fn open_module<'a>(
     opts: &SymbolOptions,
 ) -> Module<'a> {
     let disk_path = path.strip_suffix(" (deleted)").unwrap_or(path);
+    let disk_path = &*host_path(disk_path, opts);
     // A file is used only when it is provably the one that was mapped: opened through the
-    // process itself, or with the build-id the core recorded.
+    // process itself, with the build-id the core recorded, or from the sysroot of an
+    // offline analysis.
     let (data, proven) = match own.and_then(|f| map_open_file(f, arena)) {
         Some(d) => (Some(d), true),
-        None => (map_file(Path::new(disk_path), arena), false),
+        None => (
+            map_file(Path::new(disk_path), arena),
+            opts.sysroot.is_some(),
+        ),
     };
     let image = data
         .and_then(|d| Image::parse(d, None))
@@ -606,11 +625,25 @@ fn vdso_module(bytes: &[u8]) -> Module<'_> {
     }
 }
 
+/// Where the file the crashed process knew as `path` is on this machine: under the sysroot
+/// when there is one and it holds the file, else `path` itself.
+pub(crate) fn host_path<'p>(path: &'p str, opts: &SymbolOptions) -> std::borrow::Cow<'p, str> {
+    if let Some(root) = &opts.sysroot {
+        let inside = root.join(path.trim_start_matches('/'));
+        if std::fs::metadata(&inside).is_ok_and(|m| m.is_file()) {
+            if let Some(s) = inside.to_str() {
+                return std::borrow::Cow::Owned(s.to_string());
+            }
+        }
+    }
+    std::borrow::Cow::Borrowed(path)
+}
+
 fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-fn map_file<'a>(path: &Path, arena: &'a Arena) -> Option<&'a [u8]> {
+pub(crate) fn map_file<'a>(path: &Path, arena: &'a Arena) -> Option<&'a [u8]> {
     use std::os::unix::fs::OpenOptionsExt;
     // The path comes from the core: only regular files are opened, and without blocking, so
     // a FIFO or device put at a mapped file's path cannot stall or disturb the probe.
@@ -783,6 +816,13 @@ impl<'a> UnwindTables<'a> {
         } else {
             RunTimeEndian::Big
         };
+        // AArch64 CFI uses DW_CFA_AARCH64_negate_ra_state (pointer authentication), whose
+        // opcode means something else elsewhere.
+        let vendor = if img.obj.architecture() == object::Architecture::Aarch64 {
+            gimli::Vendor::AArch64
+        } else {
+            gimli::Vendor::Default
+        };
         let section = |obj: &object::File<'a>, name: &str| {
             obj.section_by_name(name)
                 .and_then(|s| Some((s.address(), s.data().ok()?)))
@@ -797,7 +837,9 @@ impl<'a> UnwindTables<'a> {
         }
         let eh_frame = section(&img.obj, ".eh_frame").map(|(addr, data)| {
             bases = bases.clone().set_eh_frame(addr);
-            gimli::EhFrame::new(data, endian)
+            let mut f = gimli::EhFrame::new(data, endian);
+            f.set_vendor(vendor);
+            f
         });
         let eh_frame_hdr = section(&img.obj, ".eh_frame_hdr").and_then(|(addr, data)| {
             bases = bases.clone().set_eh_frame_hdr(addr);
@@ -808,6 +850,7 @@ impl<'a> UnwindTables<'a> {
             .map(|(_, data)| {
                 let mut f = gimli::DebugFrame::new(data, endian);
                 f.set_address_size(8);
+                f.set_vendor(vendor);
                 f
             });
         if eh_frame.is_none() && debug_frame.is_none() {

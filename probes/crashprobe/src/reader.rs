@@ -48,12 +48,19 @@ pub struct Limits {
     pub vdso_max: u64,
     /// Most bytes written to the temporary file when the notes come last.
     pub spill_cap: u64,
+    /// Bytes of small data segments kept when the core lacks `NT_FILE`: the executable's
+    /// dynamic section, the dynamic linker's `r_debug` and `link_map` list and its names
+    /// are there, and the modules are found through them.
+    pub link_map_budget: u64,
 }
 
 /// Bytes kept below a thread's stack pointer (the x86_64 red zone and a margin).
 const STACK_BELOW: u64 = 512;
 /// Smallest per-thread stack window when many threads share the budget.
 const MIN_STACK_WINDOW: u64 = 16 << 10;
+/// Largest data segment kept for the `link_map` walk (data sections and the dynamic
+/// linker's allocations, not heaps or stacks).
+const LINK_MAP_SEGMENT_MAX: u64 = 1 << 20;
 /// Chunk size of the copy and discard loops.
 const IO_CHUNK: usize = 1 << 20;
 
@@ -69,6 +76,7 @@ impl Default for Limits {
             max_elf_heads: 1024,
             vdso_max: 64 << 10,
             spill_cap: 1 << 30,
+            link_map_budget: 16 << 20,
         }
     }
 }
@@ -181,7 +189,7 @@ impl CoreImage {
             .and_then(|s| bytes.get(s..s.checked_add(len)?))
             .ok_or(CoreError::Truncated("program headers"))?;
         let segments = parse_segments(table);
-        let notes = parse_notes_in(&bytes, &segments)?;
+        let notes = parse_notes_in(&bytes, &segments, hdr.arch)?;
         let data = CoreData::Whole { bytes, present };
         Ok(CoreImage::assemble(
             notes,
@@ -533,7 +541,10 @@ fn read_stream<R: Read>(s: &mut Stream<R>, limits: &Limits) -> Result<CoreImage,
         return spill(s, ehdr, hdr.phoff, table, segments, limits);
     }
 
-    let mut notes = CoreNotes::default();
+    let mut notes = CoreNotes {
+        arch: hdr.arch,
+        ..CoreNotes::default()
+    };
     for n in &notes_segs {
         if n.offset < s.pos {
             return Err(CoreError::Malformed("overlapping note segments".into()));
@@ -681,7 +692,8 @@ fn spill<R: Read>(
 }
 
 /// File ranges `(offset, len)` worth keeping, sorted and merged: each thread's stack window,
-/// the first bytes of each file mapping that starts at file offset 0, and the vDSO.
+/// the first bytes of each file mapping that starts at file offset 0, and the vDSO; without
+/// `NT_FILE`, the small data segments the `link_map` walk reads.
 pub fn wanted_file_ranges(
     notes: &CoreNotes,
     loads_by_vaddr: &[Segment],
@@ -694,7 +706,7 @@ pub fn wanted_file_ranges(
         limits.stack_window,
     );
     for (i, t) in notes.threads.iter().take(nthreads).enumerate() {
-        let lo = t.rsp().saturating_sub(STACK_BELOW);
+        let lo = t.sp().saturating_sub(STACK_BELOW);
         // The kernel writes the dumping (crashing) thread first.
         let above = if i == 0 {
             window.max(limits.crash_stack_window)
@@ -703,7 +715,7 @@ pub fn wanted_file_ranges(
         };
         // Frames do not continue into the next mapping (a switch to another stack goes
         // through a signal frame, handled below), so the window ends with the stack's.
-        let sp = t.rsp();
+        let sp = t.sp();
         let seg_end = loads_by_vaddr
             .partition_point(|s| s.vaddr <= sp)
             .checked_sub(1)
@@ -727,7 +739,7 @@ pub fn wanted_file_ranges(
             (a < end).then_some((seg.vaddr, end))
         });
     if let (Some((start, end)), Some(t)) = (main_stack, notes.threads.first()) {
-        if !(start..end).contains(&t.rsp()) && limits.main_stack_top > 0 {
+        if !(start..end).contains(&t.sp()) && limits.main_stack_top > 0 {
             want.push((end.saturating_sub(limits.main_stack_top).max(start), end));
         }
     }
@@ -747,6 +759,16 @@ pub fn wanted_file_ranges(
     }
     if let Some(vdso) = notes.auxv_value(AT_SYSINFO_EHDR) {
         want.push((vdso, vdso.saturating_add(limits.vdso_max)));
+    }
+    if notes.files.is_empty() {
+        let mut budget = limits.link_map_budget;
+        for seg in loads_by_vaddr {
+            // Writable data, and the read-only-after-relocation data (the dynamic section).
+            if !seg.is_executable() && seg.filesz <= LINK_MAP_SEGMENT_MAX.min(budget) {
+                budget -= seg.filesz;
+                want.push((seg.vaddr, seg.vaddr.saturating_add(seg.filesz)));
+            }
+        }
     }
     let mut out = Vec::new();
     for (lo, hi) in want {
@@ -793,11 +815,12 @@ mod tests {
     }
 
     fn thread(tid: u32, sp: u64) -> crate::elfcore::ThreadState {
-        let mut regs = [0u64; 17];
+        let mut regs = [0u64; crate::elfcore::NREGS];
         regs[7] = sp;
         crate::elfcore::ThreadState {
             tid,
             cursig: 11,
+            arch: crate::elfcore::X86_64,
             regs,
         }
     }

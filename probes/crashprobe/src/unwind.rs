@@ -9,7 +9,7 @@ use gimli::{
     CfaRule, EvaluationResult, Location, RegisterRule, UnwindSection, UnwindTableRow, Value,
 };
 
-use crate::elfcore::{CoreError, ThreadState};
+use crate::elfcore::{Arch, CoreError, ThreadState, NREGS};
 use crate::modules::{ModuleMap, Reader};
 use crate::reader::CoreImage;
 
@@ -17,11 +17,6 @@ use crate::reader::CoreImage;
 pub const MAX_FRAMES: usize = 64;
 /// Largest frame the frame-pointer fallback accepts.
 const MAX_FP_FRAME: u64 = 16 << 20;
-const RSP: u16 = 7;
-const RBP: u16 = 6;
-const RA: u16 = 16;
-/// Registers a callee must preserve in the SysV x86_64 ABI.
-const CALLEE_SAVED: [u16; 6] = [3, 6, 12, 13, 14, 15];
 
 /// How a frame was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,12 +67,35 @@ pub struct ThreadTrace {
     pub cut_at: Option<u64>,
 }
 
-#[derive(Clone, Copy, Default)]
-struct Regs([Option<u64>; 17]);
+#[derive(Clone, Copy)]
+struct Regs {
+    arch: Arch,
+    slots: [Option<u64>; NREGS],
+}
 
 impl Regs {
+    fn new(arch: Arch) -> Regs {
+        Regs {
+            arch,
+            slots: [None; NREGS],
+        }
+    }
     fn get(&self, r: u16) -> Option<u64> {
-        self.0.get(r as usize).copied().flatten()
+        self.slots.get(r as usize).copied().flatten()
+    }
+    fn set(&mut self, r: u16, value: Option<u64>) {
+        if let Some(slot) = self.slots.get_mut(r as usize) {
+            *slot = value;
+        }
+    }
+    fn pc(&self) -> Option<u64> {
+        self.get(self.arch.pc)
+    }
+    fn sp(&self) -> Option<u64> {
+        self.get(self.arch.sp)
+    }
+    fn fp(&self) -> Option<u64> {
+        self.get(self.arch.fp)
     }
 }
 
@@ -88,7 +106,20 @@ pub fn unwind_thread(
     core: &CoreImage,
     deadline: Instant,
 ) -> Result<ThreadTrace, CoreError> {
-    let mut regs = Regs(thread.regs.map(Some));
+    let arch = thread.arch;
+    let mut regs = Regs {
+        arch,
+        slots: thread.regs.map(Some),
+    };
+    // Only the slots the architecture has.
+    for (i, slot) in regs.slots.iter_mut().enumerate() {
+        if !arch.prstatus_regs.iter().any(|(_, d)| *d as usize == i) {
+            *slot = None;
+        }
+    }
+    // Returning through a leaf frame (return address in the link register) leaves the
+    // stack pointer where it was; two such steps in a row are a loop.
+    let mut level_steps = 0u32;
     let mut frames = Vec::new();
     let mut activation = true;
     let mut trust = Trust::Context;
@@ -101,7 +132,7 @@ pub fn unwind_thread(
         if Instant::now() > deadline {
             return Err(CoreError::Timeout);
         }
-        let (Some(pc), Some(sp)) = (regs.get(RA), regs.get(RSP)) else {
+        let (Some(pc), Some(sp)) = (regs.pc(), regs.sp()) else {
             break;
         };
         if frames.len() >= MAX_FRAMES {
@@ -130,7 +161,7 @@ pub fn unwind_thread(
             cut_at = core.take_dropped_read();
             break;
         };
-        let (Some(npc), Some(nsp)) = (next.get(RA), next.get(RSP)) else {
+        let (Some(npc), Some(nsp)) = (next.pc(), next.sp()) else {
             cut_at = core.take_dropped_read();
             break;
         };
@@ -139,14 +170,16 @@ pub fn unwind_thread(
         }
         // The stack grows down, so callers sit higher; a signal frame may switch stacks
         // (sigaltstack) but must change something.
+        let level = nsp == sp && npc != pc && arch.link_register.is_some() && level_steps == 0;
         let progressed = if signal {
             (nsp, npc) != (sp, pc)
         } else {
-            nsp > sp
+            nsp > sp || level
         };
+        level_steps = if level { level_steps + 1 } else { 0 };
         // A frame-pointer chain that points at itself is a loop; other values of the caller's
         // rbp may be legitimate (callers built without frame pointers).
-        let chain_ok = how != Trust::FramePointer || next.get(RBP) != regs.get(RBP);
+        let chain_ok = how != Trust::FramePointer || next.fp() != regs.fp();
         if !progressed || !chain_ok {
             error = Some(format!(
                 "stack loop after frame #{} of TID {}",
@@ -192,9 +225,10 @@ fn cfi_step(
                 .ok(),
         };
         if let Some(fde) = fde {
+            let outermost = undefines_return_address(&fde, eh, &t.bases, regs.arch);
             if let Ok(row) = fde.unwind_info_for_address(eh, &t.bases, ctx, svma) {
                 let signal = fde.is_signal_trampoline();
-                return apply_row(row, eh, regs, core).map(|r| (r, signal));
+                return apply_row(row, eh, regs, core, outermost).map(|r| (r, signal));
             }
         }
     }
@@ -203,8 +237,33 @@ fn cfi_step(
         .fde_for_address(&t.bases, svma, gimli::DebugFrame::cie_from_offset)
         .ok()?;
     let signal = fde.is_signal_trampoline();
+    let outermost = undefines_return_address(&fde, df, &t.bases, regs.arch);
     let row = fde.unwind_info_for_address(df, &t.bases, ctx, svma).ok()?;
-    apply_row(row, df, regs, core).map(|r| (r, signal))
+    apply_row(row, df, regs, core, outermost).map(|r| (r, signal))
+}
+
+/// Does the FDE say `DW_CFA_undefined` of the return-address column (`_start`, thread
+/// entry)? Unwind rows cannot tell that from a column left unmentioned, which on aarch64
+/// means the return address is still in the link register.
+fn undefines_return_address<'a, S: UnwindSection<Reader<'a>>>(
+    fde: &gimli::FrameDescriptionEntry<Reader<'a>>,
+    section: &S,
+    bases: &gimli::BaseAddresses,
+    arch: Arch,
+) -> bool {
+    let mut it = fde.instructions(section, bases);
+    for _ in 0..4096 {
+        match it.next() {
+            Ok(Some(gimli::CallFrameInstruction::Undefined { register }))
+                if register.0 == arch.ra_column =>
+            {
+                return true
+            }
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    false
 }
 
 fn apply_row<'a, S: UnwindSection<Reader<'a>>>(
@@ -212,6 +271,7 @@ fn apply_row<'a, S: UnwindSection<Reader<'a>>>(
     section: &S,
     regs: &Regs,
     core: &CoreImage,
+    outermost: bool,
 ) -> Option<Regs> {
     let cfa = match row.cfa() {
         CfaRule::RegisterAndOffset { register, offset } => {
@@ -219,13 +279,18 @@ fn apply_row<'a, S: UnwindSection<Reader<'a>>>(
         }
         CfaRule::Expression(e) => evaluate(e.get(section).ok()?, regs, core, None)?,
     };
-    let mut out = Regs::default();
-    for r in 0..=RA {
-        let value = match row.register(gimli::Register(r)) {
+    let arch = regs.arch;
+    let mut out = Regs::new(arch);
+    // DWARF columns 0..=last: the registers and the return-address column.
+    let last = arch.sp.max(arch.fp).max(arch.ra_column);
+    for r in 0..=last {
+        let rule = row.register(gimli::Register(r));
+        let value = match rule {
             // Unmentioned callee-saved registers keep their value (eh_frame convention);
             // an undefined return address ends the stack (_start, clone).
-            RegisterRule::Undefined if r == RSP => Some(cfa),
-            RegisterRule::Undefined if CALLEE_SAVED.contains(&r) => regs.get(r),
+            RegisterRule::Undefined if r == arch.sp => Some(cfa),
+            RegisterRule::Undefined if r == arch.ra_column && outermost => None,
+            RegisterRule::Undefined if arch.callee_saved.contains(&r) => regs.get(r),
             RegisterRule::Undefined => None,
             RegisterRule::SameValue => regs.get(r),
             RegisterRule::Offset(n) => core.read_u64(cfa.wrapping_add(n as u64)),
@@ -237,8 +302,10 @@ fn apply_row<'a, S: UnwindSection<Reader<'a>>>(
             RegisterRule::Constant(c) => Some(c),
             _ => None,
         };
-        out.0[r as usize] = value;
+        out.set(r, value);
     }
+    let ra = out.get(arch.ra_column).map(|a| a & arch.address_mask);
+    out.set(arch.pc, ra);
     Some(out)
 }
 
@@ -287,34 +354,43 @@ fn evaluate(
     }
 }
 
-/// `ra = [rbp+8]`, `rbp' = [rbp]`, `rsp' = rbp+16`, accepted only when the frame is above the
-/// stack pointer, not absurdly large, and the return address is executable.
+/// The frame record both architectures use: `[fp]` is the caller's frame pointer and
+/// `[fp+8]` the return address (x86_64 `push rbp; mov rbp, rsp`; aarch64 `stp x29, x30`),
+/// the caller's stack pointer is `fp+16`. Accepted only when the frame is above the stack
+/// pointer, not absurdly large, and the return address is executable.
 fn fp_step(regs: &Regs, map: &ModuleMap<'_>, core: &CoreImage) -> Option<Regs> {
-    let bp = regs.get(RBP)?;
-    let sp = regs.get(RSP)?;
+    let arch = regs.arch;
+    let bp = regs.fp()?;
+    let sp = regs.sp()?;
     if bp < sp || bp % 8 != 0 || bp - sp > MAX_FP_FRAME {
         return None;
     }
-    let ra = core.read_u64(bp.checked_add(8)?)?;
+    let ra = core.read_u64(bp.checked_add(8)?)? & arch.address_mask;
     let caller_bp = core.read_u64(bp)?;
     if !map.is_executable(ra) {
         return None;
     }
-    let mut out = Regs::default();
-    out.0[RBP as usize] = Some(caller_bp);
-    out.0[RSP as usize] = Some(bp.checked_add(16)?);
-    out.0[RA as usize] = Some(ra);
+    let mut out = Regs::new(arch);
+    out.set(arch.fp, Some(caller_bp));
+    out.set(arch.sp, Some(bp.checked_add(16)?));
+    out.set(arch.pc, Some(ra));
     Some(out)
 }
 
+/// After a call to a bad address the return address is where the call left it: on top of
+/// the stack (x86_64) or in the link register (aarch64).
 fn stack_top_step(regs: &Regs, map: &ModuleMap<'_>, core: &CoreImage) -> Option<Regs> {
-    let sp = regs.get(RSP)?;
-    let ra = core.read_u64(sp)?;
+    let arch = regs.arch;
+    let sp = regs.sp()?;
+    let ra = match arch.link_register {
+        Some(lr) => regs.get(lr)?,
+        None => core.read_u64(sp)?,
+    } & arch.address_mask;
     if !map.is_executable(ra) {
         return None;
     }
     let mut out = *regs;
-    out.0[RSP as usize] = Some(sp.checked_add(8)?);
-    out.0[RA as usize] = Some(ra);
+    out.set(arch.sp, Some(sp.checked_add(arch.call_push)?));
+    out.set(arch.pc, Some(ra));
     Some(out)
 }

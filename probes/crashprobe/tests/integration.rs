@@ -24,3 +24,6 @@ mod conformance;
 
 #[path = "integration/live.rs"]
 mod live;
+
+#[path = "integration/aarch64.rs"]
+mod aarch64;

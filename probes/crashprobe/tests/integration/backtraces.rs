@@ -441,3 +441,81 @@ fn kernel_written_core_through_a_pipe_matches_gdb() {
     assert_matches_gdb(&payload_backtraces(&text), &reference, &text);
     assert_sequence(&first_thread(&text), &["crash_now", "main"], &text);
 }
+
+/// Offline analysis of an x86-64 core against a copy of the crashed machine's files: the
+/// executable on this machine was rebuilt since, the copy under `--sysroot` is the crashed
+/// one, and the frames come from the copy (its build-id is the core's).
+#[test]
+fn sysroot_copy_is_used_for_an_offline_core() {
+    let lab = Lab::new();
+    let exe = lab.cc("offline", LEVELS_C, &["-O0", "-g", "-Wl,--build-id"]);
+    let core = lab.gdb_core(&exe, &[]);
+    let sysroot = lab.path("sysroot");
+    let copy = sysroot.join(exe.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(&exe, &copy).unwrap();
+    lab.cc(
+        "offline",
+        &LEVELS_C.replace("+ 1", "+ 2"),
+        &["-O0", "-g", "-Wl,--build-id"],
+    );
+    let root = unfiltered_root();
+    let listener = Listener::start(&root);
+    let sysroot_s = sysroot.to_str().unwrap();
+    let run = probe(
+        &root,
+        &["-p", "offline", "--sysroot", sysroot_s],
+        Input::File(&core),
+        Some(DEFAULT_DEBUG),
+    );
+    let text = payload(&listener.next());
+    assert_eq!(run.code, 0, "{}\n{text}", run.stderr);
+    assert_sequence(
+        &first_thread(&text),
+        &["level3", "level2", "level1", "main"],
+        &text,
+    );
+}
+
+/// A core without `NT_FILE` (as qemu-user and old kernels write them): the modules are
+/// found through the dynamic linker's `link_map` list, and the frames are gdb's.
+#[test]
+fn core_without_nt_file_matches_gdb() {
+    let lab = Lab::new();
+    let exe = lab.cc("nofile", THREADS_C, &["-O0", "-g"]);
+    let core = lab.gdb_core(&exe, &[]);
+    let mut bytes = std::fs::read(&core).unwrap();
+    // The note's type followed by its name: NT_FILE becomes a type nobody reads.
+    let nt_file = b"ELIFCORE\0";
+    let at = bytes
+        .windows(nt_file.len())
+        .position(|w| w == nt_file)
+        .expect("NT_FILE note");
+    bytes[at..at + 4].copy_from_slice(&0x7fff_0001u32.to_le_bytes());
+    assert!(!bytes.windows(nt_file.len()).any(|w| w == nt_file));
+    let stripped = lab.path("nofile-stripped.core");
+    std::fs::write(&stripped, &bytes).unwrap();
+    let text = check_against_gdb(&exe, &stripped, DEFAULT_DEBUG, "11");
+    assert!(
+        text.contains("crash_now()") && text.contains("sleeper()"),
+        "{text}"
+    );
+    // Piped in the kernel's layout: the reader keeps what the walk and the build-ids need.
+    let root = unfiltered_root();
+    let listener = Listener::start(&root);
+    let exe_s = exe.to_str().unwrap().replace('/', "!");
+    let kernel_layout = to_notes_first(&bytes);
+    let run = probe(
+        &root,
+        &["-p", "nofile", "-E", &exe_s, "-s", "11"],
+        Input::Pipe(&kernel_layout),
+        Some(DEFAULT_DEBUG),
+    );
+    let piped = payload(&listener.next());
+    assert_eq!(run.code, 0, "{}\n{piped}", run.stderr);
+    assert_eq!(
+        payload_backtraces(&piped),
+        payload_backtraces(&text),
+        "piped:\n{piped}\nfile:\n{text}"
+    );
+}
