@@ -307,6 +307,9 @@ fn one_user_attacking_every_way_at_once_delays_no_root_record() {
         rss_after.0 <= max_rss.0 && rss_after.1 <= max_rss.1
     });
     let settle_s = attack_ended.elapsed().as_secs_f64();
+    // And where they stand at the end of that time.
+    std::thread::sleep(RSS_SETTLE.saturating_sub(attack_ended.elapsed()));
+    let rss_end = (rss_kib(probd_pid), rss_kib(postd_pid));
     let rss_peak = peaks.finish();
 
     // Every root record at the collector; latency from its send to its arrival.
@@ -361,8 +364,14 @@ fn one_user_attacking_every_way_at_once_delays_no_root_record() {
             },
             "slowest_root_send_ms": slowest_send.as_millis() as u64,
             "rss_kib": {
-                "telemprobd": {"before": rss_before.0, "peak": rss_peak.0, "after": rss_after.0},
-                "telempostd": {"before": rss_before.1, "peak": rss_peak.1, "after": rss_after.1},
+                "telemprobd": {
+                    "before": rss_before.0, "peak": rss_peak.0,
+                    "after": rss_after.0, "after_10s": rss_end.0,
+                },
+                "telempostd": {
+                    "before": rss_before.1, "peak": rss_peak.1,
+                    "after": rss_after.1, "after_10s": rss_end.1,
+                },
                 "settled_within_s": if settled { Some(settle_s) } else { None },
                 "bound": [max_rss.0, max_rss.1],
             },
@@ -396,6 +405,18 @@ fn one_user_attacking_every_way_at_once_delays_no_root_record() {
         settled,
         "RSS (KiB) of telemprobd/telempostd {rss_after:?} 10 s after the attack \
          (bounds {max_rss:?})"
+    );
+    assert!(
+        silent.connections() >= 1,
+        "no record of the hanging-server attack reached telempostd: the test attacked less \
+         than it should"
+    );
+    assert!(
+        counters
+            .as_ref()
+            .is_some_and(|c| c["quarantined"].as_u64() >= Some(1)),
+        "no record with a hostile cainfo reached telempostd: the test attacked less than it \
+         should ({counters:?})"
     );
     assert_eq!(
         stats["malformed_accepted"], 0,
