@@ -79,6 +79,8 @@ pub struct Request {
     pub connection: usize,
     /// Status answered; 0 = reset without an answer.
     pub status: u16,
+    /// When the request had been read in full.
+    pub received: Instant,
 }
 
 /// `a` and `b` name the same header, as uWSGI/WSGI see it: case-insensitive, `_` ≡ `-`
@@ -443,6 +445,7 @@ fn read_request(r: &mut BufReader<TcpStream>, connection: usize) -> Result<Reque
         records: 0,
         connection,
         status: 0,
+        received: Instant::now(),
     };
     if req
         .header("transfer-encoding")
@@ -474,6 +477,7 @@ fn read_request(r: &mut BufReader<TcpStream>, connection: usize) -> Result<Reque
         req.body = vec![0; len];
         r.read_exact(&mut req.body).map_err(|_| ReadError::Io)?;
     }
+    req.received = Instant::now();
     Ok(req)
 }
 

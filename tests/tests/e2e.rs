@@ -10,3 +10,6 @@ mod postd;
 
 #[path = "e2e/chaos.rs"]
 mod chaos;
+
+#[path = "e2e/hostile.rs"]
+mod hostile;
