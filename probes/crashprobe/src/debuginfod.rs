@@ -335,7 +335,7 @@ impl Client {
                     continue;
                 }
                 kept += 1;
-                if !temp && md.is_file() {
+                if !temp && md.is_file() && md.len() > 0 {
                     files.push((modified, md.len(), e.path()));
                 }
             }
