@@ -24,3 +24,6 @@ mod conformance;
 
 #[path = "integration/live.rs"]
 mod live;
+
+#[path = "integration/debuginfod.rs"]
+mod debuginfod;
