@@ -389,3 +389,61 @@ fn a_server_that_is_down_or_never_answers_costs_at_most_the_budget() {
         assert!(!cache.join("debuginfo").exists());
     }
 }
+
+/// The program's own file is gone when the probe runs: the file itself comes from the
+/// server (`/executable`, checked against the build-id the core holds), then its debug
+/// file. Run as root, the probe drops to `nobody` first, and the cache is `nobody`'s.
+#[test]
+fn a_missing_program_file_is_fetched_as_the_user_the_probe_runs_as() {
+    if !debuginfod_available() {
+        eprintln!("SKIPPED: no debuginfod binary (apt-get install debuginfod)");
+        return;
+    }
+    let s = stripped_crash();
+    let exe = s.lab.path("levels");
+    std::fs::copy(&exe, s.debug_dir.join("levels")).unwrap();
+    std::fs::remove_file(&exe).unwrap();
+    let server = Debuginfod::start(&s.lab, &s.debug_dir);
+    for kind in ["executable", "debuginfo"] {
+        let path = format!("/buildid/{}/{kind}", s.build_id);
+        wait_until("debuginfod did not index the program", || {
+            http_status(server.port, &path) == Some(200)
+        });
+    }
+    let root = root_with(&server.url(), 5);
+    let listener = Listener::start(&root);
+    let mut args = ARGS.to_vec();
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    if as_root {
+        args.extend(["--user", "nobody"]);
+        // The dropped-to user needs the test root (state directory, socket).
+        run_ok(Command::new("chmod").args(["-R", "o+rwX"]).arg(root.dir()));
+    }
+    let bytes = to_notes_first(&std::fs::read(&s.core).unwrap());
+    let run = probe(&root, &args, Input::Pipe(&bytes), NO_DEBUG_ROOT);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        frames(&payload(&listener.next())),
+        s.reference,
+        "{}",
+        run.stderr
+    );
+    let entry = root.paths.debuginfod_cache_dir().join(&s.build_id);
+    for kind in ["executable", "debuginfo"] {
+        assert!(entry.join(kind).is_file(), "{kind}");
+    }
+    if as_root {
+        use std::os::unix::fs::MetadataExt;
+        let out = run_ok(Command::new("id").args(["-u", "nobody"]));
+        let nobody: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        for p in [
+            root.paths.debuginfod_cache_dir(),
+            entry.clone(),
+            entry.join("executable"),
+            entry.join("debuginfo"),
+        ] {
+            assert_eq!(std::fs::metadata(&p).unwrap().uid(), nobody, "{p:?}");
+        }
+    }
+}
