@@ -436,6 +436,27 @@ mod tests {
     }
 
     #[test]
+    fn a_remembered_miss_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = client(dir.path(), Vec::new(), 1 << 20);
+        let entry = dir.path().join("0102");
+        std::fs::create_dir_all(&entry).unwrap();
+        let marker = entry.join("debuginfo.missing");
+        std::fs::write(&marker, b"").unwrap();
+        assert!(matches!(
+            c.cached(&[1, 2], Kind::Debuginfo),
+            Some(Answer::Missing)
+        ));
+        File::options()
+            .write(true)
+            .open(&marker)
+            .unwrap()
+            .set_modified(SystemTime::now() - MISS_EXPIRY - Duration::from_secs(1))
+            .unwrap();
+        assert!(c.cached(&[1, 2], Kind::Debuginfo).is_none());
+    }
+
+    #[test]
     fn cached_files_are_checked_and_trimmed_to_the_cap() {
         let dir = tempfile::tempdir().unwrap();
         let c = client(dir.path(), Vec::new(), 10);
@@ -457,7 +478,18 @@ mod tests {
             .unwrap()
             .set_modified(old)
             .unwrap();
+        // A file unused for longer than the expiry goes, whatever the cap.
+        let unused = dir.path().join("0a0b");
+        std::fs::create_dir_all(&unused).unwrap();
+        std::fs::write(unused.join("debuginfo"), b"x").unwrap();
+        File::options()
+            .write(true)
+            .open(unused.join("debuginfo"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         c.trim();
+        assert!(!unused.exists(), "expired, and its directory with it");
         assert!(
             !entry.join(format!("{TEMP_PREFIX}x")).exists(),
             "stale temp"
