@@ -567,8 +567,9 @@ impl<'a> ModuleMap<'a> {
                     }
                 }
                 (Kind::Debuginfo, Ok(img)) => img.debug = object::File::parse(data).ok(),
-                _ => {}
+                _ => continue,
             }
+            module.symbols = OnceCell::new();
         }
         (replaced, outcome)
     }
