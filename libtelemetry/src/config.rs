@@ -37,6 +37,12 @@ pub const SPOOL_PROCESS_TIME_MAX: i64 = 300;
 
 /// Longest `crash_loop_interval` accepted: a year, in seconds.
 pub const CRASH_LOOP_INTERVAL_MAX: u64 = 366 * 24 * 3600;
+/// `debuginfod_timeout` range: seconds crashprobe may spend on debuginfod per crash.
+pub const DEBUGINFOD_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=5;
+/// `debuginfod_cache_max_size` range, MiB.
+pub const DEBUGINFOD_CACHE_MAX_SIZE_RANGE: std::ops::RangeInclusive<u64> = 1..=1 << 20;
+/// `debuginfod_cache_expiry` range, seconds (a minute to a year).
+pub const DEBUGINFOD_CACHE_EXPIRY_RANGE: std::ops::RangeInclusive<u64> = 60..=366 * 24 * 3600;
 
 pub const DEFAULT_SERVER: &str = "https://clr.telemetry.intel.com/v3/collector";
 pub const DEFAULT_TIDHEADER: &str = "X-Telemetry-TID: 6907c830-eed9-4ce9-81ae-76daf8d88f0f";
@@ -89,7 +95,82 @@ pub const KNOWN_KEYS: &[&str] = &[
     "crash_loop_limit",
     "crash_loop_interval",
     "durability",
+    "crashprobe_frames",
+    "debuginfod_urls",
+    "debuginfod_timeout",
+    "debuginfod_cache_max_size",
+    "debuginfod_cache_expiry",
 ];
+
+/// Prefixes of the keys only crashprobe reads: a bad value of one is crashprobe's to report
+/// (it keeps the default) and never stops delivery.
+pub const CRASHPROBE_KEY_PREFIXES: &[&str] = &["crash_loop_", "crashprobe_", "debuginfod_"];
+
+/// `crashprobe_frames`: how crashprobe names frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CrashFrames {
+    /// As the C probe printed them (what the telemetrics backend parses).
+    #[default]
+    Compatible,
+    /// Inlined frames, demangled names, resolved file paths.
+    Rich,
+}
+
+/// `debuginfod_urls`: where crashprobe may fetch debug files by build-id. Off by default:
+/// a request names a build-id, which tells the server what software runs on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DebuginfodUrls {
+    #[default]
+    Off,
+    /// Servers in order; the word `env` in the value stands for the URLs of the
+    /// `DEBUGINFOD_URLS` environment variable, which is read only then.
+    Servers { urls: Vec<String>, from_env: bool },
+}
+
+impl DebuginfodUrls {
+    fn parse(value: &str) -> Result<DebuginfodUrls, String> {
+        let (mut urls, mut from_env) = (Vec::new(), false);
+        for word in value.split_whitespace() {
+            if word == "env" {
+                from_env = true;
+            } else if is_http_url(word) {
+                urls.push(word.to_string());
+            } else {
+                return Err(format!("{word:?} is neither an http(s):// URL nor env"));
+            }
+        }
+        if urls.is_empty() && !from_env {
+            return Ok(DebuginfodUrls::Off);
+        }
+        Ok(DebuginfodUrls::Servers { urls, from_env })
+    }
+
+    /// The server URLs in effect; `env` is the value of `DEBUGINFOD_URLS` (space-separated,
+    /// as elfutils reads it), consulted only when the key says `env`.
+    pub fn resolve(&self, env: Option<&str>) -> Vec<String> {
+        let DebuginfodUrls::Servers { urls, from_env } = self else {
+            return Vec::new();
+        };
+        let mut out = urls.clone();
+        if *from_env {
+            let env_urls = env
+                .unwrap_or("")
+                .split_whitespace()
+                .filter(|u| is_http_url(u));
+            out.extend(env_urls.map(str::to_string));
+        }
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|u| seen.insert(u.clone()));
+        out
+    }
+}
+
+fn is_http_url(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -446,6 +527,17 @@ pub struct Config {
     /// telemprobd: `durability=strict|batched|none`. A bad value keeps the default and is
     /// a deferred error telemprobd refuses to start with (probes and telempostd ignore it).
     pub durability: Durability,
+    /// crashprobe: `crashprobe_frames=compatible|rich`.
+    pub crashprobe_frames: CrashFrames,
+    /// crashprobe: `debuginfod_urls` (off by default).
+    pub debuginfod_urls: DebuginfodUrls,
+    /// crashprobe: total time for debuginfod requests per crash.
+    pub debuginfod_timeout: Duration,
+    /// crashprobe: debuginfod cache size cap, bytes (`debuginfod_cache_max_size` is MiB).
+    pub debuginfod_cache_max_bytes: u64,
+    /// crashprobe: cached files unused this long are removed; also how long a "not found"
+    /// answer is remembered.
+    pub debuginfod_cache_expiry: Duration,
     /// Every `[settings]` key as read (unescaped), last occurrence winning. Everything the
     /// suite reads has a typed field above; this stays for keys not typed yet.
     pub raw: BTreeMap<String, String>,
@@ -486,6 +578,11 @@ impl Config {
             crash_loop_limit: 5,
             crash_loop_interval: 3600,
             durability: Durability::default(),
+            crashprobe_frames: CrashFrames::Compatible,
+            debuginfod_urls: DebuginfodUrls::Off,
+            debuginfod_timeout: Duration::from_secs(5),
+            debuginfod_cache_max_bytes: 512 << 20,
+            debuginfod_cache_expiry: Duration::from_secs(7 * 24 * 3600),
             raw: BTreeMap::new(),
         }
     }
@@ -580,6 +677,38 @@ impl Config {
             "crash_loop_interval" => {
                 if let Some(n) = self.deferred(e, path, ranged(e, 1..=CRASH_LOOP_INTERVAL_MAX)) {
                     self.crash_loop_interval = n;
+                }
+            }
+            "crashprobe_frames" => {
+                let parsed = match e.value.trim() {
+                    "compatible" => Ok(CrashFrames::Compatible),
+                    "rich" => Ok(CrashFrames::Rich),
+                    _ => Err("expected compatible or rich".to_string()),
+                };
+                if let Some(f) = self.deferred(e, path, parsed) {
+                    self.crashprobe_frames = f;
+                }
+            }
+            "debuginfod_urls" => {
+                if let Some(u) = self.deferred(e, path, DebuginfodUrls::parse(&e.value)) {
+                    self.debuginfod_urls = u;
+                }
+            }
+            "debuginfod_timeout" => {
+                if let Some(n) = self.deferred(e, path, ranged(e, DEBUGINFOD_TIMEOUT_RANGE)) {
+                    self.debuginfod_timeout = Duration::from_secs(n);
+                }
+            }
+            "debuginfod_cache_max_size" => {
+                let parsed = ranged(e, DEBUGINFOD_CACHE_MAX_SIZE_RANGE);
+                if let Some(n) = self.deferred(e, path, parsed) {
+                    self.debuginfod_cache_max_bytes = n << 20;
+                }
+            }
+            "debuginfod_cache_expiry" => {
+                let parsed = ranged(e, DEBUGINFOD_CACHE_EXPIRY_RANGE);
+                if let Some(n) = self.deferred(e, path, parsed) {
+                    self.debuginfod_cache_expiry = Duration::from_secs(n);
                 }
             }
             "delivery_max_in_flight" => {
@@ -721,11 +850,9 @@ impl Config {
         }
         // crashprobe's and telemprobd's keys are theirs to report: a bad one must not stop
         // delivery.
-        if let Some(e) = self
-            .deferred_errors
-            .iter()
-            .find(|e| !e.key.starts_with("crash_loop_") && e.key != "durability")
-        {
+        if let Some(e) = self.deferred_errors.iter().find(|e| {
+            !CRASHPROBE_KEY_PREFIXES.iter().any(|p| e.key.starts_with(p)) && e.key != "durability"
+        }) {
             return Err(e.to_error());
         }
         Ok(())
@@ -1225,6 +1352,63 @@ otlp_compression=GZIP\notlp_headers=Authorization: Bearer abc; X-A: b;\n";
         let (c, _) = Config::load(&p, None).unwrap();
         assert_eq!(c.server, DEFAULT_SERVER, "no merging between files");
         assert_eq!(c.cainfo, "etc");
+    }
+
+    #[test]
+    fn crashprobe_keys_are_typed_and_a_bad_value_keeps_the_default() {
+        let text = "[settings]\ncrashprobe_frames=rich\n\
+                    debuginfod_urls=http://a:8002 env https://b/\n\
+                    debuginfod_timeout=2\ndebuginfod_cache_max_size=64\n\
+                    debuginfod_cache_expiry=600\n";
+        let c = Config::parse(text, Path::new("c.conf"), &paths()).unwrap();
+        assert_eq!(c.crashprobe_frames, CrashFrames::Rich);
+        assert_eq!(
+            c.debuginfod_urls
+                .resolve(Some("http://e1 ftp://x http://a:8002")),
+            ["http://a:8002", "https://b/", "http://e1"]
+        );
+        assert_eq!(c.debuginfod_timeout, Duration::from_secs(2));
+        assert_eq!(c.debuginfod_cache_max_bytes, 64 << 20);
+        assert_eq!(c.debuginfod_cache_expiry, Duration::from_secs(600));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        let without_env = "[settings]\ndebuginfod_urls=http://a\n";
+        let c = Config::parse(without_env, Path::new("c.conf"), &paths()).unwrap();
+        assert_eq!(c.debuginfod_urls.resolve(Some("http://e1")), ["http://a"]);
+
+        let defaults = Config::defaults(&paths());
+        assert_eq!(defaults.debuginfod_urls, DebuginfodUrls::Off);
+        assert!(defaults
+            .debuginfod_urls
+            .resolve(Some("http://e1"))
+            .is_empty());
+        assert_eq!(defaults.crashprobe_frames, CrashFrames::Compatible);
+
+        let bad = "[settings]\ncrashprobe_frames=fancy\ndebuginfod_urls=file:///x\n\
+                   debuginfod_timeout=60\ndebuginfod_cache_max_size=0\n\
+                   debuginfod_cache_expiry=x\n";
+        let c = Config::parse(bad, Path::new("c.conf"), &paths()).unwrap();
+        assert_eq!(c.crashprobe_frames, defaults.crashprobe_frames);
+        assert_eq!(c.debuginfod_urls, DebuginfodUrls::Off);
+        assert_eq!(c.debuginfod_timeout, defaults.debuginfod_timeout);
+        assert_eq!(
+            c.debuginfod_cache_max_bytes,
+            defaults.debuginfod_cache_max_bytes
+        );
+        assert_eq!(c.debuginfod_cache_expiry, defaults.debuginfod_cache_expiry);
+        let keys: Vec<_> = c.deferred_errors.iter().map(|e| e.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "crashprobe_frames",
+                "debuginfod_urls",
+                "debuginfod_timeout",
+                "debuginfod_cache_max_size",
+                "debuginfod_cache_expiry"
+            ]
+        );
+        // crashprobe's keys never stop delivery.
+        c.check_delivery().unwrap();
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod staged;
 pub mod status;
 
 pub use client::{is_opted_in, send_record, Ack, Delivery, SendError};
-pub use config::{Config, ConfigError, ConfigSource};
+pub use config::{Config, ConfigError, ConfigSource, CrashFrames, DebuginfodUrls};
 pub use frame::{decode_frame, encode_frame, Frame, FrameError};
 pub use hostinfo::HostInfo;
 pub use paths::Paths;

@@ -118,6 +118,10 @@ impl Paths {
     pub fn crash_loop_lock_file(&self) -> PathBuf {
         self.under_root("/var/lib/telemetry/crash-loops.lock")
     }
+    /// crashprobe's cache of files fetched from debuginfod servers.
+    pub fn debuginfod_cache_dir(&self) -> PathBuf {
+        self.under_root("/var/lib/telemetry/debuginfod")
+    }
     pub fn machine_id_file(&self) -> PathBuf {
         self.under_root("/var/lib/telemetry/machine_id")
     }

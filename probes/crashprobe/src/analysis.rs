@@ -69,20 +69,26 @@ pub fn analyze(
         .truncation()
         .map(|(have, want)| CoreError::Short { have, want });
     let arena = Arena::new();
-    let map = ModuleMap::new(core, &arena, &opts.symbols);
-    let mut traces: Vec<ThreadTrace> = Vec::new();
-    for t in core.notes.threads.iter().take(opts.limits.max_threads) {
-        match unwind_thread(t, &map, core, deadline) {
-            Ok(trace) => {
-                if let Some(e) = &trace.error {
-                    error.get_or_insert_with(|| CoreError::Malformed(e.clone()));
-                }
-                traces.push(trace)
-            }
-            Err(e) => {
-                error = Some(e);
-                break;
-            }
+    let mut map = ModuleMap::new(core, &arena, &opts.symbols);
+    let mut traces = unwind_all(core, &map, opts, deadline, &mut error);
+    if let Some(client) = &opts.symbols.debuginfod {
+        let pcs = traces
+            .iter()
+            .flat_map(|t| t.frames.iter().map(|f| f.lookup_pc()));
+        let pcs: Vec<u64> = pcs.collect();
+        let (replaced, outcome) = map.fetch_missing(pcs.into_iter(), client);
+        if outcome != Default::default() {
+            crate::cli::say(&format!(
+                "debuginfod: {} cached, {} fetched, {} not found, {} failed or out of time",
+                outcome.cached, outcome.fetched, outcome.missing, outcome.failed
+            ));
+        }
+        if replaced {
+            // The fetched files' CFI can take unwinding further.
+            error = core
+                .truncation()
+                .map(|(have, want)| CoreError::Short { have, want });
+            traces = unwind_all(core, &map, opts, deadline, &mut error);
         }
     }
     // Symbolize only as much as can fit in a payload.
@@ -142,6 +148,31 @@ pub fn analyze(
         severity,
         payload: b.finish(),
     }
+}
+
+fn unwind_all(
+    core: &CoreImage,
+    map: &ModuleMap<'_>,
+    opts: &AnalysisOptions,
+    deadline: Instant,
+    error: &mut Option<CoreError>,
+) -> Vec<ThreadTrace> {
+    let mut traces: Vec<ThreadTrace> = Vec::new();
+    for t in core.notes.threads.iter().take(opts.limits.max_threads) {
+        match unwind_thread(t, map, core, deadline) {
+            Ok(trace) => {
+                if let Some(e) = &trace.error {
+                    error.get_or_insert_with(|| CoreError::Malformed(e.clone()));
+                }
+                traces.push(trace)
+            }
+            Err(e) => {
+                *error = Some(e);
+                break;
+            }
+        }
+    }
+    traces
 }
 
 /// Analyse a core read by [`crate::reader`], or report why it could not be read.

@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use libtelemetry::getopt::{Getopt, LongOpt, OptError};
-use libtelemetry::{Config, HostInfo, Paths, Record};
+use libtelemetry::{Config, CrashFrames, HostInfo, Paths, Record};
 
 use crate::analysis::{report_for, AnalysisOptions, Report};
 use crate::harden;
@@ -23,6 +23,10 @@ pub const DEBUG_ROOT_ENV: &str = "CRASHPROBE_DEBUG_ROOT";
 /// Configuration key (in `[settings]` of telemetrics.conf) choosing how frames are named:
 /// `compatible` (the default, as the C probe) or `rich`.
 pub const FRAMES_KEY: &str = "crashprobe_frames";
+
+/// The environment variable elfutils, gdb and systemd read server URLs from; honoured only
+/// when `debuginfod_urls` contains `env`.
+pub const DEBUGINFOD_URLS_ENV: &str = "DEBUGINFOD_URLS";
 
 /// Where processes' files are opened from (`/proc/<pid>/map_files/`).
 const PROC_ROOT: &str = "/proc";
@@ -170,7 +174,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Command, UsageError> {
     Ok(Command::Run(o))
 }
 
-fn say(msg: &str) {
+pub(crate) fn say(msg: &str) {
     let _ = writeln!(std::io::stderr(), "crashprobe: {msg}");
 }
 
@@ -243,14 +247,18 @@ pub fn run(opts: Options) -> Exit {
         .process_path
         .as_deref()
         .map(|p| PathBuf::from(p.replace('!', "/")));
-    if let Some(value) = config.raw.get(FRAMES_KEY) {
-        match FrameStyle::from_config(value) {
-            Some(style) => analysis.symbols.style = style,
-            None => say(&format!(
-                "{FRAMES_KEY}={value} is not compatible or rich; using compatible"
-            )),
-        }
+    for bad in config
+        .deferred_errors
+        .iter()
+        .filter(|e| e.key.starts_with("crashprobe_") || e.key.starts_with("debuginfod_"))
+    {
+        say(&format!("{}; the default is used", bad.to_error()));
     }
+    analysis.symbols.style = match config.crashprobe_frames {
+        CrashFrames::Compatible => FrameStyle::Compatible,
+        CrashFrames::Rich => FrameStyle::Rich,
+    };
+    analysis.symbols.debuginfod = debuginfod_client(&paths, &config);
     let roots = opts
         .debug_roots
         .clone()
@@ -292,6 +300,28 @@ pub fn run(opts: Options) -> Exit {
     let exit = send(&paths, &config, &opts, &report);
     gate.finish(&paths, exit != Exit::Send);
     exit
+}
+
+/// The debuginfod client when `debuginfod_urls` names servers; `DEBUGINFOD_URLS` is read
+/// only when the key says `env`.
+fn debuginfod_client(
+    paths: &Paths,
+    config: &Config,
+) -> Option<std::sync::Arc<crate::debuginfod::Client>> {
+    let env = std::env::var(DEBUGINFOD_URLS_ENV).ok();
+    let servers = config.debuginfod_urls.resolve(env.as_deref());
+    if servers.is_empty() {
+        return None;
+    }
+    Some(std::sync::Arc::new(crate::debuginfod::Client::new(
+        crate::debuginfod::Settings {
+            servers,
+            cache_dir: paths.debuginfod_cache_dir(),
+            budget: config.debuginfod_timeout,
+            cache_max_bytes: config.debuginfod_cache_max_bytes,
+            cache_expiry: config.debuginfod_cache_expiry,
+        },
+    )))
 }
 
 fn filtered_report(f: Filtered) -> Report {

@@ -9,12 +9,14 @@
 //! `NT_FILE`, proof that they are the mapped ones,
 //! debug files, unwind tables) → [`symbolize`] → [`unwind`] → [`analysis`] and [`payload`]
 //! (the record) → [`cli`] (options, hardening, sending), with [`crashloop`] (per-signature
-//! limits on the finished payload) just before the send.
+//! limits on the finished payload) just before the send, and [`debuginfod`] (debug files
+//! fetched by build-id, when the configuration enables it) between unwinding and naming.
 
 pub mod analysis;
 pub mod arena;
 pub mod cli;
 pub mod crashloop;
+pub mod debuginfod;
 pub mod elfcore;
 pub mod harden;
 pub mod linkmap;

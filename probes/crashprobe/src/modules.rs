@@ -45,6 +45,8 @@ pub struct SymbolOptions {
     pub sysroot: Option<PathBuf>,
     /// The crashed executable's path (`-E`), where the core does not name its files.
     pub executable: Option<PathBuf>,
+    /// Servers asked for what is not on the host ([`ModuleMap::fetch_missing`]).
+    pub debuginfod: Option<std::sync::Arc<crate::debuginfod::Client>>,
 }
 
 /// Mapped files of a live (crashing) process: `(start, end, index into files)`.
@@ -274,6 +276,7 @@ impl Default for SymbolOptions {
             process_files: None,
             sysroot: None,
             executable: None,
+            debuginfod: None,
         }
     }
 }
@@ -511,6 +514,78 @@ impl<'a> ModuleMap<'a> {
             module: module.name.clone(),
             frames: sym.lookup(svma),
         }
+    }
+}
+
+impl<'a> ModuleMap<'a> {
+    /// For the modules holding `pcs`, fetch from debuginfod what the host lacks: the debug
+    /// file of a module without debug information, and the file itself of a module whose
+    /// own file is unusable (then its debug file too). Only files carrying the module's
+    /// build-id are used. Returns whether a module's file was replaced (unwinding again
+    /// can then use its CFI).
+    pub fn fetch_missing(
+        &mut self,
+        pcs: impl Iterator<Item = u64>,
+        client: &std::sync::Arc<crate::debuginfod::Client>,
+    ) -> (bool, crate::debuginfod::Outcome) {
+        use crate::debuginfod::{verified, Kind};
+        let mut held: Vec<usize> = pcs
+            .filter_map(|pc| Some(self.mapping(pc)?.module))
+            .collect();
+        held.sort_unstable();
+        held.dedup();
+        let mut wanted: Vec<(usize, Vec<u8>, Kind)> = Vec::new();
+        for i in held {
+            let m = &self.modules[i];
+            match &m.image {
+                _ if m.path == "[vdso]" => {}
+                Ok(img)
+                    if img.debug.is_none() && img.obj.section_by_name(".debug_info").is_none() =>
+                {
+                    if let Some(id) = img.build_id() {
+                        wanted.push((i, id.to_vec(), Kind::Debuginfo));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    if let Some(id) = &m.core_build_id {
+                        wanted.push((i, id.clone(), Kind::Executable));
+                        wanted.push((i, id.clone(), Kind::Debuginfo));
+                    }
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return (false, Default::default());
+        }
+        let ask: Vec<_> = wanted.iter().map(|(_, id, k)| (id.clone(), *k)).collect();
+        let (files, outcome) = client.fetch_all(&ask);
+        let mut replaced = false;
+        for ((i, id, kind), file) in wanted.into_iter().zip(files) {
+            let Some(data) = file.and_then(|f| map_open_file(&f, self.arena)) else {
+                continue;
+            };
+            if !verified(data, &id) {
+                continue;
+            }
+            let module = &mut self.modules[i];
+            match (kind, &mut module.image) {
+                (Kind::Executable, Err(_)) => {
+                    if let Some(img) = Image::parse(data, None) {
+                        if !module.is_exe {
+                            module.name = soname(&img.obj).unwrap_or(module.name.clone());
+                        }
+                        module.image = Ok(img);
+                        module.unwind = OnceCell::new();
+                        replaced = true;
+                    }
+                }
+                (Kind::Debuginfo, Ok(img)) => img.debug = object::File::parse(data).ok(),
+                _ => continue,
+            }
+            module.symbols = OnceCell::new();
+        }
+        (replaced, outcome)
     }
 }
 

@@ -42,17 +42,6 @@ pub enum FrameStyle {
     Rich,
 }
 
-impl FrameStyle {
-    /// The value of the `crashprobe_frames` configuration key.
-    pub fn from_config(value: &str) -> Option<FrameStyle> {
-        match value.trim() {
-            "compatible" => Some(FrameStyle::Compatible),
-            "rich" => Some(FrameStyle::Rich),
-            _ => None,
-        }
-    }
-}
-
 /// Symbol information for one address: innermost (inlined) first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SymFrame {

@@ -27,3 +27,6 @@ mod live;
 
 #[path = "integration/aarch64.rs"]
 mod aarch64;
+
+#[path = "integration/debuginfod.rs"]
+mod debuginfod;
