@@ -553,11 +553,13 @@ pub fn clean_line(raw: &[u8]) -> String {
 }
 
 /// Drop a `<N>` log level, a `[ seconds.micros]` timestamp, an optional `[  T123]` caller
-/// id, then one whitespace character.
+/// id, then (only after such a prefix) one whitespace character.
 pub fn strip_syslog_prefix(line: &str) -> &str {
     let mut s = line;
+    let mut stripped_level = false;
     if s.starts_with('<') {
         s = s.find('>').map_or("", |i| &s[i + 1..]);
+        stripped_level = true;
     }
     let mut stripped_time = false;
     if let Some(rest) = strip_bracket(s, |c| c.is_ascii_digit() || c == '.' || is_c_space(c)) {
@@ -570,6 +572,11 @@ pub fn strip_syslog_prefix(line: &str) -> &str {
         {
             s = rest;
         }
+    }
+    // The separator after a prefix; a line without one (a console capture) keeps its
+    // indentation, which is what marks the frames of an arm64 `Call trace:`.
+    if !(stripped_level || stripped_time) {
+        return s;
     }
     match s.chars().next() {
         Some(c) if is_c_space(c) => &s[c.len_utf8()..],
@@ -901,6 +908,11 @@ fn parse_registers<'a>(line: &str, found: &mut Vec<(&'a str, RegisterValue<'a>)>
 /// The registers of one line: arm64's when the line is an arm64 register line, else the C
 /// parser's (x86 names).
 fn parse_any_registers<'a>(line: &'a str, found: &mut Vec<(&'a str, RegisterValue<'a>)>) {
+    // arm64's `Mem abort info:` prints `  FSC = 0x05: level 1 translation fault`, which the
+    // x86 names would read as an `FS` register.
+    if line.trim_start_matches(is_c_space).starts_with("FSC = ") {
+        return;
+    }
     if !parse_arm64_registers(line, found) {
         parse_registers(line, found);
     }

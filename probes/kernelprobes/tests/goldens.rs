@@ -5,7 +5,7 @@ use std::process::Command;
 
 use crate::support::fixture;
 
-const FIXTURES: [&str; 23] = [
+const FIXTURES: [&str; 27] = [
     "warning_addresses",
     "warning_no_addresses",
     "bug_unable_to_handle",
@@ -31,6 +31,11 @@ const FIXTURES: [&str; 23] = [
     "arm64_uaccess_panic_5x",
     "arm64_bug_5x",
     "arm64_warning_6x",
+    // Real arm64 console captures, complete as printed (QEMU virt, the `faulty` module).
+    "arm64_null_deref_510_5x",
+    "arm64_null_deref_515_5x",
+    "arm64_null_deref_61_6x",
+    "arm64_null_deref_66_6x",
 ];
 
 fn check(name: &str) {
@@ -210,4 +215,62 @@ fn arm64_reports_parse_with_reason_version_taint_modules_and_frames() {
         "{die}"
     );
     assert!(die.ends_with("\n#17 ret_from_fork - [kernel]\n"), "{die}");
+}
+
+#[test]
+fn real_arm64_null_dereferences_give_reason_version_taint_modules_and_frames() {
+    let records =
+        |name: &str| crate::support::parse_file_records(&fixture(&format!("oops/{name}.txt")));
+    const REASON: &str =
+        "Reason: Unable to handle kernel NULL pointer dereference at virtual address 0000000000000000\n";
+    for (name, version, modules, last_frame) in [
+        (
+            "arm64_null_deref_510_5x",
+            "5.10.7 #1",
+            "hello(O) faulty(O) scull(O)",
+            "#8 el0_sync",
+        ),
+        (
+            "arm64_null_deref_515_5x",
+            "5.15.109 #1",
+            "hello(O) faulty(O) scull(O)",
+            "#9 el0t_64_sync",
+        ),
+        (
+            "arm64_null_deref_61_6x",
+            "6.1.44 #1",
+            "hello(O) scull(O) faulty(O)",
+            "#9 el0t_64_sync",
+        ),
+        (
+            "arm64_null_deref_66_6x",
+            "6.6.84 #1",
+            "hello(O) faulty(O) scull(O) ipv6",
+            "#9 el0t_64_sync",
+        ),
+    ] {
+        let found = records(name);
+        // The fault header and its `Internal error: Oops: …` are one record.
+        assert_eq!(found.len(), 1, "{name}");
+        assert_eq!(found[0].0, "org.clearlinux/kernel/bug severity 4", "{name}");
+        let payload = &found[0].1;
+        let head = format!(
+            "Crash Report:\n{REASON}Kernel Version : {version}\nTainted : G           O   \nModules : {modules}\nBacktrace :\n"
+        );
+        assert!(payload.starts_with(&head), "{name}: {payload}");
+        assert!(
+            payload.contains("\nRegister pc: faulty_write+0x"),
+            "{name}: {payload}"
+        );
+        assert!(
+            payload.contains("\n#1 faulty_write - [kernel]\n#2 ksys_write - [kernel]\n"),
+            "{name}: {payload}"
+        );
+        assert!(
+            payload.ends_with(&format!("\n{last_frame} - [kernel]\n")),
+            "{name}: {payload}"
+        );
+        // `  FSC = 0x05: …` of `Mem abort info:` is no `FS` register.
+        assert!(!payload.contains("Register FS:"), "{name}: {payload}");
+    }
 }
