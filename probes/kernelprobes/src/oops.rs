@@ -54,8 +54,9 @@
 //!   8 characters, so 4.10+ traces lost their frames) nor count as frames, and the
 //!   user-space register lines 5.x kernels print inside a trace are not frames;
 //! * a syslog-style line loses its `<N>` level and `[ seconds]` timestamp (and a
-//!   `[  T123]` caller id), but a bracketed text that is not a timestamp (such as
-//!   `[Hardware Error]:`) is kept;
+//!   `[  T123]` caller id) with the space after them, but a bracketed text that is not a
+//!   timestamp (such as `[Hardware Error]:`) is kept, and a line without a prefix (a
+//!   serial-console capture) keeps its first space, the indent of its arm64 frames;
 //! * every line is bounded to [`MAX_LINE_LEN`] bytes and made valid payload text (invalid
 //!   UTF-8 and control characters become `?`), so a record is never refused.
 //!

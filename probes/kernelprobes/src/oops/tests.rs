@@ -88,6 +88,12 @@ fn syslog_prefixes() {
     check_strip("[    1.0] no level", "no level");
     check_strip("<3>no time", "no time");
     check_strip("plain", "plain");
+    // Without a prefix (a serial console) the indent of an arm64 frame is the line's own.
+    check_strip(
+        " faulty_write+0x10/0x20 [faulty]",
+        " faulty_write+0x10/0x20 [faulty]",
+    );
+    check_strip("  ESR = 0x96000045", "  ESR = 0x96000045");
     check_strip("<6>[    2.0][    T1] with caller id", "with caller id");
     check_strip("<6>[    2.0][  C12] cpu caller id", "cpu caller id");
     // A bracketed word is message text, not a timestamp.
