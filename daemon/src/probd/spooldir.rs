@@ -6,7 +6,7 @@
 //! strategy says ([`super::durability`]), renamed into the spool under a fresh final name
 //! without ever replacing a file, and the directory is flushed; the temporary files that
 //! dead processes left behind are removed when staging in a directory begins
-//! ([`Spool::remove_stale_temps`]).
+//! (`Spool::remove_stale_temps`).
 //!
 //! Named `spooldir` (not `spool`) so that it is not mistaken for telempostd's spool, the
 //! reader side of the same directory.
