@@ -14,23 +14,20 @@
 //!   blocks or disturbs the daemon.
 
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use libtelemetry::client::Ack;
 use libtelemetry::frame::{decode_frame, frame_len, Frame, FrameError, MAX_FRAME_SIZE};
-use nix::sys::socket::MsgFlags;
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::sync::watch;
 
 use super::connections::ConnPermit;
 use tokio::time::Instant;
 
+use super::conn::Conn;
+use super::counters::Counters;
 use super::peer::Peer;
 use super::refusals::RefusalLog;
-use super::stager::{Counters, StagerHandle};
+use super::stager::StagerHandle;
 use super::trust::check_cfg_path;
 
 /// Bytes read at once while the frame size is still unknown.
@@ -49,92 +46,6 @@ pub enum ReadError {
     Deadline { deadline: Duration, received: usize },
     #[error("read error: {0}")]
     Io(#[from] io::Error),
-}
-
-/// A client connection, registered with the reactor only once it has to wait: most probes
-/// have sent their whole frame before the daemon accepts, so the common path costs no
-/// epoll registration.
-pub struct Conn {
-    plain: Option<UnixStream>,
-    registered: Option<AsyncFd<UnixStream>>,
-}
-
-impl Conn {
-    /// `stream` must be non-blocking.
-    pub fn new(stream: UnixStream) -> Conn {
-        Conn {
-            plain: Some(stream),
-            registered: None,
-        }
-    }
-
-    fn stream(&self) -> &UnixStream {
-        match (&self.plain, &self.registered) {
-            (Some(s), _) => s,
-            (None, Some(a)) => a.get_ref(),
-            (None, None) => unreachable!("a Conn always holds its stream"),
-        }
-    }
-
-    /// Read without waiting.
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        recv_now(self.stream(), buf)
-    }
-
-    /// Wait until data (or end of stream) can be read, without consuming it (cancel-safe).
-    async fn readable(&mut self) -> io::Result<()> {
-        if let Some(stream) = self.plain.take() {
-            // SAFETY: the UnixStream owns its fd, always reports that same fd, and is
-            // dropped only together with the AsyncFd.
-            let afd = unsafe { AsyncFd::register_with_interest(stream, Interest::READABLE) };
-            self.registered = Some(afd.map_err(io::Error::from)?);
-        }
-        let afd = self.registered.as_ref().expect("registered above");
-        loop {
-            let mut guard = afd.readable().await?;
-            let mut probe = [0u8; 1];
-            match guard.try_io(|inner| {
-                nix::sys::socket::recv(
-                    inner.get_ref().as_raw_fd(),
-                    &mut probe,
-                    MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-                )
-                .map_err(io::Error::from)
-            }) {
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // Data, end of stream, or an error the next read reports.
-                Ok(_) => return Ok(()),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    /// Send the one-byte reply; never blocks, never raises SIGPIPE.
-    pub fn reply(&self, ack: Ack) -> io::Result<()> {
-        send_ack(self.stream(), ack)
-    }
-}
-
-/// Send the one-byte reply on `stream`; never blocks, never raises SIGPIPE.
-pub fn send_ack(stream: &UnixStream, ack: Ack) -> io::Result<()> {
-    nix::sys::socket::send(
-        stream.as_raw_fd(),
-        &[ack.byte()],
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-    )
-    .map(|_| ())
-    .map_err(io::Error::from)
-}
-
-/// `recv` without waiting, retried on EINTR.
-pub fn recv_now(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match nix::sys::socket::recv(stream.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
-            Ok(n) => return Ok(n),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// Decode a complete frame from `peer`, validate its headers and check that its `CFG:`

@@ -35,10 +35,12 @@ use tokio::io::Interest;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::conn::{recv_now, send_ack, Conn, FinalConn};
 use super::connections::{ConnPermit, Connections, Refusal};
-use super::handler::{decode_valid, recv_now, send_ack, Conn, Handler};
+use super::counters::Counters;
+use super::handler::{decode_valid, Handler};
 use super::peer::Peer;
-use super::stager::{Counters, FinalConn, StagerHandle};
+use super::stager::StagerHandle;
 use super::{ExitReason, Settings};
 use crate::notify::notify;
 
@@ -253,7 +255,7 @@ impl Listener {
         notify("RELOADING=1");
         match Config::load(&self.paths, self.config_file.as_deref()) {
             Ok((config, source)) => {
-                if let Err(e) = super::stager::check_spool_dir(&config.spool_dir) {
+                if let Err(e) = super::spooldir::check_spool_dir(&config.spool_dir) {
                     tracing::error!(
                         "spool_dir {} is not usable ({e}); keeping the current configuration",
                         config.spool_dir.display()

@@ -23,7 +23,9 @@
 //! socket error (as the C daemon).
 
 pub mod cli;
+pub mod conn;
 pub mod connections;
+pub mod counters;
 pub mod durability;
 pub mod handler;
 pub mod listener;
@@ -31,6 +33,7 @@ pub mod machine_id;
 pub mod peer;
 pub mod refusals;
 pub mod socket;
+pub mod spooldir;
 pub mod stager;
 mod status;
 pub mod trust;
@@ -49,9 +52,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::notify::notify;
+use counters::Counters;
 use listener::Listener;
 use socket::SocketError;
-use stager::{Counters, Stager};
+use stager::Stager;
 use status::StatusWriter;
 
 /// Name used for logs and the status file.
@@ -187,9 +191,9 @@ pub fn run(opts: cli::Options) -> Result<ExitReason, ProbdError> {
     );
     socket::check_socket_path(&config.socket_path)?;
     let durability = durability::durability_of(&config)?;
-    match stager::check_spool_dir(&config.spool_dir) {
-        Ok(stager::SpoolDirState::Usable) => {}
-        Ok(stager::SpoolDirState::Missing) => tracing::warn!(
+    match spooldir::check_spool_dir(&config.spool_dir) {
+        Ok(spooldir::SpoolDirState::Usable) => {}
+        Ok(spooldir::SpoolDirState::Missing) => tracing::warn!(
             "spool_dir {} does not exist yet: records are refused until it does",
             config.spool_dir.display()
         ),

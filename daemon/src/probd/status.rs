@@ -11,7 +11,7 @@ use libtelemetry::status::{self, DaemonStatus, COUNTER_REJECTED, COUNTER_STAGED}
 use libtelemetry::Paths;
 use tokio::sync::watch;
 
-use super::stager::Counters;
+use super::counters::Counters;
 use super::DAEMON;
 
 #[derive(Clone)]

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use daemon::probd::stager::TEMP_DIR;
+use daemon::probd::spooldir::TEMP_DIR;
 use libtelemetry::client::Delivery;
 use libtelemetry::fsutil::TEMP_PREFIX;
 use libtelemetry::record::Header;
