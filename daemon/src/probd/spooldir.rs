@@ -544,12 +544,13 @@ pub fn is_final_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use libtelemetry::{encode_staged, parse_staged, Record};
     use std::os::unix::fs::PermissionsExt;
 
-    fn record(payload: &str) -> Record {
+    /// A small record for the probd unit tests (the stager's use it too).
+    pub(in crate::probd) fn record(payload: &str) -> Record {
         let mut r = Record::new(
             2,
             "org.test/probd/unit",
@@ -568,7 +569,8 @@ mod tests {
         }
     }
 
-    fn listing(dir: &Path) -> Vec<String> {
+    /// The spool's visible names, sorted.
+    pub(in crate::probd) fn listing(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -511,20 +511,9 @@ fn commit_inline(last_time_per_record: Option<Duration>, records: usize, others:
 mod tests {
     use super::*;
     use crate::probd::spooldir::is_final_name;
+    use crate::probd::spooldir::tests::{listing, record};
     use libtelemetry::parse_staged;
     use std::path::Path;
-
-    fn record(payload: &str) -> Record {
-        let mut r = Record::new(
-            2,
-            "org.test/probd/unit",
-            1,
-            &libtelemetry::HostInfo::fixed_for_tests(),
-        )
-        .unwrap();
-        r.set_payload(payload.as_bytes()).unwrap();
-        r
-    }
 
     fn me() -> Peer {
         Peer {
@@ -532,16 +521,6 @@ mod tests {
             gid: 1000,
             pid: 1,
         }
-    }
-
-    fn listing(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
-            .collect();
-        v.sort();
-        v
     }
 
     #[tokio::test]
