@@ -917,18 +917,25 @@ fn header_list(v: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 /// `Name: value` → (`Name`, `value`), trimmed, the name an HTTP token and the value only
-/// bytes HTTP carries in a header (tab and visible ASCII).
+/// bytes HTTP carries in a header (tab and visible ASCII). telempostd checks `tidheader`
+/// and the headers it sends with these too.
 pub fn split_header_line(line: &str) -> Option<(&str, &str)> {
     let (name, value) = line.split_once(':')?;
     let (name, value) = (name.trim(), value.trim());
-    let token = !name.is_empty()
+    (is_http_token(name) && is_http_header_value(value)).then_some((name, value))
+}
+
+/// An HTTP token (a header name).
+pub fn is_http_token(name: &str) -> bool {
+    !name.is_empty()
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    let visible = value
-        .bytes()
-        .all(|b| b == b'\t' || (0x20..=0x7e).contains(&b));
-    (token && visible).then_some((name, value))
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Bytes HTTP allows in a header value (what ureq accepts): tab and visible ASCII.
+pub fn is_http_header_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (0x20..=0x7e).contains(&b))
 }
 
 /// The known key `key` most likely misspells: at most two edits away (or a quarter of its

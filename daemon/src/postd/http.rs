@@ -6,25 +6,11 @@ use std::time::{Duration, SystemTime};
 /// Longest wait a `Retry-After` may ask for.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// `Name: value` → (`Name`, `value`), the name a valid HTTP token.
-pub fn split_header_line(line: &str) -> Option<(&str, &str)> {
-    let (name, value) = line.split_once(':')?;
-    let name = name.trim();
-    (is_token(name) && valid_header_value(value.trim())).then(|| (name, value.trim()))
-}
-
-/// An HTTP token (a header name).
-pub fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Bytes HTTP allows in a header value (what ureq accepts).
-pub fn valid_header_value(v: &str) -> bool {
-    v.bytes().all(|b| b == b'\t' || (0x20..=0x7e).contains(&b))
-}
+/// Header-line checks: one implementation, in libtelemetry's config (it checks the
+/// `otlp_headers` key with it).
+pub use libtelemetry::config::{
+    is_http_header_value as valid_header_value, is_http_token as is_token, split_header_line,
+};
 
 /// `Retry-After` as delay-seconds or an HTTP date (IMF-fixdate, and the obsolete RFC 850
 /// and asctime forms RFC 9110 requires recipients to accept), relative to `now`, capped at
