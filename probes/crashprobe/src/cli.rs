@@ -247,11 +247,11 @@ pub fn run(opts: Options) -> Exit {
         .process_path
         .as_deref()
         .map(|p| PathBuf::from(p.replace('!', "/")));
-    for bad in config
-        .deferred_errors
-        .iter()
-        .filter(|e| e.key.starts_with("crashprobe_") || e.key.starts_with("debuginfod_"))
-    {
+    for bad in config.deferred_errors.iter().filter(|e| {
+        libtelemetry::config::CRASHPROBE_KEY_PREFIXES
+            .iter()
+            .any(|p| e.key.starts_with(p))
+    }) {
         say(&format!("{}; the default is used", bad.to_error()));
     }
     analysis.symbols.style = match config.crashprobe_frames {

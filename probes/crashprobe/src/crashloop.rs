@@ -312,9 +312,6 @@ impl Gate {
 /// Count this crash and decide whether its record is sent; adds the note to `payload` when
 /// crashes were held back.
 pub fn gate(paths: &Paths, config: &Config, payload: &mut String) -> Gate {
-    if let Some(bad) = config.deferred_error("crash_loop_") {
-        say(&format!("{}; the default is used", bad.to_error()));
-    }
     let Some(limit) = Limit::from_config(config) else {
         return Gate::Open;
     };
