@@ -354,7 +354,7 @@ fn ensure_daemon_built() -> Result<PathBuf, String> {
     let dir = exe.parent().ok_or("no exe dir")?;
     let daemon = dir.join("telempostd");
     let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    build.args(["build", "-p", "telemetrics-daemon", "--bin", "telempostd"]);
+    build.args(["build", "-p", "telempostd", "--bin", "telempostd"]);
     if dir.ends_with("release") {
         build.arg("--release");
     }

@@ -245,7 +245,9 @@ pub(crate) fn ensure_daemons_built() -> Result<(), String> {
         "--manifest-path",
         manifest,
         "-p",
-        "telemetrics-daemon",
+        "telemprobd",
+        "-p",
+        "telempostd",
     ]);
     build.args(["--bin", "telemprobd", "--bin", "telempostd"]);
     if dir.ends_with("release") {

@@ -409,7 +409,7 @@ fn ensure_daemon_built() -> Result<PathBuf, String> {
     let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
     build.args(["build", "--manifest-path", manifest]);
-    build.args(["-p", "telemetrics-daemon", "--bin", "telemprobd"]);
+    build.args(["-p", "telemprobd", "--bin", "telemprobd"]);
     if profile_is_release {
         build.arg("--release");
     }

@@ -7,7 +7,7 @@
 //! Hand-written on purpose: these messages and rules are a compatibility contract with the
 //! C tools' command lines (scripts and units call them), and no argument-parsing crate
 //! reproduces glibc's. Every program that keeps a C command line uses this one (hprobe,
-//! telem-record-gen, telemprobd and telempostd through `daemon::cli`).
+//! telem-record-gen, telemprobd and telempostd through `daemon_common::cli`).
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;

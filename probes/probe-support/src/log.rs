@@ -2,7 +2,7 @@
 //! journal when started by systemd (`JOURNAL_STREAM` set and the journald socket
 //! reachable), stderr otherwise. `TELEMETRICS_LOG` sets the level: a level (`debug`) or
 //! comma-separated `target=level` directives with an optional default level
-//! (`daemon::postd=debug,warn`), as `tracing_subscriber::filter::Targets` reads them;
+//! (`postd=debug,warn`), as `tracing_subscriber::filter::Targets` reads them;
 //! default (and when unreadable) `info`.
 
 use std::str::FromStr;
@@ -52,9 +52,9 @@ mod tests {
     fn directives() {
         let t = Targets::from_str("debug").unwrap();
         assert!(t.would_enable("x", &Level::DEBUG));
-        let t = Targets::from_str("daemon::postd=debug,warn").unwrap();
-        assert!(t.would_enable("daemon::postd::spool", &Level::DEBUG));
-        assert!(!t.would_enable("daemon::probd", &Level::INFO));
-        assert!(t.would_enable("daemon::probd", &Level::WARN));
+        let t = Targets::from_str("postd=debug,warn").unwrap();
+        assert!(t.would_enable("postd::spool", &Level::DEBUG));
+        assert!(!t.would_enable("probd", &Level::INFO));
+        assert!(t.would_enable("probd", &Level::WARN));
     }
 }

@@ -130,7 +130,7 @@ fn losing_the_spool_watch_is_a_failure_exit() {
     let st = d.wait_timeout(SOON).expect("exits once the watch is gone");
     assert_eq!(
         st.code(),
-        Some(i32::from(daemon::postd::EXIT_RUNTIME_FAILURE)),
+        Some(i32::from(postd::EXIT_RUNTIME_FAILURE)),
         "{st:?}: systemd must see a failure"
     );
     assert!(d.log().contains("lost the watch on the spool directory"));

@@ -510,8 +510,8 @@ fn commit_inline(last_time_per_record: Option<Duration>, records: usize, others:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probd::spooldir::is_final_name;
-    use crate::probd::spooldir::tests::{listing, record};
+    use crate::spooldir::is_final_name;
+    use crate::spooldir::tests::{listing, record};
     use libtelemetry::parse_staged;
     use std::path::Path;
 

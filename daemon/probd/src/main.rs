@@ -1,8 +1,8 @@
 //! telemprobd: the spool daemon (probes' Unix socket → staged records). See
-//! `daemon::probd`.
+//! the `probd` library.
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    daemon::probd::main()
+    probd::main()
 }

@@ -36,7 +36,7 @@ fn foreign_files_never_count_toward_the_quota() {
         6 * 1024 * 1024,
         "left alone"
     );
-    let q = daemon::postd::quarantine_dir(&spool);
+    let q = postd::quarantine_dir(&spool);
     assert!(q.join("Huge00.u1000").exists());
 }
 
@@ -58,7 +58,7 @@ fn a_spool_dir_of_ordinary_files_is_left_alone() {
         std::fs::write(spool.join(&name), format!("ordinary file {i}\n")).unwrap();
         ordinary.push(name);
     }
-    let q = daemon::postd::quarantine_dir(&spool);
+    let q = postd::quarantine_dir(&spool);
     std::fs::create_dir_all(&q).unwrap();
     for i in 0..120 {
         std::fs::write(q.join(format!("kept{i}")), b"not ours").unwrap();

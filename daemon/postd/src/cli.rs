@@ -1,8 +1,8 @@
 //! Command line of telempostd (§5.1): the daemons' shared `getopt_long "f:hV"` parser
-//! ([`crate::cli`]) and telempostd's usage text (the C daemon printed the same lines as
+//! ([`daemon_common::cli`]) and telempostd's usage text (the C daemon printed the same lines as
 //! telemprobd).
 
-pub use crate::cli::{parse, Command, Options, UsageError};
+pub use daemon_common::cli::{parse, Command, Options, UsageError};
 
 /// The usage text of the C daemon.
 pub fn usage(argv0: &str) -> String {

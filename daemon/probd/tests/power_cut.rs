@@ -31,7 +31,7 @@ use libtelemetry::client::Delivery;
 use libtelemetry::parse_staged;
 use telemetrics_tests::{TestDaemon, TestRoot};
 
-use crate::probd::{is_root, start};
+use crate::{is_root, start};
 
 const ROOT_INO: u64 = 1;
 /// The kernel asks again for every name and attribute: nothing it caches outlives a cut.

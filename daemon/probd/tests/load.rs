@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use daemon::probd::spooldir::TEMP_DIR;
 use libtelemetry::client::Delivery;
 use libtelemetry::fsutil::TEMP_PREFIX;
 use libtelemetry::record::Header;
 use libtelemetry::{encode_frame, parse_staged};
+use probd::spooldir::TEMP_DIR;
 use telemetrics_tests::TestRoot;
 
 use super::{new_record, raise_fd_limit, send, staged, start, STARTUP};

@@ -96,7 +96,7 @@ fn a_permanent_refusal_quarantines_the_batch() {
     assert!(wait_counter(&root, COUNTER_QUARANTINED, 3));
     assert!(spool_names(&root).is_empty());
     assert_eq!(c.attempt_count(), 1, "not retried");
-    let q = daemon::postd::quarantine_dir(&root.spool_dir());
+    let q = postd::quarantine_dir(&root.spool_dir());
     assert_eq!(std::fs::read_dir(q).unwrap().count(), 3);
 }
 
@@ -280,7 +280,7 @@ fn a_refusal_is_judged_by_the_mode_of_the_backend_the_record_went_to() {
     assert!(refusing.wait_for_attempts(2, SOON));
     // A v2 400 is retried like any v2 failure; only the OTLP one is final.
     assert!(wait_until(SOON, || spool_names(&root) == [own_name("tov2aa")]));
-    let q = daemon::postd::quarantine_dir(&root.spool_dir());
+    let q = postd::quarantine_dir(&root.spool_dir());
     let names: Vec<String> = std::fs::read_dir(q)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

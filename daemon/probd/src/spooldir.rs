@@ -550,7 +550,7 @@ pub(super) mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     /// A small record for the probd unit tests (the stager's use it too).
-    pub(in crate::probd) fn record(payload: &str) -> Record {
+    pub(crate) fn record(payload: &str) -> Record {
         let mut r = Record::new(
             2,
             "org.test/probd/unit",
@@ -570,7 +570,7 @@ pub(super) mod tests {
     }
 
     /// The spool's visible names, sorted.
-    pub(in crate::probd) fn listing(dir: &Path) -> Vec<String> {
+    pub(crate) fn listing(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -1,7 +1,7 @@
 //! Command line of telemprobd (§4.1): the daemons' shared `getopt_long "f:hV"` parser
-//! ([`crate::cli`]) and telemprobd's usage text.
+//! ([`daemon_common::cli`]) and telemprobd's usage text.
 
-pub use crate::cli::{parse, Command, Options, UsageError};
+pub use daemon_common::cli::{parse, Command, Options, UsageError};
 
 /// The usage text of the C daemon.
 pub fn usage(argv0: &str) -> String {

@@ -51,8 +51,8 @@ use libtelemetry::{Config, Paths};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
-use crate::notify::notify;
 use counters::Counters;
+use daemon_common::notify::notify;
 use listener::Listener;
 use socket::SocketError;
 use stager::Stager;
@@ -164,8 +164,8 @@ pub fn main() -> ExitCode {
 /// The program with explicit arguments (after `argv[0]`).
 pub fn main_with_args(argv0: &str, args: Vec<OsString>) -> ExitCode {
     let argv = std::iter::once(OsString::from(argv0)).chain(args);
-    crate::cli::main(argv, DAEMON, cli::usage, |opts| {
-        crate::logging::init(DAEMON);
+    daemon_common::cli::main(argv, DAEMON, cli::usage, |opts| {
+        daemon_common::logging::init(DAEMON);
         match run(opts) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
@@ -183,7 +183,7 @@ pub fn run(opts: cli::Options) -> Result<ExitReason, ProbdError> {
         check_config_path(p).map_err(ProbdError::ConfigPath)?;
     }
     let (config, source) = Config::load(&paths, opts.config_file.as_deref())?;
-    crate::logging::warn_config(&config);
+    daemon_common::logging::warn_config(&config);
     tracing::info!(
         "{DAEMON} {} starting ({})",
         libtelemetry::VERSION,

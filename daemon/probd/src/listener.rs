@@ -42,7 +42,7 @@ use super::handler::{decode_valid, Handler};
 use super::peer::Peer;
 use super::stager::StagerHandle;
 use super::{ExitReason, Settings};
-use crate::notify::notify;
+use daemon_common::notify::notify;
 
 /// Pause after an accept error caused by resource exhaustion (EMFILE and the like).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);

@@ -4,7 +4,6 @@ mod frames;
 mod lifecycle;
 mod load;
 mod power_cut;
-mod powerloss;
 mod trust;
 
 use std::io::{Read, Write};
@@ -266,4 +265,27 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The command line, from the getopt table both daemons share.
+mod cli {
+    use telemetrics_tests::daemon_cli;
+
+    #[test]
+    fn options_answer_as_glibc_getopt_long() {
+        daemon_cli::options_answer_as_glibc_getopt_long("telemprobd", probd::cli::usage);
+    }
+
+    #[test]
+    fn an_abbreviated_config_option_takes_its_path() {
+        daemon_cli::an_abbreviated_config_option_takes_its_path("telemprobd");
+    }
+
+    #[test]
+    fn unknown_config_keys_are_logged_with_a_suggestion() {
+        daemon_cli::unknown_config_keys_are_logged_with_a_suggestion(
+            "telemprobd",
+            ("socket_path", "/nonexistent/dir/telem-0"),
+        );
+    }
 }

@@ -283,7 +283,7 @@ build: 23550\nkernel_version: 4.17.4-589.native\ntest message\n",
     assert!(wait_counter(&root, COUNTER_QUARANTINED, 4));
     assert!(c.wait_for(1, SOON));
     assert!(wait_until(SOON, || spool_names(&root).is_empty()));
-    let q = daemon::postd::quarantine_dir(&root.spool_dir());
+    let q = postd::quarantine_dir(&root.spool_dir());
     let mut names: Vec<String> = std::fs::read_dir(&q)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -1,23 +1,15 @@
-//! The daemons' command line, byte for byte against what glibc's getopt_long and the C
-//! daemons print (the same table as hprobe's): invalid and argument-less options, long-name
-//! abbreviations and clustered flags.
+//! The daemons' command line, checked byte for byte against what glibc's getopt_long and
+//! the C daemons print (the same table as hprobe's): invalid and argument-less options,
+//! long-name abbreviations and clustered flags. Each daemon's integration tests call these
+//! checks with its binary's name and usage text, so both answer from one table.
 
 use std::process::Stdio;
 
-use telemetrics_tests::TestRoot;
-
-const DAEMONS: [&str; 2] = ["telemprobd", "telempostd"];
-
-fn usage(prog: &str) -> String {
-    match prog {
-        "telemprobd" => daemon::probd::cli::usage(prog),
-        _ => daemon::postd::cli::usage(prog),
-    }
-}
+use crate::{bin_path, TestRoot};
 
 /// `args` exit with `code`, printing exactly `stdout` and `stderr`.
 fn check(root: &TestRoot, daemon: &str, args: &[&str], code: i32, stdout: &str, stderr: &str) {
-    let bin = telemetrics_tests::bin_path(daemon);
+    let bin = bin_path(daemon);
     let out = root
         .command(daemon)
         .args(args)
@@ -39,13 +31,12 @@ fn check(root: &TestRoot, daemon: &str, args: &[&str], code: i32, stdout: &str, 
     );
 }
 
-#[test]
-fn options_answer_as_glibc_getopt_long() {
+/// `daemon` (a binary of the suite) answers every row of the getopt table; `usage` is its
+/// usage text for a program name.
+pub fn options_answer_as_glibc_getopt_long(daemon: &str, usage: fn(&str) -> String) {
     let root = TestRoot::new();
-    for daemon in DAEMONS {
-        let prog = telemetrics_tests::bin_path(daemon)
-            .to_string_lossy()
-            .into_owned();
+    {
+        let prog = bin_path(daemon).to_string_lossy().into_owned();
         let usage = usage(&prog);
         check(&root, daemon, &["-V"], 0, "2.4.3\n", "");
         check(&root, daemon, &["-h"], 0, &usage, "");
@@ -106,10 +97,10 @@ fn options_answer_as_glibc_getopt_long() {
     }
 }
 
-#[test]
-fn an_abbreviated_config_option_takes_its_path() {
+/// `--conf=<path>` (an abbreviation of `--config_file`) is taken as the config path.
+pub fn an_abbreviated_config_option_takes_its_path(daemon: &str) {
     let root = TestRoot::new();
-    for daemon in DAEMONS {
+    {
         let out = root
             .command(daemon)
             .arg("--conf=/nonexistent/telemetrics.conf")
@@ -125,14 +116,11 @@ fn an_abbreviated_config_option_takes_its_path() {
     }
 }
 
-/// Both daemons accept an unknown key, as C did, and log where it is and what it probably
-/// misspells (seen here on the way to a start-up error, so the test need not stop them).
-#[test]
-fn unknown_config_keys_are_logged_with_a_suggestion() {
-    for (daemon, fatal) in [
-        ("telemprobd", ("socket_path", "/nonexistent/dir/telem-0")),
-        ("telempostd", ("record_expiry", "-1")),
-    ] {
+/// `daemon` accepts an unknown key, as C did, and logs where it is and what it probably
+/// misspells (seen on the way to the start-up error that the key/value `fatal` causes, so
+/// the test need not stop the daemon).
+pub fn unknown_config_keys_are_logged_with_a_suggestion(daemon: &str, fatal: (&str, &str)) {
+    {
         let mut root = TestRoot::new();
         root.set("delivery_max_inflight", "8");
         root.set(fatal.0, fatal.1);

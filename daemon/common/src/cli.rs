@@ -3,7 +3,7 @@
 //! [`libtelemetry::getopt`] so that clusters (`-hV`), attached arguments (`-f/x`),
 //! `--name=value` and unambiguous prefixes (`--conf=/x`) behave, and are diagnosed, exactly
 //! as glibc does (`telemprobd: invalid option -- 'x'`). Each daemon keeps its usage text in
-//! its own `cli` module ([`crate::probd::cli`], [`crate::postd::cli`]).
+//! its own `cli` module (`probd::cli`, `postd::cli`).
 //!
 //! Options are taken in order and the first `-h` or `-V` wins, as in C (`-f` checks its path
 //! later, at start-up). One deliberate difference: an operand (`telemprobd extra`), which the

@@ -5,6 +5,7 @@ mod delivery;
 mod journal;
 mod lifecycle;
 mod otlp;
+mod powerloss;
 mod security;
 mod spool;
 
@@ -116,7 +117,7 @@ pub fn root_for(collector: &Collector, path: &str) -> TestRoot {
 pub fn spawn_with_idle(root: &TestRoot, idle: &str) -> TestDaemon {
     let mut cmd = root.command("telempostd");
     cmd.env("TELEMETRICS_LOG", "debug,ureq=info,rustls=info")
-        .env(daemon::postd::IDLE_EXIT_ENV, idle);
+        .env(postd::IDLE_EXIT_ENV, idle);
     TestDaemon::spawn_command(root, "telempostd", cmd)
 }
 
@@ -145,4 +146,27 @@ pub fn spool_names(root: &TestRoot) -> Vec<String> {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect()
+}
+
+/// The command line, from the getopt table both daemons share.
+mod cli {
+    use telemetrics_tests::daemon_cli;
+
+    #[test]
+    fn options_answer_as_glibc_getopt_long() {
+        daemon_cli::options_answer_as_glibc_getopt_long("telempostd", postd::cli::usage);
+    }
+
+    #[test]
+    fn an_abbreviated_config_option_takes_its_path() {
+        daemon_cli::an_abbreviated_config_option_takes_its_path("telempostd");
+    }
+
+    #[test]
+    fn unknown_config_keys_are_logged_with_a_suggestion() {
+        daemon_cli::unknown_config_keys_are_logged_with_a_suggestion(
+            "telempostd",
+            ("record_expiry", "-1"),
+        );
+    }
 }

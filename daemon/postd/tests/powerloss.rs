@@ -7,7 +7,7 @@ use std::time::Duration;
 use libtelemetry::status::{COUNTER_DELIVERED, COUNTER_QUARANTINED};
 use telemetrics_tests::collector::Collector;
 
-use crate::postd::{record, root_for, spawn, spool_names, stage_bytes, wait_counter, SOON};
+use crate::{record, root_for, spawn, spool_names, stage_bytes, wait_counter, SOON};
 
 #[test]
 fn empty_or_cut_staged_files_left_by_a_power_loss_are_quarantined_not_sent() {

@@ -126,8 +126,8 @@ impl PostdError {
 
 /// The whole program: parse `args` (with argv0), run, map errors to exit codes.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    crate::cli::main(args, "telempostd", cli::usage, |opts| {
-        crate::logging::init("telempostd");
+    daemon_common::cli::main(args, "telempostd", cli::usage, |opts| {
+        daemon_common::logging::init("telempostd");
         match run(opts) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -191,7 +191,7 @@ pub fn run(opts: Options) -> Result<(), PostdError> {
         check_config_path(p).map_err(PostdError::ConfigPath)?;
     }
     let (cfg, source) = Config::load(&paths, opts.config_file.as_deref())?;
-    crate::logging::warn_config(&cfg);
+    daemon_common::logging::warn_config(&cfg);
     let settings = Settings::from_config(cfg)?;
     let spool_dir = settings.cfg.spool_dir.clone();
     create_spool_dir(&spool_dir).map_err(|source| PostdError::Spool {
@@ -396,7 +396,7 @@ struct Postd {
 impl Postd {
     fn run(mut self, rx: mpsc::Receiver<Event>) -> Result<(), PostdError> {
         self.rescan(Instant::now());
-        crate::notify::notify("READY=1");
+        daemon_common::notify::notify("READY=1");
         loop {
             let now = Instant::now();
             self.maintain(now);
@@ -418,7 +418,7 @@ impl Postd {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        crate::notify::notify("STOPPING=1");
+        daemon_common::notify::notify("STOPPING=1");
         self.record_log.flush(Instant::now());
         self.sync_dir();
         self.persist.status(self.counters.snapshot());
