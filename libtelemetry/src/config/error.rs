@@ -49,8 +49,9 @@ impl ConfigError {
     }
 }
 
-/// A value of a telempostd-only key that cannot be used, kept for
-/// [`Config::check_delivery`](super::Config::check_delivery) (as a [`ConfigError::Value`]).
+/// A value that cannot be used of a key that does not fail the parse (those only one
+/// program reads), kept for that program to report (as a [`ConfigError::Value`]): see
+/// [`KeyReader`](super::KeyReader).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeferredValueError {
     pub path: PathBuf,

@@ -77,9 +77,37 @@ pub const KNOWN_KEYS: &[&str] = &[
     "debuginfod_cache_expiry",
 ];
 
-/// Prefixes of the keys only crashprobe reads: a bad value of one is crashprobe's to report
-/// (it keeps the default) and never stops delivery.
-pub const CRASHPROBE_KEY_PREFIXES: &[&str] = &["crash_loop_", "crashprobe_", "debuginfod_"];
+/// The program that reads a key whose bad value does not fail the parse, and so reports
+/// the value kept in [`Config::deferred_errors`](super::Config::deferred_errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyReader {
+    /// Says so and keeps the default.
+    Crashprobe,
+    /// Refuses to start (keeps the setting in effect on a reload).
+    Telemprobd,
+    /// Refuses to start ([`Config::check_delivery`](super::Config::check_delivery)).
+    Telempostd,
+}
+
+/// The keys telempostd does not read, by prefix (a whole key is its own prefix), and the
+/// program that does: a bad value of one is that program's to report and never stops
+/// delivery.
+pub const KEYS_NOT_READ_BY_TELEMPOSTD: &[(&str, KeyReader)] = &[
+    ("crash_loop_", KeyReader::Crashprobe),
+    ("crashprobe_", KeyReader::Crashprobe),
+    ("debuginfod_", KeyReader::Crashprobe),
+    ("durability", KeyReader::Telemprobd),
+];
+
+impl KeyReader {
+    /// Who reads `key`: telempostd unless [`KEYS_NOT_READ_BY_TELEMPOSTD`] names another.
+    pub fn of(key: &str) -> KeyReader {
+        KEYS_NOT_READ_BY_TELEMPOSTD
+            .iter()
+            .find(|(prefix, _)| key.starts_with(prefix))
+            .map_or(KeyReader::Telempostd, |(_, reader)| *reader)
+    }
+}
 
 /// The known key `key` most likely misspells: at most two edits away (or a quarter of its
 /// length for long keys), e.g. `delivery_max_inflight` → `delivery_max_in_flight`.

@@ -8,15 +8,18 @@
 //!   outside 0..59, a negative `record_expiry`) are reported by [`Config::check_delivery`],
 //!   which telempostd calls at start-up; probes, which only need `socket_path`, are not
 //!   affected by them;
-//! * the keys this suite added for telempostd alone (`delivery_*`, `otlp_*`) are typed here
-//!   too, but a bad value of one is also kept for [`Config::check_delivery`] (with its
-//!   `path:line`) rather than failing the parse, for the same reason;
+//! * the keys this suite added for one program alone (telempostd's `delivery_*`, `otlp_*`;
+//!   crashprobe's `crash_loop_*`, `crashprobe_*`, `debuginfod_*`; telemprobd's
+//!   `durability`) are typed here too, but a bad value of one is kept (with its
+//!   `path:line`) for that program to report ([`KeyReader`], [`Config::deferred_errors_for`])
+//!   rather than failing the parse, for the same reason;
 //! * a key this suite does not know is still accepted, as C did, but reported in
 //!   [`Config::warnings`] with its `path:line` and the known key it most likely misspells.
 //!
-//! Rust callers get `Option`s and enums ([`Config::spool_quota_bytes`],
-//! [`Config::record_burst`], ...); the `i64` fields keep the C getters' numbers (−1 =
-//! unlimited/disabled/invalid), as the C library returned them.
+//! Rust callers get typed values only: `Duration`s, `Option`s (`None` = unlimited or off),
+//! [`RateLimit`]s and enums, with a value the file gave out of range kept as [`OutOfRange`]
+//! for [`Config::check_delivery`]. The C getters' numbers (−1 = unlimited/off/out of range)
+//! exist only in [`Config::c_numbers`], for output that must show them.
 //!
 //! The INI dialect itself is in [`crate::ini`].
 
@@ -53,18 +56,18 @@ pub struct Config {
     /// A complete HTTP header line (`Name: value`), sent verbatim.
     pub tidheader: String,
     pub rate_limit_strategy: RateLimitStrategy,
-    /// Minutes. Negative means "invalid" (see [`Config::check_delivery`]).
-    pub record_expiry: i64,
-    /// KiB; -1 = unlimited.
-    pub spool_max_size: i64,
-    /// Seconds, clamped to 120..=300.
-    pub spool_process_time: i64,
-    /// Minutes, 0..=59, or -1 when the file had an out-of-range value.
-    pub record_window_length: i64,
-    pub byte_window_length: i64,
-    /// `> -1` = enabled.
-    pub record_burst_limit: i64,
-    pub byte_burst_limit: i64,
+    /// `record_expiry` (minutes in the file): how long a record may wait in the spool.
+    /// A negative value is [`OutOfRange`], refused by [`Config::check_delivery`].
+    pub record_expiry: Result<Duration, OutOfRange>,
+    /// `spool_max_size` in bytes (KiB in the file); `None` = unlimited (a negative value).
+    pub spool_max_bytes: Option<u64>,
+    /// `spool_process_time`: telempostd's rescan interval and backoff cap, clamped to
+    /// [`SPOOL_PROCESS_TIME_MIN`]..=[`SPOOL_PROCESS_TIME_MAX`] seconds.
+    pub spool_process_time: Duration,
+    /// `record_burst_limit` per `record_window_length`.
+    pub record_limit: RateLimit,
+    /// `byte_burst_limit` per `byte_window_length`.
+    pub byte_limit: RateLimit,
     pub rate_limit_enabled: bool,
     pub daemon_recycling_enabled: bool,
     pub record_retention_enabled: bool,
@@ -87,7 +90,8 @@ pub struct Config {
     pub otlp_compression: OtlpCompression,
     /// New: `otlp_headers`, `Name: value` pairs separated by `;` (e.g. authorization).
     pub otlp_headers: Vec<(String, String)>,
-    /// Unusable values of the keys above, reported by [`Config::check_delivery`].
+    /// Unusable values of the keys only one program reads, each kept for that program to
+    /// report ([`Config::deferred_errors_for`]; telempostd's by [`Config::check_delivery`]).
     pub deferred_errors: Vec<DeferredValueError>,
     /// Accepted but suspicious content (unknown keys), for the daemons to log.
     pub warnings: Vec<ConfigWarning>,
@@ -124,13 +128,17 @@ impl Config {
             cainfo: String::new(),
             tidheader: DEFAULT_TIDHEADER.to_string(),
             rate_limit_strategy: RateLimitStrategy::Spool,
-            record_expiry: 1200,
-            spool_max_size: 5120,
-            spool_process_time: 120,
-            record_window_length: 15,
-            byte_window_length: 20,
-            record_burst_limit: 1000,
-            byte_burst_limit: -1,
+            record_expiry: Ok(Duration::from_secs(1200 * 60)),
+            spool_max_bytes: Some(5120 * 1024),
+            spool_process_time: Duration::from_secs(120),
+            record_limit: RateLimit {
+                burst: Some(1000),
+                window: Ok(WindowMinutes(15)),
+            },
+            byte_limit: RateLimit {
+                burst: None,
+                window: Ok(WindowMinutes(20)),
+            },
             rate_limit_enabled: true,
             daemon_recycling_enabled: true,
             record_retention_enabled: false,
@@ -210,22 +218,27 @@ impl Config {
                     RateLimitStrategy::Spool
                 }
             }
+            // Clamped so that the C getters' numbers (`c_numbers`) still fit an i64.
             "record_expiry" => {
-                let v = int(e)?;
-                self.record_expiry = if v < 0 { -1 } else { v.min(i64::MAX / 60) };
+                self.record_expiry = u64::try_from(int(e)?)
+                    .map(|m| Duration::from_secs(m.min(i64::MAX as u64 / 60) * 60))
+                    .map_err(|_| OutOfRange)
             }
             "spool_max_size" => {
-                let v = int(e)?;
-                self.spool_max_size = if v < 0 { -1 } else { v.min(i64::MAX / 1024) };
+                self.spool_max_bytes = u64::try_from(int(e)?)
+                    .ok()
+                    .map(|k| k.min(i64::MAX as u64 / 1024) * 1024)
             }
             "spool_process_time" => {
-                self.spool_process_time =
-                    int(e)?.clamp(SPOOL_PROCESS_TIME_MIN, SPOOL_PROCESS_TIME_MAX)
+                let secs = int(e)?.clamp(SPOOL_PROCESS_TIME_MIN, SPOOL_PROCESS_TIME_MAX);
+                self.spool_process_time = Duration::from_secs(secs.unsigned_abs());
             }
-            "record_window_length" => self.record_window_length = window(int(e)?),
-            "byte_window_length" => self.byte_window_length = window(int(e)?),
-            "record_burst_limit" => self.record_burst_limit = int(e)?,
-            "byte_burst_limit" => self.byte_burst_limit = int(e)?,
+            "record_window_length" => {
+                self.record_limit.window = WindowMinutes::from_config(int(e)?)
+            }
+            "byte_window_length" => self.byte_limit.window = WindowMinutes::from_config(int(e)?),
+            "record_burst_limit" => self.record_limit.burst = u64::try_from(int(e)?).ok(),
+            "byte_burst_limit" => self.byte_limit.burst = u64::try_from(int(e)?).ok(),
             "rate_limit_enabled" => self.rate_limit_enabled = boolean(e)?,
             "daemon_recycling_enabled" => self.daemon_recycling_enabled = boolean(e)?,
             "record_retention_enabled" => self.record_retention_enabled = boolean(e)?,
@@ -358,75 +371,56 @@ impl Config {
         }
     }
 
-    /// `spool_max_size` in bytes; `None` = unlimited.
-    pub fn spool_quota_bytes(&self) -> Option<u64> {
-        u64::try_from(self.spool_max_size)
-            .ok()
-            .map(|k| k.saturating_mul(1024))
-    }
-
-    /// `record_expiry` as a duration; `None` when the file had a negative value (refused by
-    /// [`Config::check_delivery`]).
-    pub fn record_expiry_duration(&self) -> Option<Duration> {
-        u64::try_from(self.record_expiry)
-            .ok()
-            .map(|m| Duration::from_secs(m.saturating_mul(60)))
-    }
-
-    /// `spool_process_time` as a duration (already clamped to 120..=300 s).
-    pub fn spool_process_interval(&self) -> Duration {
-        Duration::from_secs(u64::try_from(self.spool_process_time).unwrap_or(120))
-    }
-
-    /// `record_burst_limit`; `None` = no record limit.
-    pub fn record_burst(&self) -> Option<u64> {
-        u64::try_from(self.record_burst_limit).ok()
-    }
-
-    /// `byte_burst_limit`; `None` = no byte limit.
-    pub fn byte_burst(&self) -> Option<u64> {
-        u64::try_from(self.byte_burst_limit).ok()
-    }
-
-    /// `record_window_length` in minutes; `None` when the file's value was out of 0..=59.
-    pub fn record_window_minutes(&self) -> Option<u32> {
-        u32::try_from(self.record_window_length).ok()
-    }
-
-    /// `byte_window_length` in minutes; `None` when the file's value was out of 0..=59.
-    pub fn byte_window_minutes(&self) -> Option<u32> {
-        u32::try_from(self.byte_window_length).ok()
+    /// The C getters' numbers of the keys whose C values carry sentinels.
+    pub fn c_numbers(&self) -> CNumbers {
+        let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let window = |l: &RateLimit| l.window.map_or(-1, |w| i64::from(w.minutes()));
+        CNumbers {
+            record_expiry: self.record_expiry.map_or(-1, |d| to_i64(d.as_secs() / 60)),
+            spool_max_size: self.spool_max_bytes.map_or(-1, |b| to_i64(b / 1024)),
+            spool_process_time: to_i64(self.spool_process_time.as_secs()),
+            record_window_length: window(&self.record_limit),
+            byte_window_length: window(&self.byte_limit),
+            record_burst_limit: self.record_limit.burst.map_or(-1, to_i64),
+            byte_burst_limit: self.byte_limit.burst.map_or(-1, to_i64),
+        }
     }
 
     /// Settings telempostd needs in range before it delivers anything. The C daemon found
     /// these on its first delivery and called `exit(1)`.
     pub fn check_delivery(&self) -> Result<(), ConfigError> {
-        if self.record_window_length < 0 {
+        if self.record_limit.window.is_err() {
             return Err(ConfigError::Delivery {
                 key: "record_window_length",
                 message: "must be within 0..59".into(),
             });
         }
-        if self.byte_window_length < 0 {
+        if self.byte_limit.window.is_err() {
             return Err(ConfigError::Delivery {
                 key: "byte_window_length",
                 message: "must be within 0..59".into(),
             });
         }
-        if self.record_expiry < 0 {
+        if self.record_expiry.is_err() {
             return Err(ConfigError::Delivery {
                 key: "record_expiry",
                 message: "must not be negative".into(),
             });
         }
-        // crashprobe's and telemprobd's keys are theirs to report: a bad one must not stop
-        // delivery.
-        if let Some(e) = self.deferred_errors.iter().find(|e| {
-            !CRASHPROBE_KEY_PREFIXES.iter().any(|p| e.key.starts_with(p)) && e.key != "durability"
-        }) {
+        if let Some(e) = self.deferred_errors_for(KeyReader::Telempostd).next() {
             return Err(e.to_error());
         }
         Ok(())
+    }
+
+    /// The unusable values `reader` reports, in file order.
+    pub fn deferred_errors_for(
+        &self,
+        reader: KeyReader,
+    ) -> impl Iterator<Item = &DeferredValueError> {
+        self.deferred_errors
+            .iter()
+            .filter(move |e| KeyReader::of(e.key) == reader)
     }
 
     /// The first unusable value of a telempostd-only key starting with `key_prefix`
@@ -446,14 +440,6 @@ impl Config {
     pub fn cainfo_path(&self) -> Option<&Path> {
         let p = Path::new(&self.cainfo);
         (!self.cainfo.is_empty() && p.exists()).then_some(p)
-    }
-}
-
-fn window(v: i64) -> i64 {
-    if (0..=59).contains(&v) {
-        v
-    } else {
-        -1
     }
 }
 

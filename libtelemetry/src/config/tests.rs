@@ -31,13 +31,23 @@ fn example_conf_values() {
     assert_eq!(c.tidheader, DEFAULT_TIDHEADER);
     assert_eq!(c.socket_path, Path::new("/tmp/test_telem_socket"));
     assert_eq!(c.spool_dir, Path::new("/tmp/spool"));
-    assert_eq!(c.record_expiry, 1200);
-    assert_eq!(c.spool_max_size, 1024);
-    assert_eq!(c.spool_process_time, 180);
-    assert_eq!(c.record_burst_limit, 100);
-    assert_eq!(c.record_window_length, 15);
-    assert_eq!(c.byte_burst_limit, 1000);
-    assert_eq!(c.byte_window_length, 20);
+    assert_eq!(c.record_expiry, Ok(Duration::from_secs(1200 * 60)));
+    assert_eq!(c.spool_max_bytes, Some(1024 * 1024));
+    assert_eq!(c.spool_process_time, Duration::from_secs(180));
+    assert_eq!(c.record_limit, RateLimit::new(Some(100), window(15)));
+    assert_eq!(c.byte_limit, RateLimit::new(Some(1000), window(20)));
+    assert_eq!(
+        c.c_numbers(),
+        CNumbers {
+            record_expiry: 1200,
+            spool_max_size: 1024,
+            spool_process_time: 180,
+            record_window_length: 15,
+            byte_window_length: 20,
+            record_burst_limit: 100,
+            byte_burst_limit: 1000,
+        }
+    );
     assert!(c.rate_limit_enabled);
     assert_eq!(c.rate_limit_strategy, RateLimitStrategy::Spool);
     assert!(c.daemon_recycling_enabled);
@@ -63,13 +73,18 @@ fn builtin_defaults_match_the_c_table() {
     assert_eq!(c.socket_path, Path::new("/run/telem-0"));
     assert_eq!(c.spool_dir, Path::new("/var/spool/telemetry"));
     assert_eq!(c.cainfo, "");
-    assert_eq!(c.record_expiry, 1200);
-    assert_eq!(c.spool_max_size, 5120);
-    assert_eq!(c.spool_process_time, 120);
-    assert_eq!(c.record_window_length, 15);
-    assert_eq!(c.byte_window_length, 20);
-    assert_eq!(c.record_burst_limit, 1000);
-    assert_eq!(c.byte_burst_limit, -1);
+    assert_eq!(
+        c.c_numbers(),
+        CNumbers {
+            record_expiry: 1200,
+            spool_max_size: 5120,
+            spool_process_time: 120,
+            record_window_length: 15,
+            byte_window_length: 20,
+            record_burst_limit: 1000,
+            byte_burst_limit: -1,
+        }
+    );
     assert!(c.rate_limit_enabled && c.daemon_recycling_enabled);
     assert!(!c.record_retention_enabled && c.record_server_delivery_enabled);
 }
@@ -83,7 +98,11 @@ fn example1_retention_and_no_delivery() {
     let c = Config::parse(&text, Path::new("example.1.conf"), &paths()).unwrap();
     assert!(c.record_retention_enabled);
     assert!(!c.record_server_delivery_enabled);
-    assert_eq!(c.spool_process_time, 300, "clamped to 120..300");
+    assert_eq!(
+        c.spool_process_time,
+        Duration::from_secs(300),
+        "clamped to 120..300"
+    );
 }
 
 /// Data-driven: (file text, expected error line or None, check on the config).
@@ -131,10 +150,15 @@ fn syntax_rules() {
     assert!(c.rate_limit_enabled, "keys are case-sensitive");
     let c = check("[settings]\nrate_limit_strategy=bogus\nspool_process_time=5\nrecord_window_length=60\nrecord_expiry=-5\nspool_max_size=-9\n", None).unwrap();
     assert_eq!(c.rate_limit_strategy, RateLimitStrategy::Spool);
-    assert_eq!(c.spool_process_time, 120);
-    assert_eq!(c.record_window_length, -1);
-    assert_eq!(c.record_expiry, -1);
-    assert_eq!(c.spool_max_size, -1);
+    assert_eq!(c.spool_process_time, Duration::from_secs(120));
+    assert_eq!(c.record_limit.window, Err(OutOfRange));
+    assert_eq!(c.record_expiry, Err(OutOfRange));
+    assert_eq!(c.spool_max_bytes, None);
+    let n = c.c_numbers();
+    assert_eq!(
+        (n.record_window_length, n.record_expiry, n.spool_max_size),
+        (-1, -1, -1)
+    );
     assert!(c.check_delivery().is_err());
     let c = check(
         "[settings]\nrate_limit_enabled=1\ndaemon_recycling_enabled=FALSE\n",
@@ -216,26 +240,72 @@ fn unknown_keys_are_accepted_and_reported() {
     assert_eq!(closest_known_key("record_expiry_days"), None);
 }
 
+fn window(minutes: u32) -> WindowMinutes {
+    WindowMinutes::new(minutes).unwrap()
+}
+
 #[test]
-fn typed_views_of_the_c_sentinels() {
-    let mut c = Config::defaults(&paths());
-    assert_eq!(c.spool_quota_bytes(), Some(5120 * 1024));
+fn typed_values_and_the_c_numbers_of_their_sentinels() {
+    let text = "[settings]\nrecord_burst_limit=-5\nbyte_burst_limit=0\nbyte_window_length=0\n\
+                record_expiry=0\nspool_max_size=0\n";
+    let c = check(text, None).unwrap();
     assert_eq!(
-        c.record_expiry_duration(),
-        Some(Duration::from_secs(1200 * 60))
+        c.record_limit,
+        RateLimit::new(None, window(15)),
+        "negative: off"
     );
-    assert_eq!(c.spool_process_interval(), Duration::from_secs(120));
-    assert_eq!((c.record_burst(), c.byte_burst()), (Some(1000), None));
     assert_eq!(
-        (c.record_window_minutes(), c.byte_window_minutes()),
-        (Some(15), Some(20))
+        c.byte_limit,
+        RateLimit::new(Some(0), window(0)),
+        "0: nothing sent"
     );
-    c.spool_max_size = -1;
-    c.record_expiry = -1;
-    c.record_window_length = -1;
-    assert_eq!(c.spool_quota_bytes(), None);
-    assert_eq!(c.record_expiry_duration(), None);
-    assert_eq!(c.record_window_minutes(), None);
+    assert_eq!(
+        (c.record_expiry, c.spool_max_bytes),
+        (Ok(Duration::ZERO), Some(0))
+    );
+    let n = c.c_numbers();
+    assert_eq!(
+        (
+            n.record_burst_limit,
+            n.byte_burst_limit,
+            n.byte_window_length
+        ),
+        (-1, 0, 0)
+    );
+    assert_eq!((n.record_expiry, n.spool_max_size), (0, 0));
+    c.check_delivery().unwrap();
+
+    // The largest values the C getters could return survive the round trip.
+    let huge = format!(
+        "[settings]\nrecord_expiry={max}\nspool_max_size={max}\nrecord_burst_limit={max}\n",
+        max = i64::MAX
+    );
+    let c = check(&huge, None).unwrap();
+    let n = c.c_numbers();
+    assert_eq!(
+        (n.record_expiry, n.spool_max_size, n.record_burst_limit),
+        (i64::MAX / 60, i64::MAX / 1024, i64::MAX)
+    );
+    assert_eq!(c.spool_max_bytes, Some((i64::MAX as u64 / 1024) * 1024));
+
+    for bad in [
+        "record_window_length=-1",
+        "byte_window_length=60",
+        "record_expiry=-1",
+    ] {
+        let c = check(&format!("[settings]\n{bad}\n"), None).unwrap();
+        let key = bad.split('=').next().unwrap();
+        assert!(
+            matches!(c.check_delivery(), Err(ConfigError::Delivery { key: k, .. }) if k == key),
+            "{bad}"
+        );
+    }
+    assert_eq!(WindowMinutes::new(59), Some(WindowMinutes::MAX));
+    assert_eq!(WindowMinutes::new(60), None);
+}
+
+#[test]
+fn values_of_other_types() {
     assert_eq!(DeliveryMode::Otlp.to_string(), "otlp");
     for (text, want) in [
         ("strict", Some(Durability::Strict)),
@@ -362,6 +432,35 @@ fn crashprobe_keys_are_typed_and_a_bad_value_keeps_the_default() {
     );
     // crashprobe's keys never stop delivery.
     c.check_delivery().unwrap();
+}
+
+#[test]
+fn each_bad_value_is_kept_for_the_program_that_reads_the_key() {
+    let text = "[settings]\ndurability=fsync\ncrash_loop_limit=x\notlp_linger_ms=-1\n\
+                debuginfod_timeout=0\n";
+    let c = check(text, None).unwrap();
+    let keys = |reader| -> Vec<&str> { c.deferred_errors_for(reader).map(|e| e.key).collect() };
+    assert_eq!(
+        keys(KeyReader::Crashprobe),
+        ["crash_loop_limit", "debuginfod_timeout"]
+    );
+    assert_eq!(keys(KeyReader::Telemprobd), ["durability"]);
+    assert_eq!(keys(KeyReader::Telempostd), ["otlp_linger_ms"]);
+    assert_eq!(
+        c.check_delivery().unwrap_err().to_string(),
+        "t.conf:4: invalid value \"-1\" for otlp_linger_ms: expected 0..60000"
+    );
+    let without_postd_keys = text.replace("otlp_linger_ms=-1", "otlp_linger_ms=1");
+    check(&without_postd_keys, None)
+        .unwrap()
+        .check_delivery()
+        .unwrap();
+    // The table names known keys only.
+    for (prefix, _) in KEYS_NOT_READ_BY_TELEMPOSTD {
+        assert!(KNOWN_KEYS.iter().any(|k| k.starts_with(prefix)), "{prefix}");
+    }
+    assert_eq!(KeyReader::of("delivery_mode"), KeyReader::Telempostd);
+    assert_eq!(KeyReader::of("crash_loop_interval"), KeyReader::Crashprobe);
 }
 
 #[test]

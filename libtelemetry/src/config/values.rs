@@ -3,6 +3,83 @@
 
 use std::fmt;
 
+/// A value the file gave outside its key's range (a negative `record_expiry`, a window length
+/// outside 0..59). The C client kept it as −1 and telempostd exited on its first delivery;
+/// here [`Config::check_delivery`](super::Config::check_delivery) refuses it at start-up,
+/// and probes, which never read these keys, are not affected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfRange;
+
+/// A rate-limit window, in minutes: 0..=59, the C daemon's 60 one-minute slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WindowMinutes(pub(super) u8);
+
+impl WindowMinutes {
+    /// The longest window.
+    pub const MAX: WindowMinutes = WindowMinutes(59);
+
+    /// `minutes` as a window, if it is within 0..=59.
+    pub fn new(minutes: u32) -> Option<WindowMinutes> {
+        u8::try_from(minutes)
+            .ok()
+            .filter(|m| *m <= Self::MAX.0)
+            .map(WindowMinutes)
+    }
+
+    pub fn minutes(self) -> u8 {
+        self.0
+    }
+
+    /// The file's value: out of 0..=59 (negative included) is [`OutOfRange`].
+    pub(super) fn from_config(value: i64) -> Result<WindowMinutes, OutOfRange> {
+        u32::try_from(value)
+            .ok()
+            .and_then(WindowMinutes::new)
+            .ok_or(OutOfRange)
+    }
+}
+
+/// One of telempostd's two rate limits: `record_burst_limit` with `record_window_length`,
+/// or `byte_burst_limit` with `byte_window_length`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Most records (or bytes) sent within the window; `None` = this limit is off (a
+    /// negative value in the file).
+    pub burst: Option<u64>,
+    /// The window, checked even when the limit is off, as the C daemon did.
+    pub window: Result<WindowMinutes, OutOfRange>,
+}
+
+impl RateLimit {
+    /// `burst` per `window` (`None`: no limit).
+    pub fn new(burst: Option<u64>, window: WindowMinutes) -> RateLimit {
+        RateLimit {
+            burst,
+            window: Ok(window),
+        }
+    }
+}
+
+/// The numbers the C library's getters returned for the keys whose C values carry
+/// sentinels: −1 = unlimited (`spool_max_size`), off (a burst limit) or out of range
+/// (`record_expiry`, a window length). Only for output that must show C's numbers
+/// (`telemctl status`) or a C ABI; Rust code uses [`Config`](super::Config)'s typed fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CNumbers {
+    /// Minutes.
+    pub record_expiry: i64,
+    /// KiB.
+    pub spool_max_size: i64,
+    /// Seconds, 120..=300.
+    pub spool_process_time: i64,
+    /// Minutes, 0..=59.
+    pub record_window_length: i64,
+    /// Minutes, 0..=59.
+    pub byte_window_length: i64,
+    pub record_burst_limit: i64,
+    pub byte_burst_limit: i64,
+}
+
 /// `crashprobe_frames`: how crashprobe names frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CrashFrames {
