@@ -81,7 +81,9 @@ pub struct ConfigReport {
     pub record_retention_enabled: bool,
     pub rate_limit_enabled: bool,
     pub rate_limit_strategy: &'static str,
+    /// −1: the file's value was negative (telempostd refuses it).
     pub record_expiry_minutes: i64,
+    /// −1: unlimited.
     pub spool_max_size_kib: i64,
     pub daemon_recycling_enabled: bool,
 }
@@ -138,6 +140,8 @@ fn config_report(paths: &Paths) -> ConfigReport {
             Some(e.to_string()),
         ),
     };
+    // The numbers the C client showed: −1 for unlimited or a negative value in the file.
+    let c_numbers = cfg.c_numbers();
     ConfigReport {
         file: source.path().map(Path::to_path_buf),
         source: match source {
@@ -156,8 +160,8 @@ fn config_report(paths: &Paths) -> ConfigReport {
         record_retention_enabled: cfg.record_retention_enabled,
         rate_limit_enabled: cfg.rate_limit_enabled,
         rate_limit_strategy: cfg.rate_limit_strategy.as_str(),
-        record_expiry_minutes: cfg.record_expiry,
-        spool_max_size_kib: cfg.spool_max_size,
+        record_expiry_minutes: c_numbers.record_expiry,
+        spool_max_size_kib: c_numbers.spool_max_size,
         daemon_recycling_enabled: cfg.daemon_recycling_enabled,
     }
 }

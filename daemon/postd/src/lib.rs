@@ -167,9 +167,9 @@ impl Settings {
             max_in_flight,
             keep_alive,
             concurrency,
-            expiry: cfg.record_expiry_duration().unwrap_or_default(),
-            quota: cfg.spool_quota_bytes(),
-            cap: cfg.spool_process_interval(),
+            expiry: cfg.record_expiry.unwrap_or_default(),
+            quota: cfg.spool_max_bytes,
+            cap: cfg.spool_process_time,
             cfg,
         })
     }
@@ -1168,7 +1168,7 @@ impl Postd {
         for name in self.spool.expired(SystemTime::now(), self.settings.expiry) {
             self.log_failure(&format!(
                 "{name} expired after {} minutes in the spool; deleting it",
-                self.settings.cfg.record_expiry
+                self.settings.expiry.as_secs() / 60
             ));
             self.remove_file(&name);
             self.counters.add(COUNTER_EXPIRED, 1);
@@ -1182,7 +1182,7 @@ impl Postd {
         for name in self.spool.over_quota(limit) {
             self.log_failure(&format!(
                 "spool over spool_max_size ({} KiB); evicting {name}",
-                self.settings.cfg.spool_max_size
+                limit / 1024
             ));
             self.remove_file(&name);
             self.counters.add(COUNTER_EVICTED, 1);
@@ -1385,13 +1385,14 @@ mod tests {
         .unwrap();
         assert!(Settings::from_config(bad).is_err());
         c.delivery_concurrency = ConcurrencyMode::Adaptive;
-        c.record_window_length = -1;
+        let window = c.record_limit.window;
+        c.record_limit.window = Err(libtelemetry::config::OutOfRange);
         assert!(matches!(
             Settings::from_config(c.clone()),
             Err(PostdError::Config(_))
         ));
-        c.record_window_length = 15;
-        c.spool_max_size = -1;
+        c.record_limit.window = window;
+        c.spool_max_bytes = None;
         assert_eq!(Settings::from_config(c).unwrap().quota, None);
     }
 }

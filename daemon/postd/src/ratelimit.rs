@@ -20,23 +20,24 @@
 //! lets through, a compatibility contract with the C daemon that a generic rate-limiting
 //! crate (token bucket, GCRA) would not keep.
 
+use libtelemetry::config::{OutOfRange, RateLimit, WindowMinutes};
+
 /// Slots per array: one per minute of an hour.
 pub const SLOTS: usize = 60;
 /// Share of each burst limit all unprivileged senders together may use (numerator,
 /// denominator).
-pub const UNPRIVILEGED_SHARE: (i64, i64) = (3, 4);
+pub const UNPRIVILEGED_SHARE: (u64, u64) = (3, 4);
 /// Share of each burst limit one unprivileged uid may use.
-pub const PER_UID_SHARE: (i64, i64) = (1, 2);
+pub const PER_UID_SHARE: (u64, u64) = (1, 2);
 /// Per-uid limiters kept; past it, idle ones are forgotten.
 const MAX_UID_LIMITERS: usize = 4096;
 
-/// `limit` × `share`, at least 1 for a positive limit; a disabled limit stays disabled.
-fn share_of(limit: i64, (num, den): (i64, i64)) -> i64 {
-    if limit <= 0 {
-        limit
-    } else {
-        (limit.saturating_mul(num) / den).max(1)
-    }
+/// `limit` × `share`, at least 1 for a positive limit; 0 and a disabled limit stay so.
+fn share_of(limit: Option<u64>, (num, den): (u64, u64)) -> Option<u64> {
+    limit.map(|l| match l {
+        0 => 0,
+        l => (l.saturating_mul(num) / den).max(1),
+    })
 }
 
 /// What the limits say about one more record.
@@ -94,10 +95,12 @@ struct Limiter {
 }
 
 impl Limiter {
-    fn new(limit: i64, window: i64) -> Limiter {
+    fn new(limit: Option<u64>, window: Result<WindowMinutes, OutOfRange>) -> Limiter {
+        // An out-of-range window never gets here: `Config::check_delivery` refuses it.
+        let window = window.map_or(0, |w| usize::from(w.minutes()));
         Limiter {
-            limit: u64::try_from(limit).ok(),
-            window: usize::try_from(window).unwrap_or(0).min(SLOTS - 1),
+            limit,
+            window: window.min(SLOTS - 1),
             slots: [0; SLOTS],
             stamps: [0; SLOTS],
             reserved: 0,
@@ -165,10 +168,11 @@ struct Pair {
 }
 
 impl Pair {
-    fn new(limits: &Limits, share: (i64, i64)) -> Pair {
+    fn new(limits: &Limits, share: (u64, u64)) -> Pair {
+        let (records, bytes) = limits;
         Pair {
-            records: Limiter::new(share_of(limits.0, share), limits.1),
-            bytes: Limiter::new(share_of(limits.2, share), limits.3),
+            records: Limiter::new(share_of(records.burst, share), records.window),
+            bytes: Limiter::new(share_of(bytes.burst, share), bytes.window),
         }
     }
 
@@ -196,8 +200,8 @@ impl Pair {
     }
 }
 
-/// (record_burst_limit, record_window_length, byte_burst_limit, byte_window_length)
-type Limits = (i64, i64, i64, i64);
+/// The record limit and the byte limit.
+type Limits = (RateLimit, RateLimit);
 
 /// The record and byte limiters together, with the C "both disabled → off" rule, and the
 /// shares of unprivileged senders.
@@ -212,23 +216,12 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    pub fn new(
-        enabled: bool,
-        record_burst_limit: i64,
-        record_window_length: i64,
-        byte_burst_limit: i64,
-        byte_window_length: i64,
-    ) -> RateLimiter {
-        let records = Limiter::new(record_burst_limit, record_window_length);
-        let bytes = Limiter::new(byte_burst_limit, byte_window_length);
+    pub fn new(enabled: bool, record_limit: RateLimit, byte_limit: RateLimit) -> RateLimiter {
+        let records = Limiter::new(record_limit.burst, record_limit.window);
+        let bytes = Limiter::new(byte_limit.burst, byte_limit.window);
         // C: rate limiting with both burst limits disabled is switched off.
         let enabled = enabled && (records.limit.is_some() || bytes.limit.is_some());
-        let limits = (
-            record_burst_limit,
-            record_window_length,
-            byte_burst_limit,
-            byte_window_length,
-        );
+        let limits = (record_limit, byte_limit);
         RateLimiter {
             enabled,
             records,
@@ -240,13 +233,7 @@ impl RateLimiter {
     }
 
     pub fn from_config(c: &libtelemetry::Config) -> RateLimiter {
-        RateLimiter::new(
-            c.rate_limit_enabled,
-            c.record_burst_limit,
-            c.record_window_length,
-            c.byte_burst_limit,
-            c.byte_window_length,
-        )
+        RateLimiter::new(c.rate_limit_enabled, c.record_limit, c.byte_limit)
     }
 
     /// Keep the counts of `old` (a config reload must not reset the windows).
@@ -427,19 +414,40 @@ mod tests {
         assert!(!check(&slots(&[(3, u64::MAX - 1)]), 3, u64::MAX, 15, 1));
     }
 
+    /// A limiter as the config file would give it: a negative burst limit is off.
+    fn limiter(
+        enabled: bool,
+        record_burst: i64,
+        record_window: u32,
+        byte_burst: i64,
+        byte_window: u32,
+    ) -> RateLimiter {
+        let limit = |burst: i64, window: u32| {
+            RateLimit::new(
+                u64::try_from(burst).ok(),
+                WindowMinutes::new(window).unwrap(),
+            )
+        };
+        RateLimiter::new(
+            enabled,
+            limit(record_burst, record_window),
+            limit(byte_burst, byte_window),
+        )
+    }
+
     /// check_postd cases 1, 6 and 13–15: enabled limits, the both-disabled rule.
     #[test]
     fn enabling_rules() {
-        assert!(RateLimiter::new(true, 100, 15, 1000, 20).is_enabled());
-        assert!(RateLimiter::new(true, 4, 15, 2999, 20).is_enabled());
-        assert!(RateLimiter::new(true, 0, 15, -1, 20).is_enabled());
-        assert!(!RateLimiter::new(true, -1, 15, -5, 20).is_enabled());
-        assert!(!RateLimiter::new(false, 100, 15, 1000, 20).is_enabled());
+        assert!(limiter(true, 100, 15, 1000, 20).is_enabled());
+        assert!(limiter(true, 4, 15, 2999, 20).is_enabled());
+        assert!(limiter(true, 0, 15, -1, 20).is_enabled());
+        assert!(!limiter(true, -1, 15, -5, 20).is_enabled());
+        assert!(!limiter(false, 100, 15, 1000, 20).is_enabled());
     }
 
     #[test]
     fn live_limiter_counts_reservations_real_bytes_and_forgets_old_slots() {
-        let mut r = RateLimiter::new(true, 2, 15, 1000, 15);
+        let mut r = limiter(true, 2, 15, 1000, 15);
         assert!(r.allows(0, 400));
         r.reserve(400);
         assert!(r.allows(0, 400));
@@ -454,16 +462,16 @@ mod tests {
         assert!(!r.allows(14, 1), "two records within 15 minutes");
         assert!(r.allows(16, 1), "minute 0 left the window");
         assert!(r.allows(60, 1), "an hour later the slots are stale");
-        let mut bytes_only = RateLimiter::new(true, -1, 15, 10, 15);
+        let mut bytes_only = limiter(true, -1, 15, 10, 15);
         assert!(bytes_only.allows(0, 10));
         assert!(!bytes_only.allows(0, 11));
-        let mut off = RateLimiter::new(false, 0, 15, 0, 15);
+        let mut off = limiter(false, 0, 15, 0, 15);
         assert!(off.allows(0, 1 << 20));
     }
 
     #[test]
     fn unprivileged_senders_get_shares_and_privileged_ones_the_rest() {
-        let mut r = RateLimiter::new(true, 100, 15, -1, 15);
+        let mut r = limiter(true, 100, 15, -1, 15);
         let sent = |r: &mut RateLimiter, uid: Option<u32>| {
             let v = r.check(0, 10, uid);
             if v == RateVerdict::Allowed {
@@ -497,8 +505,9 @@ mod tests {
         }
         assert_eq!(sent(&mut r, None), RateVerdict::Global);
         assert_eq!(sent(&mut r, Some(3000)), RateVerdict::Global);
-        assert_eq!(share_of(-1, PER_UID_SHARE), -1);
-        assert_eq!(share_of(1, PER_UID_SHARE), 1);
-        assert_eq!(share_of(0, PER_UID_SHARE), 0);
+        assert_eq!(share_of(None, PER_UID_SHARE), None);
+        assert_eq!(share_of(Some(1), PER_UID_SHARE), Some(1));
+        assert_eq!(share_of(Some(0), PER_UID_SHARE), Some(0));
+        assert_eq!(share_of(Some(100), UNPRIVILEGED_SHARE), Some(75));
     }
 }

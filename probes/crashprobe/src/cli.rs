@@ -247,11 +247,7 @@ pub fn run(opts: Options) -> Exit {
         .process_path
         .as_deref()
         .map(|p| PathBuf::from(p.replace('!', "/")));
-    for bad in config.deferred_errors.iter().filter(|e| {
-        libtelemetry::config::CRASHPROBE_KEY_PREFIXES
-            .iter()
-            .any(|p| e.key.starts_with(p))
-    }) {
+    for bad in config.deferred_errors_for(libtelemetry::config::KeyReader::Crashprobe) {
         say(&format!("{}; the default is used", bad.to_error()));
     }
     analysis.symbols.style = match config.crashprobe_frames {
