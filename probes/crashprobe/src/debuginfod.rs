@@ -203,9 +203,7 @@ impl Client {
     }
 
     fn entry_dir(&self, id: &[u8]) -> PathBuf {
-        self.settings
-            .cache_dir
-            .join(crate::modules::build_id_hex(id))
+        self.settings.cache_dir.join(crate::image::build_id_hex(id))
     }
 
     /// The cache's answer, if it has one.
@@ -225,7 +223,7 @@ impl Client {
 
     /// Ask each server in turn until one has the file.
     fn fetch(&self, id: &[u8], kind: Kind) -> Answer {
-        let hex = crate::modules::build_id_hex(id);
+        let hex = crate::image::build_id_hex(id);
         let mut all_missing = true;
         for server in &self.settings.servers {
             let left = self.deadline().saturating_duration_since(Instant::now());

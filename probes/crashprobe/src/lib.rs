@@ -5,24 +5,30 @@
 //! process's PID it reads the files that process mapped, opened while still root.
 //!
 //! Layers: [`elfcore`] (ELF core layout and notes) → [`reader`] (pipe/file input) →
-//! [`modules`] (the process's files and the vDSO, or [`linkmap`] for a core without
-//! `NT_FILE`, proof that they are the mapped ones,
-//! debug files, unwind tables) → [`symbolize`] → [`unwind`] → [`analysis`] and [`payload`]
-//! (the record) → [`cli`] (options, hardening, sending), with [`crashloop`] (per-signature
-//! limits on the finished payload) just before the send, and [`debuginfod`] (debug files
-//! fetched by build-id, when the configuration enables it) between unwinding and naming.
+//! [`image`] (an ELF file or in-memory image: mapping, build-id, soname) → [`procfiles`]
+//! (the crashed process's own files) → [`search`] (options, sysroot paths, debug files) and
+//! [`cfi`] (unwind tables) → [`modules`] (the process's files and the vDSO, or [`linkmap`]
+//! for a core without `NT_FILE`, and proof that they are the mapped ones) → [`symbolize`]
+//! → [`unwind`] → [`analysis`] and [`payload`] (the record) → [`cli`] (options, hardening,
+//! sending), with [`crashloop`] (per-signature limits on the finished payload) just before
+//! the send, and [`debuginfod`] (debug files fetched by build-id, when the configuration
+//! enables it) between unwinding and naming.
 
 pub mod analysis;
 pub mod arena;
+pub mod cfi;
 pub mod cli;
 pub mod crashloop;
 pub mod debuginfod;
 pub mod elfcore;
 pub mod harden;
+pub mod image;
 pub mod linkmap;
 pub mod modules;
 pub mod payload;
+pub mod procfiles;
 pub mod reader;
+pub mod search;
 pub mod symbolize;
 pub mod unwind;
 

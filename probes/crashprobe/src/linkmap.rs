@@ -15,8 +15,9 @@ use object::read::elf::{FileHeader, ProgramHeader};
 
 use crate::arena::Arena;
 use crate::elfcore::{FileMapping, AT_ENTRY, AT_EXECFN};
-use crate::modules::{host_path, map_file, SymbolOptions, MAX_MODULES};
+use crate::image::{map_file, MAX_MODULES};
 use crate::reader::CoreImage;
+use crate::search::{host_path, SymbolOptions};
 
 /// `AT_PHDR`: address of the executable's program headers in memory.
 const AT_PHDR: u64 = 3;

@@ -16,7 +16,7 @@ use gimli::{EndianSlice, RunTimeEndian};
 use object::{Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, SymbolKind};
 
 use crate::arena::Arena;
-use crate::modules::{Image, Reader};
+use crate::image::{Image, Reader};
 
 /// Largest decompressed debug section accepted.
 const MAX_SECTION_SIZE: u64 = 256 << 20;

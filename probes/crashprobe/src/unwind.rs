@@ -10,7 +10,8 @@ use gimli::{
 };
 
 use crate::elfcore::{Arch, CoreError, ThreadState, NREGS};
-use crate::modules::{ModuleMap, Reader};
+use crate::image::Reader;
+use crate::modules::ModuleMap;
 use crate::reader::CoreImage;
 
 /// Frames unwound per thread (the C probe's FRAMES_MAX).

@@ -1,4 +1,5 @@
 use super::*;
+use libtelemetry::record::MAX_PAYLOAD;
 
 /// Parse `input` (syslog-style text) and compare every oops found with `expected`
 /// (classification, payload).
