@@ -233,7 +233,7 @@ impl fmt::Display for RateLimitStrategy {
 }
 
 /// `durability`: when telemprobd acknowledges a record relative to the disk (see
-/// telemetrics.conf(5) and `daemon::probd::durability`).
+/// telemetrics.conf(5) and `probd::durability`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// Acknowledged once the record and its directory entry are flushed.

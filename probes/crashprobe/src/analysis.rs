@@ -78,7 +78,7 @@ pub fn analyze(
         let pcs: Vec<u64> = pcs.collect();
         let (replaced, outcome) = map.fetch_missing(pcs.into_iter(), client);
         if outcome != Default::default() {
-            crate::cli::say(&format!(
+            crate::diag::say(&format!(
                 "debuginfod: {} cached, {} fetched, {} not found, {} failed or out of time",
                 outcome.cached, outcome.fetched, outcome.missing, outcome.failed
             ));

@@ -12,6 +12,7 @@ use libtelemetry::getopt::{Getopt, LongOpt, OptError};
 use libtelemetry::{Config, CrashFrames, HostInfo, Paths, Record};
 
 use crate::analysis::{report_for, AnalysisOptions, Report};
+use crate::diag::say;
 use crate::harden;
 use crate::payload::{privacy_filter, process_label, Filtered, PAYLOAD_FORMAT_VERSION};
 use crate::reader::CoreImage;
@@ -172,10 +173,6 @@ pub fn parse_args(args: &[OsString]) -> Result<Command, UsageError> {
         return Err(UsageError::Extra(extra.to_string_lossy().into_owned()));
     }
     Ok(Command::Run(o))
-}
-
-pub(crate) fn say(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "crashprobe: {msg}");
 }
 
 /// Where the core comes from.

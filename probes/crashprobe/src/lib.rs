@@ -20,6 +20,7 @@ pub mod cfi;
 pub mod cli;
 pub mod crashloop;
 pub mod debuginfod;
+mod diag;
 pub mod elfcore;
 pub mod harden;
 pub mod image;
