@@ -66,7 +66,11 @@ pub fn files_with_suffix(dir: &Path, suffixes: &[&str]) -> Vec<PathBuf> {
 /// harness or the benchmarks).
 pub fn installed_binaries() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    let mut crates = vec![repo().join("daemon"), repo().join("telemctl")];
+    let mut crates = vec![
+        repo().join("daemon/probd"),
+        repo().join("daemon/postd"),
+        repo().join("telemctl"),
+    ];
     if let Ok(rd) = std::fs::read_dir(repo().join("probes")) {
         for sub in rd.flatten() {
             if sub.path().join("Cargo.toml").is_file() {
