@@ -137,15 +137,15 @@ impl Counters {
     /// The status to write when a write is due (and mark it written).
     pub fn due(&mut self, now: Instant) -> Option<DaemonStatus> {
         if self.deadline().is_some_and(|d| d <= now) {
-            Some(self.snapshot())
+            Some(self.snapshot(now))
         } else {
             None
         }
     }
 
-    /// The status to write now (and mark it written).
-    pub fn snapshot(&mut self) -> DaemonStatus {
-        self.last_write = Instant::now();
+    /// The status to write at `now` (and mark it written).
+    pub fn snapshot(&mut self, now: Instant) -> DaemonStatus {
+        self.last_write = now;
         self.dirty = false;
         self.status.clone()
     }
@@ -169,11 +169,11 @@ mod tests {
         assert_eq!(Counters::restored(&paths).get("delivered"), 0);
         let mut c = Counters::restored(&paths);
         c.add("delivered", 7);
-        write_counters(&counters_file(&paths), &c.snapshot().counters).unwrap();
+        write_counters(&counters_file(&paths), &c.snapshot(Instant::now()).counters).unwrap();
         let mut again = Counters::restored(&paths);
         assert_eq!(again.get("delivered"), 7);
         again.add("delivered", 1);
-        assert_eq!(again.snapshot().counter("delivered"), 8);
+        assert_eq!(again.snapshot(Instant::now()).counter("delivered"), 8);
         let path = counters_file(&paths);
         for bad in [
             &b"{not json"[..],
