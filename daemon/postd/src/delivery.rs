@@ -770,4 +770,71 @@ mod tests {
         assert!(!Outcome::Invalid("x".into()).is_global_failure());
         assert!(tls_config_from_cainfo(Path::new("/nonexistent")).is_err());
     }
+
+    /// A loopback server that answers each of `answers` (status line and headers) to one
+    /// request, then closes.
+    fn answering(answers: Vec<&'static str>) -> String {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for answer in answers {
+                let Ok((conn, _)) = listener.accept() else {
+                    return;
+                };
+                let mut reader = BufReader::new(conn);
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let mut conn = reader.into_inner();
+                let _ = write!(
+                    conn,
+                    "{answer}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        format!("http://{addr}/v2/collector")
+    }
+
+    #[test]
+    fn answers_become_outcomes_with_their_retry_after() {
+        let server = answering(vec![
+            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 9",
+            "HTTP/1.1 429 Too Many Requests",
+            "HTTP/1.1 500 Internal Server Error\r\nRetry-After: 9",
+            "HTTP/1.1 201 Created",
+            "HTTP/1.1 502 Bad Gateway\r\nRetry-After: 3",
+            "HTTP/1.1 502 Bad Gateway",
+        ]);
+        let sender = HttpSender::new(1, false);
+        let mut t = target(DeliveryMode::V2);
+        t.server = server;
+        let post = |t: &Target| sender.post(t, &staged(b"x\n"));
+        assert_eq!(
+            post(&t),
+            Outcome::Throttled(503, Some(Duration::from_secs(9)))
+        );
+        assert_eq!(post(&t), Outcome::Throttled(429, None));
+        assert_eq!(post(&t), Outcome::Status(500), "not throttling");
+        assert_eq!(post(&t), Outcome::Accepted(201));
+        // 502 throttles an OTLP backend (the OTLP spec's retryable codes), not a v2 one.
+        let mut otlp = t.clone();
+        otlp.mode = DeliveryMode::Otlp;
+        otlp.otlp = Some(OtlpSettings::from_config(&Config::defaults(&Paths::default())).unwrap());
+        let batch = otlp_request(&otlp, &[&staged(b"x\n")]).unwrap();
+        assert_eq!(
+            sender.send(&otlp, &batch),
+            Outcome::Throttled(502, Some(Duration::from_secs(3)))
+        );
+        assert_eq!(post(&t), Outcome::Status(502));
+    }
 }

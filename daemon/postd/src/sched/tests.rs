@@ -198,15 +198,21 @@ impl Harness {
         }
     }
 
-    /// Answer every job submitted so far, each record with `answer(name)`.
+    /// Answer every job submitted so far: a job of one record with `answer(name)`; a batch
+    /// (one POST) with the first failure `answer` gives for one of its records, if any.
     fn answer(&mut self, answer: impl Fn(&str) -> Outcome) {
         for job in std::mem::take(&mut self.jobs) {
-            let outcome = |name: &str| answer(name);
+            let verdict = job
+                .records
+                .iter()
+                .map(|(name, _)| answer(name))
+                .find(|o| !o.is_accepted())
+                .unwrap_or(Outcome::Accepted(200));
             let items = job
                 .records
                 .iter()
                 .map(|(name, size)| {
-                    let outcome = outcome(name);
+                    let outcome = verdict.clone();
                     self.attempts
                         .entry(name.clone())
                         .or_default()
@@ -640,4 +646,42 @@ fn the_deadline_is_never_past_after_a_tick() {
         });
         t += 0.25;
     }
+}
+
+/// OTLP: a batch that fails while the backend takes other records carries a poisoned
+/// record; the batch is split and the poisoned record goes alone from then on.
+#[test]
+fn a_poisoned_record_is_isolated_from_its_otlp_batch() {
+    let mut h = Harness::new(settings_for("http://127.0.0.1:1/v1/logs", ""));
+    h.stage(&name(0), Duration::from_secs(600));
+    for i in 1..=20 {
+        h.stage(&name(i), Duration::from_secs(500 - i as u64));
+    }
+    h.at(0.0);
+    assert!(h.jobs.is_empty(), "the batch lingers");
+    h.at(0.2);
+    assert_eq!(h.jobs.len(), 1);
+    assert_eq!(h.jobs[0].records.len(), 21, "one batch");
+    let poisoned = |n: &str| {
+        if n == name(0) {
+            Outcome::Status(500)
+        } else {
+            Outcome::Accepted(200)
+        }
+    };
+    h.run_until(30.0, poisoned);
+    let mut seen = h.delivered.clone();
+    seen.sort();
+    assert_eq!(seen, (1..=20).map(name).collect::<Vec<_>>(), "each once");
+    assert_eq!(h.files.keys().collect::<Vec<_>>(), [&name(0)]);
+    assert!(
+        h.quarantined.is_empty(),
+        "a 500 is retried, not quarantined"
+    );
+    // From now on it goes alone, and fails alone.
+    h.stage(&name(21), Duration::ZERO);
+    h.run_until(90.0, poisoned);
+    assert!(h.delivered.contains(&name(21)));
+    let alone = h.attempts[&name(0)].len();
+    assert!(alone >= 4, "retried on its own: {alone}");
 }
