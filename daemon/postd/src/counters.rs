@@ -1,5 +1,5 @@
 //! telempostd's counters and last delivery result, for its status file
-//! (`<state_dir>/telempostd.status`, written by the [`super::persist`] thread) at most once
+//! (`<state_dir>/telempostd.status`, written by the `persist` thread) at most once
 //! per [`WRITE_INTERVAL`] and at exit.
 //!
 //! The counters are totals over the daemon's life across restarts: the persist thread

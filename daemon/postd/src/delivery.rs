@@ -1,6 +1,6 @@
 //! HTTP delivery of one staged record: request building for the v2 (headers) and v3 (JSON)
 //! protocols, the keep-alive agents (the worker threads that use them are in
-//! [`super::workers`]).
+//! `workers`).
 //!
 //! * v2 (`/v2/collector` or a bare path; what the public telemetrics-backend speaks): POST,
 //!   the 15 header lines as HTTP headers verbatim, the `tidheader` line,

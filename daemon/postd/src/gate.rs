@@ -1,5 +1,5 @@
 //! The backoff schedule, and the gate that holds back the spool while the backend as a
-//! whole is failing (see [`super::spool`] for who a failure is blamed on).
+//! whole is failing (see `spool` for who a failure is blamed on).
 
 use std::time::{Duration, Instant};
 
