@@ -15,7 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use libtelemetry::status::{now_secs, DaemonStatus, LastDelivery};
+use libtelemetry::status::{DaemonStatus, LastDelivery};
 use libtelemetry::Paths;
 
 /// Largest counters file read.
@@ -117,12 +117,9 @@ impl Counters {
         self.status.counter(counter)
     }
 
-    pub fn last_delivery(&mut self, ok: bool, detail: String) {
-        self.status.last_delivery = Some(LastDelivery {
-            time: now_secs(),
-            ok,
-            detail,
-        });
+    /// The last POST's result, answered at `time` (Unix seconds).
+    pub fn last_delivery(&mut self, time: i64, ok: bool, detail: String) {
+        self.status.last_delivery = Some(LastDelivery { time, ok, detail });
         self.dirty = true;
     }
 

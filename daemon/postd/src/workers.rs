@@ -76,6 +76,8 @@ pub struct ItemResult {
 pub struct Completion {
     pub items: Vec<ItemResult>,
     pub elapsed: Duration,
+    /// When the worker finished (wall clock: the status file's last delivery).
+    pub finished: std::time::SystemTime,
     /// The job's lane.
     pub lane: Option<Lane>,
 }
@@ -257,6 +259,7 @@ impl Workers {
                     let c = Completion {
                         items,
                         elapsed: start.elapsed(),
+                        finished: std::time::SystemTime::now(),
                         lane: job.lane.clone(),
                     };
                     if done.send(wrap(c)).is_err() {

@@ -13,6 +13,26 @@ use super::super::spool::{self, Blame, Lane};
 use super::super::workers::{Completion, ItemResult, JobResult};
 use super::{Action, Scheduler};
 
+/// When a job's answer came: its round trip, and the wall-clock second the worker finished
+/// (the status file's last delivery).
+#[derive(Debug, Clone, Copy)]
+struct Answered {
+    elapsed: Duration,
+    unix_secs: i64,
+}
+
+impl Answered {
+    fn of(c: &Completion) -> Answered {
+        Answered {
+            elapsed: c.elapsed,
+            unix_secs: c
+                .finished
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        }
+    }
+}
+
 impl Scheduler {
     pub(super) fn complete(&mut self, c: Completion, now: Instant) {
         self.last_activity = now;
@@ -82,8 +102,9 @@ impl Scheduler {
         // record: its records are retried alone at once, which isolates it.
         let split = blame == Blame::Record && failures > 1;
         let mut gate_bumped = false;
+        let answered = Answered::of(&c);
         for item in c.items {
-            self.complete_item(item, c.elapsed, now, (blame, split), &mut gate_bumped);
+            self.complete_item(item, answered, now, (blame, split), &mut gate_bumped);
         }
     }
 
@@ -92,7 +113,7 @@ impl Scheduler {
     fn complete_item(
         &mut self,
         item: ItemResult,
-        elapsed: Duration,
+        answered: Answered,
         now: Instant,
         (blame, split): (Blame, bool),
         gate_bumped: &mut bool,
@@ -125,12 +146,19 @@ impl Scheduler {
             } else {
                 (Blame::Record, false)
             };
-            self.record_failure(&name, &outcome, now, blame, split, !*gate_bumped);
+            self.record_failure(
+                &name,
+                &outcome,
+                now,
+                answered,
+                (blame, split),
+                !*gate_bumped,
+            );
             *gate_bumped |= blame == Blame::Backend;
             return;
         }
         self.spool.delivered(&name);
-        self.note_delivered(now, &name, &outcome, staged, remove_error, elapsed);
+        self.note_delivered(now, &name, &outcome, staged, remove_error, answered);
         if self.gate.on_success() {
             tracing::info!("backend reachable again; sending the spool");
         }
@@ -171,9 +199,13 @@ impl Scheduler {
         outcome: &Outcome,
         staged: Box<StagedRecord>,
         remove_error: Option<String>,
-        elapsed: Duration,
+        answered: Answered,
     ) {
-        tracing::debug!("delivered {name} ({}, {elapsed:?})", outcome.detail());
+        tracing::debug!(
+            "delivered {name} ({}, {:?})",
+            outcome.detail(),
+            answered.elapsed
+        );
         match remove_error {
             None => self.dir_sync.note(now),
             Some(e) => {
@@ -183,7 +215,8 @@ impl Scheduler {
             }
         }
         self.counters.add(COUNTER_DELIVERED, 1);
-        self.counters.last_delivery(true, outcome.detail());
+        self.counters
+            .last_delivery(answered.unix_secs, true, outcome.detail());
         self.out.push(Action::Journal(staged));
     }
 
@@ -194,12 +227,13 @@ impl Scheduler {
         name: &str,
         outcome: &Outcome,
         now: Instant,
-        blame: Blame,
-        split: bool,
+        answered: Answered,
+        (blame, split): (Blame, bool),
         bump_gate: bool,
     ) {
         self.counters.add(COUNTER_FAILED_ATTEMPTS, 1);
-        self.counters.last_delivery(false, outcome.detail());
+        self.counters
+            .last_delivery(answered.unix_secs, false, outcome.detail());
         if blame == Blame::Backend && bump_gate {
             let j = self.jitter();
             self.gate
@@ -237,13 +271,14 @@ impl Scheduler {
             st.in_flight = false;
         }
         let mut gate_bumped = false;
+        let answered = Answered::of(&c);
         for item in c.items {
             match item.result {
                 JobResult::Posted { .. } => {
-                    self.complete_lane_item(lane, item, c.elapsed, now, &mut gate_bumped)
+                    self.complete_lane_item(lane, item, answered, now, &mut gate_bumped)
                 }
                 // Not sent: handled as in the default lane (no gate is involved).
-                _ => self.complete_item(item, c.elapsed, now, (Blame::Record, false), &mut true),
+                _ => self.complete_item(item, answered, now, (Blame::Record, false), &mut true),
             }
         }
     }
@@ -252,7 +287,7 @@ impl Scheduler {
         &mut self,
         lane: &Lane,
         item: ItemResult,
-        elapsed: Duration,
+        answered: Answered,
         now: Instant,
         gate_bumped: &mut bool,
     ) {
@@ -271,14 +306,15 @@ impl Scheduler {
             .finish_for(minute, size, accepted, spool::unprivileged_sender(&name));
         if accepted {
             self.spool.remove(&name);
-            self.note_delivered(now, &name, &outcome, staged, remove_error, elapsed);
+            self.note_delivered(now, &name, &outcome, staged, remove_error, answered);
             if let Some(st) = self.lanes.get_mut(lane) {
                 st.gate.on_success();
             }
             return;
         }
         self.counters.add(COUNTER_FAILED_ATTEMPTS, 1);
-        self.counters.last_delivery(false, outcome.detail());
+        self.counters
+            .last_delivery(answered.unix_secs, false, outcome.detail());
         let attempts = self.spool.get(&name).map_or(0, |e| e.attempts) + 1;
         let blame = if outcome.is_global_failure() {
             Blame::Backend
