@@ -85,8 +85,11 @@ pub struct RateGate {
 }
 
 impl Timer for RateGate {
-    fn deadline(&self, _: &TimerContext) -> Option<Instant> {
-        self.until
+    /// Only while it is ahead: once past, dispatching is held by something else (a closed
+    /// backend gate, the in-flight limit), whose own deadline or event wakes the loop; a
+    /// past instant would make the loop spin until then.
+    fn deadline(&self, ctx: &TimerContext) -> Option<Instant> {
+        self.until.filter(|t| *t > ctx.now)
     }
 }
 

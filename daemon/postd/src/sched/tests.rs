@@ -686,3 +686,36 @@ fn a_poisoned_record_is_isolated_from_its_otlp_batch() {
     let alone = h.attempts[&name(0)].len();
     assert!(alone >= 4, "retried on its own: {alone}");
 }
+
+/// The rate gate expires while the backend gate is closed: the loop sleeps until the
+/// backend gate reopens instead of waking every millisecond for the expired rate gate.
+#[test]
+fn an_expired_rate_gate_behind_a_closed_backend_gate_is_no_busy_loop() {
+    let mut h = Harness::new(settings(
+        "record_burst_limit=2\nrecord_window_length=1\ndelivery_max_in_flight=2\n\
+         delivery_concurrency=fixed\n",
+    ));
+    for i in 0..3 {
+        h.stage(&name(i), Duration::from_secs(100 - i as u64));
+    }
+    h.at(0.0);
+    assert_eq!(h.submitted(), [name(0), name(1)]);
+    // r1's POST is slow; r2 waits for the next minute (r1 is reserved).
+    let slow = h.jobs.pop().unwrap();
+    h.answer(ok);
+    h.at(0.1);
+    assert_eq!(h.counter(COUNTER_SPOOLED), 1);
+    // At last the backend throttles it for two minutes.
+    h.at(59.0);
+    h.jobs.push(slow);
+    h.answer(|_| Outcome::Throttled(503, Some(Duration::from_secs(120))));
+    h.at(60.0);
+    assert!(h.jobs.is_empty(), "the backend gate is closed");
+    let next = h.s.next_deadline(h.now);
+    assert!(next > h.now + Duration::from_secs(1), "{:?}", next - h.now);
+    // The backend gate reopens at 59 s + Retry-After.
+    h.at(178.9);
+    assert!(h.jobs.is_empty());
+    h.run_until(180.0, ok);
+    assert_eq!(h.delivered, [name(0), name(1), name(2)]);
+}
