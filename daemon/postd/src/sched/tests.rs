@@ -12,6 +12,7 @@ use libtelemetry::Config;
 use super::*;
 use crate::counters::COUNTER_LOCAL;
 use crate::delivery::Outcome;
+use crate::spool::Lane;
 use crate::workers::{ItemResult, JobResult};
 
 /// Bytes of every made-up record.
@@ -718,4 +719,93 @@ fn an_expired_rate_gate_behind_a_closed_backend_gate_is_no_busy_loop() {
     assert!(h.jobs.is_empty());
     h.run_until(180.0, ok);
     assert_eq!(h.delivered, [name(0), name(1), name(2)]);
+}
+
+/// Take the jobs of `lane` out of the harness (answered by the test itself).
+fn take_lane_jobs(h: &mut Harness, lane: &Lane) -> Vec<Job> {
+    let (ours, rest) = std::mem::take(&mut h.jobs)
+        .into_iter()
+        .partition(|j| j.lane.as_ref() == Some(lane));
+    h.jobs = rest;
+    ours
+}
+
+/// A default worker read `name` and found its override sends it to `lane`.
+fn reroute(h: &mut Harness, name: &str, lane: &Lane) {
+    let pos = h
+        .jobs
+        .iter()
+        .position(|j| j.records.iter().any(|(n, _)| n == name))
+        .expect("a job of the record");
+    let job = h.jobs.remove(pos);
+    assert!(job.lane.is_none());
+    let items = job
+        .records
+        .iter()
+        .map(|(n, size)| ItemResult {
+            name: n.clone(),
+            size: *size,
+            result: if n == name {
+                JobResult::Rerouted(Some(lane.clone()))
+            } else {
+                JobResult::Skipped
+            },
+        })
+        .collect();
+    let finished = h.wall();
+    h.handle(Event::Done(Box::new(Completion {
+        items,
+        elapsed: Duration::from_millis(1),
+        finished,
+        lane: None,
+    })));
+}
+
+/// Records whose override names a server that accepts and never answers go in a lane of
+/// their own, one POST at a time behind the lane's own gate: the default backend's records
+/// go on as if it did not exist.
+#[test]
+fn a_hanging_override_server_delays_no_one_else() {
+    let mut h = Harness::new(settings(""));
+    let lane: Lane = Arc::from("http://192.0.2.1/v2/collector");
+    h.stage("hang00", Duration::ZERO);
+    h.at(0.0);
+    reroute(&mut h, "hang00", &lane);
+    h.at(0.0);
+    let mut hanging = take_lane_jobs(&mut h, &lane);
+    assert_eq!(hanging.len(), 1, "the lane's POST");
+    let mut lane_posts = 1;
+    for k in 0..20 {
+        let t = k as f64;
+        h.at(t);
+        h.stage(&name(k), Duration::ZERO);
+        if k % 2 == 0 {
+            // Another record for the hanging server, every 2 s.
+            let hang = format!("hang{:02}", k + 1);
+            h.stage(&hang, Duration::ZERO);
+            h.at(t);
+            reroute(&mut h, &hang, &lane);
+        }
+        h.at(t);
+        let more = take_lane_jobs(&mut h, &lane);
+        assert!(
+            more.is_empty() || hanging.is_empty(),
+            "one POST at a time in the lane"
+        );
+        lane_posts += more.len();
+        hanging.extend(more);
+        // The default backend answers at once.
+        h.answer(ok);
+        assert_eq!(h.delivered.last(), Some(&name(k)), "at once, at {t} s");
+        if t == 10.0 {
+            // The hanging POST times out (10 s): the lane's gate closes, not the default
+            // one.
+            let job = hanging.pop().unwrap();
+            h.jobs.push(job);
+            h.answer(|_| Outcome::Transport("timed out".into()));
+        }
+    }
+    assert_eq!(lane_posts, 2, "a second try after the lane's backoff");
+    assert_eq!(h.delivered.len(), 20);
+    assert!(h.files.keys().all(|n| n.starts_with("hang")));
 }
