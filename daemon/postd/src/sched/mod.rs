@@ -254,7 +254,10 @@ impl Scheduler {
             started: now,
             last_activity: now,
             memory: MemoryRelease::default(),
-            idle_exit: IdleExit::default(),
+            idle_exit: IdleExit {
+                enabled: false,
+                after: idle_exit,
+            },
             rescan: Rescan { next: now },
             shutdown: Shutdown::default(),
             dir_sync: DirSync::default(),
@@ -265,7 +268,6 @@ impl Scheduler {
             out: Vec::new(),
             settings,
         };
-        s.idle_exit.after = idle_exit;
         s.apply_timing_settings();
         s
     }
