@@ -1,5 +1,5 @@
 //! telempostd's counters and last delivery result, for its status file
-//! (`<state_dir>/telempostd.status`, written by the [`super::persist`] thread) at most once
+//! (`<state_dir>/telempostd.status`, written by the `persist` thread) at most once
 //! per [`WRITE_INTERVAL`] and at exit.
 //!
 //! The counters are totals over the daemon's life across restarts: the persist thread
@@ -15,7 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use libtelemetry::status::{now_secs, DaemonStatus, LastDelivery};
+use libtelemetry::status::{DaemonStatus, LastDelivery};
 use libtelemetry::Paths;
 
 /// Largest counters file read.
@@ -117,12 +117,9 @@ impl Counters {
         self.status.counter(counter)
     }
 
-    pub fn last_delivery(&mut self, ok: bool, detail: String) {
-        self.status.last_delivery = Some(LastDelivery {
-            time: now_secs(),
-            ok,
-            detail,
-        });
+    /// The last POST's result, answered at `time` (Unix seconds).
+    pub fn last_delivery(&mut self, time: i64, ok: bool, detail: String) {
+        self.status.last_delivery = Some(LastDelivery { time, ok, detail });
         self.dirty = true;
     }
 
@@ -137,15 +134,15 @@ impl Counters {
     /// The status to write when a write is due (and mark it written).
     pub fn due(&mut self, now: Instant) -> Option<DaemonStatus> {
         if self.deadline().is_some_and(|d| d <= now) {
-            Some(self.snapshot())
+            Some(self.snapshot(now))
         } else {
             None
         }
     }
 
-    /// The status to write now (and mark it written).
-    pub fn snapshot(&mut self) -> DaemonStatus {
-        self.last_write = Instant::now();
+    /// The status to write at `now` (and mark it written).
+    pub fn snapshot(&mut self, now: Instant) -> DaemonStatus {
+        self.last_write = now;
         self.dirty = false;
         self.status.clone()
     }
@@ -169,11 +166,11 @@ mod tests {
         assert_eq!(Counters::restored(&paths).get("delivered"), 0);
         let mut c = Counters::restored(&paths);
         c.add("delivered", 7);
-        write_counters(&counters_file(&paths), &c.snapshot().counters).unwrap();
+        write_counters(&counters_file(&paths), &c.snapshot(Instant::now()).counters).unwrap();
         let mut again = Counters::restored(&paths);
         assert_eq!(again.get("delivered"), 7);
         again.add("delivered", 1);
-        assert_eq!(again.snapshot().counter("delivered"), 8);
+        assert_eq!(again.snapshot(Instant::now()).counter("delivered"), 8);
         let path = counters_file(&paths);
         for bad in [
             &b"{not json"[..],

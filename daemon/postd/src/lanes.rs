@@ -15,22 +15,23 @@
 //!   failure backs the record off on its own schedule; a delivery reopens the gate.
 //! * Rate limits, expiry and the quota apply to laned records as to any other.
 
+//!
+//! This module keeps the lanes' state; the scheduler (`sched`) dispatches and completes
+//! their jobs.
+
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use libtelemetry::status::{COUNTER_FAILED_ATTEMPTS, COUNTER_SPOOLED};
-
-use super::delivery::{Completion, ItemResult, Job, JobResult};
-use super::spool::{backoff_delay, unprivileged_sender, BackendGate, Blame, GateState, Lane};
-use super::{Postd, PostdError};
+use super::gate::{BackendGate, GateState};
+use super::spool::{Lane, Spool};
 
 /// Lanes open at once (and workers serving them).
 pub const MAX_LANES: usize = 4;
 
 #[derive(Debug, Default)]
-struct LaneState {
-    gate: BackendGate,
-    in_flight: bool,
+pub struct LaneState {
+    pub gate: BackendGate,
+    pub in_flight: bool,
 }
 
 /// The open lanes.
@@ -55,135 +56,25 @@ impl Lanes {
             })
             .min()
     }
-}
 
-impl Postd {
-    /// Start one POST in every lane that has a ready record, no POST in flight and an open
-    /// gate.
-    pub(super) fn dispatch_lanes(&mut self, now: Instant) {
-        let spool = &self.spool;
+    /// Close the lanes with no record left and no POST in flight.
+    pub fn close_unused(&mut self, spool: &Spool) {
         self.lanes
-            .lanes
             .retain(|lane, st| st.in_flight || spool.lane_len(lane) > 0);
-        let ready: Vec<Lane> = self.spool.ready_lanes().cloned().collect();
-        for lane in ready {
-            if self.rate_gate.is_some_and(|t| now < t) {
-                return;
-            }
-            if !self.lanes.lanes.contains_key(&lane) {
-                if self.lanes.lanes.len() >= MAX_LANES {
-                    continue;
-                }
-                self.lanes.lanes.insert(lane.clone(), LaneState::default());
-            }
-            let st = &self.lanes.lanes[&lane];
-            if st.in_flight || matches!(st.gate.state(now), GateState::Closed(_)) {
-                continue;
-            }
-            let Some(name) = self.spool.lane_oldest_ready(&lane).map(str::to_string) else {
-                continue;
-            };
-            let records = self.take_batch(now, vec![name], u64::MAX);
-            if records.is_empty() {
-                continue;
-            }
-            let job = Job {
-                records,
-                spool_dir: std::sync::Arc::clone(&self.spool_dir_shared),
-                target: std::sync::Arc::clone(&self.settings.target),
-                paths: std::sync::Arc::clone(&self.paths_shared),
-                lane: Some(lane.clone()),
-            };
-            let names = job.records.clone();
-            if !self.lane_workers.submit(job) {
-                tracing::error!("delivery workers are gone");
-                self.failure.get_or_insert(PostdError::WorkersGone);
-                let minute = self.minute(now);
-                for (name, size) in names {
-                    self.rate
-                        .finish_for(minute, size, false, unprivileged_sender(&name));
-                    self.spool.requeue(&name, None);
-                }
-                self.shutting_down = Some(now);
-                return;
-            }
-            if let Some(st) = self.lanes.lanes.get_mut(&lane) {
-                st.in_flight = true;
-            }
-        }
     }
 
-    /// A lane's POST is done.
-    pub(super) fn complete_lane(&mut self, lane: &Lane, c: Completion, now: Instant) {
-        if let Some(st) = self.lanes.lanes.get_mut(lane) {
-            st.in_flight = false;
-        }
-        let mut gate_bumped = false;
-        for item in c.items {
-            match item.result {
-                JobResult::Posted { .. } => {
-                    self.complete_lane_item(lane, item, c.elapsed, now, &mut gate_bumped)
-                }
-                // Not sent: handled as in the default lane (no gate is involved).
-                _ => self.complete_item(item, c.elapsed, now, (Blame::Record, false), &mut true),
+    /// The state of `lane`, opened if there is room for it (`None`: all lanes are taken).
+    pub fn open(&mut self, lane: &Lane) -> Option<&mut LaneState> {
+        if !self.lanes.contains_key(lane) {
+            if self.lanes.len() >= MAX_LANES {
+                return None;
             }
+            self.lanes.insert(lane.clone(), LaneState::default());
         }
+        self.lanes.get_mut(lane)
     }
 
-    fn complete_lane_item(
-        &mut self,
-        lane: &Lane,
-        item: ItemResult,
-        elapsed: Duration,
-        now: Instant,
-        gate_bumped: &mut bool,
-    ) {
-        let ItemResult { name, size, result } = item;
-        let JobResult::Posted {
-            outcome,
-            staged,
-            remove_error,
-        } = result
-        else {
-            return;
-        };
-        let minute = self.minute(now);
-        let accepted = outcome.is_accepted();
-        self.rate
-            .finish_for(minute, size, accepted, unprivileged_sender(&name));
-        if accepted {
-            self.spool.remove(&name);
-            self.note_delivered(&name, &outcome, *staged, remove_error, elapsed);
-            if let Some(st) = self.lanes.lanes.get_mut(lane) {
-                st.gate.on_success();
-            }
-            return;
-        }
-        self.counters.add(COUNTER_FAILED_ATTEMPTS, 1);
-        self.counters.last_delivery(false, outcome.detail());
-        let attempts = self.spool.get(&name).map_or(0, |e| e.attempts) + 1;
-        let blame = if outcome.is_global_failure() {
-            Blame::Backend
-        } else {
-            Blame::Record
-        };
-        if blame == Blame::Backend && !*gate_bumped {
-            *gate_bumped = true;
-            let j = self.jitter();
-            let cap = self.settings.cap;
-            if let Some(st) = self.lanes.lanes.get_mut(lane) {
-                st.gate.on_failure_after(now, cap, j, outcome.retry_after());
-            }
-        }
-        let j = self.jitter();
-        let backoff = backoff_delay(attempts, self.settings.cap, j);
-        if !self.spool.fail(&name, blame, now, backoff) {
-            self.counters.add(COUNTER_SPOOLED, 1);
-        }
-        self.log_failure(&format!(
-            "delivery of {name} in its own lane failed ({}); attempt {attempts}, kept in \
-             the spool",
-            outcome.detail()
-        ));
+    pub fn get_mut(&mut self, lane: &Lane) -> Option<&mut LaneState> {
+        self.lanes.get_mut(lane)
     }
 }
