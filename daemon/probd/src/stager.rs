@@ -43,13 +43,13 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use libtelemetry::client::{is_opted_in, Ack};
 use libtelemetry::record::Header;
 use libtelemetry::{encode_staged, Paths, Record, StagedSender};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::conn::FinalConn;
 use super::counters::Counters;
@@ -99,6 +99,48 @@ enum Reply {
 pub struct StagerHandle {
     tx: mpsc::UnboundedSender<Msg>,
     counters: Arc<Counters>,
+    shared: Arc<Shared>,
+}
+
+/// What the stager task shares with its handles, all on the runtime thread (the lock is
+/// never contended: the blocking thread gets the committer by value).
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when an inline commit left records to flush in the background and no
+    /// flush was due yet, so the stager task arms its timer.
+    sync_armed: Notify,
+}
+
+struct State {
+    /// The committer while it is idle; `None` while a commit or flush has it on the
+    /// blocking thread (and before the machine id was first rotated).
+    committer: Option<Committer>,
+    /// Messages sent to the stager task and not yet taken by it.
+    queued: usize,
+    /// `batched`: when the flush of the records published unsynced is due.
+    sync_due: Option<tokio::time::Instant>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    /// After a commit: records published unsynced get their background flush within
+    /// [`BATCHED_SYNC_INTERVAL`]; true when this armed it.
+    fn arm_sync(&mut self) -> bool {
+        let unsynced = self
+            .committer
+            .as_ref()
+            .is_some_and(|c| c.spool.has_unsynced());
+        if unsynced && self.sync_due.is_none() {
+            self.sync_due = Some(tokio::time::Instant::now() + BATCHED_SYNC_INTERVAL);
+            return true;
+        }
+        false
+    }
 }
 
 impl StagerHandle {
@@ -111,14 +153,23 @@ impl StagerHandle {
             sender,
             reply: Reply::Waiting(reply),
         };
-        if self.tx.send(Msg::Stage(Box::new(req))).is_err() {
+        if self.send(Msg::Stage(Box::new(req))).is_err() {
             return Ack::StagingFailed;
         }
         rx.await.unwrap_or(Ack::StagingFailed)
     }
 
-    /// Stage `record` and let the stager answer on `conn` (and count the answer) once the
-    /// record is durable, without a task waiting for it.
+    /// Queue `msg` for the stager task.
+    fn send(&self, msg: Msg) -> Result<(), mpsc::error::SendError<Msg>> {
+        self.shared.lock().queued += 1;
+        self.tx.send(msg).inspect_err(|_| {
+            self.shared.lock().queued -= 1;
+        })
+    }
+
+    /// Stage `record` and answer on `conn` (and count the answer) once the record is
+    /// durable, without a task waiting for it: at once on the calling thread when the
+    /// stager is idle and its medium quick ([`commit_inline`]), else by the stager task.
     pub fn stage_and_answer(
         &self,
         record: Record,
@@ -126,34 +177,83 @@ impl StagerHandle {
         sender: Peer,
         conn: FinalConn,
     ) {
-        let req = Request {
+        let req = Box::new(Request {
             record,
             cfg_path,
             sender,
             reply: Reply::Direct(conn),
+        });
+        let Some(req) = self.commit_now(req) else {
+            return;
         };
-        if let Err(mpsc::error::SendError(Msg::Stage(req))) =
-            self.tx.send(Msg::Stage(Box::new(req)))
-        {
+        if let Err(mpsc::error::SendError(Msg::Stage(req))) = self.send(Msg::Stage(req)) {
             if let Reply::Direct(conn) = req.reply {
                 conn.answer(&self.counters, Ack::StagingFailed);
             }
         }
     }
 
+    /// Stage `record` here and now, when the stager is idle and its medium quick (see
+    /// [`StagerHandle::stage_and_answer`]): the outcome, or the record back when it has to
+    /// wait for the stager task.
+    pub fn stage_now(
+        &self,
+        record: Record,
+        cfg_path: Option<String>,
+        sender: Peer,
+    ) -> Result<Ack, (Record, Option<String>)> {
+        let (reply, mut rx) = oneshot::channel();
+        let req = Box::new(Request {
+            record,
+            cfg_path,
+            sender,
+            reply: Reply::Waiting(reply),
+        });
+        match self.commit_now(req) {
+            // A panic in the commit dropped the reply: a failure, never a false `A`.
+            None => Ok(rx.try_recv().unwrap_or(Ack::StagingFailed)),
+            Some(req) => Err((req.record, req.cfg_path)),
+        }
+    }
+
+    /// Commit `req` here and now, as the stager task would on the runtime thread, when
+    /// nothing is queued before it, no commit runs and the last commit predicts a quick
+    /// one. This saves a sequential client the hand-off to the stager task and the wait
+    /// for it on every record. Gives `req` back otherwise.
+    fn commit_now(&self, req: Box<Request>) -> Option<Box<Request>> {
+        let mut state = self.shared.lock();
+        if state.queued != 0 {
+            return Some(req);
+        }
+        let Some(committer) = state.committer.as_mut() else {
+            return Some(req);
+        };
+        let estimate = committer.last_time_per_record
+            [usize::from(committer.batch_flushes(std::iter::once(&req.record)))];
+        if !commit_inline(estimate, 1, 0) {
+            return Some(req);
+        }
+        let now = (tokio::time::Instant::now().into_std(), SystemTime::now());
+        committer.process_guarded(vec![Msg::Stage(req)], now);
+        if state.arm_sync() {
+            self.shared.sync_armed.notify_one();
+        }
+        None
+    }
+
     /// Stage into another directory from now on (SIGHUP).
     pub fn set_spool_dir(&self, dir: PathBuf) {
-        let _ = self.tx.send(Msg::SetSpoolDir(dir));
+        let _ = self.send(Msg::SetSpoolDir(dir));
     }
 
     /// Acknowledge records relative to the disk as `durability` says from now on (SIGHUP).
     pub fn set_durability(&self, durability: Durability) {
-        let _ = self.tx.send(Msg::SetDurability(durability));
+        let _ = self.send(Msg::SetDurability(durability));
     }
 
     /// Re-read the static machine id override (SIGHUP).
     pub fn reload_static_machine_id(&self) {
-        let _ = self.tx.send(Msg::ReloadStaticMachineId);
+        let _ = self.send(Msg::ReloadStaticMachineId);
     }
 }
 
@@ -161,6 +261,7 @@ impl StagerHandle {
 pub struct Stager {
     rx: mpsc::UnboundedReceiver<Msg>,
     committer: Committer,
+    shared: Arc<Shared>,
 }
 
 /// Run on the committing thread before a batch's files are written, with the batch's
@@ -188,7 +289,26 @@ impl Stager {
     ) -> (Stager, StagerHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let committer = Committer::new(paths, spool_dir, durability, counters.clone());
-        (Stager { rx, committer }, StagerHandle { tx, counters })
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                committer: None,
+                queued: 0,
+                sync_due: None,
+            }),
+            sync_armed: Notify::new(),
+        });
+        (
+            Stager {
+                rx,
+                committer,
+                shared: shared.clone(),
+            },
+            StagerHandle {
+                tx,
+                counters,
+                shared,
+            },
+        )
     }
 
     /// Call `hook` before each commit.
@@ -200,34 +320,61 @@ impl Stager {
 
     /// Commit batches until every handle is gone and the queue is empty.
     pub async fn run(self) {
-        let Stager { mut rx, committer } = self;
+        let Stager {
+            mut rx,
+            committer,
+            shared,
+        } = self;
         // Rotate or create the machine id at startup, as the C daemon does.
-        let Some(mut committer) = off_thread(committer, |c, (now, wall)| {
+        let Some(committer) = off_thread(committer, |c, (now, wall)| {
             c.machine_id.current(now, wall);
         })
         .await
         else {
             return;
         };
-        // `batched`: when the flush of the records published unsynced is due.
-        let mut sync_due: Option<tokio::time::Instant> = None;
+        shared.lock().committer = Some(committer);
         let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
+            let sync_due = shared.lock().sync_due;
             let msg = tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(msg) => msg,
                     None => break,
                 },
+                // An inline commit armed the flush: sleep until it is due.
+                _ = shared.sync_armed.notified() => continue,
                 _ = sleep_until_due(sync_due), if sync_due.is_some() => {
-                    sync_due = None;
+                    shared.lock().sync_due = None;
                     // One flush at a time; a record published during one is flushed by
                     // the next.
                     if let Some(previous) = syncing.take() {
                         let _ = previous.await;
                     }
-                    if committer.spool.strategy() == Some(FlushStrategy::PerFile) {
-                        // The directory flush would also make durable the names of records
-                        // published while it runs, whose data is not: commits wait for it.
+                    // `PerFile`: the directory flush would also make durable the names of
+                    // records published while it runs, whose data is not: the flush takes
+                    // the committer, so commits wait for it. Otherwise (`syncfs`) commits
+                    // go on while it runs.
+                    let per_file = {
+                        let mut state = shared.lock();
+                        match state.committer.as_mut() {
+                            None => continue,
+                            Some(c) if c.spool.strategy() == Some(FlushStrategy::PerFile) => {
+                                state.committer.take()
+                            }
+                            Some(c) => {
+                                if let Some(pending) = c.spool.take_unsynced() {
+                                    let counters = c.counters.clone();
+                                    syncing = Some(tokio::task::spawn_blocking(move || {
+                                        flush_spool(&pending);
+                                        counters.background_flushes.fetch_add(1, Ordering::Relaxed);
+                                    }));
+                                }
+                                None
+                            }
+                        }
+                    };
+                    if let Some(committer) = per_file {
                         match off_thread(committer, |c, _| {
                             if let Some(pending) = c.spool.take_unsynced() {
                                 flush_spool(&pending);
@@ -236,17 +383,9 @@ impl Stager {
                         })
                         .await
                         {
-                            Some(c) => committer = c,
+                            Some(c) => shared.lock().committer = Some(c),
                             None => return,
                         }
-                        continue;
-                    }
-                    if let Some(pending) = committer.spool.take_unsynced() {
-                        let counters = committer.counters.clone();
-                        syncing = Some(tokio::task::spawn_blocking(move || {
-                            flush_spool(&pending);
-                            counters.background_flushes.fetch_add(1, Ordering::Relaxed);
-                        }));
                     }
                     continue;
                 }
@@ -262,26 +401,42 @@ impl Stager {
                     Err(_) => break,
                 }
             }
+            let committer = {
+                let mut state = shared.lock();
+                state.queued = state.queued.saturating_sub(msgs.len());
+                state.committer.take()
+            };
+            // Only the stager task takes the committer away, and it always puts it back.
+            let Some(mut committer) = committer else {
+                tracing::error!("staging stopped: the committer is gone");
+                return;
+            };
             let others = msgs.len() - records;
             let estimate = committer.last_time_per_record[usize::from(committer.flushes(&msgs))];
             if commit_inline(estimate, records, others) {
                 let now = (tokio::time::Instant::now().into_std(), SystemTime::now());
                 committer.process_guarded(msgs, now);
             } else {
+                // Handles queue their records meanwhile (no committer to commit inline).
                 match off_thread(committer, move |c, now| c.process_guarded(msgs, now)).await {
                     Some(c) => committer = c,
                     None => return,
                 }
             }
-            if committer.spool.has_unsynced() && sync_due.is_none() {
-                sync_due = Some(tokio::time::Instant::now() + BATCHED_SYNC_INTERVAL);
-            }
+            let mut state = shared.lock();
+            state.committer = Some(committer);
+            state.arm_sync();
         }
         // Stopping: what was acknowledged unsynced is flushed before the daemon exits.
         if let Some(previous) = syncing.take() {
             let _ = previous.await;
         }
-        if let Some(pending) = committer.spool.take_unsynced() {
+        let pending = shared
+            .lock()
+            .committer
+            .as_mut()
+            .and_then(|c| c.spool.take_unsynced());
+        if let Some(pending) = pending {
             let _ = tokio::task::spawn_blocking(move || flush_spool(&pending)).await;
         }
     }
