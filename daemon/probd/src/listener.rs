@@ -66,8 +66,8 @@ pub struct Listener {
 
 /// What was on a connection at accept.
 enum AtAccept {
-    /// One complete frame of this many bytes, then the client's end of stream.
-    LoneFrame(usize),
+    /// One complete frame of this many bytes (and nothing after it yet).
+    Frame(usize),
     /// The client closed without sending anything.
     Closed,
     /// This many bytes, and the client may send more: a handler takes over.
@@ -199,27 +199,57 @@ impl Listener {
             }
         };
         match read_at_accept(&stream, &mut self.buf) {
-            Ok(AtAccept::LoneFrame(len)) => {
-                let conn = FinalConn { stream, permit };
-                match decode_valid(&self.buf[..len], &peer, &self.counters.refusals) {
-                    Ok(frame) => {
-                        self.stager
-                            .stage_and_answer(frame.record, frame.cfg_path, peer, conn)
-                    }
-                    Err(ack) => {
-                        self.counters.count(ack);
-                        if let Err(e) = send_ack(&conn.stream, ack) {
-                            tracing::debug!("client left before the reply ({ack:?}): {e}");
-                        }
-                    }
-                }
-            }
+            Ok(AtAccept::Frame(len)) => self.serve_frame(stream, peer, permit, len),
             Ok(AtAccept::Closed) => {}
             Ok(AtAccept::More(received)) => {
                 let received = &self.buf[..received];
                 self.spawn_handler(stream, peer, permit, received)
             }
             Err(e) => tracing::debug!("connection error: {e}"),
+        }
+    }
+
+    /// Serve the one whole frame of `len` bytes read at accept (in `self.buf`). When its
+    /// answer is known at once (a rejection, or a commit on this thread), the client gets
+    /// it before the daemon looks for what follows the frame; the end of stream closes the
+    /// connection, anything else goes to a handler. A record queued for the stager is
+    /// answered by the stager, which closes the connection: only once the end of stream
+    /// has come, else a handler takes the connection over.
+    fn serve_frame(&mut self, stream: UnixStream, peer: Peer, permit: ConnPermit, len: usize) {
+        let ack = match decode_valid(&self.buf[..len], &peer, &self.counters.refusals) {
+            Err(ack) => ack,
+            Ok(frame) => match self.stager.stage_now(frame.record, frame.cfg_path, peer) {
+                Ok(ack) => ack,
+                Err((record, cfg_path)) => {
+                    match recv_now(&stream, &mut self.buf[len..len + 1]) {
+                        Ok(0) => {
+                            let conn = FinalConn { stream, permit };
+                            self.stager.stage_and_answer(record, cfg_path, peer, conn)
+                        }
+                        // More bytes, no end of stream yet or an error: the handler decodes
+                        // the frame again (valid, so nothing is logged twice) and answers.
+                        Ok(more) => {
+                            let received = &self.buf[..len + more];
+                            self.spawn_handler(stream, peer, permit, received)
+                        }
+                        Err(_) => self.spawn_handler(stream, peer, permit, &self.buf[..len]),
+                    }
+                    return;
+                }
+            },
+        };
+        self.counters.count(ack);
+        if let Err(e) = send_ack(&stream, ack) {
+            tracing::debug!("client left before the reply ({ack:?}): {e}");
+            return;
+        }
+        match recv_now(&stream, &mut self.buf) {
+            Ok(0) => {}
+            Ok(n) => self.spawn_handler(stream, peer, permit, &self.buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.spawn_handler(stream, peer, permit, &[])
+            }
+            Err(e) => tracing::debug!("connection error after the reply: {e}"),
         }
     }
 
@@ -294,9 +324,8 @@ async fn accept(listener: &AsyncFd<UnixListener>) -> io::Result<UnixStream> {
     }
 }
 
-/// Read what a new connection holds without waiting. A frame that is complete and
-/// followed by the end of stream is a [`AtAccept::LoneFrame`] (the end of stream is checked
-/// before the record is staged, so the connection needs nothing after the answer).
+/// Read what a new connection holds without waiting: one whole frame, nothing, or
+/// anything else (part of a frame, several frames, a bad size the handler reports).
 fn read_at_accept(stream: &UnixStream, buf: &mut [u8]) -> io::Result<AtAccept> {
     debug_assert!(buf.len() > MAX_FRAME_SIZE);
     let n = match recv_now(stream, buf) {
@@ -305,15 +334,9 @@ fn read_at_accept(stream: &UnixStream, buf: &mut [u8]) -> io::Result<AtAccept> {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(AtAccept::More(0)),
         Err(e) => return Err(e),
     };
-    if !matches!(frame_len(&buf[..n]), Ok(Some(len)) if len == n) {
-        // Partial, several frames, or a bad size the handler reports.
-        return Ok(AtAccept::More(n));
-    }
-    match recv_now(stream, &mut buf[n..n + 1]) {
-        Ok(0) => Ok(AtAccept::LoneFrame(n)),
-        Ok(more) => Ok(AtAccept::More(n + more)),
-        // No end of stream yet, or an error: the handler answers the frame it holds.
-        Err(_) => Ok(AtAccept::More(n)),
+    match frame_len(&buf[..n]) {
+        Ok(Some(len)) if len == n => Ok(AtAccept::Frame(n)),
+        _ => Ok(AtAccept::More(n)),
     }
 }
 
