@@ -220,11 +220,11 @@ impl Listener {
             Err(ack) => ack,
             Ok(frame) => match self.stager.stage_now(frame.record, frame.cfg_path, peer) {
                 Ok(ack) => ack,
-                Err((record, cfg_path)) => {
+                Err(deferred) => {
                     match recv_now(&stream, &mut self.buf[len..len + 1]) {
                         Ok(0) => {
                             let conn = FinalConn { stream, permit };
-                            self.stager.stage_and_answer(record, cfg_path, peer, conn)
+                            self.stager.answer_later(deferred, conn)
                         }
                         // More bytes, no end of stream yet or an error: the handler decodes
                         // the frame again (valid, so nothing is logged twice) and answers.

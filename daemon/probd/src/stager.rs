@@ -93,6 +93,9 @@ enum Reply {
     Direct(FinalConn),
 }
 
+/// A record [`StagerHandle::stage_now`] could not commit at once.
+pub struct Deferred(Box<Request>);
+
 /// Cheap handle to the stager task; the task ends when every handle is dropped, after
 /// committing what was queued.
 #[derive(Clone)]
@@ -167,41 +170,15 @@ impl StagerHandle {
         })
     }
 
-    /// Stage `record` and answer on `conn` (and count the answer) once the record is
-    /// durable, without a task waiting for it: at once on the calling thread when the
-    /// stager is idle and its medium quick ([`commit_inline`]), else by the stager task.
-    pub fn stage_and_answer(
-        &self,
-        record: Record,
-        cfg_path: Option<String>,
-        sender: Peer,
-        conn: FinalConn,
-    ) {
-        let req = Box::new(Request {
-            record,
-            cfg_path,
-            sender,
-            reply: Reply::Direct(conn),
-        });
-        let Some(req) = self.commit_now(req) else {
-            return;
-        };
-        if let Err(mpsc::error::SendError(Msg::Stage(req))) = self.send(Msg::Stage(req)) {
-            if let Reply::Direct(conn) = req.reply {
-                conn.answer(&self.counters, Ack::StagingFailed);
-            }
-        }
-    }
-
-    /// Stage `record` here and now, when the stager is idle and its medium quick (see
-    /// [`StagerHandle::stage_and_answer`]): the outcome, or the record back when it has to
-    /// wait for the stager task.
+    /// Stage `record` here and now, on the calling thread, when the stager is idle and its
+    /// medium quick ([`commit_inline`]): the outcome, or the record back when it has to
+    /// wait for the stager task ([`StagerHandle::answer_later`]).
     pub fn stage_now(
         &self,
         record: Record,
         cfg_path: Option<String>,
         sender: Peer,
-    ) -> Result<Ack, (Record, Option<String>)> {
+    ) -> Result<Ack, Deferred> {
         let (reply, mut rx) = oneshot::channel();
         let req = Box::new(Request {
             record,
@@ -212,7 +189,25 @@ impl StagerHandle {
         match self.commit_now(req) {
             // A panic in the commit dropped the reply: a failure, never a false `A`.
             None => Ok(rx.try_recv().unwrap_or(Ack::StagingFailed)),
-            Some(req) => Err((req.record, req.cfg_path)),
+            Some(req) => Err(Deferred(req)),
+        }
+    }
+
+    /// Queue a record [`StagerHandle::stage_now`] gave back; the stager answers on `conn`
+    /// (and counts the answer) once the record is durable, then closes it, without a task
+    /// waiting for it.
+    pub fn answer_later(&self, deferred: Deferred, conn: FinalConn) {
+        let mut req = deferred.0;
+        req.reply = Reply::Direct(conn);
+        self.queue_direct(req);
+    }
+
+    /// Queue `req` (its reply a connection); answered `F` at once when the stager is gone.
+    fn queue_direct(&self, req: Box<Request>) {
+        if let Err(mpsc::error::SendError(Msg::Stage(req))) = self.send(Msg::Stage(req)) {
+            if let Reply::Direct(conn) = req.reply {
+                conn.answer(&self.counters, Ack::StagingFailed);
+            }
         }
     }
 
