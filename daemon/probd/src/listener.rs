@@ -216,10 +216,11 @@ impl Listener {
     /// answered by the stager, which closes the connection: only once the end of stream
     /// has come, else a handler takes the connection over.
     fn serve_frame(&mut self, stream: UnixStream, peer: Peer, permit: ConnPermit, len: usize) {
-        let ack = match decode_valid(&self.buf[..len], &peer, &self.counters.refusals) {
-            Err(ack) => ack,
+        let (ack, committed) = match decode_valid(&self.buf[..len], &peer, &self.counters.refusals)
+        {
+            Err(ack) => (ack, None),
             Ok(frame) => match self.stager.stage_now(frame.record, frame.cfg_path, peer) {
-                Ok(ack) => ack,
+                Ok((ack, committed)) => (ack, Some(committed)),
                 Err(deferred) => {
                     match recv_now(&stream, &mut self.buf[len..len + 1]) {
                         Ok(0) => {
@@ -239,7 +240,10 @@ impl Listener {
             },
         };
         self.counters.count(ack);
-        if let Err(e) = send_ack(&stream, ack) {
+        let sent = send_ack(&stream, ack);
+        // The record's file is closed only now, after the answer the client waits for.
+        drop(committed);
+        if let Err(e) = sent {
             tracing::debug!("client left before the reply ({ack:?}): {e}");
             return;
         }

@@ -96,6 +96,12 @@ enum Reply {
 /// A record [`StagerHandle::stage_now`] could not commit at once.
 pub struct Deferred(Box<Request>);
 
+/// The still open files of a record [`StagerHandle::stage_now`] committed: dropped (closed)
+/// once the client has its answer, since the close is not needed for any guarantee.
+pub struct Committed {
+    _files: Vec<std::fs::File>,
+}
+
 /// Cheap handle to the stager task; the task ends when every handle is dropped, after
 /// committing what was queued.
 #[derive(Clone)]
@@ -178,7 +184,7 @@ impl StagerHandle {
         record: Record,
         cfg_path: Option<String>,
         sender: Peer,
-    ) -> Result<Ack, Deferred> {
+    ) -> Result<(Ack, Committed), Deferred> {
         let (reply, mut rx) = oneshot::channel();
         let req = Box::new(Request {
             record,
@@ -188,8 +194,8 @@ impl StagerHandle {
         });
         match self.commit_now(req) {
             // A panic in the commit dropped the reply: a failure, never a false `A`.
-            None => Ok(rx.try_recv().unwrap_or(Ack::StagingFailed)),
-            Some(req) => Err(Deferred(req)),
+            Ok(committed) => Ok((rx.try_recv().unwrap_or(Ack::StagingFailed), committed)),
+            Err(req) => Err(Deferred(req)),
         }
     }
 
@@ -215,25 +221,26 @@ impl StagerHandle {
     /// nothing is queued before it, no commit runs and the last commit predicts a quick
     /// one. This saves a sequential client the hand-off to the stager task and the wait
     /// for it on every record. Gives `req` back otherwise.
-    fn commit_now(&self, req: Box<Request>) -> Option<Box<Request>> {
+    fn commit_now(&self, req: Box<Request>) -> Result<Committed, Box<Request>> {
         let mut state = self.shared.lock();
         if state.queued != 0 {
-            return Some(req);
+            return Err(req);
         }
         let Some(committer) = state.committer.as_mut() else {
-            return Some(req);
+            return Err(req);
         };
         let estimate = committer.last_time_per_record
             [usize::from(committer.batch_flushes(std::iter::once(&req.record)))];
         if !commit_inline(estimate, 1, 0) {
-            return Some(req);
+            return Err(req);
         }
         let now = (tokio::time::Instant::now().into_std(), SystemTime::now());
         committer.process_guarded(vec![Msg::Stage(req)], now);
+        let files = committer.spool.close_files();
         if state.arm_sync() {
             self.shared.sync_armed.notify_one();
         }
-        None
+        Ok(Committed { _files: files })
     }
 
     /// Stage into another directory from now on (SIGHUP).
@@ -411,9 +418,14 @@ impl Stager {
             if commit_inline(estimate, records, others) {
                 let now = (tokio::time::Instant::now().into_std(), SystemTime::now());
                 committer.process_guarded(msgs, now);
+                drop(committer.spool.close_files());
             } else {
                 // Handles queue their records meanwhile (no committer to commit inline).
-                match off_thread(committer, move |c, now| c.process_guarded(msgs, now)).await {
+                let work = move |c: &mut Committer, now| {
+                    c.process_guarded(msgs, now);
+                    drop(c.spool.close_files());
+                };
+                match off_thread(committer, work).await {
                     Some(c) => committer = c,
                     None => return,
                 }
