@@ -5,11 +5,16 @@
 //!   a share per unprivileged uid, a cap for all, a reserve for root), so a user holding
 //!   connections open never keeps another user's probe waiting in the backlog. Each
 //!   handler's deadline guarantees admitted connections end.
-//! * Accepting never waits on a client. Most probes have sent their whole frame and shut
-//!   down their side before the daemon accepts: such a connection is read once at accept,
-//!   and its record goes straight to the stager, which answers and closes it (no task, no
-//!   epoll registration). Any other connection (frame incomplete, more than one frame, no
-//!   end of stream yet) gets its own handler task at once, with the bytes already read.
+//! * Accepting never waits on a client. Most probes have sent their whole frame (and shut
+//!   down their side) before the daemon accepts: such a connection is read once at accept
+//!   and served without a task or an epoll registration. When the stager is idle and its
+//!   medium quick, the record is committed right here ([`StagerHandle::stage_now`]) and
+//!   answered; only then does the listener look for the end of stream (which closes the
+//!   connection) and close the record's file, so the client waits for neither. Otherwise the
+//!   record is queued for the stager, which answers and closes the connection (once the
+//!   end of stream has come). Any other connection (frame incomplete, more than one frame,
+//!   no end of stream yet for a queued record) gets its own handler task at once, with the
+//!   bytes already read.
 //! * SIGHUP (a message on `reload`) re-reads the configuration: `spool_dir` and the static
 //!   machine id take effect for the next records; `socket_path` needs a restart.
 //! * With `daemon_recycling_enabled`, the daemon exits after [`super::IDLE_EXIT`] without

@@ -10,8 +10,12 @@
 //! commit runs at a time, so the batch grows with the load (group commit). Only on a medium
 //! as quick as tmpfs (or with no flush to wait for) is a batch that the last commit
 //! predicts to take at most 1 ms committed on the runtime thread ([`commit_inline`]: there
-//! the hand-off costs more than the commit). The committer (steps 1 to 4 are the file
-//! protocol of [`super::spooldir`]):
+//! the hand-off costs more than the commit). On such a medium, a record that finds the
+//! stager idle (nothing queued, no commit running) is committed by the caller itself
+//! ([`StagerHandle::stage_now`], the listener's common case): the committer waits between
+//! commits in a slot the handles share, on the runtime thread, so a sequential client pays
+//! neither the hand-off to the stager task nor its wake-up. The committer (steps 1 to 4 are
+//! the file protocol of [`super::spooldir`]):
 //!
 //! 1. writes each record to a temporary file `<pid>.<n>` (mode 0600, `O_EXCL`) in the
 //!    hidden subdirectory [`super::spooldir::TEMP_DIR`] of `spool_dir` (mode 0700, created
@@ -28,7 +32,7 @@
 //!    the stager task starts a background flush (`syncfs`, or each file and the directory) at most
 //!    [`super::durability::BATCHED_SYNC_INTERVAL`] later, and again at exit;
 //! 5. only then answers [`Ack::Accepted`] to every request of the batch (a waiting handler,
-//!    or the client's connection itself).
+//!    or the client's connection itself); the records' files are closed after the answers.
 //!
 //! A new `spool_dir` or `durability` (SIGHUP) and a reload of the static machine id travel
 //! in the same queue as the records and are applied in order: records queued before the new
