@@ -890,6 +890,127 @@ mod tests {
         }
     }
 
+    /// Make the committer predict commits of `per_record` (the medium's speed is measured
+    /// by the commits themselves, which a loaded machine makes vary).
+    fn predict(handle: &StagerHandle, per_record: Option<Duration>) {
+        let mut state = handle.shared.lock();
+        let committer = state.committer.as_mut().expect("the committer is idle");
+        committer.last_time_per_record = [per_record, per_record];
+    }
+
+    /// Wait until the stager task has rotated the machine id and the committer is idle.
+    async fn until_idle(handle: &StagerHandle) {
+        let t0 = Instant::now();
+        while handle.shared.lock().committer.is_none() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the stager never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A record that finds the stager idle on a quick medium is committed by the caller and
+    /// arms the background flush of `batched`; one that would have to wait (medium unknown
+    /// or slow, something queued before it) is given back for the stager task.
+    #[tokio::test]
+    async fn an_idle_stager_commits_in_place_only_on_a_quick_medium() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = opted_in_root(d.path());
+        let counters = Arc::new(Counters::default());
+        let (stager, handle) = Stager::new(
+            paths.clone(),
+            paths.default_spool_dir(),
+            Durability::Batched,
+            counters.clone(),
+        );
+        let task = tokio::spawn(stager.run());
+        until_idle(&handle).await;
+        let payloads = || -> Vec<Vec<u8>> {
+            let dir = paths.default_spool_dir();
+            let mut p: Vec<Vec<u8>> = listing(&dir)
+                .iter()
+                .filter(|n| is_final_name(n))
+                .map(|f| {
+                    parse_staged(&std::fs::read(dir.join(f)).unwrap())
+                        .unwrap()
+                        .payload()
+                        .to_vec()
+                })
+                .collect();
+            p.sort();
+            p
+        };
+        for (prediction, queued) in [
+            (None, 0),
+            (Some(Duration::from_millis(5)), 0),
+            (Some(Duration::from_micros(10)), 1),
+        ] {
+            predict(&handle, prediction);
+            handle.shared.lock().queued = queued;
+            assert!(
+                handle.stage_now(record("later"), None, me()).is_err(),
+                "{prediction:?} {queued}"
+            );
+            handle.shared.lock().queued = 0;
+        }
+        assert!(payloads().is_empty());
+        predict(&handle, Some(Duration::from_micros(10)));
+        let (ack, committed) = handle
+            .stage_now(record("now"), None, me())
+            .unwrap_or_else(|_| panic!("not committed in place"));
+        assert_eq!(ack, Ack::Accepted);
+        drop(committed);
+        assert_eq!(payloads(), vec![b"now".to_vec()]);
+        // The background flush comes within the interval, armed by the inline commit.
+        let t0 = Instant::now();
+        while counters.background_flushes.load(Ordering::Relaxed) == 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "no background flush"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(handle);
+        task.await.unwrap();
+    }
+
+    /// A panic in a commit made in place fails its record (`F`, never `A`); the next one is
+    /// staged.
+    #[tokio::test]
+    async fn a_panic_in_a_commit_in_place_fails_only_its_record() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = opted_in_root(d.path());
+        let (stager, handle) = Stager::new(
+            paths.clone(),
+            paths.default_spool_dir(),
+            Durability::Batched,
+            Arc::new(Counters::default()),
+        );
+        let first = std::sync::atomic::AtomicBool::new(true);
+        let hook = CommitHook(Arc::new(move |_| {
+            if first.swap(false, Ordering::SeqCst) {
+                panic!("simulated bug in a commit");
+            }
+        }));
+        let task = tokio::spawn(stager.with_commit_hook(Some(hook)).run());
+        until_idle(&handle).await;
+        for expected in [Ack::StagingFailed, Ack::Accepted] {
+            predict(&handle, Some(Duration::from_micros(10)));
+            match handle.stage_now(record("x"), None, me()) {
+                Ok((ack, _)) => assert_eq!(ack, expected),
+                Err(_) => panic!("not committed in place"),
+            }
+        }
+        drop(handle);
+        task.await.unwrap();
+        let staged = listing(&paths.default_spool_dir())
+            .into_iter()
+            .filter(|n| is_final_name(n))
+            .count();
+        assert_eq!(staged, 1);
+    }
+
     async fn futures_join(handle: &StagerHandle, n: usize) -> Vec<Ack> {
         let tasks: Vec<_> = (0..n)
             .map(|i| {
