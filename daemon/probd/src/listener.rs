@@ -45,7 +45,7 @@ use super::connections::{ConnPermit, Connections, Refusal};
 use super::counters::Counters;
 use super::handler::{decode_valid, Handler};
 use super::peer::Peer;
-use super::stager::StagerHandle;
+use super::stager::{Deferred, StagerHandle, MAX_BATCH};
 use super::{ExitReason, Settings};
 use daemon_common::notify::notify;
 
@@ -140,12 +140,38 @@ impl Listener {
                 }
             };
             match accepted {
-                Ok(stream) => {
+                Ok((stream, waited)) => {
                     self.last_activity = Instant::now();
-                    self.serve_connection(stream);
+                    self.serve_burst(stream, waited);
                 }
                 Err(e) => self.accept_error(e).await,
             }
+        }
+    }
+
+    /// Serve `stream` and, when it was accepted without waiting (others may be queued behind
+    /// it), the connections queued in the backlog behind it, looking one ahead each time.
+    /// A record that arrives alone (after a wait, or with nothing behind it) may be committed
+    /// in place, as a sequential client's are; records that arrive together are queued for
+    /// the stager, which commits them as one batch (one opt-in check, answers in a row).
+    /// At most [`MAX_BATCH`] connections per call, so the other tasks get their turn.
+    fn serve_burst(&mut self, stream: UnixStream, waited: bool) {
+        let mut next = Some(stream);
+        let mut served = 0;
+        while let Some(stream) = next.take() {
+            served += 1;
+            if !waited && served < MAX_BATCH {
+                // Through the reactor: an empty backlog clears the listener's readiness, so
+                // the accept loop waits for the next connection without another `accept4`.
+                match self.listener.try_io(Interest::READABLE, accept_now) {
+                    Ok(behind) => next = Some(behind),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // The accept loop meets (and reports) it again.
+                    Err(_) => {}
+                }
+            }
+            let alone = (waited && served == 1) || (next.is_none() && served < MAX_BATCH);
+            self.serve_connection(stream, alone);
         }
     }
 
@@ -156,7 +182,7 @@ impl Listener {
         let mut drained = 0usize;
         while let Ok(stream) = accept_now(self.listener.get_ref()) {
             drained += 1;
-            self.serve_connection(stream);
+            self.serve_connection(stream, false);
         }
         if drained > 0 {
             tracing::info!("serving {drained} connection(s) queued at shutdown");
@@ -164,9 +190,9 @@ impl Listener {
         self.connections.all_closed().await;
     }
 
-    /// Serve a new connection: a lone frame goes straight to the stager, anything else to
-    /// a handler task.
-    fn serve_connection(&mut self, stream: UnixStream) {
+    /// Serve a new connection: a lone frame goes straight to the stager (committed here
+    /// when `alone` and the stager is idle), anything else to a handler task.
+    fn serve_connection(&mut self, stream: UnixStream, alone: bool) {
         let peer = match Peer::of(&stream) {
             Ok(p) => p,
             Err(e) => {
@@ -204,7 +230,7 @@ impl Listener {
             }
         };
         match read_at_accept(&stream, &mut self.buf) {
-            Ok(AtAccept::Frame(len)) => self.serve_frame(stream, peer, permit, len),
+            Ok(AtAccept::Frame(len)) => self.serve_frame(stream, peer, permit, len, alone),
             Ok(AtAccept::Closed) => {}
             Ok(AtAccept::More(received)) => {
                 let received = &self.buf[..received];
@@ -220,11 +246,22 @@ impl Listener {
     /// connection, anything else goes to a handler. A record queued for the stager is
     /// answered by the stager, which closes the connection: only once the end of stream
     /// has come, else a handler takes the connection over.
-    fn serve_frame(&mut self, stream: UnixStream, peer: Peer, permit: ConnPermit, len: usize) {
+    fn serve_frame(
+        &mut self,
+        stream: UnixStream,
+        peer: Peer,
+        permit: ConnPermit,
+        len: usize,
+        alone: bool,
+    ) {
         let (ack, committed) = match decode_valid(&self.buf[..len], &peer, &self.counters.refusals)
         {
             Err(ack) => (ack, None),
-            Ok(frame) => match self.stager.stage_now(frame.record, frame.cfg_path, peer) {
+            Ok(frame) => match if alone {
+                self.stager.stage_now(frame.record, frame.cfg_path, peer)
+            } else {
+                Err(Deferred::new(frame.record, frame.cfg_path, peer))
+            } {
                 Ok((ack, committed)) => (ack, Some(committed)),
                 Err(deferred) => {
                     match recv_now(&stream, &mut self.buf[len..len + 1]) {
@@ -322,13 +359,19 @@ impl Listener {
     }
 }
 
-/// The next connection (cancel-safe).
-async fn accept(listener: &AsyncFd<UnixListener>) -> io::Result<UnixStream> {
+/// The next connection, and whether it had to be waited for (cancel-safe).
+async fn accept(listener: &AsyncFd<UnixListener>) -> io::Result<(UnixStream, bool)> {
+    let mut waited = false;
     loop {
-        let mut guard = listener.readable().await?;
+        let mut guard = std::future::poll_fn(|cx| {
+            let ready = listener.poll_read_ready(cx);
+            waited |= ready.is_pending();
+            ready
+        })
+        .await?;
         match guard.try_io(|l| accept_now(l.get_ref())) {
-            Ok(result) => return result,
-            Err(_would_block) => continue,
+            Ok(result) => return result.map(|stream| (stream, waited)),
+            Err(_would_block) => waited = true,
         }
     }
 }

@@ -97,8 +97,23 @@ enum Reply {
     Direct(FinalConn),
 }
 
-/// A record [`StagerHandle::stage_now`] could not commit at once.
+/// A record for the stager task: one [`StagerHandle::stage_now`] could not commit at
+/// once, or one that is not to be committed in place ([`Deferred::new`]).
 pub struct Deferred(Box<Request>);
+
+impl Deferred {
+    /// `record` from `sender`, to be queued with [`StagerHandle::answer_later`].
+    pub fn new(record: Record, cfg_path: Option<String>, sender: Peer) -> Deferred {
+        // The reply is replaced by the connection when queued.
+        let (reply, _) = oneshot::channel();
+        Deferred(Box::new(Request {
+            record,
+            cfg_path,
+            sender,
+            reply: Reply::Waiting(reply),
+        }))
+    }
+}
 
 /// The still open files of a record [`StagerHandle::stage_now`] committed: dropped (closed)
 /// once the client has its answer, since the close is not needed for any guarantee.
