@@ -7,14 +7,17 @@
 //!   handler's deadline guarantees admitted connections end.
 //! * Accepting never waits on a client. Most probes have sent their whole frame (and shut
 //!   down their side) before the daemon accepts: such a connection is read once at accept
-//!   and served without a task or an epoll registration. When the stager is idle and its
-//!   medium quick, the record is committed right here ([`StagerHandle::stage_now`]) and
-//!   answered; only then does the listener look for the end of stream (which closes the
-//!   connection) and close the record's file, so the client waits for neither. Otherwise the
-//!   record is queued for the stager, which answers and closes the connection (once the
-//!   end of stream has come). Any other connection (frame incomplete, more than one frame,
-//!   no end of stream yet for a queued record) gets its own handler task at once, with the
-//!   bytes already read.
+//!   and served without a task or an epoll registration. A record that arrives alone (its
+//!   connection had to be waited for, or none is queued behind it: a connection accepted
+//!   without waiting looks one ahead) is committed right here when the stager is idle and
+//!   its medium quick ([`StagerHandle::stage_now`]), and answered; only then does the
+//!   listener look for the end of stream (which closes the connection) and close the
+//!   record's file, so the client waits for neither. Otherwise (records arriving together,
+//!   a busy stager, a slow medium) the record is queued for the stager, which commits the
+//!   queued records as one batch, answers and closes the connections (once the end of
+//!   stream has come). Any other connection (frame incomplete, more than one frame, no end
+//!   of stream yet for a queued record) gets its own handler task at once, with the bytes
+//!   already read.
 //! * SIGHUP (a message on `reload`) re-reads the configuration: `spool_dir` and the static
 //!   machine id take effect for the next records; `socket_path` needs a restart.
 //! * With `daemon_recycling_enabled`, the daemon exits after [`super::IDLE_EXIT`] without
