@@ -8,8 +8,9 @@
 //! * [`stager`]: one task collecting records into batches, each group-committed (temp →
 //!   fsync → rename → one directory fsync per batch) on a blocking thread before its
 //!   records are acknowledged, so a slow disk never stalls the tasks above (on a medium
-//!   as quick as tmpfs a small batch is committed in place, see [`stager`]); the commit
-//!   answers the connections that held one whole frame at accept itself;
+//!   as quick as tmpfs a small batch is committed in place, and a record arriving alone
+//!   that finds the stager idle is committed by the listener itself, see [`stager`]); the
+//!   commit answers the queued connections that held one whole frame at accept itself;
 //! * a status writer (counters for `telemctl status`).
 //!
 //! File work that can wait on the disk runs on tokio's blocking pool, capped at one thread:

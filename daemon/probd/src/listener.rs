@@ -5,11 +5,19 @@
 //!   a share per unprivileged uid, a cap for all, a reserve for root), so a user holding
 //!   connections open never keeps another user's probe waiting in the backlog. Each
 //!   handler's deadline guarantees admitted connections end.
-//! * Accepting never waits on a client. Most probes have sent their whole frame and shut
-//!   down their side before the daemon accepts: such a connection is read once at accept,
-//!   and its record goes straight to the stager, which answers and closes it (no task, no
-//!   epoll registration). Any other connection (frame incomplete, more than one frame, no
-//!   end of stream yet) gets its own handler task at once, with the bytes already read.
+//! * Accepting never waits on a client. Most probes have sent their whole frame (and shut
+//!   down their side) before the daemon accepts: such a connection is read once at accept
+//!   and served without a task or an epoll registration. A record that arrives alone (its
+//!   connection had to be waited for, or none is queued behind it: a connection accepted
+//!   without waiting looks one ahead) is committed right here when the stager is idle and
+//!   its medium quick ([`StagerHandle::stage_now`]), and answered; only then does the
+//!   listener look for the end of stream (which closes the connection) and close the
+//!   record's file, so the client waits for neither. Otherwise (records arriving together,
+//!   a busy stager, a slow medium) the record is queued for the stager, which commits the
+//!   queued records as one batch, answers and closes the connections (once the end of
+//!   stream has come). Any other connection (frame incomplete, more than one frame, no end
+//!   of stream yet for a queued record) gets its own handler task at once, with the bytes
+//!   already read.
 //! * SIGHUP (a message on `reload`) re-reads the configuration: `spool_dir` and the static
 //!   machine id take effect for the next records; `socket_path` needs a restart.
 //! * With `daemon_recycling_enabled`, the daemon exits after [`super::IDLE_EXIT`] without
@@ -40,7 +48,7 @@ use super::connections::{ConnPermit, Connections, Refusal};
 use super::counters::Counters;
 use super::handler::{decode_valid, Handler};
 use super::peer::Peer;
-use super::stager::StagerHandle;
+use super::stager::{Deferred, StagerHandle, MAX_BATCH};
 use super::{ExitReason, Settings};
 use daemon_common::notify::notify;
 
@@ -66,8 +74,8 @@ pub struct Listener {
 
 /// What was on a connection at accept.
 enum AtAccept {
-    /// One complete frame of this many bytes, then the client's end of stream.
-    LoneFrame(usize),
+    /// One complete frame of this many bytes (and nothing after it yet).
+    Frame(usize),
     /// The client closed without sending anything.
     Closed,
     /// This many bytes, and the client may send more: a handler takes over.
@@ -135,12 +143,38 @@ impl Listener {
                 }
             };
             match accepted {
-                Ok(stream) => {
+                Ok((stream, waited)) => {
                     self.last_activity = Instant::now();
-                    self.serve_connection(stream);
+                    self.serve_burst(stream, waited);
                 }
                 Err(e) => self.accept_error(e).await,
             }
+        }
+    }
+
+    /// Serve `stream` and, when it was accepted without waiting (others may be queued behind
+    /// it), the connections queued in the backlog behind it, looking one ahead each time.
+    /// A record that arrives alone (after a wait, or with nothing behind it) may be committed
+    /// in place, as a sequential client's are; records that arrive together are queued for
+    /// the stager, which commits them as one batch (one opt-in check, answers in a row).
+    /// At most [`MAX_BATCH`] connections per call, so the other tasks get their turn.
+    fn serve_burst(&mut self, stream: UnixStream, waited: bool) {
+        let mut next = Some(stream);
+        let mut served = 0;
+        while let Some(stream) = next.take() {
+            served += 1;
+            if !waited && served < MAX_BATCH {
+                // Through the reactor: an empty backlog clears the listener's readiness, so
+                // the accept loop waits for the next connection without another `accept4`.
+                match self.listener.try_io(Interest::READABLE, accept_now) {
+                    Ok(behind) => next = Some(behind),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // The accept loop meets (and reports) it again.
+                    Err(_) => {}
+                }
+            }
+            let alone = (waited && served == 1) || (next.is_none() && served < MAX_BATCH);
+            self.serve_connection(stream, alone);
         }
     }
 
@@ -151,7 +185,7 @@ impl Listener {
         let mut drained = 0usize;
         while let Ok(stream) = accept_now(self.listener.get_ref()) {
             drained += 1;
-            self.serve_connection(stream);
+            self.serve_connection(stream, false);
         }
         if drained > 0 {
             tracing::info!("serving {drained} connection(s) queued at shutdown");
@@ -159,9 +193,9 @@ impl Listener {
         self.connections.all_closed().await;
     }
 
-    /// Serve a new connection: a lone frame goes straight to the stager, anything else to
-    /// a handler task.
-    fn serve_connection(&mut self, stream: UnixStream) {
+    /// Serve a new connection: a lone frame goes straight to the stager (committed here
+    /// when `alone` and the stager is idle), anything else to a handler task.
+    fn serve_connection(&mut self, stream: UnixStream, alone: bool) {
         let peer = match Peer::of(&stream) {
             Ok(p) => p,
             Err(e) => {
@@ -199,27 +233,72 @@ impl Listener {
             }
         };
         match read_at_accept(&stream, &mut self.buf) {
-            Ok(AtAccept::LoneFrame(len)) => {
-                let conn = FinalConn { stream, permit };
-                match decode_valid(&self.buf[..len], &peer, &self.counters.refusals) {
-                    Ok(frame) => {
-                        self.stager
-                            .stage_and_answer(frame.record, frame.cfg_path, peer, conn)
-                    }
-                    Err(ack) => {
-                        self.counters.count(ack);
-                        if let Err(e) = send_ack(&conn.stream, ack) {
-                            tracing::debug!("client left before the reply ({ack:?}): {e}");
-                        }
-                    }
-                }
-            }
+            Ok(AtAccept::Frame(len)) => self.serve_frame(stream, peer, permit, len, alone),
             Ok(AtAccept::Closed) => {}
             Ok(AtAccept::More(received)) => {
                 let received = &self.buf[..received];
                 self.spawn_handler(stream, peer, permit, received)
             }
             Err(e) => tracing::debug!("connection error: {e}"),
+        }
+    }
+
+    /// Serve the one whole frame of `len` bytes read at accept (in `self.buf`). When its
+    /// answer is known at once (a rejection, or a commit on this thread), the client gets
+    /// it before the daemon looks for what follows the frame; the end of stream closes the
+    /// connection, anything else goes to a handler. A record queued for the stager is
+    /// answered by the stager, which closes the connection: only once the end of stream
+    /// has come, else a handler takes the connection over.
+    fn serve_frame(
+        &mut self,
+        stream: UnixStream,
+        peer: Peer,
+        permit: ConnPermit,
+        len: usize,
+        alone: bool,
+    ) {
+        let (ack, committed) = match decode_valid(&self.buf[..len], &peer, &self.counters.refusals)
+        {
+            Err(ack) => (ack, None),
+            Ok(frame) => match if alone {
+                self.stager.stage_now(frame.record, frame.cfg_path, peer)
+            } else {
+                Err(Deferred::new(frame.record, frame.cfg_path, peer))
+            } {
+                Ok((ack, committed)) => (ack, Some(committed)),
+                Err(deferred) => {
+                    match recv_now(&stream, &mut self.buf[len..len + 1]) {
+                        Ok(0) => {
+                            let conn = FinalConn { stream, permit };
+                            self.stager.answer_later(deferred, conn)
+                        }
+                        // More bytes, no end of stream yet or an error: the handler decodes
+                        // the frame again (valid, so nothing is logged twice) and answers.
+                        Ok(more) => {
+                            let received = &self.buf[..len + more];
+                            self.spawn_handler(stream, peer, permit, received)
+                        }
+                        Err(_) => self.spawn_handler(stream, peer, permit, &self.buf[..len]),
+                    }
+                    return;
+                }
+            },
+        };
+        self.counters.count(ack);
+        let sent = send_ack(&stream, ack);
+        // The record's file is closed only now, after the answer the client waits for.
+        drop(committed);
+        if let Err(e) = sent {
+            tracing::debug!("client left before the reply ({ack:?}): {e}");
+            return;
+        }
+        match recv_now(&stream, &mut self.buf) {
+            Ok(0) => {}
+            Ok(n) => self.spawn_handler(stream, peer, permit, &self.buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.spawn_handler(stream, peer, permit, &[])
+            }
+            Err(e) => tracing::debug!("connection error after the reply: {e}"),
         }
     }
 
@@ -283,20 +362,25 @@ impl Listener {
     }
 }
 
-/// The next connection (cancel-safe).
-async fn accept(listener: &AsyncFd<UnixListener>) -> io::Result<UnixStream> {
+/// The next connection, and whether it had to be waited for (cancel-safe).
+async fn accept(listener: &AsyncFd<UnixListener>) -> io::Result<(UnixStream, bool)> {
+    let mut waited = false;
     loop {
-        let mut guard = listener.readable().await?;
+        let mut guard = std::future::poll_fn(|cx| {
+            let ready = listener.poll_read_ready(cx);
+            waited |= ready.is_pending();
+            ready
+        })
+        .await?;
         match guard.try_io(|l| accept_now(l.get_ref())) {
-            Ok(result) => return result,
-            Err(_would_block) => continue,
+            Ok(result) => return result.map(|stream| (stream, waited)),
+            Err(_would_block) => waited = true,
         }
     }
 }
 
-/// Read what a new connection holds without waiting. A frame that is complete and
-/// followed by the end of stream is a [`AtAccept::LoneFrame`] (the end of stream is checked
-/// before the record is staged, so the connection needs nothing after the answer).
+/// Read what a new connection holds without waiting: one whole frame, nothing, or
+/// anything else (part of a frame, several frames, a bad size the handler reports).
 fn read_at_accept(stream: &UnixStream, buf: &mut [u8]) -> io::Result<AtAccept> {
     debug_assert!(buf.len() > MAX_FRAME_SIZE);
     let n = match recv_now(stream, buf) {
@@ -305,15 +389,9 @@ fn read_at_accept(stream: &UnixStream, buf: &mut [u8]) -> io::Result<AtAccept> {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(AtAccept::More(0)),
         Err(e) => return Err(e),
     };
-    if !matches!(frame_len(&buf[..n]), Ok(Some(len)) if len == n) {
-        // Partial, several frames, or a bad size the handler reports.
-        return Ok(AtAccept::More(n));
-    }
-    match recv_now(stream, &mut buf[n..n + 1]) {
-        Ok(0) => Ok(AtAccept::LoneFrame(n)),
-        Ok(more) => Ok(AtAccept::More(n + more)),
-        // No end of stream yet, or an error: the handler answers the frame it holds.
-        Err(_) => Ok(AtAccept::More(n)),
+    match frame_len(&buf[..n]) {
+        Ok(Some(len)) if len == n => Ok(AtAccept::Frame(n)),
+        _ => Ok(AtAccept::More(n)),
     }
 }
 

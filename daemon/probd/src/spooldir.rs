@@ -63,6 +63,10 @@ pub(super) struct Spool {
     unsynced_names: Vec<String>,
     /// How this directory's filesystem is flushed, decided when it is first opened.
     strategy: Option<FlushStrategy>,
+    /// The files the last commit published, still open: closing them is not needed for
+    /// any guarantee, so it waits until the records are answered ([`Spool::close_files`];
+    /// at the latest, the next commit).
+    published_files: Vec<File>,
 }
 
 /// One record's progress through a commit.
@@ -120,6 +124,7 @@ impl Spool {
             unsynced: false,
             unsynced_names: Vec::new(),
             strategy: None,
+            published_files: Vec::new(),
         }
     }
 
@@ -166,6 +171,7 @@ impl Spool {
         flush: bool,
         refusals: &RefusalLog,
     ) -> Vec<Ack> {
+        self.published_files.clear();
         // The directories stay open between batches; any error drops them, so a replaced
         // directory is picked up by the next batch.
         let cached = self.dirs.take().map(Ok);
@@ -235,9 +241,11 @@ impl Spool {
         }
         for step in &mut steps {
             if let Step::Written { tmp, file, sender } = std::mem::replace(step, Step::Failed) {
-                drop(file);
                 *step = match self.publish(tempfd, dirfd, &tmp, sender) {
-                    Ok(name) => Step::Published { name },
+                    Ok(name) => {
+                        self.published_files.push(file);
+                        Step::Published { name }
+                    }
                     Err(e) => {
                         remove(tempfd, &tmp);
                         note(e)
@@ -289,6 +297,11 @@ impl Spool {
                 _ => Ack::StagingFailed,
             })
             .collect()
+    }
+
+    /// The files of the last commit, to be closed once its records are answered.
+    pub(super) fn close_files(&mut self) -> Vec<File> {
+        std::mem::take(&mut self.published_files)
     }
 
     /// A handle on the spool's filesystem to flush, if records were published since the

@@ -10,8 +10,12 @@
 //! commit runs at a time, so the batch grows with the load (group commit). Only on a medium
 //! as quick as tmpfs (or with no flush to wait for) is a batch that the last commit
 //! predicts to take at most 1 ms committed on the runtime thread ([`commit_inline`]: there
-//! the hand-off costs more than the commit). The committer (steps 1 to 4 are the file
-//! protocol of [`super::spooldir`]):
+//! the hand-off costs more than the commit). On such a medium, a record that finds the
+//! stager idle (nothing queued, no commit running) is committed by the caller itself
+//! ([`StagerHandle::stage_now`], the listener's common case): the committer waits between
+//! commits in a slot the handles share, on the runtime thread, so a sequential client pays
+//! neither the hand-off to the stager task nor its wake-up. The committer (steps 1 to 4 are
+//! the file protocol of [`super::spooldir`]):
 //!
 //! 1. writes each record to a temporary file `<pid>.<n>` (mode 0600, `O_EXCL`) in the
 //!    hidden subdirectory [`super::spooldir::TEMP_DIR`] of `spool_dir` (mode 0700, created
@@ -28,7 +32,7 @@
 //!    the stager task starts a background flush (`syncfs`, or each file and the directory) at most
 //!    [`super::durability::BATCHED_SYNC_INTERVAL`] later, and again at exit;
 //! 5. only then answers [`Ack::Accepted`] to every request of the batch (a waiting handler,
-//!    or the client's connection itself).
+//!    or the client's connection itself); the records' files are closed after the answers.
 //!
 //! A new `spool_dir` or `durability` (SIGHUP) and a reload of the static machine id travel
 //! in the same queue as the records and are applied in order: records queued before the new
@@ -43,13 +47,13 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use libtelemetry::client::{is_opted_in, Ack};
 use libtelemetry::record::Header;
 use libtelemetry::{encode_staged, Paths, Record, StagedSender};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::conn::FinalConn;
 use super::counters::Counters;
@@ -93,12 +97,78 @@ enum Reply {
     Direct(FinalConn),
 }
 
+/// A record for the stager task: one [`StagerHandle::stage_now`] could not commit at
+/// once, or one that is not to be committed in place ([`Deferred::new`]).
+pub struct Deferred(Box<Request>);
+
+impl Deferred {
+    /// `record` from `sender`, to be queued with [`StagerHandle::answer_later`].
+    pub fn new(record: Record, cfg_path: Option<String>, sender: Peer) -> Deferred {
+        // The reply is replaced by the connection when queued.
+        let (reply, _) = oneshot::channel();
+        Deferred(Box::new(Request {
+            record,
+            cfg_path,
+            sender,
+            reply: Reply::Waiting(reply),
+        }))
+    }
+}
+
+/// The still open files of a record [`StagerHandle::stage_now`] committed: dropped (closed)
+/// once the client has its answer, since the close is not needed for any guarantee.
+pub struct Committed {
+    _files: Vec<std::fs::File>,
+}
+
 /// Cheap handle to the stager task; the task ends when every handle is dropped, after
 /// committing what was queued.
 #[derive(Clone)]
 pub struct StagerHandle {
     tx: mpsc::UnboundedSender<Msg>,
     counters: Arc<Counters>,
+    shared: Arc<Shared>,
+}
+
+/// What the stager task shares with its handles, all on the runtime thread (the lock is
+/// never contended: the blocking thread gets the committer by value).
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when an inline commit left records to flush in the background and no
+    /// flush was due yet, so the stager task arms its timer.
+    sync_armed: Notify,
+}
+
+struct State {
+    /// The committer while it is idle; `None` while a commit or flush has it on the
+    /// blocking thread (and before the machine id was first rotated).
+    committer: Option<Committer>,
+    /// Messages sent to the stager task and not yet taken by it.
+    queued: usize,
+    /// `batched`: when the flush of the records published unsynced is due.
+    sync_due: Option<tokio::time::Instant>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    /// After a commit: records published unsynced get their background flush within
+    /// [`BATCHED_SYNC_INTERVAL`]; true when this armed it.
+    fn arm_sync(&mut self) -> bool {
+        let unsynced = self
+            .committer
+            .as_ref()
+            .is_some_and(|c| c.spool.has_unsynced());
+        if unsynced && self.sync_due.is_none() {
+            self.sync_due = Some(tokio::time::Instant::now() + BATCHED_SYNC_INTERVAL);
+            return true;
+        }
+        false
+    }
 }
 
 impl StagerHandle {
@@ -111,49 +181,100 @@ impl StagerHandle {
             sender,
             reply: Reply::Waiting(reply),
         };
-        if self.tx.send(Msg::Stage(Box::new(req))).is_err() {
+        if self.send(Msg::Stage(Box::new(req))).is_err() {
             return Ack::StagingFailed;
         }
         rx.await.unwrap_or(Ack::StagingFailed)
     }
 
-    /// Stage `record` and let the stager answer on `conn` (and count the answer) once the
-    /// record is durable, without a task waiting for it.
-    pub fn stage_and_answer(
+    /// Queue `msg` for the stager task.
+    fn send(&self, msg: Msg) -> Result<(), mpsc::error::SendError<Msg>> {
+        self.shared.lock().queued += 1;
+        self.tx.send(msg).inspect_err(|_| {
+            self.shared.lock().queued -= 1;
+        })
+    }
+
+    /// Stage `record` here and now, on the calling thread, when the stager is idle and its
+    /// medium quick ([`commit_inline`]): the outcome, or the record back when it has to
+    /// wait for the stager task ([`StagerHandle::answer_later`]).
+    pub fn stage_now(
         &self,
         record: Record,
         cfg_path: Option<String>,
         sender: Peer,
-        conn: FinalConn,
-    ) {
-        let req = Request {
+    ) -> Result<(Ack, Committed), Deferred> {
+        let (reply, mut rx) = oneshot::channel();
+        let req = Box::new(Request {
             record,
             cfg_path,
             sender,
-            reply: Reply::Direct(conn),
-        };
-        if let Err(mpsc::error::SendError(Msg::Stage(req))) =
-            self.tx.send(Msg::Stage(Box::new(req)))
-        {
+            reply: Reply::Waiting(reply),
+        });
+        match self.commit_now(req) {
+            // A panic in the commit dropped the reply: a failure, never a false `A`.
+            Ok(committed) => Ok((rx.try_recv().unwrap_or(Ack::StagingFailed), committed)),
+            Err(req) => Err(Deferred(req)),
+        }
+    }
+
+    /// Queue a record [`StagerHandle::stage_now`] gave back; the stager answers on `conn`
+    /// (and counts the answer) once the record is durable, then closes it, without a task
+    /// waiting for it.
+    pub fn answer_later(&self, deferred: Deferred, conn: FinalConn) {
+        let mut req = deferred.0;
+        req.reply = Reply::Direct(conn);
+        self.queue_direct(req);
+    }
+
+    /// Queue `req` (its reply a connection); answered `F` at once when the stager is gone.
+    fn queue_direct(&self, req: Box<Request>) {
+        if let Err(mpsc::error::SendError(Msg::Stage(req))) = self.send(Msg::Stage(req)) {
             if let Reply::Direct(conn) = req.reply {
                 conn.answer(&self.counters, Ack::StagingFailed);
             }
         }
     }
 
+    /// Commit `req` here and now, as the stager task would on the runtime thread, when
+    /// nothing is queued before it, no commit runs and the last commit predicts a quick
+    /// one. This saves a sequential client the hand-off to the stager task and the wait
+    /// for it on every record. Gives `req` back otherwise.
+    fn commit_now(&self, req: Box<Request>) -> Result<Committed, Box<Request>> {
+        let mut state = self.shared.lock();
+        if state.queued != 0 {
+            return Err(req);
+        }
+        let Some(committer) = state.committer.as_mut() else {
+            return Err(req);
+        };
+        let estimate = committer.last_time_per_record
+            [usize::from(committer.batch_flushes(std::iter::once(&req.record)))];
+        if !commit_inline(estimate, 1, 0) {
+            return Err(req);
+        }
+        let now = (tokio::time::Instant::now().into_std(), SystemTime::now());
+        committer.process_guarded(vec![Msg::Stage(req)], now);
+        let files = committer.spool.close_files();
+        if state.arm_sync() {
+            self.shared.sync_armed.notify_one();
+        }
+        Ok(Committed { _files: files })
+    }
+
     /// Stage into another directory from now on (SIGHUP).
     pub fn set_spool_dir(&self, dir: PathBuf) {
-        let _ = self.tx.send(Msg::SetSpoolDir(dir));
+        let _ = self.send(Msg::SetSpoolDir(dir));
     }
 
     /// Acknowledge records relative to the disk as `durability` says from now on (SIGHUP).
     pub fn set_durability(&self, durability: Durability) {
-        let _ = self.tx.send(Msg::SetDurability(durability));
+        let _ = self.send(Msg::SetDurability(durability));
     }
 
     /// Re-read the static machine id override (SIGHUP).
     pub fn reload_static_machine_id(&self) {
-        let _ = self.tx.send(Msg::ReloadStaticMachineId);
+        let _ = self.send(Msg::ReloadStaticMachineId);
     }
 }
 
@@ -161,6 +282,7 @@ impl StagerHandle {
 pub struct Stager {
     rx: mpsc::UnboundedReceiver<Msg>,
     committer: Committer,
+    shared: Arc<Shared>,
 }
 
 /// Run on the committing thread before a batch's files are written, with the batch's
@@ -188,7 +310,26 @@ impl Stager {
     ) -> (Stager, StagerHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let committer = Committer::new(paths, spool_dir, durability, counters.clone());
-        (Stager { rx, committer }, StagerHandle { tx, counters })
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                committer: None,
+                queued: 0,
+                sync_due: None,
+            }),
+            sync_armed: Notify::new(),
+        });
+        (
+            Stager {
+                rx,
+                committer,
+                shared: shared.clone(),
+            },
+            StagerHandle {
+                tx,
+                counters,
+                shared,
+            },
+        )
     }
 
     /// Call `hook` before each commit.
@@ -200,34 +341,61 @@ impl Stager {
 
     /// Commit batches until every handle is gone and the queue is empty.
     pub async fn run(self) {
-        let Stager { mut rx, committer } = self;
+        let Stager {
+            mut rx,
+            committer,
+            shared,
+        } = self;
         // Rotate or create the machine id at startup, as the C daemon does.
-        let Some(mut committer) = off_thread(committer, |c, (now, wall)| {
+        let Some(committer) = off_thread(committer, |c, (now, wall)| {
             c.machine_id.current(now, wall);
         })
         .await
         else {
             return;
         };
-        // `batched`: when the flush of the records published unsynced is due.
-        let mut sync_due: Option<tokio::time::Instant> = None;
+        shared.lock().committer = Some(committer);
         let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
+            let sync_due = shared.lock().sync_due;
             let msg = tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(msg) => msg,
                     None => break,
                 },
+                // An inline commit armed the flush: sleep until it is due.
+                _ = shared.sync_armed.notified() => continue,
                 _ = sleep_until_due(sync_due), if sync_due.is_some() => {
-                    sync_due = None;
+                    shared.lock().sync_due = None;
                     // One flush at a time; a record published during one is flushed by
                     // the next.
                     if let Some(previous) = syncing.take() {
                         let _ = previous.await;
                     }
-                    if committer.spool.strategy() == Some(FlushStrategy::PerFile) {
-                        // The directory flush would also make durable the names of records
-                        // published while it runs, whose data is not: commits wait for it.
+                    // `PerFile`: the directory flush would also make durable the names of
+                    // records published while it runs, whose data is not: the flush takes
+                    // the committer, so commits wait for it. Otherwise (`syncfs`) commits
+                    // go on while it runs.
+                    let per_file = {
+                        let mut state = shared.lock();
+                        match state.committer.as_mut() {
+                            None => continue,
+                            Some(c) if c.spool.strategy() == Some(FlushStrategy::PerFile) => {
+                                state.committer.take()
+                            }
+                            Some(c) => {
+                                if let Some(pending) = c.spool.take_unsynced() {
+                                    let counters = c.counters.clone();
+                                    syncing = Some(tokio::task::spawn_blocking(move || {
+                                        flush_spool(&pending);
+                                        counters.background_flushes.fetch_add(1, Ordering::Relaxed);
+                                    }));
+                                }
+                                None
+                            }
+                        }
+                    };
+                    if let Some(committer) = per_file {
                         match off_thread(committer, |c, _| {
                             if let Some(pending) = c.spool.take_unsynced() {
                                 flush_spool(&pending);
@@ -236,17 +404,9 @@ impl Stager {
                         })
                         .await
                         {
-                            Some(c) => committer = c,
+                            Some(c) => shared.lock().committer = Some(c),
                             None => return,
                         }
-                        continue;
-                    }
-                    if let Some(pending) = committer.spool.take_unsynced() {
-                        let counters = committer.counters.clone();
-                        syncing = Some(tokio::task::spawn_blocking(move || {
-                            flush_spool(&pending);
-                            counters.background_flushes.fetch_add(1, Ordering::Relaxed);
-                        }));
                     }
                     continue;
                 }
@@ -262,26 +422,47 @@ impl Stager {
                     Err(_) => break,
                 }
             }
+            let committer = {
+                let mut state = shared.lock();
+                state.queued = state.queued.saturating_sub(msgs.len());
+                state.committer.take()
+            };
+            // Only the stager task takes the committer away, and it always puts it back.
+            let Some(mut committer) = committer else {
+                tracing::error!("staging stopped: the committer is gone");
+                return;
+            };
             let others = msgs.len() - records;
             let estimate = committer.last_time_per_record[usize::from(committer.flushes(&msgs))];
             if commit_inline(estimate, records, others) {
                 let now = (tokio::time::Instant::now().into_std(), SystemTime::now());
                 committer.process_guarded(msgs, now);
+                drop(committer.spool.close_files());
             } else {
-                match off_thread(committer, move |c, now| c.process_guarded(msgs, now)).await {
+                // Handles queue their records meanwhile (no committer to commit inline).
+                let work = move |c: &mut Committer, now| {
+                    c.process_guarded(msgs, now);
+                    drop(c.spool.close_files());
+                };
+                match off_thread(committer, work).await {
                     Some(c) => committer = c,
                     None => return,
                 }
             }
-            if committer.spool.has_unsynced() && sync_due.is_none() {
-                sync_due = Some(tokio::time::Instant::now() + BATCHED_SYNC_INTERVAL);
-            }
+            let mut state = shared.lock();
+            state.committer = Some(committer);
+            state.arm_sync();
         }
         // Stopping: what was acknowledged unsynced is flushed before the daemon exits.
         if let Some(previous) = syncing.take() {
             let _ = previous.await;
         }
-        if let Some(pending) = committer.spool.take_unsynced() {
+        let pending = shared
+            .lock()
+            .committer
+            .as_mut()
+            .and_then(|c| c.spool.take_unsynced());
+        if let Some(pending) = pending {
             let _ = tokio::task::spawn_blocking(move || flush_spool(&pending)).await;
         }
     }
@@ -722,6 +903,127 @@ mod tests {
             task.await.unwrap();
             assert_eq!(listing(&paths.default_spool_dir()).len(), 5);
         }
+    }
+
+    /// Make the committer predict commits of `per_record` (the medium's speed is measured
+    /// by the commits themselves, which a loaded machine makes vary).
+    fn predict(handle: &StagerHandle, per_record: Option<Duration>) {
+        let mut state = handle.shared.lock();
+        let committer = state.committer.as_mut().expect("the committer is idle");
+        committer.last_time_per_record = [per_record, per_record];
+    }
+
+    /// Wait until the stager task has rotated the machine id and the committer is idle.
+    async fn until_idle(handle: &StagerHandle) {
+        let t0 = Instant::now();
+        while handle.shared.lock().committer.is_none() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the stager never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A record that finds the stager idle on a quick medium is committed by the caller and
+    /// arms the background flush of `batched`; one that would have to wait (medium unknown
+    /// or slow, something queued before it) is given back for the stager task.
+    #[tokio::test]
+    async fn an_idle_stager_commits_in_place_only_on_a_quick_medium() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = opted_in_root(d.path());
+        let counters = Arc::new(Counters::default());
+        let (stager, handle) = Stager::new(
+            paths.clone(),
+            paths.default_spool_dir(),
+            Durability::Batched,
+            counters.clone(),
+        );
+        let task = tokio::spawn(stager.run());
+        until_idle(&handle).await;
+        let payloads = || -> Vec<Vec<u8>> {
+            let dir = paths.default_spool_dir();
+            let mut p: Vec<Vec<u8>> = listing(&dir)
+                .iter()
+                .filter(|n| is_final_name(n))
+                .map(|f| {
+                    parse_staged(&std::fs::read(dir.join(f)).unwrap())
+                        .unwrap()
+                        .payload()
+                        .to_vec()
+                })
+                .collect();
+            p.sort();
+            p
+        };
+        for (prediction, queued) in [
+            (None, 0),
+            (Some(Duration::from_millis(5)), 0),
+            (Some(Duration::from_micros(10)), 1),
+        ] {
+            predict(&handle, prediction);
+            handle.shared.lock().queued = queued;
+            assert!(
+                handle.stage_now(record("later"), None, me()).is_err(),
+                "{prediction:?} {queued}"
+            );
+            handle.shared.lock().queued = 0;
+        }
+        assert!(payloads().is_empty());
+        predict(&handle, Some(Duration::from_micros(10)));
+        let (ack, committed) = handle
+            .stage_now(record("now"), None, me())
+            .unwrap_or_else(|_| panic!("not committed in place"));
+        assert_eq!(ack, Ack::Accepted);
+        drop(committed);
+        assert_eq!(payloads(), vec![b"now".to_vec()]);
+        // The background flush comes within the interval, armed by the inline commit.
+        let t0 = Instant::now();
+        while counters.background_flushes.load(Ordering::Relaxed) == 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "no background flush"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(handle);
+        task.await.unwrap();
+    }
+
+    /// A panic in a commit made in place fails its record (`F`, never `A`); the next one is
+    /// staged.
+    #[tokio::test]
+    async fn a_panic_in_a_commit_in_place_fails_only_its_record() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = opted_in_root(d.path());
+        let (stager, handle) = Stager::new(
+            paths.clone(),
+            paths.default_spool_dir(),
+            Durability::Batched,
+            Arc::new(Counters::default()),
+        );
+        let first = std::sync::atomic::AtomicBool::new(true);
+        let hook = CommitHook(Arc::new(move |_| {
+            if first.swap(false, Ordering::SeqCst) {
+                panic!("simulated bug in a commit");
+            }
+        }));
+        let task = tokio::spawn(stager.with_commit_hook(Some(hook)).run());
+        until_idle(&handle).await;
+        for expected in [Ack::StagingFailed, Ack::Accepted] {
+            predict(&handle, Some(Duration::from_micros(10)));
+            match handle.stage_now(record("x"), None, me()) {
+                Ok((ack, _)) => assert_eq!(ack, expected),
+                Err(_) => panic!("not committed in place"),
+            }
+        }
+        drop(handle);
+        task.await.unwrap();
+        let staged = listing(&paths.default_spool_dir())
+            .into_iter()
+            .filter(|n| is_final_name(n))
+            .count();
+        assert_eq!(staged, 1);
     }
 
     async fn futures_join(handle: &StagerHandle, n: usize) -> Vec<Ack> {
