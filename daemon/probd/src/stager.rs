@@ -829,14 +829,21 @@ mod tests {
         assert_eq!(payloads(&new), vec![b"after".to_vec()]);
     }
 
-    #[tokio::test]
-    async fn a_panic_in_a_commit_fails_its_batch_and_staging_goes_on() {
+    /// A running stager (in an opted-in temp root) whose first commit panics.
+    fn stager_whose_first_commit_panics(
+        durability: Durability,
+    ) -> (
+        tempfile::TempDir,
+        Paths,
+        StagerHandle,
+        tokio::task::JoinHandle<()>,
+    ) {
         let d = tempfile::tempdir().unwrap();
         let paths = opted_in_root(d.path());
         let (stager, handle) = Stager::new(
             paths.clone(),
             paths.default_spool_dir(),
-            Durability::Strict,
+            durability,
             Arc::new(Counters::default()),
         );
         let first = std::sync::atomic::AtomicBool::new(true);
@@ -846,6 +853,12 @@ mod tests {
             }
         }));
         let task = tokio::spawn(stager.with_commit_hook(Some(hook)).run());
+        (d, paths, handle, task)
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_commit_fails_its_batch_and_staging_goes_on() {
+        let (_dir, paths, handle, task) = stager_whose_first_commit_panics(Durability::Strict);
         assert_eq!(
             handle.stage(record("lost"), None, me()).await,
             Ack::StagingFailed
@@ -994,21 +1007,7 @@ mod tests {
     /// staged.
     #[tokio::test]
     async fn a_panic_in_a_commit_in_place_fails_only_its_record() {
-        let d = tempfile::tempdir().unwrap();
-        let paths = opted_in_root(d.path());
-        let (stager, handle) = Stager::new(
-            paths.clone(),
-            paths.default_spool_dir(),
-            Durability::Batched,
-            Arc::new(Counters::default()),
-        );
-        let first = std::sync::atomic::AtomicBool::new(true);
-        let hook = CommitHook(Arc::new(move |_| {
-            if first.swap(false, Ordering::SeqCst) {
-                panic!("simulated bug in a commit");
-            }
-        }));
-        let task = tokio::spawn(stager.with_commit_hook(Some(hook)).run());
+        let (_dir, paths, handle, task) = stager_whose_first_commit_panics(Durability::Batched);
         until_idle(&handle).await;
         for expected in [Ack::StagingFailed, Ack::Accepted] {
             predict(&handle, Some(Duration::from_micros(10)));
