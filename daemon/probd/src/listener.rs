@@ -59,6 +59,10 @@ use daemon_common::notify::notify;
 /// within tens of µs. At most this much CPU per lone record, none while idle.
 const SPIN_FOR_NEXT: Duration = Duration::from_micros(50);
 
+/// Most connections served in a row that way (a few ms of one client's records) before the
+/// runtime's other tasks get the thread.
+const SPIN_ROUNDS: usize = 32;
+
 /// Pause after an accept error caused by resource exhaustion (EMFILE and the like).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -159,10 +163,10 @@ impl Listener {
                     self.serve_burst(stream, waited);
                     // A client answered here is often about to send again (a probe's
                     // records one after another): look for its next connection a moment
-                    // before sleeping. At most MAX_BATCH rounds, so reload and shutdown
-                    // get their turn.
+                    // before sleeping. At most SPIN_ROUNDS in a row, so the other tasks,
+                    // reload and shutdown get their turn.
                     let mut rounds = 0;
-                    while self.answered_here && rounds < MAX_BATCH {
+                    while self.answered_here && rounds < SPIN_ROUNDS {
                         let Some((stream, waited)) = self.accept_spinning() else {
                             break;
                         };
