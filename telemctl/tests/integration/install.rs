@@ -428,6 +428,40 @@ fn recording_tools(dir: &Path, log: &Path, core_pattern: &Path) -> Vec<(String, 
     env
 }
 
+/// A temp host for `make post-install`/`uninstall`: a fake build output (`target`), an
+/// install root (`dest`), the kernel's core_pattern as a file holding `core_pattern`, and
+/// the recording tools ([`recording_tools`]) writing to `log`.
+struct RecordingHost {
+    t: tempfile::TempDir,
+    target: std::path::PathBuf,
+    dest: std::path::PathBuf,
+    log: std::path::PathBuf,
+    core_pattern: std::path::PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl RecordingHost {
+    fn new(core_pattern_text: &str) -> RecordingHost {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("target");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("telemprobd"), "x").unwrap();
+        let dest = t.path().join("dest");
+        let log = t.path().join("log");
+        let core_pattern = t.path().join("core_pattern");
+        std::fs::write(&core_pattern, core_pattern_text).unwrap();
+        let env = recording_tools(t.path(), &log, &core_pattern);
+        RecordingHost {
+            t,
+            target,
+            dest,
+            log,
+            core_pattern,
+            env,
+        }
+    }
+}
+
 fn make_with(dest: &Path, target: &Path, goal: &str, env: &[(String, String)], extra: &[&str]) {
     let out = Command::new("make")
         .arg("-C")
@@ -459,15 +493,15 @@ fn enabled_units() -> Vec<String> {
 /// links: `make post-install` does what the Debian postinst does.
 #[test]
 fn post_install_creates_the_user_and_dirs_and_enables_the_units() {
-    let t = tempfile::tempdir().unwrap();
-    let target = t.path().join("target");
-    std::fs::create_dir_all(&target).unwrap();
-    std::fs::write(target.join("telemprobd"), "x").unwrap();
-    let dest = t.path().join("dest");
-    let log = t.path().join("log");
-    let core_pattern = t.path().join("core_pattern");
-    std::fs::write(&core_pattern, "core\n").unwrap();
-    let env = recording_tools(t.path(), &log, &core_pattern);
+    // `_dir` keeps the temp host until the end of the test.
+    let RecordingHost {
+        t: _dir,
+        target,
+        dest,
+        log,
+        core_pattern: _,
+        env,
+    } = RecordingHost::new("core\n");
     make_install(&dest, &target, &["PREFIX=/usr"]);
     make_with(&dest, &target, "post-install", &env, &["PREFIX=/usr"]);
     let d = dest.display();
@@ -498,15 +532,14 @@ fn post_install_creates_the_user_and_dirs_and_enables_the_units() {
 /// systemd afterwards.
 #[test]
 fn uninstall_stops_and_disables_the_units_first() {
-    let t = tempfile::tempdir().unwrap();
-    let target = t.path().join("target");
-    std::fs::create_dir_all(&target).unwrap();
-    std::fs::write(target.join("telemprobd"), "x").unwrap();
-    let dest = t.path().join("dest");
-    let log = t.path().join("log");
-    let core_pattern = t.path().join("core_pattern");
-    std::fs::write(&core_pattern, "|/usr/bin/crashprobe -p %e -E %E -s %s\n").unwrap();
-    let env = recording_tools(t.path(), &log, &core_pattern);
+    let RecordingHost {
+        t,
+        target,
+        dest,
+        log,
+        core_pattern,
+        env,
+    } = RecordingHost::new("|/usr/bin/crashprobe -p %e -E %E -s %s\n");
     // The socket file systemd leaves behind when telemprobd.socket stops.
     let socket = std::os::unix::net::UnixListener::bind(t.path().join("telem-0")).unwrap();
     drop(socket);
