@@ -5,12 +5,13 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use object::Object;
+use telemetrics_tests::TestRoot;
 
 use crate::backtraces::LEVELS_C;
 use crate::support::*;
@@ -315,37 +316,30 @@ fn debug_files_come_from_debuginfod_then_from_the_cache() {
     // `env` reads DEBUGINFOD_URLS; without it the variable is ignored.
     let root = root_with("env", 5);
     let listener = Listener::start(&root);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crashprobe"));
-    root.apply_env(&mut cmd);
-    let out = cmd
-        .env("CRASHPROBE_USER", "root")
-        .env("CRASHPROBE_DEBUG_ROOT", "/nonexistent")
-        .env("DEBUGINFOD_URLS", server.url())
-        .args(ARGS)
-        .arg("-c")
-        .arg(&s.core)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = probe_with_debuginfod_urls(&root, &server.url(), &s.core);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(frames(&payload(&listener.next())), s.reference);
 
     let root = root_with(&format!("http://127.0.0.1:{}", free_port()), 5);
     let listener = Listener::start(&root);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crashprobe"));
-    root.apply_env(&mut cmd);
-    let out = cmd
-        .env("CRASHPROBE_USER", "root")
-        .env("CRASHPROBE_DEBUG_ROOT", "/nonexistent")
-        .env("DEBUGINFOD_URLS", server.url())
-        .args(ARGS)
-        .arg("-c")
-        .arg(&s.core)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = probe_with_debuginfod_urls(&root, &server.url(), &s.core);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(frames(&payload(&listener.next())), plain);
+}
+
+/// crashprobe on `core` with `DEBUGINFOD_URLS=urls` in its environment and no debug root.
+fn probe_with_debuginfod_urls(root: &TestRoot, urls: &str, core: &Path) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crashprobe"));
+    root.apply_env(&mut cmd);
+    cmd.env("CRASHPROBE_USER", "root")
+        .env("CRASHPROBE_DEBUG_ROOT", "/nonexistent")
+        .env("DEBUGINFOD_URLS", urls)
+        .args(ARGS)
+        .arg("-c")
+        .arg(core)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 #[test]
