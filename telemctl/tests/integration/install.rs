@@ -6,7 +6,7 @@ use std::process::Command;
 
 use libtelemetry::{Config, Paths};
 
-use crate::common::{files_with_suffix, have, installed_binaries, repo};
+use crate::common::{files_with_suffix, have, installed_binaries, repo, stub_staticlib};
 use crate::man::{pages, section};
 
 const UNIT_SUFFIXES: &[&str] = &[".service", ".socket", ".path", ".timer", ".target"];
@@ -91,45 +91,6 @@ fn lib_files() -> BTreeSet<String> {
     .into_iter()
     .map(String::from)
     .collect()
-}
-
-/// A `libtelemetry.a` holding stand-ins for the 7 entry points, so install.sh can link it.
-fn stub_staticlib(out: &Path) {
-    assert!(
-        have("cc") && have("ar"),
-        "cc and ar are needed (gcc, binutils)"
-    );
-    let dir = out.parent().unwrap();
-    let src = dir.join("stub.c");
-    std::fs::write(
-        &src,
-        "int tm_set_config_file(const char *c) { (void)c; return 0; }\n\
-         void tm_free_record(void *r) { (void)r; }\n\
-         int tm_create_record(void **r, unsigned s, char *c, unsigned v) { (void)r; (void)s; (void)c; (void)v; return 0; }\n\
-         int tm_set_payload(void *r, char *p) { (void)r; (void)p; return 0; }\n\
-         int tm_send_record(void *r) { (void)r; return 0; }\n\
-         int tm_set_event_id(void *r, char *e) { (void)r; (void)e; return 0; }\n\
-         int tm_is_opted_in(void) { return 0; }\n",
-    )
-    .unwrap();
-    let obj = dir.join("stub.o");
-    let ok = Command::new("cc")
-        .args(["-fPIC", "-c", "-o"])
-        .arg(&obj)
-        .arg(&src)
-        .status()
-        .unwrap()
-        .success()
-        && Command::new("ar")
-            .arg("rcs")
-            .arg(out)
-            .arg(&obj)
-            .status()
-            .unwrap()
-            .success();
-    assert!(ok, "building the stub libtelemetry.a failed");
-    std::fs::remove_file(src).unwrap();
-    std::fs::remove_file(obj).unwrap();
 }
 
 #[test]
@@ -433,10 +394,10 @@ fn recording_tools(dir: &Path, log: &Path, core_pattern: &Path) -> Vec<(String, 
 /// the recording tools ([`recording_tools`]) writing to `log`.
 struct RecordingHost {
     t: tempfile::TempDir,
-    target: std::path::PathBuf,
-    dest: std::path::PathBuf,
-    log: std::path::PathBuf,
-    core_pattern: std::path::PathBuf,
+    target: PathBuf,
+    dest: PathBuf,
+    log: PathBuf,
+    core_pattern: PathBuf,
     env: Vec<(String, String)>,
 }
 

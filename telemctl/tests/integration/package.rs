@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{files_with_suffix, have, installed_binaries, repo};
+use crate::common::{files_with_suffix, have, installed_binaries, repo, stub_staticlib};
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -96,33 +96,7 @@ fn build_deb_lays_out_three_packages() {
             .success();
         assert!(ok);
     }
-    let lib_src = t.path().join("lib.c");
-    std::fs::write(
-        &lib_src,
-        "int tm_set_config_file(const char *c) { (void)c; return 0; }\n\
-         void tm_free_record(void *r) { (void)r; }\n\
-         int tm_create_record(void **r, unsigned s, char *c, unsigned v) { (void)r; (void)s; (void)c; (void)v; return 0; }\n\
-         int tm_set_payload(void *r, char *p) { (void)r; (void)p; return 0; }\n\
-         int tm_send_record(void *r) { (void)r; return 0; }\n\
-         int tm_set_event_id(void *r, char *e) { (void)r; (void)e; return 0; }\n\
-         int tm_is_opted_in(void) { return 0; }\n",
-    )
-    .unwrap();
-    let obj = t.path().join("lib.o");
-    assert!(Command::new("cc")
-        .args(["-fPIC", "-c", "-o"])
-        .arg(&obj)
-        .arg(&lib_src)
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("ar")
-        .arg("rcs")
-        .arg(target.join("libtelemetry.a"))
-        .arg(&obj)
-        .status()
-        .unwrap()
-        .success());
+    stub_staticlib(&target.join("libtelemetry.a"));
 
     let out_dir = t.path().join("debs");
     let out = Command::new(repo().join("packaging/build-deb"))
