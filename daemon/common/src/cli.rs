@@ -2,8 +2,8 @@
 //! `-f/--config_file <path>`, `-h/--help` and `-V/--version`, parsed by
 //! [`libtelemetry::getopt`] so that clusters (`-hV`), attached arguments (`-f/x`),
 //! `--name=value` and unambiguous prefixes (`--conf=/x`) behave, and are diagnosed, exactly
-//! as glibc does (`telemprobd: invalid option -- 'x'`). Each daemon keeps its usage text in
-//! its own `cli` module (`probd::cli`, `postd::cli`).
+//! as glibc does (`telemprobd: invalid option -- 'x'`), and the usage text both C daemons
+//! printed. Each daemon re-exports this module as its own `cli`.
 //!
 //! Options are taken in order and the first `-h` or `-V` wins, as in C (`-f` checks its path
 //! later, at start-up). One deliberate difference: an operand (`telemprobd extra`), which the
@@ -80,13 +80,22 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     Ok(Command::Run(opts))
 }
 
+/// The usage text of the C daemons (telemprobd and telempostd printed the same lines).
+pub fn usage(argv0: &str) -> String {
+    format!(
+        "{argv0}: Usage\n  \
+-f,  --config_file    Configuration file. This overides the other default configuration files\n  \
+-h,  --help           Display this help message\n  \
+-V,  --version        Print the program version\n"
+    )
+}
+
 /// The whole command-line side of a daemon: `args` with `argv[0]` first (`default_name` when
-/// missing). `-h` prints `usage` on stdout and `-V` the version, both exiting 0; a refused
+/// missing). `-h` prints [`usage`] on stdout and `-V` the version, both exiting 0; a refused
 /// command line prints the message and the usage on stderr and exits 1; otherwise `run`.
 pub fn main(
     args: impl IntoIterator<Item = OsString>,
     default_name: &str,
-    usage: fn(&str) -> String,
     run: impl FnOnce(Options) -> ExitCode,
 ) -> ExitCode {
     let mut args = args.into_iter();
@@ -124,6 +133,17 @@ mod tests {
         Ok(Command::Run(Options {
             config_file: Some(PathBuf::from(path)),
         }))
+    }
+
+    #[test]
+    fn usage_is_the_c_text() {
+        assert_eq!(
+            usage("telempostd"),
+            "telempostd: Usage\n  \
+-f,  --config_file    Configuration file. This overides the other default configuration files\n  \
+-h,  --help           Display this help message\n  \
+-V,  --version        Print the program version\n"
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! (`evicted`), the `drop` rate-limit strategy (`dropped`), delivery disabled (`local`), or
 //! quarantine (`quarantined`, moved rather than deleted).
 
-pub mod cli;
+/// The C command line, shared with the other daemon.
+pub use daemon_common::cli;
 pub mod concurrency;
 pub mod counters;
 pub mod delivery;
@@ -51,7 +52,7 @@ pub use settings::{DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT_LIMIT};
 
 /// The whole program: parse `args` (with argv0), run, map errors to exit codes.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    daemon_common::cli::main(args, "telempostd", cli::usage, |opts| {
+    daemon_common::cli::main(args, "telempostd", |opts| {
         daemon_common::logging::init("telempostd");
         match run(opts) {
             Ok(()) => ExitCode::SUCCESS,

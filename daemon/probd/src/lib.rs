@@ -23,7 +23,8 @@
 //! Exit status: 0 after SIGTERM/SIGINT or the idle exit, 1 on a usage, configuration or
 //! socket error (as the C daemon).
 
-pub mod cli;
+/// The C command line, shared with the other daemon.
+pub use daemon_common::cli;
 pub mod conn;
 pub mod connections;
 pub mod counters;
@@ -165,7 +166,7 @@ pub fn main() -> ExitCode {
 /// The program with explicit arguments (after `argv[0]`).
 pub fn main_with_args(argv0: &str, args: Vec<OsString>) -> ExitCode {
     let argv = std::iter::once(OsString::from(argv0)).chain(args);
-    daemon_common::cli::main(argv, DAEMON, cli::usage, |opts| {
+    daemon_common::cli::main(argv, DAEMON, |opts| {
         daemon_common::logging::init(DAEMON);
         match run(opts) {
             Ok(_) => ExitCode::SUCCESS,
