@@ -9,21 +9,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::backtraces::{LEVELS_C, THREADS_C};
+use crate::backtraces::{LEVELS_C, OPTIMIZED_C, THREADS_C};
 use crate::support::*;
 
 const SYSROOT: &str = "/usr/aarch64-linux-gnu";
-
-const OPTIMIZED_C: &str = r#"
-#include <stddef.h>
-volatile int sink;
-static inline __attribute__((always_inline)) void poke(int *p) { *p = 42; }
-__attribute__((noinline)) void deep(int *p, int n) {
-    if (n > 0) { deep(p, n - 1); sink++; } else { poke(p); }
-}
-__attribute__((noinline)) void middle(int *p) { deep(p, 3); sink++; }
-int main(int argc, char **argv) { middle(argc > 5 ? &argc : NULL); return sink; }
-"#;
 
 const ABORT_C: &str = r#"
 #include <stdlib.h>
@@ -55,18 +44,7 @@ fn cross_tools() -> Option<()> {
 }
 
 fn cross_cc(lab: &Lab, name: &str, src: &str, flags: &[&str]) -> PathBuf {
-    let c = lab.path(&format!("{name}.c"));
-    std::fs::write(&c, src).unwrap();
-    let exe = lab.path(name);
-    run_ok(
-        Command::new("aarch64-linux-gnu-gcc")
-            .args(flags)
-            .arg("-o")
-            .arg(&exe)
-            .arg(&c)
-            .arg("-lpthread"),
-    );
-    exe
+    lab.cc_with("aarch64-linux-gnu-gcc", name, src, flags)
 }
 
 /// Run `exe` under qemu-aarch64 in a directory of its own; returns the core qemu wrote.

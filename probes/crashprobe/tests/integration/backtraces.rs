@@ -11,7 +11,7 @@ int level1(int *p) { return level2(p) + 1; }
 int main(int argc, char **argv) { return level1(argc > 5 ? &argc : 0); }
 "#;
 
-const OPTIMIZED_C: &str = r#"
+pub const OPTIMIZED_C: &str = r#"
 #include <stddef.h>
 volatile int sink;
 static inline __attribute__((always_inline)) void poke(int *p) { *p = 42; }

@@ -32,11 +32,16 @@ impl Lab {
 
     /// Compile `src` (C) with `flags` into an executable named `name`.
     pub fn cc(&self, name: &str, src: &str, flags: &[&str]) -> PathBuf {
+        self.cc_with("gcc", name, src, flags)
+    }
+
+    /// [`Lab::cc`] with another C compiler (a cross compiler).
+    pub fn cc_with(&self, compiler: &str, name: &str, src: &str, flags: &[&str]) -> PathBuf {
         let c = self.path(&format!("{name}.c"));
         std::fs::write(&c, src).unwrap();
         let exe = self.path(name);
         run_ok(
-            Command::new("gcc")
+            Command::new(compiler)
                 .args(flags)
                 .arg("-o")
                 .arg(&exe)
