@@ -391,22 +391,11 @@ fn rebuilt_program_is_reported_by_module_offset_and_build_id() {
 /// `kernel.core_pattern` writes plain files; skipped otherwise. The pattern is only read.
 #[test]
 fn kernel_written_core_through_a_pipe_matches_gdb() {
-    use std::os::unix::process::CommandExt;
     let lab = Lab::new();
     let exe = lab.cc("kcore", THREADS_C, &["-O0", "-g"]);
     let mut cmd = std::process::Command::new(&exe);
     cmd.current_dir(lab.dir.path());
-    // SAFETY: setrlimit is async-signal-safe and touches only the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: libc::RLIM_INFINITY,
-                rlim_max: libc::RLIM_INFINITY,
-            };
-            libc::setrlimit(libc::RLIMIT_CORE, &lim);
-            Ok(())
-        });
-    }
+    allow_core_dumps(&mut cmd);
     let status = cmd.status().expect("run crasher");
     assert!(!status.success());
     let core = std::fs::read_dir(lab.dir.path())

@@ -8,7 +8,6 @@
 //! rewritten into the kernel's notes-first layout.
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -196,17 +195,7 @@ pub fn kernel_core(dir: &Path, exe: &Path, args: &[&str]) -> Option<Vec<u8>> {
     std::fs::create_dir_all(dir).unwrap();
     let mut cmd = Command::new(exe);
     cmd.args(args).current_dir(dir);
-    // SAFETY: setrlimit is async-signal-safe and touches only the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: libc::RLIM_INFINITY,
-                rlim_max: libc::RLIM_INFINITY,
-            };
-            libc::setrlimit(libc::RLIMIT_CORE, &lim);
-            Ok(())
-        });
-    }
+    allow_core_dumps(&mut cmd);
     let status = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -546,3 +546,19 @@ pub fn synthetic_core(
     }
     out
 }
+
+/// Let the child that `cmd` starts dump core of any size (`RLIMIT_CORE` unlimited).
+pub fn allow_core_dumps(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &lim);
+            Ok(())
+        });
+    }
+}
