@@ -6,6 +6,7 @@
 //! crashprobe's [`crashloop`] state, the [`paths`] of everything, and the [`client`] that
 //! sends one record to telemprobd.
 
+pub mod civil;
 pub mod client;
 pub mod config;
 pub mod crashloop;
