@@ -829,6 +829,35 @@ mod tests {
         assert_eq!(payloads(&new), vec![b"after".to_vec()]);
     }
 
+    /// A stager (not yet running) staging into an opted-in temp root's default spool dir,
+    /// with its root, counters and handle.
+    struct TestStager {
+        dir: tempfile::TempDir,
+        paths: Paths,
+        counters: Arc<Counters>,
+        stager: Stager,
+        handle: StagerHandle,
+    }
+
+    fn test_stager(durability: Durability) -> TestStager {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = opted_in_root(dir.path());
+        let counters = Arc::new(Counters::default());
+        let (stager, handle) = Stager::new(
+            paths.clone(),
+            paths.default_spool_dir(),
+            durability,
+            counters.clone(),
+        );
+        TestStager {
+            dir,
+            paths,
+            counters,
+            stager,
+            handle,
+        }
+    }
+
     /// A running stager (in an opted-in temp root) whose first commit panics.
     fn stager_whose_first_commit_panics(
         durability: Durability,
@@ -838,14 +867,13 @@ mod tests {
         StagerHandle,
         tokio::task::JoinHandle<()>,
     ) {
-        let d = tempfile::tempdir().unwrap();
-        let paths = opted_in_root(d.path());
-        let (stager, handle) = Stager::new(
-            paths.clone(),
-            paths.default_spool_dir(),
-            durability,
-            Arc::new(Counters::default()),
-        );
+        let TestStager {
+            dir,
+            paths,
+            stager,
+            handle,
+            ..
+        } = test_stager(durability);
         let first = std::sync::atomic::AtomicBool::new(true);
         let hook = CommitHook(Arc::new(move |_| {
             if first.swap(false, Ordering::SeqCst) {
@@ -853,7 +881,7 @@ mod tests {
             }
         }));
         let task = tokio::spawn(stager.with_commit_hook(Some(hook)).run());
-        (d, paths, handle, task)
+        (dir, paths, handle, task)
     }
 
     #[tokio::test]
@@ -887,15 +915,13 @@ mod tests {
             (Durability::Strict, 0),
             (Durability::None, 0),
         ] {
-            let d = tempfile::tempdir().unwrap();
-            let paths = opted_in_root(d.path());
-            let counters = Arc::new(Counters::default());
-            let (stager, handle) = Stager::new(
-                paths.clone(),
-                paths.default_spool_dir(),
-                durability,
-                counters.clone(),
-            );
+            let TestStager {
+                dir: _dir,
+                paths,
+                counters,
+                stager,
+                handle,
+            } = test_stager(durability);
             let task = tokio::spawn(stager.run());
             let acks = futures_join(&handle, 5).await;
             assert!(acks.iter().all(|a| *a == Ack::Accepted));
@@ -943,15 +969,13 @@ mod tests {
     /// or slow, something queued before it) is given back for the stager task.
     #[tokio::test]
     async fn an_idle_stager_commits_in_place_only_on_a_quick_medium() {
-        let d = tempfile::tempdir().unwrap();
-        let paths = opted_in_root(d.path());
-        let counters = Arc::new(Counters::default());
-        let (stager, handle) = Stager::new(
-            paths.clone(),
-            paths.default_spool_dir(),
-            Durability::Batched,
-            counters.clone(),
-        );
+        let TestStager {
+            dir: _dir,
+            paths,
+            counters,
+            stager,
+            handle,
+        } = test_stager(Durability::Batched);
         let task = tokio::spawn(stager.run());
         until_idle(&handle).await;
         let payloads = || -> Vec<Vec<u8>> {
