@@ -186,7 +186,6 @@ impl Listener {
     /// the stager, which commits them as one batch (one opt-in check, answers in a row).
     /// At most [`MAX_BATCH`] connections per call, so the other tasks get their turn.
     fn serve_burst(&mut self, stream: UnixStream, waited: bool) {
-        self.answered_here = false;
         let mut next = Some(stream);
         let mut served = 0;
         while let Some(stream) = next.take() {
